@@ -1,0 +1,27 @@
+#include "util/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int ds4_errf(ds4_err *e, const char *fmt, ...) {
+    if (!e) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int ds4_err_prefix(ds4_err *e, const char *fmt, ...) {
+    if (!e) return -1;
+    char prefix[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    char old[sizeof(e->msg)];
+    memcpy(old, e->msg, sizeof(old));
+    snprintf(e->msg, sizeof(e->msg), "%s: %s", prefix, old);
+    return -1;
+}
