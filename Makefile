@@ -14,11 +14,11 @@ CC      ?= cc
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
-CFLAGS_BASE := $(CSTD) $(WARN) -Isrc -pthread -fno-strict-aliasing
+CFLAGS_BASE := $(CSTD) $(WARN) -Isrc -pthread -fno-strict-aliasing -ffp-contract=off
 LDLIBS  := -lm -pthread
 BUILD   ?= build
 
-LAYERS  := util gguf model cpu backend engine text
+LAYERS  := util gguf model cpu backend engine text synth
 LIB_SRC := $(foreach d,$(LAYERS),$(wildcard src/$(d)/*.c))
 TOOL_SRC := $(wildcard src/tools/*.c)
 TOOLS   := $(patsubst src/tools/%.c,%,$(TOOL_SRC))

@@ -22,6 +22,15 @@ int ds4_err_prefix(ds4_err *e, const char *fmt, ...) {
     va_end(ap);
     char old[sizeof(e->msg)];
     memcpy(old, e->msg, sizeof(old));
-    snprintf(e->msg, sizeof(e->msg), "%s: %s", prefix, old);
+    /* build "prefix: old" piecewise; truncation of very long messages is fine */
+    size_t n = strlen(prefix);
+    if (n > sizeof(e->msg) - 3) n = sizeof(e->msg) - 3;
+    memcpy(e->msg, prefix, n);
+    e->msg[n++] = ':';
+    e->msg[n++] = ' ';
+    size_t m = strlen(old);
+    if (m > sizeof(e->msg) - 1 - n) m = sizeof(e->msg) - 1 - n;
+    memcpy(e->msg + n, old, m);
+    e->msg[n + m] = '\0';
     return -1;
 }

@@ -1,0 +1,118 @@
+/* ds4 — sessions and the backend interface.
+ *
+ * A session is one sequence being evaluated: the KV state (ds4_state) plus a
+ * backend that computes the forward pass on it. The driver here owns what is
+ * the same for every backend: context checks, the prefill chunk schedule
+ * (boundaries at absolute multiples of the chunk, so a cold prefill and a
+ * resume from a checkpoint take the same steps), progress and cancellation,
+ * snapshots in the common payload format (INTERFACES.md §7.4).
+ *
+ * A backend only implements "evaluate these n <= chunk tokens at the current
+ * position" plus state transfer. Options that change numerics are explicit
+ * per-session options, never globals. */
+#ifndef DS4_BACKEND_BACKEND_H
+#define DS4_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+#include "model/state.h"
+#include "util/err.h"
+
+typedef enum ds4_backend_kind {
+    DS4_BACKEND_AUTO = 0, /* CUDA when built in and a GPU is present, else CPU */
+    DS4_BACKEND_CPU = 1,
+    DS4_BACKEND_CUDA = 2,
+} ds4_backend_kind;
+
+#define DS4_DEFAULT_PREFILL_CHUNK 2048
+
+/* Progress of a long evaluation: done/total tokens of this call. Return
+ * non-zero to cancel; the session then stops at the next chunk boundary
+ * (its state is valid and holds the tokens evaluated so far). */
+typedef int (*ds4_progress_fn)(void *ud, int done, int total);
+
+typedef struct ds4_session_opts {
+    int ctx;             /* positions the session can hold (required, >= 1) */
+    int prefill_chunk;   /* 0 = default (DS4_DEFAULT_PREFILL_CHUNK, capped at ctx) */
+    ds4_backend_kind backend;
+    int n_threads;       /* CPU threads; 0 = one per core */
+    /* Numerics. oracle = true switches off the FP8 KV and FP4 indexer
+     * simulations and keeps caches in exact f32 (transformers' behaviour).
+     * The three switches below override individual parts: -1 = follow
+     * `oracle`, 0 = off, 1 = on. */
+    bool oracle;
+    int fp8_kv;
+    int fp4_indexer;
+    int f16_cache;
+    ds4_progress_fn progress;
+    void *progress_ud;
+} ds4_session_opts;
+
+/* Defaults: ctx must still be set by the caller. */
+void ds4_session_opts_default(ds4_session_opts *o);
+
+typedef struct ds4_session ds4_session;
+
+typedef struct ds4_backend_ops {
+    const char *name;
+    int (*init)(ds4_session *s, ds4_err *err);
+    void (*destroy)(ds4_session *s);
+    /* Evaluate n tokens (1 <= n <= chunk) at positions state->n_tokens ...;
+     * append them to the state, set state->logits to the last token's logits,
+     * and write every token's logits to all_logits ([n][vocab]) when non-NULL. */
+    int (*eval)(ds4_session *s, const int32_t *tokens, int n, float *all_logits, ds4_err *err);
+    /* Bring the host-side ds4_state up to date (before save) / push it to the
+     * backend (after load or reset). CPU: no-ops. */
+    int (*pull_state)(ds4_session *s, ds4_err *err);
+    int (*push_state)(ds4_session *s, ds4_err *err);
+    /* Bytes the backend holds for this session beyond the weights. */
+    size_t (*memory_bytes)(const ds4_session *s);
+} ds4_backend_ops;
+
+struct ds4_session {
+    ds4_model *model;
+    ds4_session_opts opts;
+    bool fp8_kv, fp4_indexer, f16_cache; /* resolved numerics */
+    ds4_state *state;                    /* host copy / CPU working state */
+    const ds4_backend_ops *ops;
+    void *impl;                          /* backend private */
+};
+
+/* Create a session. Errors name the problem: ctx too small, chunk invalid,
+ * unknown backend, CUDA not built in, out of memory. */
+ds4_session *ds4_session_create(ds4_model *m, const ds4_session_opts *opts, ds4_err *err);
+void ds4_session_free(ds4_session *s);
+
+/* Append tokens and evaluate them in chunks aligned to absolute multiples of
+ * the prefill chunk. all_logits ([n][vocab]) is optional. Fails (state
+ * untouched) if the tokens do not fit in the context or an id is outside the
+ * vocabulary; returns 1 if cancelled by the progress callback. */
+int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, float *all_logits, ds4_err *err);
+
+/* Evaluate tokens strictly one at a time (the decode path). */
+int ds4_session_decode(ds4_session *s, int32_t token, ds4_err *err);
+
+const float *ds4_session_logits(const ds4_session *s); /* NULL before the first token */
+int ds4_session_n_tokens(const ds4_session *s);
+const int32_t *ds4_session_tokens(const ds4_session *s);
+int ds4_session_ctx(const ds4_session *s);
+int ds4_session_chunk(const ds4_session *s);
+const char *ds4_session_backend_name(const ds4_session *s);
+void ds4_session_reset(ds4_session *s);
+
+/* Snapshot in the common payload format. */
+size_t ds4_session_payload_size(ds4_session *s);
+int ds4_session_save(ds4_session *s, uint8_t *buf, size_t cap, ds4_err *err);
+/* Allocating convenience: *out is malloc'd, *len its size. */
+int ds4_session_snapshot(ds4_session *s, uint8_t **out, size_t *len, ds4_err *err);
+int ds4_session_load(ds4_session *s, const uint8_t *buf, size_t len, ds4_err *err);
+
+/* Backends. */
+extern const ds4_backend_ops ds4_cpu_backend;
+const ds4_backend_ops *ds4_cuda_backend(void); /* NULL when not built with CUDA */
+bool ds4_cuda_available(void);                 /* built in and a usable GPU present */
+
+#endif
