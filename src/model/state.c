@@ -232,12 +232,12 @@ int ds4_state_load(ds4_state *s, const uint8_t *buf, size_t len, ds4_err *err) {
     const uint32_t T = h[7];
     if (h[2] > (uint32_t)s->ctx) REJECT("written by a session of ctx %u, larger than this one's %d", h[2], s->ctx);
     if (T >= (uint32_t)s->ctx) REJECT("holds %u tokens, this session's ctx is %d", T, s->ctx);
-    if (h[3] != (uint32_t)s->chunk) REJECT("prefill chunk %u differs from this session's %d", h[3], s->chunk);
-    if (h[5] != (uint32_t)s->raw_window) REJECT("raw window %u differs from this session's %d", h[5], s->raw_window);
     if (h[8] != (uint32_t)s->n_layer || h[9] != (uint32_t)s->head_dim || h[10] != (uint32_t)s->idx_dim ||
         h[11] != (uint32_t)s->n_vocab)
         REJECT("model shape (layers %u, head %u, indexer %u, vocab %u) differs from this model's (%d, %d, %d, %d)", h[8],
                h[9], h[10], h[11], s->n_layer, s->head_dim, s->idx_dim, s->n_vocab);
+    if (h[3] != (uint32_t)s->chunk) REJECT("prefill chunk %u differs from this session's %d", h[3], s->chunk);
+    if (h[5] != (uint32_t)s->raw_window) REJECT("raw window %u differs from this session's %d", h[5], s->raw_window);
     const uint32_t R = T < (uint32_t)s->raw_window ? T : (uint32_t)s->raw_window;
     if (h[12] != R) REJECT("raw row count %u, expected min(T, window) = %u", h[12], R);
     if (R > (uint32_t)s->raw_cap) REJECT("raw rows %u exceed the ring (%d)", R, s->raw_cap);
