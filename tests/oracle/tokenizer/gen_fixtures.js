@@ -116,11 +116,9 @@ function main() {
         nPlain += plain.length;
         nSpecial += special.length;
         // Cross-checks; the Hugging Face result is the reference.
-        for (const [what, ours, theirs] of [['plain', plain, lmIds(lm.plain, d.text)], ['special', special, lmIds(lm.special, d.text)]]) {
-            if (!same(ours, theirs)) {
-                if (lenmlDiff < 5) console.error(`note: @lenml/tokenizers differs on document ${k} (${what}): ${JSON.stringify(d.text.slice(0, 60))}`);
-                lenmlDiff++;
-            }
+        if (!same(plain, lmIds(lm.plain, d.text)) || !same(special, lmIds(lm.special, d.text))) {
+            if (lenmlDiff < 3) console.error(`note: @lenml/tokenizers differs on document ${k}: ${JSON.stringify(d.text.slice(0, 60))}`);
+            lenmlDiff++;
         }
         if (!others.some((s) => d.text.includes(s))) {
             fullChecked++;
@@ -143,7 +141,7 @@ function main() {
     fs.writeFileSync(OUT, Buffer.concat(parts));
     console.log(
         `gen_fixtures: ${docs.length} documents, ${bytes.length} bytes, ${nPlain} plain / ${nSpecial} special tokens -> ${OUT}\n` +
-            `  @lenml/tokenizers disagreements: ${lenmlDiff}; full added-token set checked on ${fullChecked} documents, ` +
+            `  @lenml/tokenizers differs on ${lenmlDiff} documents; full added-token set checked on ${fullChecked} documents, ` +
             `${fullDiff} differ; decode mismatches: ${decodeDiff}`
     );
 }
