@@ -13,7 +13,7 @@
 CC      ?= cc
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-OPT     ?= -O2 -g
+OPT     ?= -O3 -g
 CFLAGS_BASE := $(CSTD) $(WARN) -Isrc -pthread -fno-strict-aliasing -ffp-contract=off
 LDLIBS  := -lm -pthread -lmd
 BUILD   ?= build

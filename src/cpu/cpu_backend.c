@@ -20,7 +20,7 @@ static void cpu_destroy(ds4_session *s) {
     if (!c) return;
     float *bufs[] = {c->H, c->a, c->qr, c->hc_pre, c->hc_post, c->hc_M, c->ck, c->cg, c->ik, c->ig,
                      c->flat, c->mix, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw, c->scores,
-                     c->router, c->route_w, c->ex, c->eg, c->eu, c->eout, c->shg, c->shu, c->z};
+                     c->router, c->route_w, c->ffn_y, c->ex, c->eg, c->eu, c->shg, c->shu, c->z};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(c->freq_main);
     free(c->freq_cmp);
@@ -93,13 +93,16 @@ static int cpu_init(ds4_session *s, ds4_err *err) {
     c->sel = malloc(SB * (size_t)hp->idx_topk * sizeof(int32_t));
     c->n_sel = malloc(SB * sizeof(int));
     c->router = falloc(SB * (size_t)hp->n_expert, &ok);
-    c->route_e = malloc(SB * NU * sizeof(int32_t));
-    c->route_w = falloc(SB * NU, &ok);
-    c->ex = falloc(SB * NU * (size_t)D, &ok);
-    c->eg = falloc(SB * NU * (size_t)hp->n_ff, &ok);
-    c->eu = falloc(SB * NU * (size_t)hp->n_ff, &ok);
-    c->eout = falloc(SB * NU * (size_t)D, &ok);
-    c->ex_tok = malloc(SB * NU * sizeof(int32_t));
+    c->route_e = malloc(B * NU * sizeof(int32_t));
+    c->route_w = falloc(B * NU, &ok);
+    c->ffn_y = falloc(B * (size_t)D, &ok);
+    /* an expert's rows are gathered up to this many at a time (one pass over
+     * its weights per gather; a batch rarely sends more tokens to one expert) */
+    c->gather_cap = (int)(B * NU < 4096 ? B * NU : 4096);
+    c->ex = falloc((size_t)c->gather_cap * (size_t)D, &ok);
+    c->eg = falloc((size_t)c->gather_cap * (size_t)hp->n_ff, &ok);
+    c->eu = falloc((size_t)c->gather_cap * (size_t)hp->n_ff, &ok);
+    c->ex_tok = malloc((size_t)c->gather_cap * sizeof(int32_t));
     c->shg = falloc(SB * (size_t)hp->n_ff, &ok);
     c->shu = falloc(SB * (size_t)hp->n_ff, &ok);
     c->z = falloc(SB * (size_t)D, &ok);

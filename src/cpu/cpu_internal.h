@@ -16,7 +16,7 @@
 #include "cpu/matmul.h"
 #include "util/pool.h"
 
-#define DS4_CPU_SUB_BATCH 32
+#define DS4_CPU_SUB_BATCH 128
 
 typedef struct cpu_ctx {
     ds4_session *sess;
@@ -59,13 +59,14 @@ typedef struct cpu_ctx {
     float **att;          /* per thread: (window + comp_cap_max) attention weights */
     float **tmp;          /* per thread: scratch of max(D, 2*head_dim, ...) floats */
     /* MoE */
-    float *router;        /* [sb][E] */
-    int32_t *route_e;     /* [sb][n_used] */
-    float *route_w;       /* [sb][n_used] */
-    float *ex;            /* [sb*n_used][D] gathered inputs */
-    float *eg, *eu;       /* [sb*n_used][ff] */
-    float *eout;          /* [sb][n_used][D] */
-    int32_t *ex_tok;      /* [sb*n_used] token-slot index of each gathered row */
+    float *router;        /* [sb][E] router logits, then scores */
+    int32_t *route_e;     /* [n][n_used] selected experts (batch-wide) */
+    float *route_w;       /* [n][n_used] route weights (batch-wide) */
+    float *ffn_y;         /* [n][D] MoE output accumulator (batch-wide) */
+    int gather_cap;       /* rows of the gather buffers */
+    float *ex;            /* [gather_cap][D] gathered inputs, then down outputs */
+    float *eg, *eu;       /* [gather_cap][ff] */
+    int32_t *ex_tok;      /* [gather_cap] token * n_used + slot of each gathered row */
     float *shg, *shu;     /* [sb][ff] */
     float *z;             /* [sb][D] head input */
 } cpu_ctx;

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "cpu/matmul_internal.h"
 #include "gguf/quant.h"
 
 int ds4_matmul_ctx_init(ds4_matmul_ctx *mm, ds4_pool *pool, int64_t max_k) {
@@ -36,6 +37,12 @@ static void tile(const ds4_tensor *W, int64_t r0, int64_t rb, int64_t re, const 
                  int64_t te, float *Y, int64_t ldy, float *scratch) {
     const int64_t K = W->ne[0];
     for (int64_t r = rb; r < re; r++) ds4_dequant_row(W->type, row_ptr(W, r0 + r), scratch + (r - rb) * K, K);
+#if DS4_HAVE_MM_AVX2
+    if (K % 8 == 0 && ds4_simd_active()) {
+        ds4_mm_block_avx2(scratch, K, (int)(re - rb), X + tb * ldx, ldx, (int)(te - tb), Y + tb * ldy + rb, ldy, K);
+        return;
+    }
+#endif
     for (int64_t t = tb; t < te; t++) {
         const float *x = X + t * ldx;
         float *y = Y + t * ldy;

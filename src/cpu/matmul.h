@@ -21,8 +21,8 @@ typedef struct ds4_matmul_ctx {
     int n_threads;
 } ds4_matmul_ctx;
 
-#define DS4_MM_ROW_BLOCK 8
-#define DS4_MM_TOK_BLOCK 32
+#define DS4_MM_ROW_BLOCK 16
+#define DS4_MM_TOK_BLOCK 128
 
 int ds4_matmul_ctx_init(ds4_matmul_ctx *mm, ds4_pool *pool, int64_t max_k);
 void ds4_matmul_ctx_free(ds4_matmul_ctx *mm);
