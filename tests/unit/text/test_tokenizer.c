@@ -78,7 +78,7 @@ static int32_t *rd_ids(rd *r, size_t n) {
 static void load_fixtures(void) {
     g_corpus = test_read_file(test_path("tests/data/tokenizer/corpus.txt"), &g_corpus_len);
     if (!g_corpus) fail_msg("cannot read tests/data/tokenizer/corpus.txt");
-    size_t n;
+    size_t n = 0;
     g_fixture = test_read_file(test_path("tests/data/tokenizer/expected.bin"), &n);
     if (!g_fixture) fail_msg("cannot read tests/data/tokenizer/expected.bin");
     rd r = {g_fixture, n, 8};
