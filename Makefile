@@ -40,6 +40,8 @@ define objs
 $(patsubst src/%.c,$(1)/obj/%.o,$(2))
 endef
 
+TOOL_LIBS_ds4 := -ledit
+
 .PHONY: all test asan clean cuda check-deps tools
 all: tools
 

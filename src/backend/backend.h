@@ -102,6 +102,8 @@ int ds4_session_ctx(const ds4_session *s);
 int ds4_session_chunk(const ds4_session *s);
 const char *ds4_session_backend_name(const ds4_session *s);
 void ds4_session_reset(ds4_session *s);
+/* Replace the progress callback (per request, e.g. a server's keepalive/cancel). */
+void ds4_session_set_progress(ds4_session *s, ds4_progress_fn fn, void *ud);
 
 /* Snapshot in the common payload format. */
 size_t ds4_session_payload_size(ds4_session *s);

@@ -126,6 +126,11 @@ int ds4_session_ctx(const ds4_session *s) { return s->state->ctx; }
 int ds4_session_chunk(const ds4_session *s) { return s->state->chunk; }
 const char *ds4_session_backend_name(const ds4_session *s) { return s->ops->name; }
 
+void ds4_session_set_progress(ds4_session *s, ds4_progress_fn fn, void *ud) {
+    s->opts.progress = fn;
+    s->opts.progress_ud = ud;
+}
+
 void ds4_session_reset(ds4_session *s) {
     ds4_state_reset(s->state);
     if (s->ops->push_state) s->ops->push_state(s, NULL);
