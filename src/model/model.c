@@ -27,6 +27,7 @@ fail:
 
 void ds4_model_close(ds4_model *m) {
     if (!m) return;
+    if (m->backend_release) m->backend_release(m);
     ds4_weights_free(&m->w);
     gguf_close(m->file);
     free(m);

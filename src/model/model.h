@@ -13,6 +13,10 @@ typedef struct ds4_model {
     gguf_file *file;
     ds4_hparams hp;
     ds4_weights w;
+    /* Weights a backend copied elsewhere (device memory), shared by every
+     * session of the model and released with it. */
+    void *backend_weights;
+    void (*backend_release)(struct ds4_model *m);
 } ds4_model;
 
 enum {

@@ -12,7 +12,38 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef DS4_HAVE_LIBEDIT
 #include <editline/readline.h>
+#else
+/* Without libedit (a machine where it is not installed): plain line input,
+ * no editing or history. */
+static char *readline(const char *prompt) {
+    fputs(prompt, stdout);
+    fflush(stdout);
+    size_t cap = 256, n = 0;
+    char *buf = malloc(cap);
+    int ch;
+    while (buf && (ch = getchar()) != EOF && ch != '\n') {
+        if (n + 1 == cap) {
+            char *b2 = realloc(buf, cap *= 2);
+            if (!b2) break;
+            buf = b2;
+        }
+        buf[n++] = (char)ch;
+    }
+    if (!buf || (n == 0 && ch == EOF)) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+static void using_history(void) {}
+static void stifle_history(int n) { (void)n; }
+static int read_history(const char *f) { (void)f; return 0; }
+static int write_history(const char *f) { (void)f; return 0; }
+static int add_history(const char *l) { (void)l; return 0; }
+#endif
 
 #include "engine/engine.h"
 #include "engine/logprobs.h"

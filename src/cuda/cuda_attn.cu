@@ -1,0 +1,313 @@
+/* ds4 — CUDA compressors, lightning indexer (scores and causal top-k) and
+ * sink attention (twins: compressor_push, score_range, topk_range and
+ * att_range in src/cpu/cpu_attention.c). */
+#include "cuda/cuda_kernels.h"
+#include "cuda/cuda_ops.cuh"
+
+#define NT 256
+
+/* ------------------------------------------------------------------ compressor */
+
+__global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
+                                  const float *gate, int ape_type, const void *ape, const float *norm, float rms_eps,
+                                  int width, const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8,
+                                  bool fp4, void *rows, bool f16) {
+    extern __shared__ float row[];
+    __shared__ float red[32], amax[64];
+    const int64_t p0 = d_pos[0];
+    const int slots = overlap ? 2 * ratio : ratio;
+    for (int t = 0; t < n; t++) {
+        const int64_t p = p0 + t;
+        const int r = (int)(p % ratio);
+        const int slot = overlap ? ratio + r : r;
+        for (int c = threadIdx.x; c < W; c += blockDim.x) {
+            st_kv[(int64_t)slot * W + c] = kv[(int64_t)t * W + c];
+            st_score[(int64_t)slot * W + c] = gate[(int64_t)t * W + c] + dev_elem(ape_type, ape, (int64_t)r * W + c);
+        }
+        __syncthreads();
+        if ((p + 1) % ratio != 0) continue;
+        /* pool each channel over the window's candidates */
+        for (int j = threadIdx.x; j < width; j += blockDim.x) {
+            float mx = -INFINITY;
+            for (int s = 0; s < slots; s++) {
+                const int col = overlap && s >= ratio ? width + j : j;
+                mx = fmaxf(mx, st_score[(int64_t)s * W + col]);
+            }
+            float out = 0.0f;
+            if (mx != -INFINITY) {
+                float den = 0.0f, num = 0.0f;
+                for (int s = 0; s < slots; s++) {
+                    const int col = overlap && s >= ratio ? width + j : j;
+                    const float wgt = expf(st_score[(int64_t)s * W + col] - mx);
+                    den += wgt;
+                    num += wgt * st_kv[(int64_t)s * W + col];
+                }
+                out = num / den;
+            }
+            row[j] = out;
+        }
+        __syncthreads();
+        block_rmsnorm(row, width, norm, rms_eps, red);
+        block_rope(row, width, n_pairs, freqs, p + 1 - ratio, false);
+        if (fp8) block_fp8(row, width - 2 * n_pairs, amax);
+        if (fp4) block_hadamard_fp4(row, width, amax);
+        const int64_t w = (p + 1) / ratio - 1;
+        for (int j = threadIdx.x; j < width; j += blockDim.x) kv_store(rows, w * width + j, row[j], f16);
+        if (overlap) {
+            __syncthreads();
+            for (int64_t i = threadIdx.x; i < (int64_t)ratio * W; i += blockDim.x) {
+                st_kv[i] = st_kv[(int64_t)ratio * W + i];
+                st_score[i] = st_score[(int64_t)ratio * W + i];
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
+                                const float *gate, const ds4_dw *ape, const float *norm, float rms_eps, int width,
+                                const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8, bool fp4, void *rows,
+                                bool f16, ds4_stream st) {
+    if (n <= 0) return;
+    compressor_kernel<<<1, 512, width * sizeof(float), (cudaStream_t)st>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
+                                                                           ape->type, ape->ptr, norm, rms_eps, width,
+                                                                           freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
+}
+
+/* ------------------------------------------------------------------ indexer scores */
+
+__global__ void attention_kernel(const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks,
+                                 const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
+                                 const int32_t *sel_all, const int *n_sel, int topk, bool f16, const double *freqs,
+                                 int n_pairs, float *o);
+
+#define SC_ROWS 64
+
+__global__ void indexer_scores_kernel(const float *q, const float *w, const void *keys, bool f16, const int *d_pos,
+                                      int IH, int ID, int topk, float *S, int64_t lds, float scale) {
+    extern __shared__ float sq[];
+    const int t = blockIdx.x;
+    const int64_t p = (int64_t)d_pos[0] + t;
+    const int64_t V = (p + 1) / 4;
+    if (V <= topk) return;
+    const int64_t r0 = (int64_t)blockIdx.y * SC_ROWS;
+    if (r0 >= V) return;
+    float *sw = sq + IH * ID;
+    for (int i = threadIdx.x; i < IH * ID; i += blockDim.x) sq[i] = q[(int64_t)t * IH * ID + i];
+    for (int i = threadIdx.x; i < IH; i += blockDim.x) sw[i] = w[(int64_t)t * IH + i];
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    const int64_t r1 = r0 + SC_ROWS < V ? r0 + SC_ROWS : V;
+    for (int64_t r = r0 + warp; r < r1; r += nw) {
+        float acc = 0.0f;
+        for (int h = 0; h < IH; h++) {
+            float d = 0.0f;
+            for (int i = lane; i < ID; i += 32) d += sq[h * ID + i] * kv_load(keys, r * ID + i, f16);
+            d = warp_sum(d);
+            acc += sw[h] * (d > 0.0f ? d : 0.0f);
+        }
+        if (lane == 0) S[(int64_t)t * lds + r] = acc * scale;
+    }
+}
+
+/* Shared memory above 48 KB must be allowed per kernel before launches (and
+ * before a graph capture): attention keeps a score per visible row. */
+extern "C" int ds4k_prepare(int hd, int max_rows, int IH, int ID) {
+    const size_t att = (size_t)(2 * hd + max_rows) * sizeof(float);
+    const size_t sc = (size_t)(IH * ID + IH) * sizeof(float);
+    if (att > 48 * 1024 &&
+        cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)
+        return -1;
+    if (sc > 48 * 1024 &&
+        cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess)
+        return -1;
+    return 0;
+}
+
+extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool f16, int n, const int *d_pos,
+                                    int IH, int ID, int topk, int cap, float *S, int64_t lds, ds4_stream st) {
+    if (n <= 0 || cap <= 0) return;
+    const float scale = (float)(1.0 / sqrt((double)ID * IH));
+    const size_t smem = (size_t)(IH * ID + IH) * sizeof(float);
+    const dim3 grid(n, (unsigned)((cap + SC_ROWS - 1) / SC_ROWS));
+    indexer_scores_kernel<<<grid, NT, smem, (cudaStream_t)st>>>(q, w, keys, f16, d_pos, IH, ID, topk, S, lds, scale);
+}
+
+/* ------------------------------------------------------------------ causal top-k */
+
+__device__ __forceinline__ uint32_t order_key(float f) {
+    const uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* Block-wide integer sum (blockDim <= 1024). */
+__device__ __forceinline__ int block_isum(int v, int *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    int t = lane < nw ? red[lane] : 0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    return t;
+}
+
+/* Exclusive block scan of v; *total gets the sum. */
+__device__ __forceinline__ int block_exscan(int v, int *red, int *total) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    __syncthreads();
+    if (lane == 31) red[w] = x;
+    __syncthreads();
+    if (w == 0) {
+        int s = lane < nw ? red[lane] : 0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(0xffffffffu, s, o);
+            if (lane >= o) s += y;
+        }
+        if (lane < nw) red[32 + lane] = s;
+    }
+    __syncthreads();
+    const int before = w > 0 ? red[32 + w - 1] : 0;
+    *total = red[32 + nw - 1];
+    return before + x - v;
+}
+
+__global__ void topk_kernel(const float *S, int64_t lds, const int *d_pos, int K, int32_t *sel, int *n_sel) {
+    __shared__ int red[64];
+    const int t = blockIdx.x;
+    const int64_t p = (int64_t)d_pos[0] + t;
+    const int64_t V = (p + 1) / 4;
+    if (V <= K) {
+        if (threadIdx.x == 0) n_sel[t] = -1;
+        return;
+    }
+    const float *s = S + (int64_t)t * lds;
+    /* the K-th largest key, bit by bit from the top */
+    uint32_t prefix = 0;
+    for (int bit = 31; bit >= 0; bit--) {
+        const uint32_t cand = prefix | (1u << bit);
+        int c = 0;
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x) c += order_key(s[i]) >= cand;
+        c = block_isum(c, red);
+        if (c >= K) prefix = cand;
+    }
+    const uint32_t T = prefix;
+    int gt = 0;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) gt += order_key(s[i]) > T;
+    gt = block_isum(gt, red);
+    const int need_eq = K - gt; /* ties at the threshold, lowest indices first */
+    int eq_before = 0, out = 0;
+    for (int64_t base = 0; base < V; base += blockDim.x) {
+        const int64_t i = base + threadIdx.x;
+        const uint32_t k = i < V ? order_key(s[i]) : 0;
+        const int is_gt = i < V && k > T, is_eq = i < V && k == T;
+        int eq_total;
+        const int eq_rank = block_exscan(is_eq, red, &eq_total);
+        const int take = is_gt || (is_eq && eq_before + eq_rank < need_eq);
+        int take_total;
+        const int pos = block_exscan(take, red, &take_total);
+        if (take) sel[(int64_t)t * K + out + pos] = (int32_t)i;
+        out += take_total;
+        eq_before += eq_total;
+    }
+    if (threadIdx.x == 0) n_sel[t] = K;
+}
+
+extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel,
+                          ds4_stream st) {
+    if (n > 0) topk_kernel<<<n, 1024, 0, (cudaStream_t)st>>>(S, lds, d_pos, topk, sel, n_sel);
+}
+
+/* ------------------------------------------------------------------ attention */
+
+__device__ __forceinline__ const void *att_row(int r, int n_raw, int64_t lo, const void *ring, int raw_cap,
+                                               const void *comp, const int32_t *sel, int hd, bool f16, int64_t *off) {
+    if (r < n_raw) {
+        *off = ((lo + r) % raw_cap) * hd;
+        return ring;
+    }
+    const int64_t c = sel ? sel[r - n_raw] : r - n_raw;
+    *off = c * hd;
+    return comp;
+}
+
+__global__ void attention_kernel(const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks,
+                                 const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
+                                 const int32_t *sel_all, const int *n_sel, int topk, bool f16, const double *freqs,
+                                 int n_pairs, float *o) {
+    extern __shared__ float sh[];
+    __shared__ float red[32];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int64_t p = (int64_t)d_pos[0] + t;
+    const int64_t lo = p - window + 1 > 0 ? p - window + 1 : 0;
+    const int n_raw = (int)(p - lo + 1);
+    int n_cmp = 0;
+    const int32_t *sel = NULL;
+    if (ratio > 0) {
+        n_cmp = (int)((p + 1) / ratio);
+        if (csa && n_sel[t] >= 0) {
+            sel = sel_all + (int64_t)t * topk;
+            n_cmp = n_sel[t];
+        }
+    }
+    const int nr = n_raw + n_cmp;
+    float *sq = sh, *so = sh + hd, *sc = sh + 2 * hd;
+    const float *qg = q + ((int64_t)t * H + h) * hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) sq[i] = qg[i];
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    for (int r = warp; r < nr; r += nw) {
+        int64_t off;
+        const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
+        float d = 0.0f;
+        for (int i = lane; i < hd; i += 32) d += sq[i] * kv_load(base, off + i, f16);
+        d = warp_sum(d);
+        if (lane == 0) sc[r] = d * scale;
+    }
+    __syncthreads();
+    float m = sinks[h];
+    for (int r = threadIdx.x; r < nr; r += blockDim.x) m = fmaxf(m, sc[r]);
+    m = block_max(m, red);
+    __syncthreads();
+    float den = 0.0f;
+    for (int r = threadIdx.x; r < nr; r += blockDim.x) {
+        sc[r] = expf(sc[r] - m);
+        den += sc[r];
+    }
+    den = block_sum(den, red) + expf(sinks[h] - m);
+    __syncthreads();
+    const float inv = 1.0f / den;
+    for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
+        float acc = 0.0f;
+        for (int r = 0; r < nr; r++) {
+            int64_t off;
+            const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
+            acc += sc[r] * kv_load(base, off + dd, f16);
+        }
+        so[dd] = acc * inv;
+    }
+    __syncthreads();
+    block_rope(so, hd, n_pairs, freqs, p, true);
+    float *og = o + ((int64_t)t * H + h) * hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) og[i] = so[i];
+}
+
+extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
+                               const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
+                               const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
+                               int n_pairs, float *o, int max_rows, ds4_stream st) {
+    if (n <= 0) return;
+    const size_t smem = (size_t)(2 * hd + max_rows) * sizeof(float);
+    attention_kernel<<<dim3(n, H), 128, smem, (cudaStream_t)st>>>(q, d_pos, H, hd, scale, sinks, ring, raw_cap, window,
+                                                                  comp, ratio, csa, sel, n_sel, topk, f16, freqs, n_pairs,
+                                                                  o);
+}

@@ -1,0 +1,429 @@
+/* ds4 — the CUDA backend: weights resident in device memory in their GGUF
+ * formats, the session state on the device (KV rows in f16, or f32 in
+ * oracle mode), the layer driver (same schedule as the CPU reference), and
+ * the decode step captured as a CUDA graph (one launch per token).
+ *
+ * Written in C style; nvcc compiles it as C++, hence the explicit casts. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend/backend.h"
+#include "cpu/ops.h"
+#include "gguf/quant.h"
+#include "util/f16.h"
+}
+#include "cuda/cuda_kernels.h"
+
+#define SB 256 /* sub-batch for the per-token buffers */
+
+/* ------------------------------------------------------------------ errors */
+
+#define CU(call, what)                                                                            \
+    do {                                                                                          \
+        const cudaError_t e_ = (call);                                                            \
+        if (e_ != cudaSuccess) return ds4_errf(err, "CUDA: %s: %s", what, cudaGetErrorString(e_)); \
+    } while (0)
+
+static int launch_check(ds4_err *err, const char *where) {
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return ds4_errf(err, "CUDA kernel failed in %s: %s", where, cudaGetErrorString(e));
+    return 0;
+}
+
+/* ------------------------------------------------------------------ device weights (per model) */
+
+typedef struct cu_weights {
+    size_t bytes;
+    int refs;
+} cu_weights;
+
+typedef struct upload_ctx {
+    int failed;
+    size_t done, total;
+    double t_last;
+    cudaError_t err;
+} upload_ctx;
+
+static void upload_one(void *ud, ds4_tensor *t) {
+    upload_ctx *u = (upload_ctx *)ud;
+    if (u->failed || t->dev) return;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, t->size);
+    if (e == cudaSuccess) e = cudaMemcpy(p, t->data, t->size, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        if (p) cudaFree(p);
+        u->failed = 1;
+        u->err = e;
+        return;
+    }
+    t->dev = p;
+    u->done += t->size;
+    if (u->total > (1ull << 30) && (u->done * 10 / u->total) != ((u->done - t->size) * 10 / u->total))
+        fprintf(stderr, "ds4: loading weights into GPU memory: %.1f / %.1f GiB\n", (double)u->done / (1 << 30),
+                (double)u->total / (1 << 30));
+}
+
+static void free_one(void *ud, ds4_tensor *t) {
+    (void)ud;
+    if (t->dev) cudaFree(t->dev);
+    t->dev = NULL;
+}
+
+static void release_weights(ds4_model *m) {
+    ds4_weights_visit(&m->w, free_one, NULL);
+    free(m->backend_weights);
+    m->backend_weights = NULL;
+    m->backend_release = NULL;
+}
+
+static int upload_weights(ds4_model *m, ds4_err *err) {
+    if (m->backend_weights) {
+        ((cu_weights *)m->backend_weights)->refs++;
+        return 0;
+    }
+    size_t free_b = 0, total_b = 0;
+    CU(cudaMemGetInfo(&free_b, &total_b), "querying GPU memory");
+    if (m->w.n_bytes + (512ull << 20) > free_b)
+        return ds4_errf(err,
+                        "the model needs %.1f GiB of GPU memory for its weights, the GPU has %.1f GiB free of %.1f GiB: "
+                        "use a GPU with more memory (an H200 holds the q2 file), or --cpu",
+                        (double)m->w.n_bytes / (1 << 30), (double)free_b / (1 << 30), (double)total_b / (1 << 30));
+    upload_ctx u = {0, 0, m->w.n_bytes, 0, cudaSuccess};
+    ds4_weights_visit(&m->w, upload_one, &u);
+    if (u.failed) {
+        ds4_weights_visit(&m->w, free_one, NULL);
+        return ds4_errf(err, "CUDA: copying weights to the GPU: %s", cudaGetErrorString(u.err));
+    }
+    cu_weights *cw = (cu_weights *)calloc(1, sizeof(*cw));
+    cw->bytes = m->w.n_bytes;
+    cw->refs = 1;
+    m->backend_weights = cw;
+    m->backend_release = release_weights;
+    return 0;
+}
+
+static ds4_dw dw(const ds4_tensor *t) {
+    ds4_dw d;
+    d.type = t->type;
+    d.ptr = t->dev;
+    d.K = t->ne[0];
+    d.N = t->ne[1] * t->ne[2];
+    return d;
+}
+
+/* ------------------------------------------------------------------ session */
+
+typedef struct cu_layer {
+    void *raw, *comp, *idx;
+    float *cmp_kv, *cmp_score, *icmp_kv, *icmp_score;
+} cu_layer;
+
+typedef struct cu_sess {
+    cudaStream_t st;
+    const ds4_hparams *hp;
+    const ds4_weights *w;
+    bool f16; /* KV rows as half (default) or f32 (oracle mode) */
+    int max_batch, raw_cap, comp_cap_max, max_rows, n_pairs;
+    size_t bytes; /* device memory of this session */
+    cu_layer *L;
+    double *freq_main, *freq_cmp;
+    int *d_pos;     /* [max_batch / SB + 1] position of each sub-batch's first token */
+    int *h_pos;     /* pinned */
+    int32_t *d_tok, *h_tok;
+    float *H, *a, *qr, *pre, *post, *M, *ck, *cg, *ik, *ig;
+    float *flat, *mix, *kvb, *q, *o, *low, *y, *iq, *iw, *S, *router, *rw, *eg, *eu, *ex, *eo, *shg, *shu, *sh, *z;
+    float *logits, *h_logits; /* device [SB][V]; pinned [V] */
+    int32_t *sel, *ids, *h_ids;
+    int *n_sel;
+    int32_t *gtok, *gpair, *h_gtok, *h_gpair;
+    float *gw, *h_gw, *h_rw;
+    cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
+    bool graph_ok[2];
+    int graph_failed;
+    size_t attn_smem;
+} cu_sess;
+
+static int dalloc(cu_sess *c, void **p, size_t bytes, ds4_err *err) {
+    if (bytes == 0) bytes = 16;
+    const cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        size_t f = 0, t = 0;
+        cudaMemGetInfo(&f, &t);
+        return ds4_errf(err,
+                        "CUDA: out of GPU memory allocating %.1f MiB of session buffers (%.1f GiB free); "
+                        "use a smaller --ctx or --prefill-chunk",
+                        (double)bytes / (1 << 20), (double)f / (1 << 30));
+    }
+    c->bytes += bytes;
+    return 0;
+}
+#define DA(ptr, bytes)                                                    \
+    do {                                                                  \
+        if (dalloc(c, (void **)&(ptr), (size_t)(bytes), err) != 0) return -1; \
+    } while (0)
+
+static void cu_destroy(ds4_session *s);
+
+static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
+    const ds4_hparams *hp = c->hp;
+    const ds4_state *st = s->state;
+    const size_t B = (size_t)c->max_batch, D = (size_t)hp->n_embd, HC = (size_t)hp->n_hc, hd = (size_t)hp->head_dim;
+    const size_t QD = (size_t)hp->n_head * hd, K = (size_t)hp->n_expert_used, FF = (size_t)hp->n_ff;
+    const size_t kvb = c->f16 ? 2 : 4, id = (size_t)hp->idx_dim;
+    const size_t sb = B < SB ? B : SB;
+    c->L = (cu_layer *)calloc((size_t)hp->n_layer, sizeof(cu_layer));
+    for (int il = 0; il < hp->n_layer; il++) {
+        cu_layer *L = &c->L[il];
+        const ds4_layer_state *ls = &st->layers[il];
+        DA(L->raw, (size_t)c->raw_cap * hd * kvb);
+        if (ls->ratio > 0) {
+            DA(L->comp, (size_t)ls->comp_cap * hd * kvb);
+            DA(L->cmp_kv, (size_t)ls->cmp_slots * ls->cmp_width * 4);
+            DA(L->cmp_score, (size_t)ls->cmp_slots * ls->cmp_width * 4);
+            if (ls->idx) {
+                DA(L->idx, (size_t)ls->comp_cap * id * kvb);
+                DA(L->icmp_kv, 16 * id * 4);
+                DA(L->icmp_score, 16 * id * 4);
+            }
+        }
+    }
+    DA(c->freq_main, sizeof(double) * c->n_pairs);
+    DA(c->freq_cmp, sizeof(double) * c->n_pairs);
+    const size_t nsb = B / SB + 2;
+    DA(c->d_pos, sizeof(int) * nsb);
+    DA(c->d_tok, sizeof(int32_t) * B);
+    DA(c->H, B * HC * D * 4);
+    DA(c->a, B * D * 4);
+    DA(c->qr, B * hp->q_lora * 4);
+    DA(c->pre, B * HC * 4);
+    DA(c->post, B * HC * 4);
+    DA(c->M, B * HC * HC * 4);
+    DA(c->ck, B * 2 * hd * 4);
+    DA(c->cg, B * 2 * hd * 4);
+    DA(c->ik, B * 2 * id * 4);
+    DA(c->ig, B * 2 * id * 4);
+    DA(c->flat, sb * HC * D * 4);
+    DA(c->mix, sb * (2 + HC) * HC * 4);
+    DA(c->kvb, sb * hd * 4);
+    DA(c->q, sb * QD * 4);
+    DA(c->o, sb * QD * 4);
+    DA(c->low, sb * hp->o_groups * hp->o_lora * 4);
+    DA(c->y, sb * D * 4);
+    DA(c->iq, sb * hp->idx_heads * id * 4);
+    DA(c->iw, sb * hp->idx_heads * 4);
+    DA(c->S, sb * (size_t)(c->comp_cap_max + 1) * 4);
+    DA(c->sel, sb * hp->idx_topk * 4);
+    DA(c->n_sel, sb * 4);
+    DA(c->router, sb * hp->n_expert * 4);
+    DA(c->ids, sb * K * 4);
+    DA(c->rw, sb * K * 4);
+    DA(c->eg, sb * K * FF * 4);
+    DA(c->eu, sb * K * FF * 4);
+    DA(c->ex, sb * K * D * 4);
+    DA(c->eo, sb * K * D * 4);
+    DA(c->shg, sb * FF * 4);
+    DA(c->shu, sb * FF * 4);
+    DA(c->sh, sb * D * 4);
+    DA(c->z, sb * D * 4);
+    DA(c->logits, sb * hp->n_vocab * 4);
+    DA(c->gtok, sb * K * 4);
+    DA(c->gpair, sb * K * 4);
+    DA(c->gw, sb * K * 4);
+    if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess)
+        return ds4_errf(err, "CUDA: cannot allocate pinned host buffers");
+    c->h_ids = (int32_t *)malloc(sb * K * 4);
+    c->h_rw = (float *)malloc(sb * K * 4);
+    c->h_gtok = (int32_t *)malloc(sb * K * 4);
+    c->h_gpair = (int32_t *)malloc(sb * K * 4);
+    c->h_gw = (float *)malloc(sb * K * 4);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ state transfer */
+
+static int copy_rows_to_dev(void *dst, const float *src, size_t n, bool f16, ds4_err *err) {
+    if (n == 0) return 0;
+    if (!f16) {
+        CU(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice), "pushing the session state");
+        return 0;
+    }
+    uint16_t *tmp = (uint16_t *)malloc(n * 2);
+    for (size_t i = 0; i < n; i++) tmp[i] = ds4_f32_to_f16(src[i]);
+    const cudaError_t e = cudaMemcpy(dst, tmp, n * 2, cudaMemcpyHostToDevice);
+    free(tmp);
+    if (e != cudaSuccess) return ds4_errf(err, "CUDA: pushing the session state: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+static int copy_rows_to_host(float *dst, const void *src, size_t n, bool f16, ds4_err *err) {
+    if (n == 0) return 0;
+    if (!f16) {
+        CU(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost), "pulling the session state");
+        return 0;
+    }
+    uint16_t *tmp = (uint16_t *)malloc(n * 2);
+    const cudaError_t e = cudaMemcpy(tmp, src, n * 2, cudaMemcpyDeviceToHost);
+    for (size_t i = 0; e == cudaSuccess && i < n; i++) dst[i] = ds4_f16_to_f32(tmp[i]);
+    free(tmp);
+    if (e != cudaSuccess) return ds4_errf(err, "CUDA: pulling the session state: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+static int cu_push(ds4_session *s, ds4_err *err) {
+    cu_sess *c = (cu_sess *)s->impl;
+    const ds4_state *st = s->state;
+    const size_t hd = (size_t)st->head_dim, id = (size_t)st->idx_dim;
+    for (int il = 0; il < st->n_layer; il++) {
+        const ds4_layer_state *ls = &st->layers[il];
+        cu_layer *L = &c->L[il];
+        if (copy_rows_to_dev(L->raw, ls->raw, (size_t)st->raw_cap * hd, c->f16, err)) return -1;
+        if (ls->ratio > 0) {
+            if (copy_rows_to_dev(L->comp, ls->comp, (size_t)ls->n_comp * hd, c->f16, err)) return -1;
+            const size_t ns = (size_t)ls->cmp_slots * ls->cmp_width;
+            CU(cudaMemcpy(L->cmp_kv, ls->cmp_kv, ns * 4, cudaMemcpyHostToDevice), "pushing compressor state");
+            CU(cudaMemcpy(L->cmp_score, ls->cmp_score, ns * 4, cudaMemcpyHostToDevice), "pushing compressor state");
+            if (ls->idx) {
+                if (copy_rows_to_dev(L->idx, ls->idx, (size_t)ls->n_idx * id, c->f16, err)) return -1;
+                CU(cudaMemcpy(L->icmp_kv, ls->icmp_kv, 16 * id * 4, cudaMemcpyHostToDevice), "pushing indexer state");
+                CU(cudaMemcpy(L->icmp_score, ls->icmp_score, 16 * id * 4, cudaMemcpyHostToDevice), "pushing indexer state");
+            }
+        }
+    }
+    return 0;
+}
+
+static int cu_pull(ds4_session *s, ds4_err *err) {
+    cu_sess *c = (cu_sess *)s->impl;
+    ds4_state *st = s->state;
+    const size_t hd = (size_t)st->head_dim, id = (size_t)st->idx_dim;
+    CU(cudaStreamSynchronize(c->st), "synchronizing");
+    for (int il = 0; il < st->n_layer; il++) {
+        ds4_layer_state *ls = &st->layers[il];
+        cu_layer *L = &c->L[il];
+        if (copy_rows_to_host(ls->raw, L->raw, (size_t)st->raw_cap * hd, c->f16, err)) return -1;
+        if (ls->ratio > 0) {
+            if (copy_rows_to_host(ls->comp, L->comp, (size_t)ls->n_comp * hd, c->f16, err)) return -1;
+            const size_t ns = (size_t)ls->cmp_slots * ls->cmp_width;
+            CU(cudaMemcpy(ls->cmp_kv, L->cmp_kv, ns * 4, cudaMemcpyDeviceToHost), "pulling compressor state");
+            CU(cudaMemcpy(ls->cmp_score, L->cmp_score, ns * 4, cudaMemcpyDeviceToHost), "pulling compressor state");
+            if (ls->idx) {
+                if (copy_rows_to_host(ls->idx, L->idx, (size_t)ls->n_idx * id, c->f16, err)) return -1;
+                CU(cudaMemcpy(ls->icmp_kv, L->icmp_kv, 16 * id * 4, cudaMemcpyDeviceToHost), "pulling indexer state");
+                CU(cudaMemcpy(ls->icmp_score, L->icmp_score, 16 * id * 4, cudaMemcpyDeviceToHost), "pulling indexer state");
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the layers */
+
+#include "cuda/cuda_layers.inc"
+
+/* ------------------------------------------------------------------ backend ops */
+
+static int cu_init(ds4_session *s, ds4_err *err) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0)
+        return ds4_errf(err, "no usable CUDA GPU (driver missing, too old, or no device); run with --cpu");
+    static int inited;
+    if (!inited) {
+        if (ds4k_init() != 0) return ds4_errf(err, "CUDA: initialization failed: %s", ds4k_last_error());
+        inited = 1;
+    }
+    if (upload_weights(s->model, err) != 0) return -1;
+    cu_sess *c = (cu_sess *)calloc(1, sizeof(cu_sess));
+    s->impl = c;
+    c->hp = &s->model->hp;
+    c->w = &s->model->w;
+    c->f16 = s->f16_cache;
+    c->max_batch = s->state->chunk;
+    c->raw_cap = s->state->raw_cap;
+    c->comp_cap_max = s->state->comp_cap_max;
+    c->n_pairs = c->hp->rope_dim / 2;
+    c->max_rows = c->hp->window + c->comp_cap_max + 1;
+    if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess) {
+        cu_destroy(s);
+        return ds4_errf(err, "CUDA: cannot create a stream");
+    }
+    if (cu_alloc(s, c, err) != 0) {
+        cu_destroy(s);
+        return -1;
+    }
+    if (ds4k_prepare(c->hp->head_dim, c->max_rows, c->hp->idx_heads, c->hp->idx_dim) != 0) {
+        cu_destroy(s);
+        return ds4_errf(err, "CUDA: attention over %d rows needs more shared memory than the GPU has; use a smaller --ctx",
+                        c->max_rows);
+    }
+    double *fr = (double *)malloc(sizeof(double) * c->n_pairs);
+    ds4_rope_freqs(c->hp, false, fr);
+    cudaMemcpy(c->freq_main, fr, sizeof(double) * c->n_pairs, cudaMemcpyHostToDevice);
+    ds4_rope_freqs(c->hp, true, fr);
+    cudaMemcpy(c->freq_cmp, fr, sizeof(double) * c->n_pairs, cudaMemcpyHostToDevice);
+    free(fr);
+    if (cu_push(s, err) != 0) {
+        cu_destroy(s);
+        return -1;
+    }
+    return 0;
+}
+
+static void cu_destroy(ds4_session *s) {
+    cu_sess *c = (cu_sess *)s->impl;
+    if (!c) return;
+    cudaStreamSynchronize(c->st);
+    for (int g = 0; g < 2; g++)
+        if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
+    if (c->L) {
+        for (int il = 0; il < c->hp->n_layer; il++) {
+            cu_layer *L = &c->L[il];
+            cudaFree(L->raw);
+            cudaFree(L->comp);
+            cudaFree(L->idx);
+            cudaFree(L->cmp_kv);
+            cudaFree(L->cmp_score);
+            cudaFree(L->icmp_kv);
+            cudaFree(L->icmp_score);
+        }
+    }
+    void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H, c->a, c->qr, c->pre, c->post, c->M,
+                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
+                    c->S, c->sel, c->n_sel, c->router, c->ids, c->rw, c->eg, c->eu, c->ex, c->eo, c->shg, c->shu,
+                    c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+    cudaFreeHost(c->h_logits);
+    cudaFreeHost(c->h_pos);
+    cudaFreeHost(c->h_tok);
+    free(c->h_ids);
+    free(c->h_rw);
+    free(c->h_gtok);
+    free(c->h_gpair);
+    free(c->h_gw);
+    free(c->L);
+    if (c->st) cudaStreamDestroy(c->st);
+    ds4_model *m = s->model;
+    if (m->backend_weights && --((cu_weights *)m->backend_weights)->refs == 0) release_weights(m);
+    free(c);
+    s->impl = NULL;
+}
+
+static size_t cu_memory(const ds4_session *s) {
+    const cu_sess *c = (const cu_sess *)s->impl;
+    return c ? c->bytes : 0;
+}
+
+static const ds4_backend_ops g_cuda_ops = {
+    "cuda", cu_init, cu_destroy, cu_eval, cu_pull, cu_push, cu_memory,
+};
+
+extern "C" const ds4_backend_ops *ds4_cuda_backend(void) { return &g_cuda_ops; }
+
+extern "C" bool ds4_cuda_available(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}

@@ -1,0 +1,75 @@
+/* ds4 — CUDA helpers shared by the kernels: error checks, half conversions,
+ * deterministic reductions.
+ *
+ * Determinism rule of the CUDA backend: no float atomics, and every
+ * reduction has a fixed shape (a lane order or a tree that does not depend
+ * on timing), so the same inputs give the same bits run after run. */
+#ifndef DS4_CUDA_COMMON_CUH
+#define DS4_CUDA_COMMON_CUH
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#define DS4_WARP 32
+
+/* Sum over the 32 lanes of a warp with a fixed xor butterfly: every lane ends
+ * with the same, order-fixed result. */
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Block-wide sum (blockDim.x a multiple of 32, <= 1024): warp sums, then
+ * warp 0 sums the warp results in lane order. All threads get the result.
+ * `red` is shared scratch of 32 floats. */
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : 0.0f;
+    t = warp_sum(t);
+    return t;
+}
+
+__device__ __forceinline__ float block_max(float v, float *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : -INFINITY;
+    t = warp_max(t);
+    return t;
+}
+
+__device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+__device__ __forceinline__ uint16_t f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
+__device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+__device__ __forceinline__ float round_f16(float f) { return __half2float(__float2half_rn(f)); }
+
+__device__ __forceinline__ uint16_t ld_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+__device__ __forceinline__ uint32_t ld_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* KV rows are stored either as f16 (the default cache) or as f32 (oracle
+ * mode, exact); `f16` selects. */
+__device__ __forceinline__ float kv_load(const void *base, int64_t i, bool f16) {
+    return f16 ? h2f(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+__device__ __forceinline__ void kv_store(void *base, int64_t i, float v, bool f16) {
+    if (f16) ((uint16_t *)base)[i] = f2h(v);
+    else ((float *)base)[i] = v;
+}
+
+#endif

@@ -1,0 +1,126 @@
+/* ds4 — CUDA kernels of the forward pass, as plain C entry points.
+ *
+ * Each entry point launches one kernel (or a short fixed sequence) on a
+ * stream. They are the device twins of the CPU reference (src/cpu/ops.c,
+ * matmul.c, cpu_attention.c, cpu_ffn.c); tests/cuda/test_cuda_kernels.c
+ * checks each one against its twin on random inputs. Pointers are device
+ * pointers. Positions come from device memory (`d_pos` = position of the
+ * first token of the batch) so a decode step can be captured once as a CUDA
+ * graph and replayed for every token. */
+#ifndef DS4_CUDA_KERNELS_H
+#define DS4_CUDA_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void *ds4_stream; /* cudaStream_t */
+
+/* A weight on the device: N rows of K elements of a ggml type (3-D expert
+ * tensors are N = rows per expert x experts). */
+typedef struct ds4_dw {
+    int type;
+    const void *ptr;
+    int64_t K, N;
+} ds4_dw;
+
+/* One-time setup (IQ2_XXS tables in constant memory). 0 or -1. */
+int ds4k_init(void);
+
+/* Y[t][r] = W row (r0 + r) . X[t] for t < n, r < rows. */
+void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
+                 ds4_stream st);
+
+/* Routed experts for small batches: for pair i = t * k + j (t < n, j < k) and
+ * expert e = ids[i], Y[i][r] = W row (e * rows + r) . X[x_per_pair ? i : t]. */
+void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X, int64_t ldx,
+                     int x_per_pair, float *Y, int64_t ldy, ds4_stream st);
+
+/* Y = rmsnorm(X) * w (w may be NULL) row by row. */
+void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,
+                  ds4_stream st);
+
+/* Embedding rows of tokens, copied to every HC stream: H[t][s*D + d]. */
+void ds4k_embed(const ds4_dw *emb, const int32_t *tok, int n, int hc, int D, float *H, ds4_stream st);
+
+/* HC pre after the mixer: pre/post/M from mix (MIX per token), then
+ * a[t] = rmsnorm_w(sum_s pre[s] H[t][s], norm). */
+void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters, float hc_eps,
+                            const float *H, int D, const float *norm, float rms_eps, int n, float *pre, float *post,
+                            float *M, float *a, ds4_stream st);
+
+/* H[t][j] = post[t][j] * y[t] + sum_i M[t][i][j] H[t][i]. */
+void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D, float *H,
+                  ds4_stream st);
+
+/* Output HC head: z[t] = rmsnorm_w(sum_s (sigmoid(mix*scale+base)+eps) H[t][s], norm). */
+void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps, const float *H, int D,
+                  const float *norm, float rms_eps, int n, float *z, ds4_stream st);
+
+/* KV rows: rmsnorm_w, RoPE at d_pos[0]+t, FP8 on the first `nope` elements
+ * (when fp8), stored in the ring slot (pos % raw_cap) as f16 or f32. */
+void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs, const int *d_pos,
+                   int n, int hd, bool fp8, void *ring, int raw_cap, bool f16, ds4_stream st);
+
+/* Queries: per-head unweighted rmsnorm (when norm) and RoPE at d_pos[0]+t;
+ * with fp4, Hadamard + FP4 after RoPE (indexer queries). */
+void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs, int n_pairs,
+                     const int *d_pos, bool fp4, ds4_stream st);
+
+/* Feed n tokens (projections kv/gate [n][W]) through a compressor state in
+ * position order; each closed window w pools a `width`-wide row, which is
+ * normed (norm), RoPE'd at w*ratio, then FP8 (fp8, on width - 2*n_pairs
+ * elements) or Hadamard+FP4 (fp4), and stored at row w of `rows`. */
+void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv, const float *gate,
+                     const ds4_dw *ape, const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
+                     const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16, ds4_stream st);
+
+/* Indexer scores of token t over its visible rows c < (pos+1)/4, computed only
+ * when that count exceeds topk: S[t][c] = sum_h w[t][h] relu(q[t][h] . k[c]) / sqrt(ID*IH). */
+void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool f16, int n, const int *d_pos, int IH,
+                         int ID, int topk, int cap, float *S, int64_t lds, ds4_stream st);
+
+/* Causal top-k of each token (only rows it may see, ties to the lower index),
+ * ascending row order; n_sel[t] = -1 when every visible row is attended. */
+void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel, ds4_stream st);
+
+/* Sink attention of every (token, head) over the raw window and the visible /
+ * selected compressed rows, then inverse RoPE of the output. */
+void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
+                    const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa, const int32_t *sel,
+                    const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs, float *o, int max_rows,
+                    ds4_stream st);
+
+/* Router: prob = sqrt(softplus(logits)) in place; ids = hash table row of the
+ * token (tid2eid != NULL) or top-k of prob + bias (ties to the lower id);
+ * w = prob[ids] / max(sum, 6.1035e-5) * scale. */
+void ds4k_router(float *logits, int n, int E, int k, const float *bias, const int32_t *tid2eid, const int32_t *tok,
+                 float scale, int32_t *ids, float *w, ds4_stream st);
+
+/* g[i] = silu(min(g,L)) * clamp(u,-L,L) * (wts ? wts[i] : 1), rows of len FF. */
+void ds4k_swiglu(float *g, const float *u, int64_t rows, int FF, float L, const float *wts, ds4_stream st);
+
+/* y[t] = (routed outputs eo[t*k + j] summed in ascending expert id, ties in
+ * slot order) + sh[t]. */
+void ds4k_moe_combine(const float *eo, const int32_t *ids, const float *sh, int n, int k, int D, float *y, int64_t ldy,
+                      ds4_stream st);
+
+/* dst[i] = src[idx[i]] (rows of len D) and its inverse scatter. */
+void ds4k_gather_rows(const float *src, int64_t lds, const int32_t *idx, int n, int D, float *dst, ds4_stream st);
+void ds4k_scatter_rows(const float *src, const int32_t *idx, int n, int D, float *dst, int64_t ldd, ds4_stream st);
+
+/* Allow the shared memory attention (max_rows scores) and the indexer need;
+ * call once per session before any launch or capture. 0 or -1 (too much). */
+int ds4k_prepare(int hd, int max_rows, int IH, int ID);
+
+/* Host helpers: stream synchronize, last error as text (NULL if none). */
+const char *ds4k_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

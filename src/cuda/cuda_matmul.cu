@@ -1,0 +1,202 @@
+/* ds4 — CUDA matrix products over weights in their GGUF formats.
+ *
+ * Small batches (decode, n <= 8 tokens): one warp per output row; lane l
+ * takes the 32-element slices l, l+32, ... of the row, dequantizes each once
+ * and multiplies it with every token, then the warp sums its lanes with a
+ * fixed butterfly. Each weight byte is read once per call.
+ * Large batches (prefill): 64 x 64 output tiles; each step dequantizes one
+ * 32-wide slice of 64 rows into shared memory and multiplies it with the
+ * matching slice of 64 tokens (4 x 4 outputs per thread).
+ * Both accumulate every output in a fixed order: results are deterministic. */
+#include "cuda/cuda_kernels.h"
+#include "cuda/cuda_quant.cuh"
+
+static __thread const char *g_last_error;
+
+extern "C" const char *ds4k_last_error(void) {
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    return g_last_error;
+}
+
+extern "C" int ds4k_ops_init(void);
+extern "C" int ds4k_init(void) { return quant_tables_upload() == 0 && ds4k_ops_init() == 0 ? 0 : -1; }
+
+#define GEMV_WARPS 4
+#define GEMV_MAX_TOK 8
+
+__global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K,
+                            const float *X, int64_t ldx, int n, float *Y, int64_t ldy) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + warp;
+    if (r >= rows) return;
+    const uint8_t *row = W + (r0 + r) * rb;
+    const int nsub = (int)(K / 32);
+    float acc[GEMV_MAX_TOK];
+#pragma unroll
+    for (int t = 0; t < GEMV_MAX_TOK; t++) acc[t] = 0.0f;
+    float v[32];
+    for (int s = lane; s < nsub; s += 32) {
+        dequant32(type, row, s, v);
+#pragma unroll
+        for (int t = 0; t < GEMV_MAX_TOK; t++) {
+            if (t >= n) break;
+            const float4 *x = (const float4 *)(X + t * ldx + 32 * s);
+            float p = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const float4 xv = x[i];
+                p = fmaf(v[4 * i], xv.x, p);
+                p = fmaf(v[4 * i + 1], xv.y, p);
+                p = fmaf(v[4 * i + 2], xv.z, p);
+                p = fmaf(v[4 * i + 3], xv.w, p);
+            }
+            acc[t] += p;
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < GEMV_MAX_TOK; t++) {
+        if (t >= n) break;
+        const float s = warp_sum(acc[t]);
+        if (lane == 0) Y[t * ldy + r] = s;
+    }
+}
+
+#define TM 64
+#define TN 64
+
+__global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
+                                                   int64_t K, const float *X, int64_t ldx, int n, float *Y, int64_t ldy) {
+    __shared__ float Ws[32][TM + 4];
+    __shared__ float Xs[32][TN + 4];
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int64_t rbase = (int64_t)blockIdx.x * TM;
+    const int tbase = blockIdx.y * TN;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    const int nsub = (int)(K / 32);
+    for (int s = 0; s < nsub; s++) {
+        if (tid < TM) {
+            float v[32];
+            const int64_t r = rbase + tid;
+            if (r < rows) dequant32(type, W + (r0 + r) * rb, s, v);
+            else
+#pragma unroll
+                for (int i = 0; i < 32; i++) v[i] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 32; i++) Ws[i][tid] = v[i];
+        }
+        for (int i = tid; i < 32 * TN; i += 256) {
+            const int tok = i >> 5, k = i & 31;
+            Xs[k][tok] = tbase + tok < n ? X[(int64_t)(tbase + tok) * ldx + 32 * s + k] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int k = 0; k < 32; k++) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = Ws[k][ty * 4 + i];
+#pragma unroll
+            for (int j = 0; j < 4; j++) b[j] = Xs[k][tx * 4 + j];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int64_t r = rbase + ty * 4 + i;
+        if (r >= rows) continue;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int t = tbase + tx * 4 + j;
+            if (t < n) Y[(int64_t)t * ldy + r] = acc[i][j];
+        }
+    }
+}
+
+extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
+                            int64_t ldy, ds4_stream st) {
+    if (rows <= 0 || n <= 0) return;
+    const int64_t rb = row_bytes_dev(W->type, W->K);
+    cudaStream_t s = (cudaStream_t)st;
+    if (n <= GEMV_MAX_TOK) {
+        const unsigned grid = (unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS);
+        gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
+                                                      ldy);
+    } else {
+        const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
+        tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy);
+    }
+}
+
+/* ------------------------------------------------------------------ routed experts, small batches */
+
+__global__ void moe_gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const int32_t *ids,
+                                int k, const float *X, int64_t ldx, int x_per_pair, float *Y, int64_t ldy) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + warp;
+    const int pair = blockIdx.y;
+    if (r >= rows) return;
+    const int e = ids[pair];
+    const uint8_t *row = W + ((int64_t)e * rows + r) * rb;
+    const float *x = X + (int64_t)(x_per_pair ? pair : pair / k) * ldx;
+    const int nsub = (int)(K / 32);
+    float acc = 0.0f, v[32];
+    for (int s = lane; s < nsub; s += 32) {
+        dequant32(type, row, s, v);
+        const float4 *xv4 = (const float4 *)(x + 32 * s);
+        float p = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float4 xv = xv4[i];
+            p = fmaf(v[4 * i], xv.x, p);
+            p = fmaf(v[4 * i + 1], xv.y, p);
+            p = fmaf(v[4 * i + 2], xv.z, p);
+            p = fmaf(v[4 * i + 3], xv.w, p);
+        }
+        acc += p;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) Y[(int64_t)pair * ldy + r] = acc;
+}
+
+extern "C" void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X,
+                                int64_t ldx, int x_per_pair, float *Y, int64_t ldy, ds4_stream st) {
+    if (n <= 0) return;
+    const dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)(n * k));
+    moe_gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr,
+                                                                    row_bytes_dev(W->type, W->K), rows, W->K, ids, k, X,
+                                                                    ldx, x_per_pair, Y, ldy);
+}
+
+/* ------------------------------------------------------------------ row gather / scatter */
+
+__global__ void gather_kernel(const float *src, int64_t lds, const int32_t *idx, int D, float *dst) {
+    const int i = blockIdx.x;
+    const float *s = src + (int64_t)idx[i] * lds;
+    float *d = dst + (int64_t)i * D;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) d[c] = s[c];
+}
+
+__global__ void scatter_kernel(const float *src, const int32_t *idx, int D, float *dst, int64_t ldd) {
+    const int i = blockIdx.x;
+    const float *s = src + (int64_t)i * D;
+    float *d = dst + (int64_t)idx[i] * ldd;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) d[c] = s[c];
+}
+
+extern "C" void ds4k_gather_rows(const float *src, int64_t lds, const int32_t *idx, int n, int D, float *dst,
+                                 ds4_stream st) {
+    if (n > 0) gather_kernel<<<n, 256, 0, (cudaStream_t)st>>>(src, lds, idx, D, dst);
+}
+
+extern "C" void ds4k_scatter_rows(const float *src, const int32_t *idx, int n, int D, float *dst, int64_t ldd,
+                                  ds4_stream st) {
+    if (n > 0) scatter_kernel<<<n, 256, 0, (cudaStream_t)st>>>(src, idx, D, dst, ldd);
+}

@@ -1,0 +1,295 @@
+/* ds4 — CUDA kernels for norms, hyper-connections, RoPE'd KV rows and
+ * queries, router, SwiGLU and the MoE sum (twins: src/cpu/ops.c,
+ * cpu_backend.c, cpu_attention.c, cpu_ffn.c). */
+#include "cuda/cuda_kernels.h"
+#include "cuda/cuda_ops.cuh"
+#include "cuda/cuda_quant.cuh"
+
+extern "C" int ds4k_ops_init(void) { return quant_tables_upload(); }
+
+#define NT 256
+
+/* ------------------------------------------------------------------ norms, embedding */
+
+__global__ void rmsnorm_kernel(const float *X, int64_t ldx, const float *w, int len, float eps, float *Y, int64_t ldy) {
+    __shared__ float red[32];
+    const float *x = X + (int64_t)blockIdx.x * ldx;
+    float *y = Y + (int64_t)blockIdx.x * ldy;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)len + eps);
+    for (int i = threadIdx.x; i < len; i += blockDim.x) y[i] = w ? x[i] * inv * w[i] : x[i] * inv;
+}
+
+extern "C" void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y,
+                             int64_t ldy, ds4_stream st) {
+    if (n > 0) rmsnorm_kernel<<<n, NT, 0, (cudaStream_t)st>>>(X, ldx, w, len, eps, Y, ldy);
+}
+
+__global__ void embed_kernel(int type, const void *emb, const int32_t *tok, int hc, int D, float *H) {
+    const int t = blockIdx.x;
+    float *h = H + (int64_t)t * hc * D;
+    const int64_t base = (int64_t)tok[t] * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        const float v = dev_elem(type, emb, base + d);
+        for (int s = 0; s < hc; s++) h[(int64_t)s * D + d] = v;
+    }
+}
+
+extern "C" void ds4k_embed(const ds4_dw *emb, const int32_t *tok, int n, int hc, int D, float *H, ds4_stream st) {
+    if (n > 0) embed_kernel<<<n, NT, 0, (cudaStream_t)st>>>(emb->type, emb->ptr, tok, hc, D, H);
+}
+
+/* ------------------------------------------------------------------ hyper-connections */
+
+/* pre/post/M of one token (MODEL.md 7.1), same evaluation order as the CPU. */
+__device__ void hc_split_one(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
+                             float *pre, float *post, float *M) {
+    for (int i = 0; i < hc; i++) {
+        pre[i] = dev_sigmoid(mix[i] * scale[0] + base[i]) + eps;
+        post[i] = 2.0f * dev_sigmoid(mix[hc + i] * scale[1] + base[hc + i]);
+    }
+    for (int i = 0; i < hc; i++) {
+        float *row = M + i * hc;
+        float mx = -INFINITY;
+        for (int j = 0; j < hc; j++) {
+            row[j] = mix[2 * hc + i * hc + j] * scale[2] + base[2 * hc + i * hc + j];
+            mx = fmaxf(mx, row[j]);
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < hc; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        for (int j = 0; j < hc; j++) row[j] = row[j] / sum + eps;
+    }
+    for (int it = 0; it < iters; it++) {
+        if (it > 0)
+            for (int i = 0; i < hc; i++) {
+                float s = 0.0f;
+                for (int j = 0; j < hc; j++) s += M[i * hc + j];
+                for (int j = 0; j < hc; j++) M[i * hc + j] /= s + eps;
+            }
+        for (int j = 0; j < hc; j++) {
+            float s = 0.0f;
+            for (int i = 0; i < hc; i++) s += M[i * hc + j];
+            for (int i = 0; i < hc; i++) M[i * hc + j] /= s + eps;
+        }
+    }
+}
+
+#define HC_MAX 16
+
+__global__ void hc_split_collapse_kernel(const float *mix, const float *scale, const float *base, int hc, int iters,
+                                         float hc_eps, const float *H, int D, const float *norm, float rms_eps,
+                                         float *pre, float *post, float *M, float *a) {
+    __shared__ float s_pre[HC_MAX], s_post[HC_MAX], s_M[HC_MAX * HC_MAX], red[32];
+    const int t = blockIdx.x, MIX = (2 + hc) * hc;
+    if (threadIdx.x == 0) hc_split_one(mix + (int64_t)t * MIX, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
+    __syncthreads();
+    for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
+    for (int i = threadIdx.x; i < hc; i += blockDim.x) {
+        pre[(int64_t)t * hc + i] = s_pre[i];
+        post[(int64_t)t * hc + i] = s_post[i];
+    }
+    const float *h = H + (int64_t)t * hc * D;
+    float *x = a + (int64_t)t * D;
+    float ss = 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < hc; s++) acc += s_pre[s] * h[(int64_t)s * D + d];
+        x[d] = acc;
+        ss += acc * acc;
+    }
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
+}
+
+extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,
+                                       float hc_eps, const float *H, int D, const float *norm, float rms_eps, int n,
+                                       float *pre, float *post, float *M, float *a, ds4_stream st) {
+    if (n > 0)
+        hc_split_collapse_kernel<<<n, NT, 0, (cudaStream_t)st>>>(mix, scale, base, hc, iters, hc_eps, H, D, norm,
+                                                                 rms_eps, pre, post, M, a);
+}
+
+__global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, int hc, int D, float *H) {
+    const int t = blockIdx.x;
+    const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc, *yy = y + (int64_t)t * ldy;
+    float *h = H + (int64_t)t * hc * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float in[HC_MAX];
+        for (int s = 0; s < hc; s++) in[s] = h[(int64_t)s * D + d];
+        for (int j = 0; j < hc; j++) {
+            float acc = p[j] * yy[d];
+            for (int s = 0; s < hc; s++) acc += m[s * hc + j] * in[s];
+            h[(int64_t)j * D + d] = acc;
+        }
+    }
+}
+
+extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D,
+                             float *H, ds4_stream st) {
+    if (n > 0) hc_post_kernel<<<n, NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, hc, D, H);
+}
+
+__global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
+                               const float *H, int D, const float *norm, float rms_eps, float *z) {
+    __shared__ float wts[HC_MAX], red[32];
+    const int t = blockIdx.x;
+    if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
+    __syncthreads();
+    const float *h = H + (int64_t)t * hc * D;
+    float *x = z + (int64_t)t * D;
+    float ss = 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < hc; s++) acc += wts[s] * h[(int64_t)s * D + d];
+        x[d] = acc;
+        ss += acc * acc;
+    }
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
+}
+
+extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
+                             const float *H, int D, const float *norm, float rms_eps, int n, float *z, ds4_stream st) {
+    if (n > 0) hc_head_kernel<<<n, NT, 0, (cudaStream_t)st>>>(mix, scale, base, hc, hc_eps, H, D, norm, rms_eps, z);
+}
+
+/* ------------------------------------------------------------------ KV rows and queries */
+
+__global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
+                                const int *d_pos, int hd, bool fp8, void *ring, int raw_cap, bool f16) {
+    extern __shared__ float sh[];
+    __shared__ float red[32], amax[64];
+    const int t = blockIdx.x;
+    const int64_t pos = (int64_t)d_pos[0] + t;
+    float *x = sh;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) x[i] = kv[(int64_t)t * hd + i];
+    __syncthreads();
+    block_rmsnorm(x, hd, norm, rms_eps, red);
+    block_rope(x, hd, n_pairs, freqs, pos, false);
+    if (fp8) block_fp8(x, hd - 2 * n_pairs, amax);
+    const int64_t base = (pos % raw_cap) * hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) kv_store(ring, base + i, f16 ? x[i] : x[i], f16);
+}
+
+extern "C" void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
+                              const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, bool f16,
+                              ds4_stream st) {
+    if (n > 0)
+        kv_store_kernel<<<n, NT, hd * sizeof(float), (cudaStream_t)st>>>(kv, norm, rms_eps, freqs, n_pairs, d_pos, hd,
+                                                                         fp8, ring, raw_cap, f16);
+}
+
+__global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float rms_eps, const double *freqs,
+                                  int n_pairs, const int *d_pos, bool fp4) {
+    extern __shared__ float sh[];
+    __shared__ float red[32], amax[64];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int64_t pos = (int64_t)d_pos[0] + t;
+    float *g = q + ((int64_t)t * heads + h) * hd;
+    float *x = sh;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) x[i] = g[i];
+    __syncthreads();
+    if (norm) block_rmsnorm(x, hd, NULL, rms_eps, red);
+    block_rope(x, hd, n_pairs, freqs, pos, false);
+    if (fp4) block_hadamard_fp4(x, hd, amax);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) g[i] = x[i];
+}
+
+extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs,
+                                int n_pairs, const int *d_pos, bool fp4, ds4_stream st) {
+    if (n > 0)
+        heads_rope_kernel<<<dim3(n, heads), 128, hd * sizeof(float), (cudaStream_t)st>>>(q, heads, hd, norm, rms_eps,
+                                                                                         freqs, n_pairs, d_pos, fp4);
+}
+
+/* ------------------------------------------------------------------ MoE */
+
+#define MAX_USED 64
+
+__global__ void router_kernel(float *logits, int E, int k, const float *bias, const int32_t *tid2eid,
+                              const int32_t *tok, float scale, int32_t *ids, float *w) {
+    extern __shared__ float sel[];
+    const int t = blockIdx.x;
+    float *prob = logits + (int64_t)t * E;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        prob[e] = sqrtf(dev_softplus(prob[e]));
+        sel[e] = prob[e] + (bias ? bias[e] : 0.0f);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int32_t *id = ids + (int64_t)t * k;
+        if (tid2eid) {
+            for (int j = 0; j < k; j++) id[j] = tid2eid[(int64_t)tok[t] * k + j];
+        } else {
+            for (int j = 0; j < k; j++) {
+                int best = 0;
+                for (int e = 1; e < E; e++)
+                    if (sel[e] > sel[best]) best = e;
+                id[j] = best;
+                sel[best] = -INFINITY;
+            }
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < k; j++) sum += prob[id[j]];
+        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+        for (int j = 0; j < k; j++) w[(int64_t)t * k + j] = prob[id[j]] / sum * scale;
+    }
+}
+
+extern "C" void ds4k_router(float *logits, int n, int E, int k, const float *bias, const int32_t *tid2eid,
+                            const int32_t *tok, float scale, int32_t *ids, float *w, ds4_stream st) {
+    if (n > 0)
+        router_kernel<<<n, NT, E * sizeof(float), (cudaStream_t)st>>>(logits, E, k, bias, tid2eid, tok, scale, ids, w);
+}
+
+__global__ void swiglu_kernel(float *g, const float *u, int64_t total, int FF, float L, const float *wts) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const float gg = g[i] < L ? g[i] : L;
+        const float uu = u[i] > L ? L : u[i] < -L ? -L : u[i];
+        float h = dev_silu(gg) * uu;
+        if (wts) h *= wts[i / FF];
+        g[i] = h;
+    }
+}
+
+extern "C" void ds4k_swiglu(float *g, const float *u, int64_t rows, int FF, float L, const float *wts, ds4_stream st) {
+    const int64_t total = rows * FF;
+    if (total <= 0) return;
+    int64_t blocks = (total + NT - 1) / NT;
+    if (blocks > 65535) blocks = 65535;
+    swiglu_kernel<<<(unsigned)blocks, NT, 0, (cudaStream_t)st>>>(g, u, total, FF, L, wts);
+}
+
+__global__ void moe_combine_kernel(const float *eo, const int32_t *ids, const float *sh, int k, int D, float *y,
+                                   int64_t ldy) {
+    const int t = blockIdx.x;
+    int ord[MAX_USED];
+    for (int j = 0; j < k; j++) ord[j] = j;
+    /* ascending expert id, a repeated id keeps slot order (stable insertion sort) */
+    for (int j = 1; j < k; j++) {
+        const int v = ord[j];
+        int p = j;
+        while (p > 0 && ids[(int64_t)t * k + ord[p - 1]] > ids[(int64_t)t * k + v]) {
+            ord[p] = ord[p - 1];
+            p--;
+        }
+        ord[p] = v;
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
+        y[(int64_t)t * ldy + d] = acc + sh[(int64_t)t * D + d];
+    }
+}
+
+extern "C" void ds4k_moe_combine(const float *eo, const int32_t *ids, const float *sh, int n, int k, int D, float *y,
+                                 int64_t ldy, ds4_stream st) {
+    if (n > 0) moe_combine_kernel<<<n, NT, 0, (cudaStream_t)st>>>(eo, ids, sh, k, D, y, ldy);
+}

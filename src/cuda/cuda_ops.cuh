@@ -1,0 +1,144 @@
+/* ds4 — device versions of the small numeric operations (twins of
+ * src/cpu/ops.c): RoPE angles, FP8 E4M3 and FP4 E2M1 round trips, Hadamard.
+ * The rounding functions use only exact operations (scaling by powers of
+ * two, round-to-nearest-even), so they give the CPU's bits. */
+#ifndef DS4_CUDA_OPS_CUH
+#define DS4_CUDA_OPS_CUH
+
+#include "cuda/cuda_common.cuh"
+
+__device__ __forceinline__ float dev_e4m3_round(float y) {
+    const float a = fabsf(y);
+    float q;
+    if (a < 0.015625f) {
+        q = rintf(a * 512.0f) * (1.0f / 512.0f);
+    } else {
+        int e;
+        frexpf(a, &e);
+        const float step = ldexpf(1.0f, e - 4);
+        q = rintf(a / step) * step;
+        if (q > 448.0f) q = 448.0f;
+    }
+    return y < 0 ? -q : q;
+}
+
+__device__ __forceinline__ float dev_pow2_ceil(float v) {
+    int e;
+    const float m = frexpf(v, &e);
+    return ldexpf(1.0f, m == 0.5f ? e - 1 : e);
+}
+
+__device__ __forceinline__ float dev_e2m1_round(float y) {
+    const float a = fabsf(y);
+    float q;
+    if (a <= 0.25f) q = 0.0f;
+    else if (a < 0.75f) q = 0.5f;
+    else if (a <= 1.25f) q = 1.0f;
+    else if (a < 1.75f) q = 1.5f;
+    else if (a <= 2.5f) q = 2.0f;
+    else if (a < 3.5f) q = 3.0f;
+    else if (a <= 5.0f) q = 4.0f;
+    else q = 6.0f;
+    return y < 0 ? -q : q;
+}
+
+/* cos/sin of pos * freq computed in double, as the CPU does. */
+__device__ __forceinline__ void dev_rope_cs(int64_t pos, double freq, float *c, float *s) {
+    double sn, cs;
+    sincos((double)pos * freq, &sn, &cs);
+    *c = (float)cs;
+    *s = (float)sn;
+}
+
+/* In-shared-memory helpers run by a whole block on one row x[0..len). */
+
+/* RoPE of the tail pairs at `pos` (inverse: negated angle). */
+__device__ __forceinline__ void block_rope(float *x, int len, int n_pairs, const double *freqs, int64_t pos,
+                                           bool inverse) {
+    float *t = x + len - 2 * n_pairs;
+    for (int k = threadIdx.x; k < n_pairs; k += blockDim.x) {
+        float c, s;
+        dev_rope_cs(pos, freqs[k], &c, &s);
+        if (inverse) s = -s;
+        const float a = t[2 * k], b = t[2 * k + 1];
+        t[2 * k] = a * c - b * s;
+        t[2 * k + 1] = a * s + b * c;
+    }
+    __syncthreads();
+}
+
+/* FP8 round trip of x[0..n) in blocks of 64. `amax` is shared scratch of n/64 floats. */
+__device__ __forceinline__ void block_fp8(float *x, int n, float *amax) {
+    const int nb = n / 64;
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) {
+        float m = 0.0f;
+        for (int i = 0; i < 64; i++) m = fmaxf(m, fabsf(x[64 * b + i]));
+        amax[b] = dev_pow2_ceil(fmaxf(m, 1e-4f) / 448.0f);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nb * 64; i += blockDim.x) {
+        const float scale = amax[i / 64];
+        float y = x[i] / scale;
+        y = y > 448.0f ? 448.0f : y < -448.0f ? -448.0f : y;
+        x[i] = dev_e4m3_round(y) * scale;
+    }
+    __syncthreads();
+}
+
+/* Hadamard (Sylvester order, scaled once by 1/sqrt(n)) then FP4 in blocks of 32. */
+__device__ __forceinline__ void block_hadamard_fp4(float *x, int n, float *amax) {
+    for (int h = 1; h < n; h *= 2) {
+        for (int p = threadIdx.x; p < n / 2; p += blockDim.x) {
+            const int j = (p / h) * 2 * h + (p % h);
+            const float a = x[j], b = x[j + h];
+            x[j] = a + b;
+            x[j + h] = a - b;
+        }
+        __syncthreads();
+    }
+    const float sc = (float)(1.0 / sqrt((double)n));
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] *= sc;
+    __syncthreads();
+    const int nb = n / 32;
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) {
+        float m = 0.0f;
+        for (int i = 0; i < 32; i++) m = fmaxf(m, fabsf(x[32 * b + i]));
+        amax[b] = dev_pow2_ceil(fmaxf(m, 7.052966104933725e-38f) / 6.0f);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nb * 32; i += blockDim.x) {
+        const float scale = amax[i / 32];
+        float y = x[i] / scale;
+        y = y > 6.0f ? 6.0f : y < -6.0f ? -6.0f : y;
+        x[i] = dev_e2m1_round(y) * scale;
+    }
+    __syncthreads();
+}
+
+/* Weighted RMSNorm of x[0..n) in place (w may be NULL). */
+__device__ __forceinline__ void block_rmsnorm(float *x, int n, const float *w, float eps, float *red) {
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = w ? x[i] * inv * w[i] : x[i] * inv;
+    __syncthreads();
+}
+
+__device__ __forceinline__ float dev_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+__device__ __forceinline__ float dev_silu(float z) { return z * dev_sigmoid(z); }
+__device__ __forceinline__ float dev_softplus(float z) {
+    if (z > 20.0f) return z;
+    if (z < -20.0f) return expf(z);
+    return log1pf(expf(z));
+}
+
+/* Element i of a float-type weight (F32 / F16 / BF16). */
+__device__ __forceinline__ float dev_elem(int type, const void *p, int64_t i) {
+    if (type == 0) return ((const float *)p)[i];
+    if (type == 30) return bf2f(((const uint16_t *)p)[i]);
+    return h2f(((const uint16_t *)p)[i]);
+}
+
+#endif

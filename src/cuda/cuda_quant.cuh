@@ -1,0 +1,148 @@
+/* ds4 — block formats on the device: 32-element slices of a weight row.
+ *
+ * Every supported type is read in slices of 32 consecutive elements (a Q8_0
+ * block, an eighth of a K-quant or IQ2_XXS super-block, 32 halves or
+ * floats), so one GEMV lane handles one slice whatever the type. The values
+ * are the exact floats of the CPU dequantizer (MODEL.md §14): the products
+ * and differences use explicit round-to-nearest intrinsics so the compiler
+ * does not fuse them into FMAs, which would change the last bit. */
+#ifndef DS4_CUDA_QUANT_CUH
+#define DS4_CUDA_QUANT_CUH
+
+#include "cuda/cuda_common.cuh"
+
+/* ggml type ids */
+#define T_F32 0
+#define T_F16 1
+#define T_Q8_0 8
+#define T_Q2_K 10
+#define T_Q4_K 12
+#define T_IQ2_XXS 16
+#define T_BF16 30
+
+/* IQ2_XXS tables. Each translation unit that includes this header has its own
+ * copy (no relocatable device code needed) and fills it with
+ * quant_tables_upload() from its init function. */
+static __constant__ uint64_t d_iq2xxs_grid[256];
+static __constant__ uint8_t d_ksigns[128];
+
+extern "C" {
+extern const uint64_t ds4_iq2xxs_grid[256];
+extern const uint8_t ds4_ksigns_iq2xs[128];
+}
+
+static inline int quant_tables_upload(void) {
+    if (cudaMemcpyToSymbol(d_iq2xxs_grid, ds4_iq2xxs_grid, sizeof(d_iq2xxs_grid)) != cudaSuccess) return -1;
+    if (cudaMemcpyToSymbol(d_ksigns, ds4_ksigns_iq2xs, sizeof(d_ksigns)) != cudaSuccess) return -1;
+    return 0;
+}
+
+/* Bytes of a row of K elements (K a multiple of the block size). */
+__host__ __device__ __forceinline__ int64_t row_bytes_dev(int type, int64_t K) {
+    switch (type) {
+    case T_F32: return K * 4;
+    case T_F16:
+    case T_BF16: return K * 2;
+    case T_Q8_0: return K / 32 * 34;
+    case T_Q2_K: return K / 256 * 84;
+    case T_Q4_K: return K / 256 * 144;
+    case T_IQ2_XXS: return K / 256 * 66;
+    default: return 0;
+    }
+}
+
+/* The 32 values of slice s of `row`. */
+__device__ __forceinline__ void dequant32(int type, const uint8_t *row, int s, float *v) {
+    switch (type) {
+    case T_F32: {
+        const float *p = (const float *)row + 32 * s;
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = p[i];
+        break;
+    }
+    case T_F16: {
+        const uint16_t *p = (const uint16_t *)row + 32 * s;
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = h2f(p[i]);
+        break;
+    }
+    case T_BF16: {
+        const uint16_t *p = (const uint16_t *)row + 32 * s;
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = bf2f(p[i]);
+        break;
+    }
+    case T_Q8_0: {
+        const uint8_t *b = row + 34 * s;
+        const float d = h2f(ld_u16(b));
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = __fmul_rn(d, (float)(int8_t)b[2 + i]);
+        break;
+    }
+    case T_Q2_K: {
+        const uint8_t *b = row + 84 * (s >> 3);
+        const int j = s & 7; /* slice in the super-block */
+        const float d = h2f(ld_u16(b + 80)), dmin = h2f(ld_u16(b + 82));
+        const uint8_t *qs = b + 16 + 32 * (j >> 2);
+        const int shift = 2 * (j & 3);
+#pragma unroll
+        for (int h = 0; h < 2; h++) { /* two 16-element scale groups */
+            const uint8_t sc = b[2 * j + h];
+            const float dl = __fmul_rn(d, (float)(sc & 15)), ml = __fmul_rn(dmin, (float)(sc >> 4));
+#pragma unroll
+            for (int l = 0; l < 16; l++) {
+                const int q = (qs[16 * h + l] >> shift) & 3;
+                v[16 * h + l] = __fsub_rn(__fmul_rn(dl, (float)q), ml);
+            }
+        }
+        break;
+    }
+    case T_Q4_K: {
+        const uint8_t *b = row + 144 * (s >> 3);
+        const int j = s & 7;
+        const float d = h2f(ld_u16(b)), dmin = h2f(ld_u16(b + 2));
+        const uint8_t *sc = b + 4;
+        int scale, mn;
+        if (j < 4) {
+            scale = sc[j] & 63;
+            mn = sc[j + 4] & 63;
+        } else {
+            scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+            mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        }
+        const float dl = __fmul_rn(d, (float)scale), ml = __fmul_rn(dmin, (float)mn);
+        const uint8_t *qs = b + 16 + 32 * (j >> 1);
+        const int hi = j & 1;
+#pragma unroll
+        for (int l = 0; l < 32; l++) {
+            const int q = hi ? (qs[l] >> 4) : (qs[l] & 15);
+            v[l] = __fsub_rn(__fmul_rn(dl, (float)q), ml);
+        }
+        break;
+    }
+    case T_IQ2_XXS: {
+        const uint8_t *b = row + 66 * (s >> 3);
+        const int j = s & 7;
+        const float d = h2f(ld_u16(b));
+        const uint8_t *g = b + 2 + 8 * j;
+        const uint32_t a1 = ld_u32(g + 4);
+        const float db = __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint64_t grid = d_iq2xxs_grid[g[i]];
+            const uint8_t signs = d_ksigns[(a1 >> (7 * i)) & 127];
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const float m = __fmul_rn(db, (float)((grid >> (8 * k)) & 0xff));
+                v[8 * i + k] = (signs >> k) & 1 ? -m : m;
+            }
+        }
+        break;
+    }
+    default:
+#pragma unroll
+        for (int i = 0; i < 32; i++) v[i] = 0.0f;
+    }
+}
+
+#endif

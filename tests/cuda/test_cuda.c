@@ -1,0 +1,528 @@
+/* ds4-cuda-test — the CUDA backend against its CPU twins.
+ *
+ *   ds4-cuda-test kernels   every kernel vs its CPU twin on random inputs
+ *   ds4-cuda-test model     tiny models: CUDA vs the transformers fixtures
+ *                           (oracle mode) and vs the CPU backend (default
+ *                           mode) for prefill chunks 1/7/2048/4096, decode,
+ *                           snapshot/restore; bitwise determinism
+ *   ds4-cuda-test           both
+ *
+ * Plain C (the GPU machine has no cmocka). Run from the source tree; the
+ * ds4-synth of the same build directory makes the models. Prints one line
+ * per check with the measured error; exits 1 on any failure. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "cpu/matmul.h"
+#include "cpu/ops.h"
+#include "cuda/cuda_kernels.h"
+#include "gguf/quant.h"
+#include "model/model.h"
+#include "util/f16.h"
+#include "util/rng.h"
+
+static int g_fail;
+static char g_bin_dir[4096] = "build-cuda/bin";
+
+static void check(bool ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (!ok) g_fail++;
+}
+
+static void *to_dev(const void *h, size_t bytes) {
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes ? bytes : 16) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc failed\n");
+        exit(1);
+    }
+    if (h && bytes) cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
+    return d;
+}
+static void from_dev(void *h, const void *d, size_t bytes) {
+    cudaDeviceSynchronize();
+    const char *e = ds4k_last_error();
+    if (e) {
+        fprintf(stderr, "CUDA error: %s\n", e);
+        exit(1);
+    }
+    cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
+}
+static float *rnd(ds4_rng *r, size_t n, float scale) {
+    float *p = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = ds4_rng_normal(r) * scale;
+    return p;
+}
+
+/* ------------------------------------------------------------------ kernels */
+
+static void test_matmul(ds4_rng *r) {
+    const int types[] = {DS4_TYPE_F32, DS4_TYPE_F16, DS4_TYPE_BF16, DS4_TYPE_Q8_0, DS4_TYPE_Q2_K, DS4_TYPE_Q4_K, DS4_TYPE_IQ2_XXS};
+    const int ns[] = {1, 5, 8, 9, 70};
+    const int64_t K = 512, N = 40, r0 = 3, rows = 37, ldx = K + 32;
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        const int type = types[ti];
+        const size_t rb = ds4_row_bytes(type, K);
+        uint8_t *w = malloc(rb * N);
+        float *wf = rnd(r, (size_t)(K * N), 0.05f);
+        for (int64_t i = 0; i < N; i++) ds4_quantize_row(type, wf + i * K, w + i * rb, K);
+        ds4_tensor t = {.name = "w", .type = type, .n_dims = 2, .ne = {K, N, 1, 1}, .data = w, .size = rb * N};
+        void *dw_ = to_dev(w, rb * N);
+        ds4_dw d = {type, dw_, K, N};
+        double worst = 0;
+        for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+            const int n = ns[ni];
+            float *x = rnd(r, (size_t)(n * ldx), 1.0f), *yc = calloc((size_t)n * rows, 4), *yg = calloc((size_t)n * rows, 4);
+            float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+            ds4_matmul_serial(&t, r0, rows, x, ldx, n, yc, rows, scratch);
+            float *dx = to_dev(x, sizeof(float) * n * ldx), *dy = to_dev(NULL, sizeof(float) * n * rows);
+            ds4k_matmul(&d, r0, rows, dx, ldx, n, dy, rows, NULL);
+            from_dev(yg, dy, sizeof(float) * n * rows);
+            for (int64_t i = 0; i < (int64_t)n * rows; i++) {
+                const double e = fabs(yg[i] - yc[i]) / (1e-3 + fabs(yc[i]));
+                if (e > worst) worst = e;
+            }
+            cudaFree(dx);
+            cudaFree(dy);
+            free(x);
+            free(yc);
+            free(yg);
+            free(scratch);
+        }
+        check(worst < 2e-5, "matmul %-8s n=1..70: max rel diff %.2e", ds4_type_name(type), worst);
+        cudaFree(dw_);
+        free(w);
+        free(wf);
+    }
+}
+
+static void test_moe_matmul(ds4_rng *r) {
+    const int E = 4, rows = 24, k = 3, n = 2;
+    const int64_t K = 256;
+    const int type = DS4_TYPE_IQ2_XXS;
+    const size_t rb = ds4_row_bytes(type, K);
+    float *wf = rnd(r, (size_t)(E * rows * K), 0.05f);
+    uint8_t *w = malloc(rb * E * rows);
+    for (int i = 0; i < E * rows; i++) ds4_quantize_row(type, wf + i * K, w + i * rb, K);
+    ds4_tensor t = {.name = "e", .type = type, .n_dims = 3, .ne = {K, rows, E, 1}, .data = w, .size = rb * E * rows};
+    int32_t ids[6] = {2, 0, 2, 3, 1, 0};
+    float *x = rnd(r, (size_t)(n * k * K), 1.0f);
+    float *yc = malloc(sizeof(float) * n * k * rows), *yg = malloc(sizeof(float) * n * k * rows);
+    float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+    void *dw_ = to_dev(w, rb * E * rows);
+    ds4_dw d = {type, dw_, K, E * rows};
+    int32_t *dids = to_dev(ids, sizeof(ids));
+    float *dx = to_dev(x, sizeof(float) * n * k * K), *dy = to_dev(NULL, sizeof(float) * n * k * rows);
+    double worst = 0;
+    for (int per_pair = 0; per_pair < 2; per_pair++) {
+        for (int i = 0; i < n * k; i++)
+            ds4_matmul_serial(&t, (int64_t)ids[i] * rows, rows, x + (per_pair ? i : i / k) * K, K, 1, yc + i * rows, rows,
+                              scratch);
+        ds4k_moe_matmul(&d, rows, dids, n, k, dx, K, per_pair, dy, rows, NULL);
+        from_dev(yg, dy, sizeof(float) * n * k * rows);
+        for (int i = 0; i < n * k * rows; i++) worst = fmax(worst, fabs(yg[i] - yc[i]) / (1e-3 + fabs(yc[i])));
+    }
+    check(worst < 2e-5, "moe_matmul (expert ids on the device): max rel diff %.2e", worst);
+    cudaFree(dw_);
+    cudaFree(dids);
+    cudaFree(dx);
+    cudaFree(dy);
+    free(w);
+    free(wf);
+    free(x);
+    free(yc);
+    free(yg);
+    free(scratch);
+}
+
+static void test_norm_hc(ds4_rng *r) {
+    const int n = 5, hc = 4, D = 256, MIX = (2 + hc) * hc;
+    float *H = rnd(r, (size_t)n * hc * D, 1.0f), *w = rnd(r, D, 0.1f), *mix = rnd(r, (size_t)n * MIX, 1.0f);
+    for (int i = 0; i < D; i++) w[i] += 1.0f;
+    float scale[3] = {0.8f, 1.2f, 0.9f}, *base = rnd(r, MIX, 0.5f);
+    /* rmsnorm */
+    float *y = malloc(sizeof(float) * n * hc * D), *yg = malloc(sizeof(float) * n * hc * D);
+    for (int t = 0; t < n; t++) ds4_rmsnorm(H + t * hc * D, NULL, hc * D, 1e-6f, y + t * hc * D);
+    float *dH = to_dev(H, sizeof(float) * n * hc * D), *dy = to_dev(NULL, sizeof(float) * n * hc * D);
+    ds4k_rmsnorm(dH, hc * D, NULL, n, hc * D, 1e-6f, dy, hc * D, NULL);
+    from_dev(yg, dy, sizeof(float) * n * hc * D);
+    double worst = 0;
+    for (int i = 0; i < n * hc * D; i++) worst = fmax(worst, fabs(yg[i] - y[i]));
+    check(worst < 1e-5, "rmsnorm: max abs diff %.2e", worst);
+    /* HC split + collapse + norm */
+    float pre[4], post[4], M[16], *a = malloc(sizeof(float) * n * D), *ag = malloc(sizeof(float) * n * D);
+    float *preg = malloc(sizeof(float) * n * hc), *postg = malloc(sizeof(float) * n * hc), *Mg = malloc(sizeof(float) * n * hc * hc);
+    float *dmix = to_dev(mix, sizeof(float) * n * MIX), *dscale = to_dev(scale, sizeof(scale)), *dbase = to_dev(base, sizeof(float) * MIX);
+    float *dw = to_dev(w, sizeof(float) * D), *dpre = to_dev(NULL, sizeof(float) * n * hc), *dpost = to_dev(NULL, sizeof(float) * n * hc);
+    float *dM = to_dev(NULL, sizeof(float) * n * hc * hc), *da = to_dev(NULL, sizeof(float) * n * D);
+    ds4k_hc_split_collapse(dmix, dscale, dbase, hc, 20, 1e-6f, dH, D, dw, 1e-6f, n, dpre, dpost, dM, da, NULL);
+    from_dev(ag, da, sizeof(float) * n * D);
+    from_dev(preg, dpre, sizeof(float) * n * hc);
+    from_dev(Mg, dM, sizeof(float) * n * hc * hc);
+    double wa = 0, wm = 0;
+    for (int t = 0; t < n; t++) {
+        ds4_hc_split(mix + t * MIX, scale, base, hc, 20, 1e-6f, pre, post, M);
+        for (int d = 0; d < D; d++) {
+            float acc = 0;
+            for (int s = 0; s < hc; s++) acc += pre[s] * H[t * hc * D + s * D + d];
+            a[t * D + d] = acc;
+        }
+        ds4_rmsnorm(a + t * D, w, D, 1e-6f, a + t * D);
+        for (int i = 0; i < hc * hc; i++) wm = fmax(wm, fabs(Mg[t * hc * hc + i] - M[i]));
+        for (int i = 0; i < hc; i++) wm = fmax(wm, fabs(preg[t * hc + i] - pre[i]));
+    }
+    for (int i = 0; i < n * D; i++) wa = fmax(wa, fabs(ag[i] - a[i]));
+    check(wm < 2e-6 && wa < 2e-5, "hc_split_collapse: Sinkhorn %.2e, collapsed+normed input %.2e", wm, wa);
+    /* HC post */
+    float *yy = rnd(r, (size_t)n * D, 1.0f), *Hc = malloc(sizeof(float) * n * hc * D), *Hg = malloc(sizeof(float) * n * hc * D);
+    from_dev(postg, dpost, sizeof(float) * n * hc);
+    memcpy(Hc, H, sizeof(float) * n * hc * D);
+    for (int t = 0; t < n; t++)
+        for (int d = 0; d < D; d++) {
+            float in[4];
+            for (int s = 0; s < hc; s++) in[s] = H[t * hc * D + s * D + d];
+            for (int j = 0; j < hc; j++) {
+                float acc = postg[t * hc + j] * yy[t * D + d];
+                for (int s = 0; s < hc; s++) acc += Mg[t * hc * hc + s * hc + j] * in[s];
+                Hc[t * hc * D + j * D + d] = acc;
+            }
+        }
+    float *dyy = to_dev(yy, sizeof(float) * n * D);
+    ds4k_hc_post(dpost, dM, dyy, D, n, hc, D, dH, NULL);
+    from_dev(Hg, dH, sizeof(float) * n * hc * D);
+    worst = 0;
+    for (int i = 0; i < n * hc * D; i++) worst = fmax(worst, fabs(Hg[i] - Hc[i]) / (1 + fabs(Hc[i])));
+    check(worst < 1e-6, "hc_post: max rel diff %.2e", worst);
+    void *ps[] = {dH, dy, dmix, dscale, dbase, dw, dpre, dpost, dM, da, dyy};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) cudaFree(ps[i]);
+    free(H), free(w), free(mix), free(base), free(y), free(yg), free(a), free(ag), free(preg), free(postg), free(Mg), free(yy),
+        free(Hc), free(Hg);
+}
+
+/* Within one FP8/FP4 step of each other (values may round differently when
+ * the inputs differ in the last bits); returns the fraction exactly equal. */
+static double step_equal(const float *a, const float *b, int n, double rel_step, bool *ok) {
+    int eq = 0;
+    for (int i = 0; i < n; i++) {
+        if (a[i] == b[i]) eq++;
+        else if (fabs(a[i] - b[i]) > rel_step * fmax(fabs(a[i]), fabs(b[i])) + 1e-6) *ok = false;
+    }
+    return (double)eq / n;
+}
+
+static void test_kv_and_heads(ds4_rng *r) {
+    ds4_hparams hp;
+    ds4_hparams_published(&hp);
+    double fr[32];
+    ds4_rope_freqs(&hp, true, fr);
+    const int n = 7, hd = 512, raw_cap = 16;
+    const int pos0 = 1000;
+    float *kv = rnd(r, (size_t)n * hd, 1.0f), *w = rnd(r, hd, 0.1f);
+    for (int i = 0; i < hd; i++) w[i] += 1.0f;
+    for (int fp8 = 0; fp8 < 2; fp8++) {
+        float *ref = malloc(sizeof(float) * n * hd), cs[64];
+        for (int t = 0; t < n; t++) {
+            float *x = ref + t * hd;
+            ds4_rmsnorm(kv + t * hd, w, hd, 1e-6f, x);
+            ds4_rope_table(fr, 32, pos0 + t, cs);
+            ds4_rope_tail(x, hd, 32, cs, false);
+            if (fp8) ds4_fp8_sim(x, hd - 64);
+            for (int i = 0; i < hd; i++) x[i] = ds4_round_f16(x[i]);
+        }
+        float *dkv = to_dev(kv, sizeof(float) * n * hd), *dw = to_dev(w, sizeof(float) * hd);
+        double *dfr = to_dev(fr, sizeof(fr));
+        int p = pos0, *dpos = to_dev(&p, sizeof(int));
+        uint16_t *dring = to_dev(NULL, 2 * raw_cap * hd), *ring = malloc(2 * raw_cap * hd);
+        ds4k_kv_store(dkv, dw, 1e-6f, dfr, 32, dpos, n, hd, fp8, dring, raw_cap, true, NULL);
+        from_dev(ring, dring, 2 * raw_cap * hd);
+        float *got = malloc(sizeof(float) * n * hd);
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < hd; i++) got[t * hd + i] = ds4_f16_to_f32(ring[((pos0 + t) % raw_cap) * hd + i]);
+        bool ok = true;
+        const double eq = step_equal(got, ref, n * hd, fp8 ? 0.13 : 2e-3, &ok);
+        check(ok && eq > 0.95, "kv_store (norm, RoPE, %s, f16 ring): %.1f%% identical, rest within one step", fp8 ? "FP8" : "no FP8",
+              100 * eq);
+        cudaFree(dkv), cudaFree(dw), cudaFree(dfr), cudaFree(dpos), cudaFree(dring);
+        free(ref), free(ring), free(got);
+    }
+    /* queries: per-head norm + RoPE; indexer queries: RoPE + Hadamard + FP4 */
+    for (int idx = 0; idx < 2; idx++) {
+        const int heads = 4, d = idx ? 128 : 512;
+        float *q = rnd(r, (size_t)n * heads * d, 1.0f), *ref = malloc(sizeof(float) * n * heads * d), cs[64];
+        memcpy(ref, q, sizeof(float) * n * heads * d);
+        for (int t = 0; t < n; t++) {
+            ds4_rope_table(fr, 32, pos0 + t, cs);
+            for (int h = 0; h < heads; h++) {
+                float *x = ref + (t * heads + h) * d;
+                if (!idx) ds4_rmsnorm(x, NULL, d, 1e-6f, x);
+                ds4_rope_tail(x, d, 32, cs, false);
+                if (idx) {
+                    ds4_hadamard(x, d);
+                    ds4_fp4_sim(x, d);
+                }
+            }
+        }
+        float *dq = to_dev(q, sizeof(float) * n * heads * d);
+        double *dfr = to_dev(fr, sizeof(fr));
+        int p = pos0, *dpos = to_dev(&p, sizeof(int));
+        ds4k_heads_rope(dq, n, heads, d, !idx, 1e-6f, dfr, 32, dpos, idx, NULL);
+        from_dev(q, dq, sizeof(float) * n * heads * d);
+        bool ok = true;
+        const double eq = step_equal(q, ref, n * heads * d, idx ? 0.34 : 1e-5, &ok);
+        check(ok && eq > (idx ? 0.9 : 0.5), "heads_rope (%s): %.1f%% identical, rest within %s", idx ? "indexer: Hadamard + FP4" : "norm + RoPE",
+              100 * eq, idx ? "one FP4 step" : "1e-5");
+        cudaFree(dq), cudaFree(dfr), cudaFree(dpos);
+        free(q), free(ref);
+    }
+    free(kv), free(w);
+}
+
+/* ------------------------------------------------------------------ model level */
+
+static int run(const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    const int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc((size_t)n);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle) {
+    ds4_session_opts o;
+    ds4_session_opts_default(&o);
+    o.ctx = ctx;
+    o.prefill_chunk = chunk;
+    o.oracle = oracle;
+    o.backend = be;
+    ds4_err err = {{0}};
+    ds4_session *s = ds4_session_create(m, &o, &err);
+    if (!s) {
+        fprintf(stderr, "session: %s\n", err.msg);
+        exit(1);
+    }
+    return s;
+}
+
+/* logits of every position: prefill in one call (the session's chunk splits it),
+ * or prefill `split` tokens then decode one at a time. */
+static void eval_all(ds4_session *s, const int32_t *toks, int n, int split, float *out, int64_t V) {
+    ds4_err err = {{0}};
+    if (split <= 0 || split > n) split = n;
+    if (ds4_session_eval(s, toks, split, out, &err) != 0) {
+        fprintf(stderr, "eval: %s\n", err.msg);
+        exit(1);
+    }
+    for (int i = split; i < n; i++) {
+        if (ds4_session_decode(s, toks[i], &err) != 0) {
+            fprintf(stderr, "decode: %s\n", err.msg);
+            exit(1);
+        }
+        memcpy(out + (size_t)i * V, ds4_session_logits(s), sizeof(float) * V);
+    }
+}
+
+/* max |a-b| / max(1, max|ref|), and argmax agreement except reference near-ties */
+static double compare(const float *a, const float *ref, int n, int64_t V, int *argmax_bad, double tol) {
+    double mx = 1, md = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) mx = fmax(mx, fabs(ref[i]));
+    *argmax_bad = 0;
+    for (int t = 0; t < n; t++) {
+        int ia = 0, ir = 0;
+        for (int64_t v = 0; v < V; v++) {
+            md = fmax(md, fabs(a[t * V + v] - ref[t * V + v]));
+            if (a[t * V + v] > a[t * V + ia]) ia = (int)v;
+            if (ref[t * V + v] > ref[t * V + ir]) ir = (int)v;
+        }
+        if (ia != ir && fabs(ref[t * V + ia] - ref[t * V + ir]) > tol * mx) (*argmax_bad)++;
+    }
+    return md / mx;
+}
+
+static void test_oracle_fixtures(void) {
+    static const char *cases[][2] = {{"tiny", "--seed 11 --ffn-gain 3"},
+                                     {"bounds", "--seed 12 --ffn-gain 3 --layers 6 --window 16 --hca-rate 16"},
+                                     {"partial", "--seed 13 --ffn-gain 3 --index-topk 8"},
+                                     {"ds4types", "--seed 14 --ffn-gain 3 --policy ds4 --embd 256 --ff 256 --q4-from-layer 3"}};
+    for (size_t c = 0; c < 4; c++) {
+        char path[256], rel[256];
+        snprintf(path, sizeof(path), "/tmp/ds4cu_%s.gguf", cases[c][0]);
+        if (run("%s/ds4-synth -q %s -o %s", g_bin_dir, cases[c][1], path) != 0) {
+            check(false, "synth %s", cases[c][0]);
+            continue;
+        }
+        size_t tb = 0, lb = 0;
+        snprintf(rel, sizeof(rel), "tests/oracle/fixtures/%s/tokens.i32", cases[c][0]);
+        int32_t *toks = read_all(rel, &tb);
+        snprintf(rel, sizeof(rel), "tests/oracle/fixtures/%s/logits.f32", cases[c][0]);
+        float *ref = read_all(rel, &lb);
+        ds4_err err = {{0}};
+        ds4_model *m = ds4_model_open(path, 0, &err);
+        if (!m || !toks || !ref) {
+            check(false, "%s: open (%s)", cases[c][0], err.msg);
+            continue;
+        }
+        const int n = (int)(tb / 4);
+        const int64_t V = m->hp.n_vocab;
+        float *got = malloc(sizeof(float) * n * V);
+        const struct {
+            int chunk, split;
+            const char *what;
+        } modes[] = {{2048, 0, "one-shot prefill"}, {2048, 200, "prefill 200 + decode"}, {7, 0, "prefill chunk 7"}, {1, 0, "chunk 1"}};
+        for (size_t k = 0; k < 4; k++) {
+            ds4_session *s = session(m, DS4_BACKEND_CUDA, n, modes[k].chunk, true);
+            eval_all(s, toks, n, modes[k].split, got, V);
+            int bad;
+            const double d = compare(got, ref, n, V, &bad, 1e-3);
+            check(d <= 1e-3 && bad == 0, "oracle %-8s %-22s CUDA vs transformers: max|diff|/max(1,max|logit|) %.2e, argmax mismatches %d",
+                  cases[c][0], modes[k].what, d, bad);
+            ds4_session_free(s);
+        }
+        free(got);
+        free(ref);
+        free(toks);
+        ds4_model_close(m);
+    }
+}
+
+static int32_t *rand_tokens(int n, int V, uint64_t seed) {
+    ds4_rng r;
+    ds4_rng_seed(&r, seed);
+    int32_t *t = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) t[i] = (int32_t)ds4_rng_below(&r, (uint32_t)V);
+    return t;
+}
+
+static void test_cpu_vs_cuda(void) {
+    const char *path = "/tmp/ds4cu_cmp.gguf";
+    if (run("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
+        check(false, "synth");
+        return;
+    }
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_open(path, 0, &err);
+    const int n = 4200, ctx = 4300;
+    const int64_t V = m->hp.n_vocab;
+    int32_t *toks = rand_tokens(n, (int)V, 5);
+    float *cpu = malloc(sizeof(float) * n * V), *gpu = malloc(sizeof(float) * n * V), *gpu2 = malloc(sizeof(float) * n * V);
+    ds4_session *s = session(m, DS4_BACKEND_CPU, ctx, 2048, false);
+    eval_all(s, toks, n, 0, cpu, V);
+    ds4_session_free(s);
+    const int chunks[] = {2048, 4096, 7, 1};
+    for (size_t k = 0; k < 4; k++) {
+        s = session(m, DS4_BACKEND_CUDA, ctx, chunks[k], false);
+        eval_all(s, toks, n, 0, gpu, V);
+        ds4_session_free(s);
+        int bad;
+        const double d = compare(gpu, cpu, n, V, &bad, 1e-3);
+        check(d <= 1e-3 && bad == 0, "default mode, %d tokens, CUDA chunk %4d vs CPU chunk 2048: max|diff|/max(1,max|logit|) %.2e, argmax mismatches %d",
+              n, chunks[k], d, bad);
+        if (k == 0) {
+            s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+            eval_all(s, toks, n, 0, gpu2, V);
+            ds4_session_free(s);
+            check(memcmp(gpu, gpu2, sizeof(float) * n * V) == 0, "determinism: two CUDA runs give bitwise identical logits");
+        }
+    }
+    /* decode after a prefill */
+    s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    eval_all(s, toks, 600, 500, gpu, V);
+    ds4_session_free(s);
+    int bad;
+    double d = compare(gpu, cpu, 600, V, &bad, 1e-3);
+    check(d <= 1e-3 && bad == 0, "default mode, prefill 500 + 100 decode steps (CUDA graph) vs CPU: %.2e, argmax mismatches %d", d, bad);
+    /* snapshot / restore on CUDA; CPU snapshot continued on CUDA */
+    s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    eval_all(s, toks, 2300, 0, gpu, V);
+    uint8_t *snap = NULL;
+    size_t len = 0;
+    ds4_session_snapshot(s, &snap, &len, &err);
+    ds4_session_free(s);
+    s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    if (ds4_session_load(s, snap, len, &err) != 0) check(false, "restore: %s", err.msg);
+    eval_all(s, toks + 2300, 60, 1, gpu2, V);
+    ds4_session_free(s);
+    s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    eval_all(s, toks, 2360, 2300, gpu, V);
+    ds4_session_free(s);
+    check(memcmp(gpu + (size_t)2300 * V, gpu2, sizeof(float) * 60 * V) == 0,
+          "snapshot -> restore -> decode on CUDA is bitwise identical to not stopping");
+    free(snap);
+    s = session(m, DS4_BACKEND_CPU, ctx, 2048, false);
+    eval_all(s, toks, 2300, 0, cpu, V);
+    ds4_session_snapshot(s, &snap, &len, &err);
+    ds4_session_free(s);
+    s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    ds4_session_load(s, snap, len, &err);
+    eval_all(s, toks + 2300, 60, 1, gpu2, V);
+    ds4_session_free(s);
+    s = session(m, DS4_BACKEND_CPU, ctx, 2048, false);
+    eval_all(s, toks, 2360, 2300, cpu, V);
+    ds4_session_free(s);
+    d = compare(gpu2, cpu + (size_t)2300 * V, 60, V, &bad, 1e-3);
+    check(d <= 1e-3 && bad == 0, "CPU snapshot restored on CUDA, 60 decode steps vs CPU: %.2e, argmax mismatches %d", d, bad);
+    free(snap);
+    free(cpu);
+    free(gpu);
+    free(gpu2);
+    free(toks);
+    ds4_model_close(m);
+}
+
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "all";
+    char exe[4096];
+    const ssize_t k = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (k > 0) {
+        exe[k] = 0;
+        char *sl = strrchr(exe, '/');
+        if (sl) {
+            *sl = 0;
+            snprintf(g_bin_dir, sizeof(g_bin_dir), "%s", exe);
+        }
+    }
+    if (ds4k_init() != 0) {
+        fprintf(stderr, "ds4-cuda-test: no usable GPU (%s)\n", ds4k_last_error() ? ds4k_last_error() : "?");
+        return 2;
+    }
+    ds4_rng r;
+    ds4_rng_seed(&r, 42);
+    if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
+        test_matmul(&r);
+        test_moe_matmul(&r);
+        test_norm_hc(&r);
+        test_kv_and_heads(&r);
+    }
+    if (!strcmp(what, "all") || !strcmp(what, "model")) {
+        test_oracle_fixtures();
+        test_cpu_vs_cuda();
+    }
+    printf("%s: %d failure(s)\n", g_fail ? "FAILED" : "passed", g_fail);
+    return g_fail ? 1 : 0;
+}
