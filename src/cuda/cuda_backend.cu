@@ -370,6 +370,13 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         cu_destroy(s);
         return -1;
     }
+    cudaDeviceProp prop;
+    size_t free_b = 0, total_b = 0;
+    cudaGetDeviceProperties(&prop, 0);
+    cudaMemGetInfo(&free_b, &total_b);
+    fprintf(stderr, "ds4: CUDA %s: weights %.2f GiB, session %.1f MiB (KV %s, ctx %d, prefill_chunk=%d), %.1f GiB free\n",
+            prop.name, (double)s->model->w.n_bytes / (1 << 30), (double)c->bytes / (1 << 20), c->f16 ? "f16" : "f32",
+            s->state->ctx, s->state->chunk, (double)free_b / (1 << 30));
     return 0;
 }
 
