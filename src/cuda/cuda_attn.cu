@@ -79,7 +79,8 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
 __global__ void attention_kernel(const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks,
                                  const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
                                  const int32_t *sel_all, const int *n_sel, int topk, bool f16, const double *freqs,
-                                 int n_pairs, float *o);
+                                 int n_pairs, float *o, int HG, int max_rows);
+static int att_group(int H, int hd, int max_rows, size_t *smem);
 
 #define SC_ROWS 64
 
@@ -112,8 +113,9 @@ __global__ void indexer_scores_kernel(const float *q, const float *w, const void
 
 /* Shared memory above 48 KB must be allowed per kernel before launches (and
  * before a graph capture): attention keeps a score per visible row. */
-extern "C" int ds4k_prepare(int hd, int max_rows, int IH, int ID) {
-    const size_t att = (size_t)(2 * hd + max_rows) * sizeof(float);
+extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
+    size_t att;
+    att_group(H, hd, max_rows, &att);
     const size_t sc = (size_t)(IH * ID + IH) * sizeof(float);
     if (att > 48 * 1024 &&
         cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)
@@ -240,13 +242,17 @@ __device__ __forceinline__ const void *att_row(int r, int n_raw, int64_t lo, con
     return comp;
 }
 
-__global__ void attention_kernel(const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks,
-                                 const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
-                                 const int32_t *sel_all, const int *n_sel, int topk, bool f16, const double *freqs,
-                                 int n_pairs, float *o) {
+/* One block per (token, group of HG heads): the heads of a group share every
+ * K = V row (one shared KV head), so each row is read once for HG heads.
+ * Warp j owns head j's softmax; the output loop reads each row once and
+ * updates all HG heads. Every sum has a fixed order: deterministic. */
+#define ATT_THREADS 256
+__global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
+    const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
+    int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16,
+    const double *freqs, int n_pairs, float *o, int HG, int max_rows) {
     extern __shared__ float sh[];
-    __shared__ float red[32];
-    const int t = blockIdx.x, h = blockIdx.y;
+    const int t = blockIdx.x, h0 = blockIdx.y * HG;
     const int64_t p = (int64_t)d_pos[0] + t;
     const int64_t lo = p - window + 1 > 0 ? p - window + 1 : 0;
     const int n_raw = (int)(p - lo + 1);
@@ -260,45 +266,76 @@ __global__ void attention_kernel(const float *q, const int *d_pos, int H, int hd
         }
     }
     const int nr = n_raw + n_cmp;
-    float *sq = sh, *so = sh + hd, *sc = sh + 2 * hd;
-    const float *qg = q + ((int64_t)t * H + h) * hd;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) sq[i] = qg[i];
+    float *sq = sh, *so = sh + HG * hd, *sc = sh + 2 * HG * hd, *sden = sc + HG * max_rows;
+    for (int i = threadIdx.x; i < HG * hd; i += blockDim.x) sq[i] = q[((int64_t)t * H + h0) * hd + i];
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    /* scores: a warp per row; the row is read once for all HG heads */
+    const int per_lane = hd / 32; /* <= 16 (head dim <= 512) */
     for (int r = warp; r < nr; r += nw) {
         int64_t off;
         const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-        float d = 0.0f;
-        for (int i = lane; i < hd; i += 32) d += sq[i] * kv_load(base, off + i, f16);
-        d = warp_sum(d);
-        if (lane == 0) sc[r] = d * scale;
+        float rv[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) rv[i] = i < per_lane ? kv_load(base, off + lane + 32 * i, f16) : 0.0f;
+        for (int j = 0; j < HG; j++) {
+            float d = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                if (i < per_lane) d += sq[j * hd + lane + 32 * i] * rv[i];
+            d = warp_sum(d);
+            if (lane == 0) sc[j * max_rows + r] = d * scale;
+        }
     }
     __syncthreads();
-    float m = sinks[h];
-    for (int r = threadIdx.x; r < nr; r += blockDim.x) m = fmaxf(m, sc[r]);
-    m = block_max(m, red);
-    __syncthreads();
-    float den = 0.0f;
-    for (int r = threadIdx.x; r < nr; r += blockDim.x) {
-        sc[r] = expf(sc[r] - m);
-        den += sc[r];
+    /* softmax with the sink, warp j for head j */
+    for (int j = warp; j < HG; j += nw) {
+        float *s = sc + j * max_rows;
+        const float sink = sinks[h0 + j];
+        float m = sink;
+        for (int r = lane; r < nr; r += 32) m = fmaxf(m, s[r]);
+        m = warp_max(m);
+        float den = 0.0f;
+        for (int r = lane; r < nr; r += 32) {
+            s[r] = expf(s[r] - m);
+            den += s[r];
+        }
+        den = warp_sum(den) + expf(sink - m);
+        if (lane == 0) sden[j] = 1.0f / den;
     }
-    den = block_sum(den, red) + expf(sinks[h] - m);
     __syncthreads();
-    const float inv = 1.0f / den;
+    /* output: each thread owns some dims for all HG heads */
     for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
-        float acc = 0.0f;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int r = 0; r < nr; r++) {
             int64_t off;
             const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-            acc += sc[r] * kv_load(base, off + dd, f16);
+            const float v = kv_load(base, off + dd, f16);
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                if (j < HG) acc[j] += sc[j * max_rows + r] * v;
         }
-        so[dd] = acc * inv;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (j < HG) so[j * hd + dd] = acc[j] * sden[j];
     }
     __syncthreads();
-    block_rope(so, hd, n_pairs, freqs, p, true);
-    float *og = o + ((int64_t)t * H + h) * hd;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) og[i] = so[i];
+    for (int j = 0; j < HG; j++) block_rope(so + j * hd, hd, n_pairs, freqs, p, true);
+    for (int i = threadIdx.x; i < HG * hd; i += blockDim.x) o[((int64_t)t * H + h0) * hd + i] = so[i];
+}
+
+/* Heads per attention block: as many as fit (at most 8) in ~200 KiB. */
+static int att_group(int H, int hd, int max_rows, size_t *smem) {
+    for (int hg = 8; hg >= 1; hg /= 2) {
+        if (H % hg) continue;
+        const size_t b = (size_t)(2 * hg * hd + hg * max_rows + 8) * sizeof(float);
+        if (b <= 200 * 1024 || hg == 1) {
+            *smem = b;
+            return hg;
+        }
+    }
+    *smem = 0;
+    return 1;
 }
 
 extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
@@ -306,8 +343,9 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
                                const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
                                int n_pairs, float *o, int max_rows, ds4_stream st) {
     if (n <= 0) return;
-    const size_t smem = (size_t)(2 * hd + max_rows) * sizeof(float);
-    attention_kernel<<<dim3(n, H), 128, smem, (cudaStream_t)st>>>(q, d_pos, H, hd, scale, sinks, ring, raw_cap, window,
-                                                                  comp, ratio, csa, sel, n_sel, topk, f16, freqs, n_pairs,
-                                                                  o);
+    size_t smem;
+    const int hg = att_group(H, hd, max_rows, &smem);
+    attention_kernel<<<dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st>>>(q, d_pos, H, hd, scale, sinks, ring,
+                                                                             raw_cap, window, comp, ratio, csa, sel, n_sel,
+                                                                             topk, f16, freqs, n_pairs, o, hg, max_rows);
 }

@@ -5,6 +5,7 @@
  *
  * Written in C style; nvcc compiles it as C++, hence the explicit casts. */
 #include <math.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,7 +356,7 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         cu_destroy(s);
         return -1;
     }
-    if (ds4k_prepare(c->hp->head_dim, c->max_rows, c->hp->idx_heads, c->hp->idx_dim) != 0) {
+    if (ds4k_prepare(c->hp->n_head, c->hp->head_dim, c->max_rows, c->hp->idx_heads, c->hp->idx_dim) != 0) {
         cu_destroy(s);
         return ds4_errf(err, "CUDA: attention over %d rows needs more shared memory than the GPU has; use a smaller --ctx",
                         c->max_rows);
@@ -383,6 +384,7 @@ static int cu_init(ds4_session *s, ds4_err *err) {
 static void cu_destroy(ds4_session *s) {
     cu_sess *c = (cu_sess *)s->impl;
     if (!c) return;
+    prof_print();
     cudaStreamSynchronize(c->st);
     for (int g = 0; g < 2; g++)
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
@@ -413,8 +415,9 @@ static void cu_destroy(ds4_session *s) {
     free(c->h_gw);
     free(c->L);
     if (c->st) cudaStreamDestroy(c->st);
-    ds4_model *m = s->model;
-    if (m->backend_weights && --((cu_weights *)m->backend_weights)->refs == 0) release_weights(m);
+    /* the device weights stay with the model (released by ds4_model_close), so
+     * sessions can come and go without copying 80 GiB again */
+    if (s->model->backend_weights) ((cu_weights *)s->model->backend_weights)->refs--;
     free(c);
     s->impl = NULL;
 }

@@ -114,7 +114,7 @@ void ds4k_scatter_rows(const float *src, const int32_t *idx, int n, int D, float
 
 /* Allow the shared memory attention (max_rows scores) and the indexer need;
  * call once per session before any launch or capture. 0 or -1 (too much). */
-int ds4k_prepare(int hd, int max_rows, int IH, int ID);
+int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID);
 
 /* Host helpers: stream synchronize, last error as text (NULL if none). */
 const char *ds4k_last_error(void);

@@ -25,12 +25,116 @@ extern "C" int ds4k_init(void) { return quant_tables_upload() == 0 && ds4k_ops_i
 #define GEMV_WARPS 4
 #define GEMV_MAX_TOK 8
 
-__global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K,
-                            const float *X, int64_t ldx, int n, float *Y, int64_t ldy) {
+/* Bytes a warp stages per step for a type: a multiple of the block size and
+ * of 16 (for 16-byte loads), about 4 KiB. 0 = type not handled. */
+__host__ __device__ __forceinline__ int stage_bytes(int type) {
+    switch (type) {
+    case T_Q8_0: return 34 * 128;  /* 4352 */
+    case T_Q2_K: return 336 * 13;  /* 4368 */
+    case T_Q4_K: return 144 * 32;  /* 4608 */
+    case T_IQ2_XXS: return 528 * 8; /* 4224 */
+    case T_F16:
+    case T_BF16:
+    case T_F32: return 4096;
+    default: return 0;
+    }
+}
+#define STAGE_MAX 4608
+
+/* One warp per output row. The warp first copies a ~4 KiB stretch of the row
+ * into shared memory with 16-byte loads (every byte of the row is read once,
+ * fully coalesced), then each lane decodes its 32-element slices from there
+ * and multiplies them with the activations of every token. A warp owns its
+ * row and its buffer, so only __syncwarp is needed.
+ * Routed experts (ids != NULL): blockIdx.y is the (token, slot) pair, its row
+ * block lives at ids[pair] * rows, its input is X[pair] or X[pair / k]. */
+__global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_staged(int type, const uint8_t *W, int64_t rb, int64_t r0,
+                                                               int64_t rows, const float *X, int64_t ldx, int n,
+                                                               float *Y, int64_t ldy, const int32_t *ids, int k,
+                                                               int x_per_pair) {
+    __shared__ __align__(16) uint8_t stage[GEMV_WARPS][STAGE_MAX];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + warp;
     if (r >= rows) return;
-    const uint8_t *row = W + (r0 + r) * rb;
+    const int pair = blockIdx.y;
+    const uint8_t *row;
+    if (ids) {
+        row = W + ((int64_t)ids[pair] * rows + r) * rb;
+        X += (int64_t)(x_per_pair ? pair : pair / k) * ldx;
+        Y += (int64_t)pair * ldy;
+        n = 1;
+    } else {
+        row = W + (r0 + r) * rb;
+    }
+    const int sb = stage_bytes(type);
+    int bpb, spb; /* bytes per block, 32-slices per block */
+    switch (type) {
+    case T_Q8_0: bpb = 34, spb = 1; break;
+    case T_Q2_K: bpb = 84, spb = 8; break;
+    case T_Q4_K: bpb = 144, spb = 8; break;
+    case T_IQ2_XXS: bpb = 66, spb = 8; break;
+    case T_F32: bpb = 128, spb = 1; break;
+    default: bpb = 64, spb = 1; break; /* F16, BF16: 32 halves */
+    }
+    uint8_t *buf = stage[warp];
+    float acc[GEMV_MAX_TOK];
+#pragma unroll
+    for (int t = 0; t < GEMV_MAX_TOK; t++) acc[t] = 0.0f;
+    float v[32];
+    int64_t elem0 = 0;
+    for (int64_t c0 = 0; c0 < rb; c0 += sb) {
+        const int nb = (int)(rb - c0 < sb ? rb - c0 : sb);
+        const uint4 *src = (const uint4 *)(row + c0);
+        for (int i = lane; i < nb / 16; i += 32) ((uint4 *)buf)[i] = __ldg(src + i);
+        __syncwarp();
+        const int ns = nb / bpb * spb;
+        for (int s2 = lane; s2 < ns; s2 += 32) {
+            dequant32(type, buf, s2, v);
+#pragma unroll
+            for (int t = 0; t < GEMV_MAX_TOK; t++) {
+                if (t >= n) break;
+                const float4 *x = (const float4 *)(X + t * ldx + elem0 + 32 * s2);
+                float p = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    const float4 xv = x[i];
+                    p = fmaf(v[4 * i], xv.x, p);
+                    p = fmaf(v[4 * i + 1], xv.y, p);
+                    p = fmaf(v[4 * i + 2], xv.z, p);
+                    p = fmaf(v[4 * i + 3], xv.w, p);
+                }
+                acc[t] += p;
+            }
+        }
+        elem0 += (int64_t)ns * 32;
+        __syncwarp();
+    }
+#pragma unroll
+    for (int t = 0; t < GEMV_MAX_TOK; t++) {
+        if (t >= n) break;
+        const float sum = warp_sum(acc[t]);
+        if (lane == 0) Y[t * ldy + r] = sum;
+    }
+}
+
+/* Fallback for rows that are not 16-byte multiples (tiny test shapes): each
+ * lane reads its own slices straight from global memory. */
+__global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K,
+                            const float *X, int64_t ldx, int n, float *Y, int64_t ldy, const int32_t *ids, int k,
+                            int x_per_pair) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + warp;
+    if (r >= rows) return;
+    const int pair = blockIdx.y;
+    const uint8_t *row;
+    if (ids) {
+        row = W + ((int64_t)ids[pair] * rows + r) * rb;
+        X += (int64_t)(x_per_pair ? pair : pair / k) * ldx;
+        Y += (int64_t)pair * ldy;
+        n = 1;
+    } else {
+        row = W + (r0 + r) * rb;
+    }
     const int nsub = (int)(K / 32);
     float acc[GEMV_MAX_TOK];
 #pragma unroll
@@ -60,6 +164,19 @@ __global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, 
         const float s = warp_sum(acc[t]);
         if (lane == 0) Y[t * ldy + r] = s;
     }
+}
+
+static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
+                        int64_t ldy, const int32_t *ids, int pairs, int k, int x_per_pair, cudaStream_t s) {
+    const int64_t rb = row_bytes_dev(W->type, W->K);
+    const dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)(ids ? pairs : 1));
+    const bool aligned = rb % 16 == 0 && ((uintptr_t)W->ptr % 16) == 0 && stage_bytes(W->type) > 0 && (ldx % 4) == 0;
+    if (aligned)
+        gemv_staged<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, X, ldx, n, Y, ldy,
+                                                    ids, k, x_per_pair);
+    else
+        gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
+                                                    ldy, ids, k, x_per_pair);
 }
 
 #define TM 64
@@ -126,9 +243,7 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
     const int64_t rb = row_bytes_dev(W->type, W->K);
     cudaStream_t s = (cudaStream_t)st;
     if (n <= GEMV_MAX_TOK) {
-        const unsigned grid = (unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS);
-        gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
-                                                      ldy);
+        launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
     } else {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
         tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy);
@@ -137,42 +252,10 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
 
 /* ------------------------------------------------------------------ routed experts, small batches */
 
-__global__ void moe_gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const int32_t *ids,
-                                int k, const float *X, int64_t ldx, int x_per_pair, float *Y, int64_t ldy) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + warp;
-    const int pair = blockIdx.y;
-    if (r >= rows) return;
-    const int e = ids[pair];
-    const uint8_t *row = W + ((int64_t)e * rows + r) * rb;
-    const float *x = X + (int64_t)(x_per_pair ? pair : pair / k) * ldx;
-    const int nsub = (int)(K / 32);
-    float acc = 0.0f, v[32];
-    for (int s = lane; s < nsub; s += 32) {
-        dequant32(type, row, s, v);
-        const float4 *xv4 = (const float4 *)(x + 32 * s);
-        float p = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const float4 xv = xv4[i];
-            p = fmaf(v[4 * i], xv.x, p);
-            p = fmaf(v[4 * i + 1], xv.y, p);
-            p = fmaf(v[4 * i + 2], xv.z, p);
-            p = fmaf(v[4 * i + 3], xv.w, p);
-        }
-        acc += p;
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) Y[(int64_t)pair * ldy + r] = acc;
-}
-
 extern "C" void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X,
                                 int64_t ldx, int x_per_pair, float *Y, int64_t ldy, ds4_stream st) {
     if (n <= 0) return;
-    const dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)(n * k));
-    moe_gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr,
-                                                                    row_bytes_dev(W->type, W->K), rows, W->K, ids, k, X,
-                                                                    ldx, x_per_pair, Y, ldy);
+    launch_gemv(W, 0, rows, X, ldx, 1, Y, ldy, ids, n * k, k, x_per_pair, (cudaStream_t)st);
 }
 
 /* ------------------------------------------------------------------ row gather / scatter */

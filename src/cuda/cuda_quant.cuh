@@ -20,11 +20,12 @@
 #define T_IQ2_XXS 16
 #define T_BF16 30
 
-/* IQ2_XXS tables. Each translation unit that includes this header has its own
- * copy (no relocatable device code needed) and fills it with
- * quant_tables_upload() from its init function. */
-static __constant__ uint64_t d_iq2xxs_grid[256];
-static __constant__ uint8_t d_ksigns[128];
+/* IQ2_XXS tables in global memory (read through the L1 cache): every lane
+ * indexes a different grid entry, which constant memory would serialize.
+ * Each translation unit that includes this header has its own pointers
+ * (no relocatable device code needed), set by quant_tables_upload(). */
+static __device__ const uint64_t *d_iq2xxs_grid;
+static __device__ const uint8_t *d_ksigns;
 
 extern "C" {
 extern const uint64_t ds4_iq2xxs_grid[256];
@@ -32,8 +33,15 @@ extern const uint8_t ds4_ksigns_iq2xs[128];
 }
 
 static inline int quant_tables_upload(void) {
-    if (cudaMemcpyToSymbol(d_iq2xxs_grid, ds4_iq2xxs_grid, sizeof(d_iq2xxs_grid)) != cudaSuccess) return -1;
-    if (cudaMemcpyToSymbol(d_ksigns, ds4_ksigns_iq2xs, sizeof(d_ksigns)) != cudaSuccess) return -1;
+    static void *grid, *signs;
+    if (!grid) {
+        if (cudaMalloc(&grid, 256 * 8) != cudaSuccess || cudaMalloc(&signs, 128) != cudaSuccess) return -1;
+        if (cudaMemcpy(grid, ds4_iq2xxs_grid, 256 * 8, cudaMemcpyHostToDevice) != cudaSuccess ||
+            cudaMemcpy(signs, ds4_ksigns_iq2xs, 128, cudaMemcpyHostToDevice) != cudaSuccess)
+            return -1;
+    }
+    if (cudaMemcpyToSymbol(d_iq2xxs_grid, &grid, sizeof(void *)) != cudaSuccess) return -1;
+    if (cudaMemcpyToSymbol(d_ksigns, &signs, sizeof(void *)) != cudaSuccess) return -1;
     return 0;
 }
 
@@ -129,8 +137,8 @@ __device__ __forceinline__ void dequant32(int type, const uint8_t *row, int s, f
         const float db = __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const uint64_t grid = d_iq2xxs_grid[g[i]];
-            const uint8_t signs = d_ksigns[(a1 >> (7 * i)) & 127];
+            const uint64_t grid = __ldg(d_iq2xxs_grid + g[i]);
+            const uint8_t signs = __ldg(d_ksigns + ((a1 >> (7 * i)) & 127));
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 const float m = __fmul_rn(db, (float)((grid >> (8 * k)) & 0xff));
