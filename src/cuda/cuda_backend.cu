@@ -140,6 +140,7 @@ typedef struct cu_sess {
     int32_t *sel, *ids, *h_ids;
     int *n_sel;
     int32_t *gtok, *gpair, *h_gtok, *h_gpair;
+    void *segs, *h_segs; /* expert segments: 2 tables of E x 16 bytes */
     float *gw, *h_gw, *h_rw;
     cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
     bool graph_ok[2];
@@ -219,29 +220,32 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->sel, sb * hp->idx_topk * 4);
     DA(c->n_sel, sb * 4);
     DA(c->router, sb * hp->n_expert * 4);
-    DA(c->ids, sb * K * 4);
-    DA(c->rw, sb * K * 4);
-    DA(c->eg, sb * K * FF * 4);
-    DA(c->eu, sb * K * FF * 4);
-    DA(c->ex, sb * K * D * 4);
-    DA(c->eo, sb * K * D * 4);
+    /* routed experts are grouped over the whole batch: batch-wide buffers */
+    DA(c->ids, B * K * 4);
+    DA(c->rw, B * K * 4);
+    DA(c->eg, B * K * FF * 4);
+    DA(c->eu, B * K * FF * 4);
+    DA(c->ex, B * K * D * 4);
+    DA(c->eo, B * K * D * 4);
     DA(c->shg, sb * FF * 4);
     DA(c->shu, sb * FF * 4);
-    DA(c->sh, sb * D * 4);
+    DA(c->sh, B * D * 4);
+    DA(c->segs, 2 * (size_t)hp->n_expert * 16);
     DA(c->z, sb * D * 4);
     DA(c->logits, sb * hp->n_vocab * 4);
-    DA(c->gtok, sb * K * 4);
-    DA(c->gpair, sb * K * 4);
-    DA(c->gw, sb * K * 4);
+    DA(c->gtok, B * K * 4);
+    DA(c->gpair, B * K * 4);
+    DA(c->gw, B * K * 4);
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess)
         return ds4_errf(err, "CUDA: cannot allocate pinned host buffers");
-    c->h_ids = (int32_t *)malloc(sb * K * 4);
-    c->h_rw = (float *)malloc(sb * K * 4);
-    c->h_gtok = (int32_t *)malloc(sb * K * 4);
-    c->h_gpair = (int32_t *)malloc(sb * K * 4);
-    c->h_gw = (float *)malloc(sb * K * 4);
+    c->h_ids = (int32_t *)malloc(B * K * 4);
+    c->h_rw = (float *)malloc(B * K * 4);
+    c->h_gtok = (int32_t *)malloc(B * K * 4);
+    c->h_gpair = (int32_t *)malloc(B * K * 4);
+    c->h_gw = (float *)malloc(B * K * 4);
+    c->h_segs = malloc((size_t)hp->n_expert * 16);
     return 0;
 }
 
@@ -403,7 +407,7 @@ static void cu_destroy(ds4_session *s) {
     void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H, c->a, c->qr, c->pre, c->post, c->M,
                     c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
                     c->S, c->sel, c->n_sel, c->router, c->ids, c->rw, c->eg, c->eu, c->ex, c->eo, c->shg, c->shu,
-                    c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw};
+                    c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw, c->segs};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_pos);
@@ -413,6 +417,7 @@ static void cu_destroy(ds4_session *s) {
     free(c->h_gtok);
     free(c->h_gpair);
     free(c->h_gw);
+    free(c->h_segs);
     free(c->L);
     if (c->st) cudaStreamDestroy(c->st);
     /* the device weights stay with the model (released by ds4_model_close), so

@@ -181,38 +181,58 @@ static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *
 
 #define TM 64
 #define TN 64
+#define TK 64 /* two 32-element slices per row per step: 128 slices, one per thread of the first half */
+
+/* Output tile TM rows x TN tokens. Segments (routed experts): blockIdx.z picks
+ * a segment {row offset of the expert's block, first gathered input row,
+ * count}; rows of the weight are r0 + seg_row0 + r, inputs X[seg_x0 + t]. */
+typedef struct seg3 {
+    int64_t row0;
+    int x0, count;
+} seg3;
 
 __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
-                                                   int64_t K, const float *X, int64_t ldx, int n, float *Y, int64_t ldy) {
-    __shared__ float Ws[32][TM + 4];
-    __shared__ float Xs[32][TN + 4];
+                                                   int64_t K, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
+                                                   const seg3 *segs) {
+    __shared__ float Ws[TK][TM + 4];
+    __shared__ float Xs[TK][TN + 4];
+    int tbase = blockIdx.y * TN;
+    if (segs) {
+        const seg3 sg = segs[blockIdx.z];
+        if (tbase >= sg.count) return;
+        r0 += sg.row0;
+        X += (int64_t)sg.x0 * ldx;
+        Y += (int64_t)sg.x0 * ldy;
+        n = sg.count;
+    }
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int64_t rbase = (int64_t)blockIdx.x * TM;
-    const int tbase = blockIdx.y * TN;
     float acc[4][4];
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     const int nsub = (int)(K / 32);
-    for (int s = 0; s < nsub; s++) {
-        if (tid < TM) {
+    for (int s = 0; s < nsub; s += 2) {
+        const int two = s + 1 < nsub ? 2 : 1;
+        if (tid < 2 * TM) {
+            const int row = tid >> 1, half = tid & 1;
             float v[32];
-            const int64_t r = rbase + tid;
-            if (r < rows) dequant32(type, W + (r0 + r) * rb, s, v);
+            const int64_t r = rbase + row;
+            if (r < rows && half < two) dequant32(type, W + (r0 + r) * rb, s + half, v);
             else
 #pragma unroll
                 for (int i = 0; i < 32; i++) v[i] = 0.0f;
 #pragma unroll
-            for (int i = 0; i < 32; i++) Ws[i][tid] = v[i];
+            for (int i = 0; i < 32; i++) Ws[32 * half + i][row] = v[i];
         }
-        for (int i = tid; i < 32 * TN; i += 256) {
-            const int tok = i >> 5, k = i & 31;
-            Xs[k][tok] = tbase + tok < n ? X[(int64_t)(tbase + tok) * ldx + 32 * s + k] : 0.0f;
+        for (int i = tid; i < TK * TN; i += 256) {
+            const int tok = i / TK, k = i % TK;
+            Xs[k][tok] = tbase + tok < n && k < 32 * two ? X[(int64_t)(tbase + tok) * ldx + 32 * s + k] : 0.0f;
         }
         __syncthreads();
 #pragma unroll 8
-        for (int k = 0; k < 32; k++) {
+        for (int k = 0; k < 32 * two; k++) {
             float a[4], b[4];
 #pragma unroll
             for (int i = 0; i < 4; i++) a[i] = Ws[k][ty * 4 + i];
@@ -237,6 +257,17 @@ __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, i
     }
 }
 
+/* Routed experts of a batch in one launch per matrix: segment e covers the
+ * gathered rows [x0, x0 + count) that chose expert expert_id (its rows start at
+ * expert_id * rows of the 3-D weight). */
+extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
+                                   const float *X, int64_t ldx, float *Y, int64_t ldy, ds4_stream st) {
+    if (n_segs <= 0 || max_count <= 0) return;
+    const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((max_count + TN - 1) / TN), (unsigned)n_segs);
+    tile_kernel<<<grid, 256, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr, row_bytes_dev(W->type, W->K), 0,
+                                                    rows, W->K, X, ldx, 0, Y, ldy, (const seg3 *)seg_dev);
+}
+
 extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
                             int64_t ldy, ds4_stream st) {
     if (rows <= 0 || n <= 0) return;
@@ -246,7 +277,7 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
         launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
     } else {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
-        tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy);
+        tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL);
     }
 }
 
