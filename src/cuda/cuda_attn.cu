@@ -324,6 +324,97 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     for (int i = threadIdx.x; i < HG * hd; i += blockDim.x) o[((int64_t)t * H + h0) * hd + i] = so[i];
 }
 
+/* Decode-size batches: each (token, head) is split over chunks of ATT_CHUNK
+ * rows so the whole GPU works on one token (flash-decoding). A chunk block
+ * writes its local max, its sum of exp and its unnormalized output; the
+ * combine kernel merges the chunks in index order (deterministic). */
+#define ATT_CHUNK 64
+__global__ void __launch_bounds__(128) attention_chunk_kernel(
+    const float *q, const int *d_pos, int H, int hd, float scale, const void *ring, int raw_cap, int window,
+    const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16, float *part,
+    int n_chunks) {
+    __shared__ float sq[512], sc[ATT_CHUNK], red[32];
+    const int t = blockIdx.x, h = blockIdx.y, ch = blockIdx.z;
+    const int64_t p = (int64_t)d_pos[0] + t;
+    const int64_t lo = p - window + 1 > 0 ? p - window + 1 : 0;
+    const int n_raw = (int)(p - lo + 1);
+    int n_cmp = 0;
+    const int32_t *sel = NULL;
+    if (ratio > 0) {
+        n_cmp = (int)((p + 1) / ratio);
+        if (csa && n_sel[t] >= 0) {
+            sel = sel_all + (int64_t)t * topk;
+            n_cmp = n_sel[t];
+        }
+    }
+    const int nr = n_raw + n_cmp;
+    float *out = part + (((int64_t)t * H + h) * n_chunks + ch) * (hd + 2);
+    const int r0 = ch * ATT_CHUNK, r1 = r0 + ATT_CHUNK < nr ? r0 + ATT_CHUNK : nr;
+    if (r0 >= nr) {
+        if (threadIdx.x == 0) out[hd] = -INFINITY, out[hd + 1] = 0.0f;
+        return;
+    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) sq[i] = q[((int64_t)t * H + h) * hd + i];
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    for (int r = r0 + warp; r < r1; r += nw) {
+        int64_t off;
+        const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
+        float d = 0.0f;
+        for (int i = lane; i < hd; i += 32) d += sq[i] * kv_load(base, off + i, f16);
+        d = warp_sum(d);
+        if (lane == 0) sc[r - r0] = d * scale;
+    }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int r = threadIdx.x; r < r1 - r0; r += blockDim.x) m = fmaxf(m, sc[r]);
+    m = block_max(m, red);
+    __syncthreads();
+    float l = 0.0f;
+    for (int r = threadIdx.x; r < r1 - r0; r += blockDim.x) {
+        sc[r] = expf(sc[r] - m);
+        l += sc[r];
+    }
+    l = block_sum(l, red);
+    __syncthreads();
+    for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
+        float acc = 0.0f;
+        for (int r = r0; r < r1; r++) {
+            int64_t off;
+            const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
+            acc += sc[r - r0] * kv_load(base, off + dd, f16);
+        }
+        out[dd] = acc;
+    }
+    if (threadIdx.x == 0) out[hd] = m, out[hd + 1] = l;
+}
+
+__global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part,
+                                         int n_chunks, const double *freqs, int n_pairs, float *o) {
+    __shared__ float so[512];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int64_t p = (int64_t)d_pos[0] + t;
+    const float *pp = part + ((int64_t)t * H + h) * n_chunks * (hd + 2);
+    float M = sinks[h];
+    for (int c = 0; c < n_chunks; c++) M = fmaxf(M, pp[c * (hd + 2) + hd]);
+    float den = expf(sinks[h] - M);
+    for (int c = 0; c < n_chunks; c++) {
+        const float mc = pp[c * (hd + 2) + hd];
+        if (mc != -INFINITY) den += expf(mc - M) * pp[c * (hd + 2) + hd + 1];
+    }
+    for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
+        float acc = 0.0f;
+        for (int c = 0; c < n_chunks; c++) {
+            const float mc = pp[c * (hd + 2) + hd];
+            if (mc != -INFINITY) acc += expf(mc - M) * pp[c * (hd + 2) + dd];
+        }
+        so[dd] = acc / den;
+    }
+    __syncthreads();
+    block_rope(so, hd, n_pairs, freqs, p, true);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) o[((int64_t)t * H + h) * hd + i] = so[i];
+}
+
 /* Heads per attention block: as many as fit (at most 8) in ~200 KiB. */
 static int att_group(int H, int hd, int max_rows, size_t *smem) {
     for (int hg = 8; hg >= 1; hg /= 2) {
@@ -341,8 +432,16 @@ static int att_group(int H, int hd, int max_rows, size_t *smem) {
 extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                                const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
                                const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
-                               int n_pairs, float *o, int max_rows, ds4_stream st) {
+                               int n_pairs, float *o, int max_rows, float *part, ds4_stream st) {
     if (n <= 0) return;
+    if (part && n <= 8 && hd <= 512) {
+        const int n_chunks = (max_rows + ATT_CHUNK - 1) / ATT_CHUNK;
+        attention_chunk_kernel<<<dim3(n, H, n_chunks), 128, 0, (cudaStream_t)st>>>(
+            q, d_pos, H, hd, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16, part, n_chunks);
+        attention_combine_kernel<<<dim3(n, H), 128, 0, (cudaStream_t)st>>>(d_pos, H, hd, sinks, part, n_chunks, freqs,
+                                                                        n_pairs, o);
+        return;
+    }
     size_t smem;
     const int hg = att_group(H, hd, max_rows, &smem);
     attention_kernel<<<dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st>>>(q, d_pos, H, hd, scale, sinks, ring,

@@ -137,6 +137,7 @@ typedef struct cu_sess {
     float *H, *a, *qr, *pre, *post, *M, *ck, *cg, *ik, *ig;
     float *flat, *mix, *kvb, *q, *o, *low, *y, *iq, *iw, *S, *router, *rw, *eg, *eu, *ex, *eo, *shg, *shu, *sh, *z;
     float *logits, *h_logits; /* device [SB][V]; pinned [V] */
+    float *att_part;          /* split-row attention partials */
     int32_t *sel, *ids, *h_ids;
     int *n_sel;
     int32_t *gtok, *gpair, *h_gtok, *h_gpair;
@@ -233,6 +234,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->segs, 2 * (size_t)hp->n_expert * 16);
     DA(c->z, sb * D * 4);
     DA(c->logits, sb * hp->n_vocab * 4);
+    DA(c->att_part, (size_t)8 * hp->n_head * ((c->max_rows + 63) / 64) * (hd + 2) * 4);
     DA(c->gtok, B * K * 4);
     DA(c->gpair, B * K * 4);
     DA(c->gw, B * K * 4);
@@ -407,7 +409,7 @@ static void cu_destroy(ds4_session *s) {
     void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H, c->a, c->qr, c->pre, c->post, c->M,
                     c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
                     c->S, c->sel, c->n_sel, c->router, c->ids, c->rw, c->eg, c->eu, c->ex, c->eo, c->shg, c->shu,
-                    c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw, c->segs};
+                    c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw, c->segs, c->att_part};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_pos);

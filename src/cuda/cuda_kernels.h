@@ -95,11 +95,13 @@ void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool 
 void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel, ds4_stream st);
 
 /* Sink attention of every (token, head) over the raw window and the visible /
- * selected compressed rows, then inverse RoPE of the output. */
+ * selected compressed rows, then inverse RoPE of the output. `part` (scratch
+ * of 8 * H * ceil(max_rows / 64) * (hd + 2) floats, or NULL) lets batches of at
+ * most 8 tokens split rows over many blocks. */
 void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                     const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa, const int32_t *sel,
                     const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs, float *o, int max_rows,
-                    ds4_stream st);
+                    float *part, ds4_stream st);
 
 /* Router: prob = sqrt(softplus(logits)) in place; ids = hash table row of the
  * token (tid2eid != NULL) or top-k of prob + bias (ties to the lower id);

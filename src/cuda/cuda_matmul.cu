@@ -20,9 +20,8 @@ extern "C" const char *ds4k_last_error(void) {
 }
 
 extern "C" int ds4k_ops_init(void);
-extern "C" int ds4k_init(void) { return quant_tables_upload() == 0 && ds4k_ops_init() == 0 ? 0 : -1; }
 
-#define GEMV_WARPS 4
+#define GEMV_WARPS 8
 #define GEMV_MAX_TOK 8
 
 /* Bytes a warp stages per step for a type: a multiple of the block size and
@@ -41,31 +40,41 @@ __host__ __device__ __forceinline__ int stage_bytes(int type) {
 }
 #define STAGE_MAX 4608
 
-/* One warp per output row. The warp first copies a ~4 KiB stretch of the row
- * into shared memory with 16-byte loads (every byte of the row is read once,
- * fully coalesced), then each lane decodes its 32-element slices from there
- * and multiplies them with the activations of every token. A warp owns its
- * row and its buffer, so only __syncwarp is needed.
+/* Decode-size batches (n <= 8 tokens). A block of GEMV_WARPS warps handles
+ * GEMV_WARPS * GEMV_RPW rows; the activations of its tokens are first copied
+ * to shared memory (when they fit), so they are read from device memory once
+ * per block instead of once per row. Each warp then streams its rows: it
+ * copies a ~4 KiB stretch of the row into shared memory with 16-byte loads
+ * (every weight byte read once, fully coalesced) and its lanes decode their
+ * 32-element slices from there. A warp owns its row and stage buffer, so only
+ * __syncwarp is needed after the initial block-wide load.
  * Routed experts (ids != NULL): blockIdx.y is the (token, slot) pair, its row
  * block lives at ids[pair] * rows, its input is X[pair] or X[pair / k]. */
+#define GEMV_RPW 2
 __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_staged(int type, const uint8_t *W, int64_t rb, int64_t r0,
-                                                               int64_t rows, const float *X, int64_t ldx, int n,
-                                                               float *Y, int64_t ldy, const int32_t *ids, int k,
-                                                               int x_per_pair) {
+                                                               int64_t rows, int64_t K, const float *X, int64_t ldx,
+                                                               int n, float *Y, int64_t ldy, const int32_t *ids, int k,
+                                                               int x_per_pair, int x_in_smem) {
+    extern __shared__ __align__(16) float xs[];
     __shared__ __align__(16) uint8_t stage[GEMV_WARPS][STAGE_MAX];
+    __shared__ uint64_t grid_s[256];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + warp;
-    if (r >= rows) return;
     const int pair = blockIdx.y;
-    const uint8_t *row;
     if (ids) {
-        row = W + ((int64_t)ids[pair] * rows + r) * rb;
         X += (int64_t)(x_per_pair ? pair : pair / k) * ldx;
         Y += (int64_t)pair * ldy;
         n = 1;
-    } else {
-        row = W + (r0 + r) * rb;
     }
+    if (type == T_IQ2_XXS)
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = d_iq2xxs_grid[i];
+    if (x_in_smem) {
+        for (int t = 0; t < n; t++)
+            for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x)
+                ((float4 *)(xs + t * K))[i] = ((const float4 *)(X + t * ldx))[i];
+    }
+    __syncthreads();
+    const float *xb = x_in_smem ? xs : X;
+    const int64_t xld = x_in_smem ? K : ldx;
     const int sb = stage_bytes(type);
     int bpb, spb; /* bytes per block, 32-slices per block */
     switch (type) {
@@ -77,43 +86,84 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_staged(int type, const u
     default: bpb = 64, spb = 1; break; /* F16, BF16: 32 halves */
     }
     uint8_t *buf = stage[warp];
-    float acc[GEMV_MAX_TOK];
+    for (int rr = 0; rr < GEMV_RPW; rr++) {
+        const int64_t r = ((int64_t)blockIdx.x * GEMV_WARPS + warp) * GEMV_RPW + rr;
+        if (r >= rows) break;
+        const uint8_t *row = ids ? W + ((int64_t)ids[pair] * rows + r) * rb : W + (r0 + r) * rb;
+        float acc[GEMV_MAX_TOK];
 #pragma unroll
-    for (int t = 0; t < GEMV_MAX_TOK; t++) acc[t] = 0.0f;
-    float v[32];
-    int64_t elem0 = 0;
-    for (int64_t c0 = 0; c0 < rb; c0 += sb) {
-        const int nb = (int)(rb - c0 < sb ? rb - c0 : sb);
-        const uint4 *src = (const uint4 *)(row + c0);
-        for (int i = lane; i < nb / 16; i += 32) ((uint4 *)buf)[i] = __ldg(src + i);
-        __syncwarp();
-        const int ns = nb / bpb * spb;
-        for (int s2 = lane; s2 < ns; s2 += 32) {
-            dequant32(type, buf, s2, v);
+        for (int t = 0; t < GEMV_MAX_TOK; t++) acc[t] = 0.0f;
+        float v[32];
+        int64_t elem0 = 0;
+        for (int64_t c0 = 0; c0 < rb; c0 += sb) {
+            const int nb = (int)(rb - c0 < sb ? rb - c0 : sb);
+            const uint4 *src = (const uint4 *)(row + c0);
+            for (int i = lane; i < nb / 16; i += 32) ((uint4 *)buf)[i] = __ldg(src + i);
+            __syncwarp();
+            const int ns = nb / bpb * spb;
+            for (int s2 = lane; s2 < ns; s2 += 32) {
+                dequant32_g(type, buf, s2, v, grid_s);
 #pragma unroll
-            for (int t = 0; t < GEMV_MAX_TOK; t++) {
-                if (t >= n) break;
-                const float4 *x = (const float4 *)(X + t * ldx + elem0 + 32 * s2);
-                float p = 0.0f;
+                for (int t = 0; t < GEMV_MAX_TOK; t++) {
+                    if (t >= n) break;
+                    const float4 *x = (const float4 *)(xb + t * xld + elem0 + 32 * s2);
+                    float p = 0.0f;
 #pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    const float4 xv = x[i];
-                    p = fmaf(v[4 * i], xv.x, p);
-                    p = fmaf(v[4 * i + 1], xv.y, p);
-                    p = fmaf(v[4 * i + 2], xv.z, p);
-                    p = fmaf(v[4 * i + 3], xv.w, p);
+                    for (int i = 0; i < 8; i++) {
+                        const float4 xv = x[i];
+                        p = fmaf(v[4 * i], xv.x, p);
+                        p = fmaf(v[4 * i + 1], xv.y, p);
+                        p = fmaf(v[4 * i + 2], xv.z, p);
+                        p = fmaf(v[4 * i + 3], xv.w, p);
+                    }
+                    acc[t] += p;
                 }
-                acc[t] += p;
             }
+            elem0 += (int64_t)ns * 32;
+            __syncwarp();
         }
-        elem0 += (int64_t)ns * 32;
-        __syncwarp();
-    }
 #pragma unroll
-    for (int t = 0; t < GEMV_MAX_TOK; t++) {
-        if (t >= n) break;
-        const float sum = warp_sum(acc[t]);
-        if (lane == 0) Y[t * ldy + r] = sum;
+        for (int t = 0; t < GEMV_MAX_TOK; t++) {
+            if (t >= n) break;
+            const float sum = warp_sum(acc[t]);
+            if (lane == 0) Y[t * ldy + r] = sum;
+        }
+    }
+}
+
+/* Few rows, long rows (HC mixers: 24 x 16384, the HC head: 4 x 16384) and one
+ * token: a whole block per row, its warps splitting the row; the partial sums
+ * are added in warp order (deterministic). */
+#define ROWBLK_THREADS 256
+__global__ void __launch_bounds__(ROWBLK_THREADS) gemv_rowblock(int type, const uint8_t *W, int64_t rb, int64_t r0,
+                                                                int64_t K, const float *X, float *Y) {
+    __shared__ float part[ROWBLK_THREADS / 32];
+    const int64_t r = blockIdx.x;
+    const uint8_t *row = W + (r0 + r) * rb;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    const int nsub = (int)(K / 32);
+    float acc = 0.0f, v[32];
+    for (int s = warp * 32 + lane; s < nsub; s += nw * 32) {
+        dequant32(type, row, s, v);
+        const float4 *x = (const float4 *)(X + 32 * s);
+        float p = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float4 xv = x[i];
+            p = fmaf(v[4 * i], xv.x, p);
+            p = fmaf(v[4 * i + 1], xv.y, p);
+            p = fmaf(v[4 * i + 2], xv.z, p);
+            p = fmaf(v[4 * i + 3], xv.w, p);
+        }
+        acc += p;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) part[warp] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sum = 0.0f;
+        for (int w2 = 0; w2 < nw; w2++) sum += part[w2];
+        Y[r] = sum;
     }
 }
 
@@ -166,17 +216,31 @@ __global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, 
     }
 }
 
+#define XS_MAX (96 * 1024) /* activations kept in shared memory up to this size */
+
 static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
                         int64_t ldy, const int32_t *ids, int pairs, int k, int x_per_pair, cudaStream_t s) {
     const int64_t rb = row_bytes_dev(W->type, W->K);
-    const dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)(ids ? pairs : 1));
-    const bool aligned = rb % 16 == 0 && ((uintptr_t)W->ptr % 16) == 0 && stage_bytes(W->type) > 0 && (ldx % 4) == 0;
-    if (aligned)
-        gemv_staged<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, X, ldx, n, Y, ldy,
-                                                    ids, k, x_per_pair);
-    else
+    const bool aligned = rb % 16 == 0 && ((uintptr_t)W->ptr % 16) == 0 && stage_bytes(W->type) > 0 && (ldx % 4) == 0 &&
+                         ((uintptr_t)X % 16) == 0;
+    if (!ids && n == 1 && rows <= 64 && W->K >= 4096) {
+        gemv_rowblock<<<(unsigned)rows, ROWBLK_THREADS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, W->K, X, Y);
+        return;
+    }
+    if (aligned) {
+        const int ntok = ids ? 1 : n;
+        const size_t xbytes = (size_t)ntok * W->K * sizeof(float);
+        const int x_in_smem = xbytes <= XS_MAX;
+        const int per_block = GEMV_WARPS * GEMV_RPW;
+        const dim3 grid((unsigned)((rows + per_block - 1) / per_block), (unsigned)(ids ? pairs : 1));
+        gemv_staged<<<grid, 32 * GEMV_WARPS, x_in_smem ? xbytes : 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows,
+                                                                         W->K, X, ldx, n, Y, ldy, ids, k, x_per_pair,
+                                                                         x_in_smem);
+    } else {
+        const dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)(ids ? pairs : 1));
         gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
                                                     ldy, ids, k, x_per_pair);
+    }
 }
 
 #define TM 64
@@ -266,6 +330,12 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
     const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((max_count + TN - 1) / TN), (unsigned)n_segs);
     tile_kernel<<<grid, 256, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr, row_bytes_dev(W->type, W->K), 0,
                                                     rows, W->K, X, ldx, 0, Y, ldy, (const seg3 *)seg_dev);
+}
+
+extern "C" int ds4k_init(void) {
+    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0) return -1;
+    /* set before any graph capture: attributes cannot change inside one */
+    return cudaFuncSetAttribute(gemv_staged, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;
 }
 
 extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,

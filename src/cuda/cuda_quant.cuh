@@ -59,8 +59,10 @@ __host__ __device__ __forceinline__ int64_t row_bytes_dev(int type, int64_t K) {
     }
 }
 
-/* The 32 values of slice s of `row`. */
-__device__ __forceinline__ void dequant32(int type, const uint8_t *row, int s, float *v) {
+/* The 32 values of slice s of `row`; `grid` is the IQ2_XXS grid table (in
+ * global or shared memory). The sign byte of IQ2_XXS is the 7 stored bits
+ * plus an even-parity bit, computed here instead of looked up. */
+__device__ __forceinline__ void dequant32_g(int type, const uint8_t *row, int s, float *v, const uint64_t *grid_tab) {
     switch (type) {
     case T_F32: {
         const float *p = (const float *)row + 32 * s;
@@ -137,8 +139,9 @@ __device__ __forceinline__ void dequant32(int type, const uint8_t *row, int s, f
         const float db = __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const uint64_t grid = __ldg(d_iq2xxs_grid + g[i]);
-            const uint8_t signs = __ldg(d_ksigns + ((a1 >> (7 * i)) & 127));
+            const uint64_t grid = grid_tab[g[i]];
+            const uint32_t s7 = (a1 >> (7 * i)) & 127;
+            const uint32_t signs = s7 | ((__popc(s7) & 1) << 7);
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 const float m = __fmul_rn(db, (float)((grid >> (8 * k)) & 0xff));
@@ -151,6 +154,10 @@ __device__ __forceinline__ void dequant32(int type, const uint8_t *row, int s, f
 #pragma unroll
         for (int i = 0; i < 32; i++) v[i] = 0.0f;
     }
+}
+
+__device__ __forceinline__ void dequant32(int type, const uint8_t *row, int s, float *v) {
+    dequant32_g(type, row, s, v, d_iq2xxs_grid);
 }
 
 #endif
