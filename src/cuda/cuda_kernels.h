@@ -34,6 +34,23 @@ int ds4k_init(void);
 void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                  ds4_stream st);
 
+/* One of several matrices read with the same activations: rows [r0, r0+rows)
+ * of W times X + x_off, into Y. */
+typedef struct ds4_mm_job {
+    const ds4_dw *W;
+    int64_t r0, rows, x_off;
+    float *Y;
+    int64_t ldy;
+} ds4_mm_job;
+
+/* The jobs in one launch when the batch is small (n <= 8) and every weight has
+ * the same type; otherwise one ds4k_matmul each. */
+void ds4k_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, ds4_stream st);
+
+/* Several expert matrices (gate and up) with the same routing in one launch. */
+void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
+                           int64_t ldx, int x_per_pair, ds4_stream st);
+
 /* Routed experts for small batches: for pair i = t * k + j (t < n, j < k) and
  * expert e = ids[i], Y[i][r] = W row (e * rows + r) . X[x_per_pair ? i : t]. */
 void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X, int64_t ldx,

@@ -40,69 +40,103 @@ __host__ __device__ __forceinline__ int stage_bytes(int type) {
 }
 #define STAGE_MAX 4608
 
-/* Decode-size batches (n <= 8 tokens). A block of GEMV_WARPS warps handles
- * GEMV_WARPS * GEMV_RPW rows; the activations of its tokens are first copied
- * to shared memory (when they fit), so they are read from device memory once
- * per block instead of once per row. Each warp then streams its rows: it
- * copies a ~4 KiB stretch of the row into shared memory with 16-byte loads
- * (every weight byte read once, fully coalesced) and its lanes decode their
- * 32-element slices from there. A warp owns its row and stage buffer, so only
- * __syncwarp is needed after the initial block-wide load.
- * Routed experts (ids != NULL): blockIdx.y is the (token, slot) pair, its row
- * block lives at ids[pair] * rows, its input is X[pair] or X[pair / k]. */
-#define GEMV_RPW 2
-__global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_staged(int type, const uint8_t *W, int64_t rb, int64_t r0,
-                                                               int64_t rows, int64_t K, const float *X, int64_t ldx,
-                                                               int n, float *Y, int64_t ldy, const int32_t *ids, int k,
-                                                               int x_per_pair, int x_in_smem) {
+/* Decode-size batches (n <= 8 tokens): bandwidth comes from having enough
+ * bytes in flight, so a row may be shared by WPR warps (1, 2, 4 or 8) chosen
+ * to put several thousand warps on the GPU even for 512-row matrices. A block
+ * is 8 warps = 8 / WPR rows. Each warp streams its share of the row: it
+ * copies a stretch (a whole number of the type's 16-byte-aligned units) into
+ * shared memory with 16-byte loads, then its lanes decode 32-element slices
+ * from there and multiply them with the activations (kept in shared memory
+ * when they fit). The WPR partial sums of a row are added in warp order.
+ * Several matrices that read the same activations (e.g. every projection of
+ * the attention input) go in one launch: blockIdx.y picks the job. Routed
+ * experts: blockIdx.z is the (token, slot) pair, its rows start at
+ * ids[pair] * rows, its input is X[pair] or X[pair / k]. */
+typedef struct gemv_job {
+    const uint8_t *W;
+    int64_t rb, r0, rows, K, x_off;
+    float *Y;
+    int64_t ldy;
+    int type;
+} gemv_job;
+#define GEMV_MAX_JOBS 8
+typedef struct gemv_jobs {
+    gemv_job j[GEMV_MAX_JOBS];
+    int n;
+} gemv_jobs;
+
+__host__ __device__ __forceinline__ int stage_unit(int type) {
+    switch (type) {
+    case T_Q8_0: return 272;   /* 8 blocks */
+    case T_Q2_K: return 336;   /* 4 blocks */
+    case T_Q4_K: return 144;   /* 1 block */
+    case T_IQ2_XXS: return 528; /* 8 blocks */
+    case T_F32:
+    case T_F16:
+    case T_BF16: return 128;   /* 1 or 2 slices */
+    default: return 0;
+    }
+}
+
+__global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X, int64_t ldx, int n, int wpr,
+                                                 const int32_t *ids, int k, int x_per_pair, int x_in_smem) {
     extern __shared__ __align__(16) float xs[];
-    __shared__ __align__(16) uint8_t stage[GEMV_WARPS][STAGE_MAX];
+    __shared__ __align__(16) uint8_t stage[8][STAGE_MAX];
     __shared__ uint64_t grid_s[256];
+    __shared__ float part[8][GEMV_MAX_TOK];
+    const gemv_job jb = jobs.j[blockIdx.y];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int pair = blockIdx.y;
+    const int rows_per_block = 8 / wpr;
+    const int64_t r = (int64_t)blockIdx.x * rows_per_block + warp / wpr;
+    const int seg = warp % wpr;
+    if ((int64_t)blockIdx.x * rows_per_block >= jb.rows) return; /* whole block past this job's rows */
+    const int pair = blockIdx.z;
+    X += jb.x_off;
+    float *Y = jb.Y;
     if (ids) {
         X += (int64_t)(x_per_pair ? pair : pair / k) * ldx;
-        Y += (int64_t)pair * ldy;
+        Y += (int64_t)pair * jb.ldy;
         n = 1;
     }
-    if (type == T_IQ2_XXS)
+    if (jb.type == T_IQ2_XXS)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = d_iq2xxs_grid[i];
-    if (x_in_smem) {
+    if (x_in_smem)
         for (int t = 0; t < n; t++)
-            for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x)
-                ((float4 *)(xs + t * K))[i] = ((const float4 *)(X + t * ldx))[i];
-    }
+            for (int64_t i = threadIdx.x; i < jb.K / 4; i += blockDim.x)
+                ((float4 *)(xs + t * jb.K))[i] = ((const float4 *)(X + t * ldx))[i];
     __syncthreads();
     const float *xb = x_in_smem ? xs : X;
-    const int64_t xld = x_in_smem ? K : ldx;
-    const int sb = stage_bytes(type);
+    const int64_t xld = x_in_smem ? jb.K : ldx;
     int bpb, spb; /* bytes per block, 32-slices per block */
-    switch (type) {
+    switch (jb.type) {
     case T_Q8_0: bpb = 34, spb = 1; break;
     case T_Q2_K: bpb = 84, spb = 8; break;
     case T_Q4_K: bpb = 144, spb = 8; break;
     case T_IQ2_XXS: bpb = 66, spb = 8; break;
     case T_F32: bpb = 128, spb = 1; break;
-    default: bpb = 64, spb = 1; break; /* F16, BF16: 32 halves */
+    default: bpb = 64, spb = 1; break;
     }
-    uint8_t *buf = stage[warp];
-    for (int rr = 0; rr < GEMV_RPW; rr++) {
-        const int64_t r = ((int64_t)blockIdx.x * GEMV_WARPS + warp) * GEMV_RPW + rr;
-        if (r >= rows) break;
-        const uint8_t *row = ids ? W + ((int64_t)ids[pair] * rows + r) * rb : W + (r0 + r) * rb;
-        float acc[GEMV_MAX_TOK];
+    float acc[GEMV_MAX_TOK];
 #pragma unroll
-        for (int t = 0; t < GEMV_MAX_TOK; t++) acc[t] = 0.0f;
+    for (int t = 0; t < GEMV_MAX_TOK; t++) acc[t] = 0.0f;
+    if (r < jb.rows) {
+        const uint8_t *row = ids ? jb.W + ((int64_t)ids[pair] * jb.rows + r) * jb.rb : jb.W + (jb.r0 + r) * jb.rb;
+        /* this warp's share: whole units, split evenly */
+        const int unit = stage_unit(jb.type);
+        const int64_t units = jb.rb / unit;
+        const int64_t u0 = units * seg / wpr, u1 = units * (seg + 1) / wpr;
+        const int sb = STAGE_MAX / unit * unit;
+        uint8_t *buf = stage[warp];
         float v[32];
-        int64_t elem0 = 0;
-        for (int64_t c0 = 0; c0 < rb; c0 += sb) {
-            const int nb = (int)(rb - c0 < sb ? rb - c0 : sb);
+        for (int64_t c0 = u0 * unit; c0 < u1 * unit; c0 += sb) {
+            const int nb = (int)(u1 * unit - c0 < sb ? u1 * unit - c0 : sb);
             const uint4 *src = (const uint4 *)(row + c0);
             for (int i = lane; i < nb / 16; i += 32) ((uint4 *)buf)[i] = __ldg(src + i);
             __syncwarp();
             const int ns = nb / bpb * spb;
+            const int64_t elem0 = c0 / bpb * spb * 32;
             for (int s2 = lane; s2 < ns; s2 += 32) {
-                dequant32_g(type, buf, s2, v, grid_s);
+                dequant32_g(jb.type, buf, s2, v, grid_s);
 #pragma unroll
                 for (int t = 0; t < GEMV_MAX_TOK; t++) {
                     if (t >= n) break;
@@ -119,15 +153,20 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_staged(int type, const u
                     acc[t] += p;
                 }
             }
-            elem0 += (int64_t)ns * 32;
             __syncwarp();
         }
+    }
 #pragma unroll
-        for (int t = 0; t < GEMV_MAX_TOK; t++) {
-            if (t >= n) break;
-            const float sum = warp_sum(acc[t]);
-            if (lane == 0) Y[t * ldy + r] = sum;
-        }
+    for (int t = 0; t < GEMV_MAX_TOK; t++) {
+        if (t >= n) break;
+        const float sum = warp_sum(acc[t]);
+        if (lane == 0) part[warp][t] = sum;
+    }
+    __syncthreads();
+    if (seg == 0 && lane < n && r < jb.rows) {
+        float sum = 0.0f;
+        for (int w2 = 0; w2 < wpr; w2++) sum += part[warp + w2][lane];
+        Y[lane * jb.ldy + r] = sum;
     }
 }
 
@@ -218,29 +257,75 @@ __global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, 
 
 #define XS_MAX (96 * 1024) /* activations kept in shared memory up to this size */
 
+static bool stageable(const ds4_dw *W, int64_t rb) {
+    return stage_unit(W->type) > 0 && rb % stage_unit(W->type) == 0 && ((uintptr_t)W->ptr % 16) == 0;
+}
+
+/* Warps per row so that about 4 warps per SM-thread-slot exist. */
+/* Warps per row: split long rows so a few thousand warps exist, but keep at
+ * least ~2 KiB per warp so each lane has several 16-byte loads in flight. */
+static int pick_wpr(int64_t total_rows, int64_t rb, int unit) {
+    int wpr = 1;
+    while (wpr < 8 && total_rows * wpr < 8192 && rb / (2 * wpr) >= 2048 && rb / unit >= 2 * wpr) wpr *= 2;
+    return wpr;
+}
+
+static void launch_multi(const gemv_jobs *jobs, const float *X, int64_t ldx, int n, const int32_t *ids, int pairs, int k,
+                         int x_per_pair, cudaStream_t s) {
+    int64_t max_rows = 0, total = 0, K = 0, min_rb = INT64_MAX;
+    int unit = 16;
+    for (int i = 0; i < jobs->n; i++) {
+        max_rows = jobs->j[i].rows > max_rows ? jobs->j[i].rows : max_rows;
+        total += jobs->j[i].rows;
+        K = jobs->j[i].K > K ? jobs->j[i].K : K;
+        if (jobs->j[i].rb < min_rb) min_rb = jobs->j[i].rb, unit = stage_unit(jobs->j[i].type);
+    }
+    if (ids) total *= pairs;
+    const int wpr = pick_wpr(total, min_rb, unit);
+    const int ntok = ids ? 1 : n;
+    const size_t xbytes = (size_t)ntok * K * sizeof(float);
+    const int x_in_smem = xbytes <= XS_MAX && (ldx % 4) == 0 && ((uintptr_t)X % 16) == 0;
+    const int rpb = 8 / wpr;
+    const dim3 grid((unsigned)((max_rows + rpb - 1) / rpb), (unsigned)jobs->n, (unsigned)(ids ? pairs : 1));
+    gemv_multi<<<grid, 256, x_in_smem ? xbytes : 0, s>>>(*jobs, X, ldx, n, wpr, ids, k, x_per_pair, x_in_smem);
+}
+
 static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
                         int64_t ldy, const int32_t *ids, int pairs, int k, int x_per_pair, cudaStream_t s) {
     const int64_t rb = row_bytes_dev(W->type, W->K);
-    const bool aligned = rb % 16 == 0 && ((uintptr_t)W->ptr % 16) == 0 && stage_bytes(W->type) > 0 && (ldx % 4) == 0 &&
-                         ((uintptr_t)X % 16) == 0;
     if (!ids && n == 1 && rows <= 64 && W->K >= 4096) {
         gemv_rowblock<<<(unsigned)rows, ROWBLK_THREADS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, W->K, X, Y);
         return;
     }
-    if (aligned) {
-        const int ntok = ids ? 1 : n;
-        const size_t xbytes = (size_t)ntok * W->K * sizeof(float);
-        const int x_in_smem = xbytes <= XS_MAX;
-        const int per_block = GEMV_WARPS * GEMV_RPW;
-        const dim3 grid((unsigned)((rows + per_block - 1) / per_block), (unsigned)(ids ? pairs : 1));
-        gemv_staged<<<grid, 32 * GEMV_WARPS, x_in_smem ? xbytes : 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows,
-                                                                         W->K, X, ldx, n, Y, ldy, ids, k, x_per_pair,
-                                                                         x_in_smem);
+    if (stageable(W, rb)) {
+        gemv_jobs jobs;
+        jobs.n = 1;
+        jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, r0, rows, W->K, 0, Y, ldy, W->type};
+        launch_multi(&jobs, X, ldx, n, ids, pairs, k, x_per_pair, s);
     } else {
         const dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)(ids ? pairs : 1));
         gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
                                                     ldy, ids, k, x_per_pair);
     }
+}
+
+/* Several matrices over the same activations in one launch (decode). Falls
+ * back to one launch each when a matrix cannot be staged. */
+extern "C" void ds4k_matmul_multi(const ds4_mm_job *mj, int n_jobs, const float *X, int64_t ldx, int n, ds4_stream st) {
+    cudaStream_t s = (cudaStream_t)st;
+    bool ok = n <= GEMV_MAX_TOK && n_jobs <= GEMV_MAX_JOBS;
+    for (int i = 0; ok && i < n_jobs; i++) ok = stageable(mj[i].W, row_bytes_dev(mj[i].W->type, mj[i].W->K));
+    if (!ok) {
+        for (int i = 0; i < n_jobs; i++)
+            ds4k_matmul(mj[i].W, mj[i].r0, mj[i].rows, X + mj[i].x_off, ldx, n, mj[i].Y, mj[i].ldy, st);
+        return;
+    }
+    gemv_jobs jobs;
+    jobs.n = n_jobs;
+    for (int i = 0; i < n_jobs; i++)
+        jobs.j[i] = (gemv_job){(const uint8_t *)mj[i].W->ptr, row_bytes_dev(mj[i].W->type, mj[i].W->K), mj[i].r0,
+                               mj[i].rows, mj[i].W->K, mj[i].x_off, mj[i].Y, mj[i].ldy, mj[i].W->type};
+    launch_multi(&jobs, X, ldx, n, NULL, 1, 1, 0, s);
 }
 
 #define TM 64
@@ -335,7 +420,7 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
 extern "C" int ds4k_init(void) {
     if (quant_tables_upload() != 0 || ds4k_ops_init() != 0) return -1;
     /* set before any graph capture: attributes cannot change inside one */
-    return cudaFuncSetAttribute(gemv_staged, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;
+    return cudaFuncSetAttribute(gemv_multi, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;
 }
 
 extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
@@ -352,6 +437,22 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
 }
 
 /* ------------------------------------------------------------------ routed experts, small batches */
+
+extern "C" void ds4k_moe_matmul_multi(const ds4_mm_job *mj, int n_jobs, const int32_t *ids, int n, int k, const float *X,
+                                      int64_t ldx, int x_per_pair, ds4_stream st) {
+    bool ok = n_jobs <= GEMV_MAX_JOBS;
+    for (int i = 0; ok && i < n_jobs; i++) ok = stageable(mj[i].W, row_bytes_dev(mj[i].W->type, mj[i].W->K));
+    if (!ok) {
+        for (int i = 0; i < n_jobs; i++) ds4k_moe_matmul(mj[i].W, mj[i].rows, ids, n, k, X, ldx, x_per_pair, mj[i].Y, mj[i].ldy, st);
+        return;
+    }
+    gemv_jobs jobs;
+    jobs.n = n_jobs;
+    for (int i = 0; i < n_jobs; i++)
+        jobs.j[i] = (gemv_job){(const uint8_t *)mj[i].W->ptr, row_bytes_dev(mj[i].W->type, mj[i].W->K), 0, mj[i].rows,
+                               mj[i].W->K, 0, mj[i].Y, mj[i].ldy, mj[i].W->type};
+    launch_multi(&jobs, X, ldx, 1, ids, n * k, k, x_per_pair, (cudaStream_t)st);
+}
 
 extern "C" void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X,
                                 int64_t ldx, int x_per_pair, float *Y, int64_t ldy, ds4_stream st) {
