@@ -78,7 +78,7 @@ __host__ __device__ __forceinline__ int stage_unit(int type) {
     }
 }
 
-__global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X, int64_t ldx, int n, int wpr,
+__global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X, int64_t ldx, int n, int wpr, int rpw,
                                                  const int32_t *ids, int k, int x_per_pair, int x_in_smem) {
     extern __shared__ __align__(16) float xs[];
     __shared__ __align__(16) uint8_t stage[8][STAGE_MAX];
@@ -86,8 +86,7 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
     __shared__ float part[8][GEMV_MAX_TOK];
     const gemv_job jb = jobs.j[blockIdx.y];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int rows_per_block = 8 / wpr;
-    const int64_t r = (int64_t)blockIdx.x * rows_per_block + warp / wpr;
+    const int rows_per_block = 8 / wpr * rpw;
     const int seg = warp % wpr;
     if ((int64_t)blockIdx.x * rows_per_block >= jb.rows) return; /* whole block past this job's rows */
     const int pair = blockIdx.z;
@@ -116,6 +115,9 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
     case T_F32: bpb = 128, spb = 1; break;
     default: bpb = 64, spb = 1; break;
     }
+    for (int rr = 0; rr < rpw; rr++) {
+    /* rows of this warp: blockIdx.x * rows_per_block + (warp / wpr) * rpw + rr */
+    const int64_t r = (int64_t)blockIdx.x * rows_per_block + (int64_t)(warp / wpr) * rpw + rr;
     float acc[GEMV_MAX_TOK];
 #pragma unroll
     for (int t = 0; t < GEMV_MAX_TOK; t++) acc[t] = 0.0f;
@@ -167,6 +169,8 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
         float sum = 0.0f;
         for (int w2 = 0; w2 < wpr; w2++) sum += part[warp + w2][lane];
         Y[lane * jb.ldy + r] = sum;
+    }
+    __syncthreads();
     }
 }
 
@@ -285,9 +289,14 @@ static void launch_multi(const gemv_jobs *jobs, const float *X, int64_t ldx, int
     const int ntok = ids ? 1 : n;
     const size_t xbytes = (size_t)ntok * K * sizeof(float);
     const int x_in_smem = xbytes <= XS_MAX && (ldx % 4) == 0 && ((uintptr_t)X % 16) == 0;
-    const int rpb = 8 / wpr;
+    /* rows per warp: a block should read several times more weight bytes than
+     * the activations it copies to shared memory, while leaving enough blocks */
+    int rpw = 1;
+    const int64_t blocks_total = (total + 8 / wpr - 1) / (8 / wpr);
+    while (rpw < 8 && (int64_t)(8 / wpr) * rpw * min_rb < 4 * (int64_t)xbytes && blocks_total / (2 * rpw) >= 528) rpw *= 2;
+    const int rpb = 8 / wpr * rpw;
     const dim3 grid((unsigned)((max_rows + rpb - 1) / rpb), (unsigned)jobs->n, (unsigned)(ids ? pairs : 1));
-    gemv_multi<<<grid, 256, x_in_smem ? xbytes : 0, s>>>(*jobs, X, ldx, n, wpr, ids, k, x_per_pair, x_in_smem);
+    gemv_multi<<<grid, 256, x_in_smem ? xbytes : 0, s>>>(*jobs, X, ldx, n, wpr, rpw, ids, k, x_per_pair, x_in_smem);
 }
 
 static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
