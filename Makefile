@@ -45,6 +45,8 @@ ALL_TOOLS := $(patsubst src/tools/%.c,%,$(wildcard src/tools/*.c))
 TOOLS   := $(if $(HAVE_SERVER),$(ALL_TOOLS),$(filter-out ds4-server,$(ALL_TOOLS)))
 LIB_SRC := $(foreach d,$(LAYERS),$(wildcard src/$(d)/*.c))
 TEST_SRC := $(wildcard tests/unit/*/test_*.c)
+# Server tests link the server layer, which exists only with its libraries.
+TEST_SRC := $(if $(HAVE_SERVER),$(TEST_SRC),$(filter-out tests/unit/server/%,$(TEST_SRC)))
 
 # Files that use AVX2/FMA intrinsics are compiled with those flags; every other
 # file stays portable and the code dispatches at run time.

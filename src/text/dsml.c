@@ -76,6 +76,7 @@ enum { M_NO, M_PARTIAL, M_FULL };
 static int match_at(const char *t, size_t n, size_t p, const char *lit) {
     size_t L = strlen(lit), avail = n - p;
     if (avail >= L) return memcmp(t + p, lit, L) == 0 ? M_FULL : M_NO;
+    if (avail == 0) return M_PARTIAL; /* t may be NULL when nothing has arrived */
     return memcmp(t + p, lit, avail) == 0 ? M_PARTIAL : M_NO;
 }
 

@@ -624,6 +624,25 @@ static void test_non_thinking(void **state) {
 
 /* ============================================================= streaming */
 
+/* A turn that generated nothing (max_tokens 0, EOS first): finishing a
+ * stream that was never fed gives an empty, successful result. */
+static void test_stream_empty(void **state) {
+    (void)state;
+    for (int thinking = 0; thinking <= 1; thinking++) {
+        collector col;
+        col_init(&col);
+        ds4_dsml_result r;
+        run_stream("", 0, NULL, 0, thinking, 1, &col, &r);
+        assert_int_equal(r.status, DS4_DSML_OK);
+        assert_int_equal(r.n_calls, 0);
+        assert_non_null(r.reasoning);
+        assert_non_null(r.content);
+        assert_int_equal(r.reasoning_len + r.content_len, 0);
+        ds4_dsml_result_free(&r);
+        col_free(&col);
+    }
+}
+
 /* §6.4.3 / §11.3: event order reasoning < content < tool calls; no <think>
  * or </think> or DSML bytes in text; partial arguments streamed. */
 static void test_stream_order_and_partial_args(void **state) {
@@ -1190,6 +1209,7 @@ int main(void) {
         cmocka_unit_test(test_false_start),
         cmocka_unit_test(test_tools_inactive),
         cmocka_unit_test(test_non_thinking),
+        cmocka_unit_test(test_stream_empty),
         cmocka_unit_test(test_stream_order_and_partial_args),
         cmocka_unit_test(test_stream_raw_json),
         cmocka_unit_test(test_stream_holdbacks),
