@@ -9,6 +9,16 @@ extern "C" int ds4k_ops_init(void) { return quant_tables_upload(); }
 
 #define NT 256
 
+/* Kernels that reduce over a whole row of one token run one block per row;
+ * with few tokens (decode) those blocks are all the GPU does, so a long row
+ * gets a wide block (about 4 elements a thread) to keep loads in flight.
+ * The width depends on the row length only, never on the batch size, so a
+ * token's result does not depend on how the prompt was chunked. */
+static int row_threads(int len) {
+    int t = (len / 4 + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 1024 ? 1024 : t;
+}
+
 /* ------------------------------------------------------------------ norms, embedding */
 
 __global__ void rmsnorm_kernel(const float *X, int64_t ldx, const float *w, int len, float eps, float *Y, int64_t ldy) {
@@ -24,7 +34,7 @@ __global__ void rmsnorm_kernel(const float *X, int64_t ldx, const float *w, int 
 
 extern "C" void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y,
                              int64_t ldy, ds4_stream st) {
-    if (n > 0) rmsnorm_kernel<<<n, NT, 0, (cudaStream_t)st>>>(X, ldx, w, len, eps, Y, ldy);
+    if (n > 0) rmsnorm_kernel<<<n, row_threads(len), 0, (cudaStream_t)st>>>(X, ldx, w, len, eps, Y, ldy);
 }
 
 __global__ void embed_kernel(int type, const void *emb, const int32_t *tok, int hc, int D, float *H) {
@@ -81,12 +91,51 @@ __device__ void hc_split_one(const float *mix, const float *scale, const float *
 
 #define HC_MAX 16
 
+/* The same as hc_split_one on one warp, for hc*hc <= 32: lane i*hc+j holds
+ * M[i][j] and every row or column sum reads its terms through shuffles in
+ * the CPU's order, so the 2*iters dependent passes cost a few shuffles each
+ * instead of a serial loop over the matrix. */
+__device__ void hc_split_warp(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
+                              float *pre, float *post, float *M) {
+    const unsigned all = 0xffffffffu;
+    const int lane = threadIdx.x & 31, i = lane / hc, j = lane % hc;
+    const bool own = lane < hc * hc;
+    if (lane < hc) {
+        pre[lane] = dev_sigmoid(mix[lane] * scale[0] + base[lane]) + eps;
+        post[lane] = 2.0f * dev_sigmoid(mix[hc + lane] * scale[1] + base[hc + lane]);
+    }
+    /* lanes past the matrix hold 0 and read wrapped lanes: their sums are
+     * never stored, they only keep every shuffle warp-uniform */
+    const float logit = own ? mix[2 * hc + lane] * scale[2] + base[2 * hc + lane] : 0.0f;
+    float mx = -INFINITY;
+    for (int k = 0; k < hc; k++) mx = fmaxf(mx, __shfl_sync(all, logit, (i * hc + k) & 31));
+    const float e = expf(logit - mx);
+    float sum = 0.0f;
+    for (int k = 0; k < hc; k++) sum += __shfl_sync(all, e, (i * hc + k) & 31);
+    float v = e / sum + eps;
+    for (int it = 0; it < iters; it++) {
+        if (it > 0) {
+            float s = 0.0f;
+            for (int k = 0; k < hc; k++) s += __shfl_sync(all, v, (i * hc + k) & 31);
+            v /= s + eps;
+        }
+        float s = 0.0f;
+        for (int k = 0; k < hc; k++) s += __shfl_sync(all, v, (k * hc + j) & 31);
+        v /= s + eps;
+    }
+    if (own) M[lane] = v;
+}
+
 __global__ void hc_split_collapse_kernel(const float *mix, const float *scale, const float *base, int hc, int iters,
                                          float hc_eps, const float *H, int D, const float *norm, float rms_eps,
                                          float *pre, float *post, float *M, float *a) {
     __shared__ float s_pre[HC_MAX], s_post[HC_MAX], s_M[HC_MAX * HC_MAX], red[32];
     const int t = blockIdx.x, MIX = (2 + hc) * hc;
-    if (threadIdx.x == 0) hc_split_one(mix + (int64_t)t * MIX, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
+    if (hc * hc <= 32) {
+        if (threadIdx.x < 32) hc_split_warp(mix + (int64_t)t * MIX, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
+    } else if (threadIdx.x == 0) {
+        hc_split_one(mix + (int64_t)t * MIX, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
+    }
     __syncthreads();
     for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
     for (int i = threadIdx.x; i < hc; i += blockDim.x) {
@@ -111,15 +160,18 @@ extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, con
                                        float hc_eps, const float *H, int D, const float *norm, float rms_eps, int n,
                                        float *pre, float *post, float *M, float *a, ds4_stream st) {
     if (n > 0)
-        hc_split_collapse_kernel<<<n, NT, 0, (cudaStream_t)st>>>(mix, scale, base, hc, iters, hc_eps, H, D, norm,
+        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(mix, scale, base, hc, iters, hc_eps, H, D, norm,
                                                                  rms_eps, pre, post, M, a);
 }
 
+/* Element-wise over d: a grid of (d blocks, tokens), so one token spreads
+ * over the GPU. */
 __global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, int hc, int D, float *H) {
-    const int t = blockIdx.x;
+    const int t = blockIdx.y;
     const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc, *yy = y + (int64_t)t * ldy;
     float *h = H + (int64_t)t * hc * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const int d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d < D) {
         float in[HC_MAX];
         for (int s = 0; s < hc; s++) in[s] = h[(int64_t)s * D + d];
         for (int j = 0; j < hc; j++) {
@@ -132,7 +184,7 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
 
 extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D,
                              float *H, ds4_stream st) {
-    if (n > 0) hc_post_kernel<<<n, NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, hc, D, H);
+    if (n > 0) hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, hc, D, H);
 }
 
 __global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
@@ -157,7 +209,7 @@ __global__ void hc_head_kernel(const float *mix, const float *scale, const float
 
 extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
                              const float *H, int D, const float *norm, float rms_eps, int n, float *z, ds4_stream st) {
-    if (n > 0) hc_head_kernel<<<n, NT, 0, (cudaStream_t)st>>>(mix, scale, base, hc, hc_eps, H, D, norm, rms_eps, z);
+    if (n > 0) hc_head_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(mix, scale, base, hc, hc_eps, H, D, norm, rms_eps, z);
 }
 
 /* ------------------------------------------------------------------ KV rows and queries */
