@@ -58,6 +58,13 @@ __device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_float((uint
 __device__ __forceinline__ float round_f16(float f) { return __half2float(__float2half_rn(f)); }
 
 __device__ __forceinline__ uint16_t ld_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+/* Aligned loads for the block formats: every row of a quantized matrix
+ * starts at an even offset (block sizes 34, 66, 84, 144 bytes are even and
+ * tensor data is 32-byte aligned), so 16-bit fields can be read whole, and
+ * Q2_K/Q4_K quant bytes (4-aligned in their 84/144-byte blocks) as 32-bit
+ * words: a quarter or half of the load instructions of byte reads. */
+__device__ __forceinline__ uint32_t ld_a16(const uint8_t *p) { return *(const uint16_t *)p; }
+__device__ __forceinline__ uint32_t ld_a32(const uint8_t *p) { return *(const uint32_t *)p; }
 __device__ __forceinline__ uint32_t ld_u32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }

@@ -99,10 +99,16 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
     }
     if (jb.type == T_IQ2_XXS)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = d_iq2xxs_grid[i];
+    /* Lane s2 reads the 8 float4 of its 32-element slice g = elem0/32 + s2,
+     * and 32 lanes read 32 consecutive slices at the same step i: stored
+     * plainly, those addresses are 128 bytes apart and every group of 8 lanes
+     * hits the same banks (8-way conflict). Stored swizzled (float4 i of
+     * slice g at 8g + (i ^ (g & 7))), the 8 lanes of a phase hit 8 different
+     * bank groups. The values and their order in the dot are unchanged. */
     if (x_in_smem)
         for (int t = 0; t < n; t++)
             for (int64_t i = threadIdx.x; i < jb.K / 4; i += blockDim.x)
-                ((float4 *)(xs + t * jb.K))[i] = ((const float4 *)(X + t * ldx))[i];
+                ((float4 *)(xs + t * jb.K))[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = ((const float4 *)(X + t * ldx))[i];
     __syncthreads();
     const float *xb = x_in_smem ? xs : X;
     const int64_t xld = x_in_smem ? jb.K : ldx;
@@ -139,6 +145,7 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
             const int64_t elem0 = c0 / bpb * spb * 32;
             for (int s2 = lane; s2 < ns; s2 += 32) {
                 dequant32_g(jb.type, buf, s2, v, grid_s);
+                const int swz = x_in_smem ? (int)((elem0 / 32 + s2) & 7) : 0;
 #pragma unroll
                 for (int t = 0; t < GEMV_MAX_TOK; t++) {
                     if (t >= n) break;
@@ -146,7 +153,7 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
                     float p = 0.0f;
 #pragma unroll
                     for (int i = 0; i < 8; i++) {
-                        const float4 xv = x[i];
+                        const float4 xv = x[i ^ swz];
                         p = fmaf(v[4 * i], xv.x, p);
                         p = fmaf(v[4 * i + 1], xv.y, p);
                         p = fmaf(v[4 * i + 2], xv.z, p);
@@ -352,8 +359,8 @@ typedef struct seg3 {
 __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
                                                    int64_t K, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                                                    const seg3 *segs) {
-    __shared__ float Ws[TK][TM + 4];
-    __shared__ float Xs[TK][TN + 4];
+    __shared__ __align__(16) float Ws[TK][TM + 4];
+    __shared__ __align__(16) float Xs[TK][TN + 4];
     int tbase = blockIdx.y * TN;
     if (segs) {
         const seg3 sg = segs[blockIdx.z];
@@ -391,11 +398,9 @@ __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, i
         __syncthreads();
 #pragma unroll 8
         for (int k = 0; k < 32 * two; k++) {
-            float a[4], b[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) a[i] = Ws[k][ty * 4 + i];
-#pragma unroll
-            for (int j = 0; j < 4; j++) b[j] = Xs[k][tx * 4 + j];
+            /* one 16-byte load each (rows of TM + 4 floats keep 16-byte alignment) */
+            const float4 a4 = *(const float4 *)&Ws[k][ty * 4], b4 = *(const float4 *)&Xs[k][tx * 4];
+            const float a[4] = {a4.x, a4.y, a4.z, a4.w}, b[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
             for (int i = 0; i < 4; i++)
 #pragma unroll

@@ -84,25 +84,35 @@ __device__ __forceinline__ void dequant32_g(int type, const uint8_t *row, int s,
     }
     case T_Q8_0: {
         const uint8_t *b = row + 34 * s;
-        const float d = h2f(ld_u16(b));
+        const float d = h2f((uint16_t)ld_a16(b));
 #pragma unroll
-        for (int i = 0; i < 32; i++) v[i] = __fmul_rn(d, (float)(int8_t)b[2 + i]);
+        for (int i = 0; i < 16; i++) {
+            const uint32_t two = ld_a16(b + 2 + 2 * i);
+            v[2 * i] = __fmul_rn(d, (float)(int8_t)(two & 0xff));
+            v[2 * i + 1] = __fmul_rn(d, (float)(int8_t)(two >> 8));
+        }
         break;
     }
     case T_Q2_K: {
         const uint8_t *b = row + 84 * (s >> 3);
         const int j = s & 7; /* slice in the super-block */
-        const float d = h2f(ld_u16(b + 80)), dmin = h2f(ld_u16(b + 82));
+        const uint32_t dd = ld_a32(b + 80); /* d, dmin */
+        const float d = h2f((uint16_t)(dd & 0xffff)), dmin = h2f((uint16_t)(dd >> 16));
         const uint8_t *qs = b + 16 + 32 * (j >> 2);
         const int shift = 2 * (j & 3);
+        const uint32_t scs = ld_a16(b + 2 * j);
 #pragma unroll
         for (int h = 0; h < 2; h++) { /* two 16-element scale groups */
-            const uint8_t sc = b[2 * j + h];
+            const uint32_t sc = (scs >> (8 * h)) & 0xff;
             const float dl = __fmul_rn(d, (float)(sc & 15)), ml = __fmul_rn(dmin, (float)(sc >> 4));
 #pragma unroll
-            for (int l = 0; l < 16; l++) {
-                const int q = (qs[16 * h + l] >> shift) & 3;
-                v[16 * h + l] = __fsub_rn(__fmul_rn(dl, (float)q), ml);
+            for (int w = 0; w < 4; w++) {
+                const uint32_t word = ld_a32(qs + 16 * h + 4 * w);
+#pragma unroll
+                for (int l = 0; l < 4; l++) {
+                    const int q = (int)((word >> (8 * l + shift)) & 3);
+                    v[16 * h + 4 * w + l] = __fsub_rn(__fmul_rn(dl, (float)q), ml);
+                }
             }
         }
         break;
@@ -122,24 +132,29 @@ __device__ __forceinline__ void dequant32_g(int type, const uint8_t *row, int s,
         }
         const float dl = __fmul_rn(d, (float)scale), ml = __fmul_rn(dmin, (float)mn);
         const uint8_t *qs = b + 16 + 32 * (j >> 1);
-        const int hi = j & 1;
+        const int shift = 4 * (j & 1);
 #pragma unroll
-        for (int l = 0; l < 32; l++) {
-            const int q = hi ? (qs[l] >> 4) : (qs[l] & 15);
-            v[l] = __fsub_rn(__fmul_rn(dl, (float)q), ml);
+        for (int w = 0; w < 8; w++) {
+            const uint32_t word = ld_a32(qs + 4 * w);
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                const int q = (int)((word >> (8 * l + shift)) & 15);
+                v[4 * w + l] = __fsub_rn(__fmul_rn(dl, (float)q), ml);
+            }
         }
         break;
     }
     case T_IQ2_XXS: {
         const uint8_t *b = row + 66 * (s >> 3);
         const int j = s & 7;
-        const float d = h2f(ld_u16(b));
+        const float d = h2f((uint16_t)ld_a16(b));
         const uint8_t *g = b + 2 + 8 * j;
-        const uint32_t a1 = ld_u32(g + 4);
+        const uint32_t idx = ld_a16(g) | (ld_a16(g + 2) << 16); /* four grid indices */
+        const uint32_t a1 = ld_a16(g + 4) | (ld_a16(g + 6) << 16);
         const float db = __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const uint64_t grid = grid_tab[g[i]];
+            const uint64_t grid = grid_tab[(idx >> (8 * i)) & 0xff];
             const uint32_t s7 = (a1 >> (7 * i)) & 127;
             const uint32_t signs = s7 | ((__popc(s7) & 1) << 7);
 #pragma unroll
