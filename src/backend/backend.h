@@ -27,7 +27,13 @@ typedef enum ds4_backend_kind {
     DS4_BACKEND_CUDA = 2,
 } ds4_backend_kind;
 
+/* Prefill chunk: --prefill-chunk, else $DS4_PREFILL_CHUNK, else the
+ * backend's default for the device (CUDA: 4096 where GPU memory allows,
+ * otherwise DS4_DEFAULT_PREFILL_CHUNK). Chunks above the safe maximum need
+ * DS4_ALLOW_UNSAFE_PREFILL_CHUNK=1: their batch buffers grow without bound and
+ * they were never validated against the oracle. */
 #define DS4_DEFAULT_PREFILL_CHUNK 2048
+#define DS4_MAX_SAFE_PREFILL_CHUNK 4096
 
 /* Progress of a long evaluation: done/total tokens of this call. Return
  * non-zero to cancel; the session then stops at the next chunk boundary
@@ -36,7 +42,7 @@ typedef int (*ds4_progress_fn)(void *ud, int done, int total);
 
 typedef struct ds4_session_opts {
     int ctx;             /* positions the session can hold (required, >= 1) */
-    int prefill_chunk;   /* 0 = default (DS4_DEFAULT_PREFILL_CHUNK, capped at ctx) */
+    int prefill_chunk;   /* 0 = default ($DS4_PREFILL_CHUNK or the backend's; capped at ctx) */
     ds4_backend_kind backend;
     int n_threads;       /* CPU threads; 0 = one per core */
     /* Numerics. oracle = true switches off the FP8 KV and FP4 indexer
@@ -70,6 +76,8 @@ typedef struct ds4_backend_ops {
     int (*push_state)(ds4_session *s, ds4_err *err);
     /* Bytes the backend holds for this session beyond the weights. */
     size_t (*memory_bytes)(const ds4_session *s);
+    /* Default prefill chunk for this device and context (NULL: 2048). */
+    int (*default_chunk)(const ds4_model *m, int ctx);
 } ds4_backend_ops;
 
 struct ds4_session {

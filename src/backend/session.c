@@ -1,6 +1,8 @@
 /* ds4 — session driver common to every backend (see backend.h). */
 #include "backend/backend.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,17 +15,60 @@ void ds4_session_opts_default(ds4_session_opts *o) {
 
 static bool resolve(int v, bool oracle) { return v < 0 ? !oracle : v != 0; }
 
+/* The prefill chunk asked for: the option, else $DS4_PREFILL_CHUNK; 0 when
+ * neither is set (the backend picks); -1 with err set when invalid. */
+static int requested_chunk(const ds4_session_opts *opts, ds4_err *err) {
+    int chunk = opts->prefill_chunk;
+    const char *source = "--prefill-chunk";
+    if (chunk < 0) {
+        ds4_errf(err, "prefill chunk %d: must be positive", chunk);
+        return -1;
+    }
+    const char *env = getenv("DS4_PREFILL_CHUNK");
+    if (chunk == 0 && env && *env) {
+        char *end = NULL;
+        errno = 0;
+        const long v = strtol(env, &end, 10);
+        if (errno || *end || v < 1 || v > INT32_MAX) {
+            ds4_errf(err, "DS4_PREFILL_CHUNK='%s': must be a positive integer", env);
+            return -1;
+        }
+        chunk = (int)v;
+        source = "DS4_PREFILL_CHUNK";
+    }
+    const char *unsafe = getenv("DS4_ALLOW_UNSAFE_PREFILL_CHUNK");
+    if (chunk > DS4_MAX_SAFE_PREFILL_CHUNK && !(unsafe && *unsafe && strcmp(unsafe, "0") != 0)) {
+        ds4_errf(err,
+                 "prefill chunk %d (from %s) is above %d, the largest validated size; "
+                 "set DS4_ALLOW_UNSAFE_PREFILL_CHUNK=1 to use it anyway",
+                 chunk, source, DS4_MAX_SAFE_PREFILL_CHUNK);
+        return -1;
+    }
+    return chunk;
+}
+
 ds4_session *ds4_session_create(ds4_model *m, const ds4_session_opts *opts, ds4_err *err) {
     const ds4_hparams *hp = &m->hp;
     if (opts->ctx < 1) {
         ds4_errf(err, "context size %d: must be at least 1", opts->ctx);
         return NULL;
     }
-    int chunk = opts->prefill_chunk > 0 ? opts->prefill_chunk : DS4_DEFAULT_PREFILL_CHUNK;
-    if (opts->prefill_chunk < 0) {
-        ds4_errf(err, "prefill chunk %d: must be positive", opts->prefill_chunk);
-        return NULL;
+    int chunk = requested_chunk(opts, err);
+    if (chunk < 0) return NULL;
+    const ds4_backend_ops *ops = NULL;
+    switch (opts->backend) {
+    case DS4_BACKEND_CPU: ops = &ds4_cpu_backend; break;
+    case DS4_BACKEND_CUDA:
+        ops = ds4_cuda_backend();
+        if (!ops) {
+            ds4_errf(err, "this build has no CUDA backend (build with `make cuda`)");
+            return NULL;
+        }
+        break;
+    case DS4_BACKEND_AUTO: ops = ds4_cuda_available() ? ds4_cuda_backend() : &ds4_cpu_backend; break;
+    default: ds4_errf(err, "unknown backend %d", (int)opts->backend); return NULL;
     }
+    if (chunk == 0) chunk = ops->default_chunk ? ops->default_chunk(m, opts->ctx) : DS4_DEFAULT_PREFILL_CHUNK;
     if (chunk > opts->ctx) chunk = opts->ctx;
     ds4_session *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -31,6 +76,7 @@ ds4_session *ds4_session_create(ds4_model *m, const ds4_session_opts *opts, ds4_
         return NULL;
     }
     s->model = m;
+    s->ops = ops;
     s->opts = *opts;
     s->opts.prefill_chunk = chunk;
     s->fp8_kv = resolve(opts->fp8_kv, opts->oracle);
@@ -46,22 +92,6 @@ ds4_session *ds4_session_create(ds4_model *m, const ds4_session_opts *opts, ds4_
     if (s->fp4_indexer && (hp->idx_dim % 32 != 0 || (hp->idx_dim & (hp->idx_dim - 1)) != 0)) {
         ds4_errf(err, "the FP4 indexer simulation needs a power-of-two indexer head size that is a multiple of 32 (got %d)",
                  hp->idx_dim);
-        free(s);
-        return NULL;
-    }
-    switch (opts->backend) {
-    case DS4_BACKEND_CPU: s->ops = &ds4_cpu_backend; break;
-    case DS4_BACKEND_CUDA:
-        s->ops = ds4_cuda_backend();
-        if (!s->ops) {
-            ds4_errf(err, "this build has no CUDA backend (build with `make cuda`)");
-            free(s);
-            return NULL;
-        }
-        break;
-    case DS4_BACKEND_AUTO: s->ops = ds4_cuda_available() ? ds4_cuda_backend() : &ds4_cpu_backend; break;
-    default:
-        ds4_errf(err, "unknown backend %d", (int)opts->backend);
         free(s);
         return NULL;
     }

@@ -434,8 +434,30 @@ static size_t cu_memory(const ds4_session *s) {
     return c ? c->bytes : 0;
 }
 
+/* Default prefill chunk: 4096 where GPU memory allows, else 2048. The batch
+ * buffers of cu_alloc grow by per_token bytes per token of chunk; take 4096
+ * when, after the weights (if not resident yet), a generous estimate of the
+ * f16 KV cache of ctx and those buffers, 1 GiB is still free. */
+static int cu_default_chunk(const ds4_model *m, int ctx) {
+    const ds4_hparams *hp = &m->hp;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return DS4_DEFAULT_PREFILL_CHUNK;
+    const size_t weights = m->backend_weights ? 0 : m->w.n_bytes;
+    const size_t D = hp->n_embd, HC = hp->n_hc, hd = hp->head_dim, id = hp->idx_dim;
+    const size_t K = hp->n_expert_used, FF = hp->n_ff, big = DS4_MAX_SAFE_PREFILL_CHUNK;
+    const size_t per_token =
+        4 * (HC * D + 2 * D + (size_t)hp->q_lora + 2 * HC + HC * HC + 4 * hd + 4 * id + 1 + K * (2 * FF + 2 * D + 5));
+    size_t kv = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        kv += ((size_t)hp->window + big) * hd * 2;
+        if (hp->ratio[il] > 0) kv += ((size_t)ctx / hp->ratio[il] + 2) * hd * 2 + ((size_t)ctx / 4 + 2) * id * 2;
+    }
+    const size_t need = weights + kv + big * per_token + (1ull << 30);
+    return free_b >= need ? (int)big : DS4_DEFAULT_PREFILL_CHUNK;
+}
+
 static const ds4_backend_ops g_cuda_ops = {
-    "cuda", cu_init, cu_destroy, cu_eval, cu_pull, cu_push, cu_memory,
+    "cuda", cu_init, cu_destroy, cu_eval, cu_pull, cu_push, cu_memory, cu_default_chunk,
 };
 
 extern "C" const ds4_backend_ops *ds4_cuda_backend(void) { return &g_cuda_ops; }

@@ -41,7 +41,7 @@ static void usage(FILE *f) {
             "  -n, --tokens N              default max output tokens (default 393216)\n"
             "  -t, --threads N             CPU threads (default: all cores)\n"
             "  --cpu | --cuda              backend (default: CUDA when built in and a GPU is present)\n"
-            "  --prefill-chunk N           prefill chunk (default 2048)\n"
+            "  --prefill-chunk N           prefill chunk (default $DS4_PREFILL_CHUNK, else 4096 on a GPU with room, else 2048)\n"
             "  --host HOST                 bind address, IPv4 (default 127.0.0.1)\n"
             "  --port N                    port (default 8000)\n"
             "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (not on /health)\n"

@@ -39,7 +39,7 @@ static void usage(FILE *out) {
                  "  --gen-tokens N          greedy tokens per frontier (default 128; aliases --tokens, -n)\n"
                  "  --csv FILE              CSV output (default stdout)\n"
                  "  --plot FILE             plot prefill/decode t/s vs context with gnuplot (.svg or .png)\n"
-                 "  --prefill-chunk N       prefill chunk (default 2048)\n"
+                 "  --prefill-chunk N       prefill chunk (default $DS4_PREFILL_CHUNK, else 4096 on a GPU with room, else 2048)\n"
                  "  --cpu | --cuda          backend;  -t, --threads N  CPU threads\n");
 }
 

@@ -97,7 +97,7 @@ static void usage(FILE *out) {
             "  --think | --nothink | --think-max   thinking mode (default --think; Think Max needs --ctx >= 393216)\n"
             "  --cpu | --cuda          backend (default: CUDA when built in and a GPU is present)\n"
             "  -t, --threads N         CPU threads (default: all cores)\n"
-            "  --prefill-chunk N       prefill chunk (default 2048)\n"
+            "  --prefill-chunk N       prefill chunk (default $DS4_PREFILL_CHUNK, else 4096 on a GPU with room, else 2048)\n"
             "Diagnostics:\n"
             "  --inspect               validate the model and print a summary (reads no tensor data)\n"
             "  --dump-tokens           print the tokens of the prompt (special tokens recognized) and exit\n"

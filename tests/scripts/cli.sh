@@ -105,4 +105,17 @@ expect_fail "bench bad step-mul" "step-mul" $B/bin/ds4-bench -m "$M" --prompt-fi
 expect_fail "synth bad type" "unknown type" $B/bin/ds4-synth --expert-type q3_k -o "$T/x.gguf"
 expect_fail "synth impossible shape" "multiple of" $B/bin/ds4-synth --policy ds4 --embd 96 -o "$T/x.gguf"
 
+# ---- prefill chunk: flag, environment, safety limit (logged at startup)
+DS4_PREFILL_CHUNK=64 $B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 >/dev/null 2>"$T/chunk.err" && grep -q "prefill_chunk=64" "$T/chunk.err" \
+    && ok "DS4_PREFILL_CHUNK sets the chunk" || bad "DS4_PREFILL_CHUNK: $(cat "$T/chunk.err")"
+DS4_PREFILL_CHUNK=64 $B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 --prefill-chunk 32 >/dev/null 2>"$T/chunk.err" && grep -q "prefill_chunk=32" "$T/chunk.err" \
+    && ok "--prefill-chunk wins over the environment" || bad "--prefill-chunk over env: $(cat "$T/chunk.err")"
+$B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 >/dev/null 2>"$T/chunk.err" && grep -q "prefill_chunk=2048" "$T/chunk.err" \
+    && ok "CPU default chunk 2048" || bad "CPU default chunk: $(cat "$T/chunk.err")"
+expect_fail "chunk above 4096 refused" "DS4_ALLOW_UNSAFE_PREFILL_CHUNK" $B/bin/ds4 -m "$M" --cpu -p x -n 1 --prefill-chunk 8192 --ctx 16384
+expect_fail "env chunk above 4096 refused" "DS4_ALLOW_UNSAFE_PREFILL_CHUNK" env DS4_PREFILL_CHUNK=5000 $B/bin/ds4 -m "$M" --cpu -p x -n 1 --ctx 16384
+expect_fail "env chunk not a number" "DS4_PREFILL_CHUNK='lots'" env DS4_PREFILL_CHUNK=lots $B/bin/ds4 -m "$M" --cpu -p x -n 1
+DS4_ALLOW_UNSAFE_PREFILL_CHUNK=1 $B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 --prefill-chunk 8192 --ctx 16384 >/dev/null 2>"$T/chunk.err" \
+    && grep -q "prefill_chunk=8192" "$T/chunk.err" && ok "unsafe chunk allowed on request" || bad "unsafe chunk: $(cat "$T/chunk.err")"
+
 [ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
