@@ -623,11 +623,17 @@ static int compare_full(const char *path, int n_prompts, int max_len) {
         fflush(stdout);
         free(toks);
     }
-    printf("full-size CPU vs CUDA: %d prompts, worst %.3e, argmax differences %d\n", n_prompts, worst, argmax_diff);
+    /* Tolerance from measurement (docs/BENCHMARKS.md): on the 43-layer random
+     * q2 model, prompts of <= 64 tokens differed by at most 6.1e-2 over 10
+     * prompts (FP8 KV rounding flips amplified by depth), never in argmax. */
+    const double tol = 0.1;
+    const bool pass = worst <= tol && argmax_diff == 0;
+    printf("full-size CPU vs CUDA: %d prompts, worst %.3e (tolerance %.1e), argmax differences %d: %s\n", n_prompts,
+           worst, tol, argmax_diff, pass ? "passed" : "FAILED");
     free(cpu);
     free(gpu);
     ds4_model_close(m);
-    return 0;
+    return pass ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
