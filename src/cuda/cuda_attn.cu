@@ -242,6 +242,25 @@ __device__ __forceinline__ const void *att_row(int r, int n_raw, int64_t lo, con
     return comp;
 }
 
+/* The rows query t at position p attends: the raw window [lo, p] (n_raw rows,
+ * oldest first), then the compressed rows: the indexer's selection (CSA, when
+ * it ran) or all (p + 1) / ratio of them. Returns the total row count. */
+__device__ __forceinline__ int visible_rows(int64_t p, int t, int window, int ratio, bool csa, const int32_t *sel_all,
+                                            const int *n_sel, int topk, int64_t *lo, int *n_raw, const int32_t **sel) {
+    *lo = p - window + 1 > 0 ? p - window + 1 : 0;
+    *n_raw = (int)(p - *lo + 1);
+    *sel = NULL;
+    int n_cmp = 0;
+    if (ratio > 0) {
+        n_cmp = (int)((p + 1) / ratio);
+        if (csa && n_sel[t] >= 0) {
+            *sel = sel_all + (int64_t)t * topk;
+            n_cmp = n_sel[t];
+        }
+    }
+    return *n_raw + n_cmp;
+}
+
 /* One block per (token, group of HG heads): the heads of a group share every
  * K = V row (one shared KV head), so each row is read once for HG heads.
  * Warp j owns head j's softmax; the output loop reads each row once and
@@ -254,18 +273,10 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     extern __shared__ float sh[];
     const int t = blockIdx.x, h0 = blockIdx.y * HG;
     const int64_t p = (int64_t)d_pos[0] + t;
-    const int64_t lo = p - window + 1 > 0 ? p - window + 1 : 0;
-    const int n_raw = (int)(p - lo + 1);
-    int n_cmp = 0;
-    const int32_t *sel = NULL;
-    if (ratio > 0) {
-        n_cmp = (int)((p + 1) / ratio);
-        if (csa && n_sel[t] >= 0) {
-            sel = sel_all + (int64_t)t * topk;
-            n_cmp = n_sel[t];
-        }
-    }
-    const int nr = n_raw + n_cmp;
+    int64_t lo;
+    int n_raw;
+    const int32_t *sel;
+    const int nr = visible_rows(p, t, window, ratio, csa, sel_all, n_sel, topk, &lo, &n_raw, &sel);
     float *sq = sh, *so = sh + HG * hd, *sc = sh + 2 * HG * hd, *sden = sc + HG * max_rows;
     for (int i = threadIdx.x; i < HG * hd; i += blockDim.x) sq[i] = q[((int64_t)t * H + h0) * hd + i];
     __syncthreads();
@@ -336,18 +347,10 @@ __global__ void __launch_bounds__(128) attention_chunk_kernel(
     __shared__ float sq[512], sc[ATT_CHUNK], red[32];
     const int t = blockIdx.x, h = blockIdx.y, ch = blockIdx.z;
     const int64_t p = (int64_t)d_pos[0] + t;
-    const int64_t lo = p - window + 1 > 0 ? p - window + 1 : 0;
-    const int n_raw = (int)(p - lo + 1);
-    int n_cmp = 0;
-    const int32_t *sel = NULL;
-    if (ratio > 0) {
-        n_cmp = (int)((p + 1) / ratio);
-        if (csa && n_sel[t] >= 0) {
-            sel = sel_all + (int64_t)t * topk;
-            n_cmp = n_sel[t];
-        }
-    }
-    const int nr = n_raw + n_cmp;
+    int64_t lo;
+    int n_raw;
+    const int32_t *sel;
+    const int nr = visible_rows(p, t, window, ratio, csa, sel_all, n_sel, topk, &lo, &n_raw, &sel);
     float *out = part + (((int64_t)t * H + h) * n_chunks + ch) * (hd + 2);
     const int r0 = ch * ATT_CHUNK, r1 = r0 + ATT_CHUNK < nr ? r0 + ATT_CHUNK : nr;
     if (r0 >= nr) {

@@ -24,6 +24,22 @@ extern "C" int ds4k_ops_init(void);
 #define GEMV_WARPS 8
 #define GEMV_MAX_TOK 8
 
+/* Dot of a dequantized 32-element slice with its activations, in the one
+ * order every GEMV uses (float4 i = 0..7, then x, y, z, w; fused). swz
+ * permutes the float4 reads of swizzled shared-memory activations. */
+__device__ __forceinline__ float dot32(const float *v, const float4 *x, int swz) {
+    float p = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const float4 xv = x[i ^ swz];
+        p = fmaf(v[4 * i], xv.x, p);
+        p = fmaf(v[4 * i + 1], xv.y, p);
+        p = fmaf(v[4 * i + 2], xv.z, p);
+        p = fmaf(v[4 * i + 3], xv.w, p);
+    }
+    return p;
+}
+
 /* Bytes a warp stages per step for a type: a multiple of the block size and
  * of 16 (for 16-byte loads), about 4 KiB. 0 = type not handled. */
 __host__ __device__ __forceinline__ int stage_bytes(int type) {
@@ -149,17 +165,7 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
 #pragma unroll
                 for (int t = 0; t < GEMV_MAX_TOK; t++) {
                     if (t >= n) break;
-                    const float4 *x = (const float4 *)(xb + t * xld + elem0 + 32 * s2);
-                    float p = 0.0f;
-#pragma unroll
-                    for (int i = 0; i < 8; i++) {
-                        const float4 xv = x[i ^ swz];
-                        p = fmaf(v[4 * i], xv.x, p);
-                        p = fmaf(v[4 * i + 1], xv.y, p);
-                        p = fmaf(v[4 * i + 2], xv.z, p);
-                        p = fmaf(v[4 * i + 3], xv.w, p);
-                    }
-                    acc[t] += p;
+                    acc[t] += dot32(v, (const float4 *)(xb + t * xld + elem0 + 32 * s2), swz);
                 }
             }
             __syncwarp();
@@ -195,17 +201,7 @@ __global__ void __launch_bounds__(ROWBLK_THREADS) gemv_rowblock(int type, const 
     float acc = 0.0f, v[32];
     for (int s = warp * 32 + lane; s < nsub; s += nw * 32) {
         dequant32(type, row, s, v);
-        const float4 *x = (const float4 *)(X + 32 * s);
-        float p = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const float4 xv = x[i];
-            p = fmaf(v[4 * i], xv.x, p);
-            p = fmaf(v[4 * i + 1], xv.y, p);
-            p = fmaf(v[4 * i + 2], xv.z, p);
-            p = fmaf(v[4 * i + 3], xv.w, p);
-        }
-        acc += p;
+        acc += dot32(v, (const float4 *)(X + 32 * s), 0);
     }
     acc = warp_sum(acc);
     if (lane == 0) part[warp] = acc;
@@ -245,17 +241,7 @@ __global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, 
 #pragma unroll
         for (int t = 0; t < GEMV_MAX_TOK; t++) {
             if (t >= n) break;
-            const float4 *x = (const float4 *)(X + t * ldx + 32 * s);
-            float p = 0.0f;
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const float4 xv = x[i];
-                p = fmaf(v[4 * i], xv.x, p);
-                p = fmaf(v[4 * i + 1], xv.y, p);
-                p = fmaf(v[4 * i + 2], xv.z, p);
-                p = fmaf(v[4 * i + 3], xv.w, p);
-            }
-            acc[t] += p;
+            acc[t] += dot32(v, (const float4 *)(X + t * ldx + 32 * s), 0);
         }
     }
 #pragma unroll

@@ -126,6 +126,22 @@ __device__ void hc_split_warp(const float *mix, const float *scale, const float 
     if (own) M[lane] = v;
 }
 
+/* x = rmsnorm(sum_s w[s] * h[s]) * norm over the D elements of one token's
+ * hc streams (the block's threads split d; block-wide sum of squares). */
+__device__ void collapse_norm(const float *h, const float *w, int hc, int D, const float *norm, float rms_eps, float *x,
+                              float *red) {
+    float ss = 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < hc; s++) acc += w[s] * h[(int64_t)s * D + d];
+        x[d] = acc;
+        ss += acc * acc;
+    }
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
+}
+
 __global__ void hc_split_collapse_kernel(const float *mix, const float *scale, const float *base, int hc, int iters,
                                          float hc_eps, const float *H, int D, const float *norm, float rms_eps,
                                          float *pre, float *post, float *M, float *a) {
@@ -142,18 +158,7 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *scale, c
         pre[(int64_t)t * hc + i] = s_pre[i];
         post[(int64_t)t * hc + i] = s_post[i];
     }
-    const float *h = H + (int64_t)t * hc * D;
-    float *x = a + (int64_t)t * D;
-    float ss = 0.0f;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < hc; s++) acc += s_pre[s] * h[(int64_t)s * D + d];
-        x[d] = acc;
-        ss += acc * acc;
-    }
-    ss = block_sum(ss, red);
-    const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
-    for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
+    collapse_norm(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red);
 }
 
 extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,
@@ -193,18 +198,7 @@ __global__ void hc_head_kernel(const float *mix, const float *scale, const float
     const int t = blockIdx.x;
     if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
     __syncthreads();
-    const float *h = H + (int64_t)t * hc * D;
-    float *x = z + (int64_t)t * D;
-    float ss = 0.0f;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < hc; s++) acc += wts[s] * h[(int64_t)s * D + d];
-        x[d] = acc;
-        ss += acc * acc;
-    }
-    ss = block_sum(ss, red);
-    const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
-    for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
+    collapse_norm(H + (int64_t)t * hc * D, wts, hc, D, norm, rms_eps, z + (int64_t)t * D, red);
 }
 
 extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps,

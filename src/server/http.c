@@ -98,6 +98,19 @@ static enum MHD_Result send_json(srv_server *S, struct MHD_Connection *c, int st
 
 /* ============================================================ streaming */
 
+/* The deadline of a 200 ms wait: how often a waiting connection thread
+ * looks whether its peer has gone. */
+static struct timespec in_200ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     stream_ctx *sc = cls;
@@ -128,13 +141,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             pthread_mutex_unlock(&j->mu);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        const struct timespec ts = in_200ms();
         pthread_cond_timedwait(&j->cv, &j->mu, &ts);
         if (j->out.n == 0 && !j->done && peer_gone(sc->fd)) {
             pthread_mutex_unlock(&j->mu);
@@ -158,13 +165,7 @@ static enum MHD_Result await_job(srv_server *S, struct MHD_Connection *c, srv_jo
     const int fd = conn_fd(c);
     pthread_mutex_lock(&j->mu);
     while (!j->done && !j->streaming && j->status == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        const struct timespec ts = in_200ms();
         pthread_cond_timedwait(&j->cv, &j->mu, &ts);
         if (!j->done && !j->streaming && j->status == 0 && peer_gone(fd)) {
             pthread_mutex_unlock(&j->mu);
