@@ -140,6 +140,10 @@ $(BUILD)/bin/ds4-cuda-test: tests/cuda/test_cuda.c $(BUILD)/libds4.a
 # `make test` also compiles the CUDA backend when nvcc is present (CI has no GPU:
 # the CUDA tests themselves run on the GPU machine, see docs/BENCHMARKS.md).
 HAVE_NVCC := $(if $(wildcard $(NVCC)),1)
+# Keep object files make would see as intermediates (tool objects), so a
+# second `make` relinks nothing.
+.SECONDARY:
+
 test: tools $(TEST_BIN) asan $(TOKDATA) $(if $(HAVE_NVCC),cuda)
 	@tests/run_all.sh $(BUILD)
 
