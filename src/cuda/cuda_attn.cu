@@ -282,17 +282,17 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     /* scores: a warp per row; the row is read once for all HG heads */
-    const int per_lane = hd / 32; /* <= 16 (head dim <= 512) */
+    const int per_lane = hd / 32; /* <= DS4K_MAX_HEAD_DIM / 32 */
     for (int r = warp; r < nr; r += nw) {
         int64_t off;
         const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-        float rv[16];
+        float rv[DS4K_MAX_HEAD_DIM / 32];
 #pragma unroll
-        for (int i = 0; i < 16; i++) rv[i] = i < per_lane ? kv_load(base, off + lane + 32 * i, f16) : 0.0f;
+        for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++) rv[i] = i < per_lane ? kv_load(base, off + lane + 32 * i, f16) : 0.0f;
         for (int j = 0; j < HG; j++) {
             float d = 0.0f;
 #pragma unroll
-            for (int i = 0; i < 16; i++)
+            for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++)
                 if (i < per_lane) d += sq[j * hd + lane + 32 * i] * rv[i];
             d = warp_sum(d);
             if (lane == 0) sc[j * max_rows + r] = d * scale;
@@ -344,7 +344,7 @@ __global__ void __launch_bounds__(128) attention_chunk_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const void *ring, int raw_cap, int window,
     const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16, float *part,
     int n_chunks) {
-    __shared__ float sq[512], sc[ATT_CHUNK], red[32];
+    __shared__ float sq[DS4K_MAX_HEAD_DIM], sc[ATT_CHUNK], red[32];
     const int t = blockIdx.x, h = blockIdx.y, ch = blockIdx.z;
     const int64_t p = (int64_t)d_pos[0] + t;
     int64_t lo;
@@ -394,7 +394,7 @@ __global__ void __launch_bounds__(128) attention_chunk_kernel(
 
 __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part,
                                          int n_chunks, const double *freqs, int n_pairs, float *o) {
-    __shared__ float so[512];
+    __shared__ float so[DS4K_MAX_HEAD_DIM];
     const int t = blockIdx.x, h = blockIdx.y;
     const int64_t p = (int64_t)d_pos[0] + t;
     const float *pp = part + ((int64_t)t * H + h) * n_chunks * (hd + 2);
@@ -437,7 +437,7 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
                                const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
                                int n_pairs, float *o, int max_rows, float *part, ds4_stream st) {
     if (n <= 0) return;
-    if (part && n <= 8 && hd <= 512) {
+    if (part && n <= 8) {
         const int n_chunks = (max_rows + ATT_CHUNK - 1) / ATT_CHUNK;
         attention_chunk_kernel<<<dim3(n, H, n_chunks), 128, 0, (cudaStream_t)st>>>(
             q, d_pos, H, hd, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16, part, n_chunks);

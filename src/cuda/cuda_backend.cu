@@ -170,6 +170,46 @@ static int dalloc(cu_sess *c, void **p, size_t bytes, ds4_err *err) {
 
 static void cu_destroy(ds4_session *s);
 
+/* The buffers that hold a value per token of the whole batch (B = the
+ * prefill chunk), with their bytes per token: cu_alloc allocates them, and
+ * cu_default_chunk prices a larger chunk from the same list. Routed experts
+ * are grouped over the whole batch, hence the K-wide ones. */
+typedef struct batch_buf {
+    void **ptr;
+    size_t per_token;
+} batch_buf;
+#define BATCH_BUFS_MAX 24
+
+static int batch_buffers(cu_sess *c, const ds4_hparams *hp, batch_buf *b) {
+    const size_t D = (size_t)hp->n_embd, HC = (size_t)hp->n_hc, hd = (size_t)hp->head_dim, id = (size_t)hp->idx_dim;
+    const size_t K = (size_t)hp->n_expert_used, FF = (size_t)hp->n_ff;
+    int n = 0;
+#define BB(field, count) b[n++] = (batch_buf){(void **)&c->field, (size_t)(count) * 4}
+    BB(d_tok, 1);
+    BB(H, HC * D);
+    BB(a, D);
+    BB(qr, hp->q_lora);
+    BB(pre, HC);
+    BB(post, HC);
+    BB(M, HC * HC);
+    BB(ck, 2 * hd);
+    BB(cg, 2 * hd);
+    BB(ik, 2 * id);
+    BB(ig, 2 * id);
+    BB(sh, D);
+    BB(ids, K);
+    BB(rw, K);
+    BB(eg, K * FF);
+    BB(eu, K * FF);
+    BB(ex, K * D);
+    BB(eo, K * D);
+    BB(gtok, K);
+    BB(gpair, K);
+    BB(gw, K);
+#undef BB
+    return n;
+}
+
 static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     const ds4_hparams *hp = c->hp;
     const ds4_state *st = s->state;
@@ -193,21 +233,13 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
             }
         }
     }
+    batch_buf bb[BATCH_BUFS_MAX] = {};
+    const int nbb = batch_buffers(c, hp, bb);
+    for (int i = 0; i < nbb; i++) DA(*bb[i].ptr, B * bb[i].per_token);
     DA(c->freq_main, sizeof(double) * c->n_pairs);
     DA(c->freq_cmp, sizeof(double) * c->n_pairs);
     const size_t nsb = B / SB + 2;
     DA(c->d_pos, sizeof(int) * nsb);
-    DA(c->d_tok, sizeof(int32_t) * B);
-    DA(c->H, B * HC * D * 4);
-    DA(c->a, B * D * 4);
-    DA(c->qr, B * hp->q_lora * 4);
-    DA(c->pre, B * HC * 4);
-    DA(c->post, B * HC * 4);
-    DA(c->M, B * HC * HC * 4);
-    DA(c->ck, B * 2 * hd * 4);
-    DA(c->cg, B * 2 * hd * 4);
-    DA(c->ik, B * 2 * id * 4);
-    DA(c->ig, B * 2 * id * 4);
     DA(c->flat, sb * HC * D * 4);
     DA(c->mix, sb * (2 + HC) * HC * 4);
     DA(c->kvb, sb * hd * 4);
@@ -221,23 +253,12 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->sel, sb * hp->idx_topk * 4);
     DA(c->n_sel, sb * 4);
     DA(c->router, sb * hp->n_expert * 4);
-    /* routed experts are grouped over the whole batch: batch-wide buffers */
-    DA(c->ids, B * K * 4);
-    DA(c->rw, B * K * 4);
-    DA(c->eg, B * K * FF * 4);
-    DA(c->eu, B * K * FF * 4);
-    DA(c->ex, B * K * D * 4);
-    DA(c->eo, B * K * D * 4);
     DA(c->shg, sb * FF * 4);
     DA(c->shu, sb * FF * 4);
-    DA(c->sh, B * D * 4);
     DA(c->segs, 2 * (size_t)hp->n_expert * 16);
     DA(c->z, sb * D * 4);
     DA(c->logits, sb * hp->n_vocab * 4);
     DA(c->att_part, (size_t)8 * hp->n_head * ((c->max_rows + 63) / 64) * (hd + 2) * 4);
-    DA(c->gtok, B * K * 4);
-    DA(c->gpair, B * K * 4);
-    DA(c->gw, B * K * 4);
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess)
@@ -343,10 +364,19 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         if (ds4k_init() != 0) return ds4_errf(err, "CUDA: initialization failed: %s", ds4k_last_error());
         inited = 1;
     }
+    const ds4_hparams *hp = &s->model->hp;
+    if (hp->n_hc > DS4K_MAX_HC || hp->head_dim > DS4K_MAX_HEAD_DIM || hp->head_dim % 32 != 0 ||
+        hp->n_expert_used > DS4K_MAX_EXPERTS_USED)
+        return ds4_errf(err,
+                        "CUDA: this model's shape is beyond what the kernels are built for (hyper-connection streams "
+                        "%d, at most %d; head dim %d, a multiple of 32 up to %d; experts per token %d, at most %d); "
+                        "run with --cpu",
+                        hp->n_hc, DS4K_MAX_HC, hp->head_dim, DS4K_MAX_HEAD_DIM, hp->n_expert_used,
+                        DS4K_MAX_EXPERTS_USED);
     if (upload_weights(s->model, err) != 0) return -1;
     cu_sess *c = (cu_sess *)calloc(1, sizeof(cu_sess));
     s->impl = c;
-    c->hp = &s->model->hp;
+    c->hp = hp;
     c->w = &s->model->w;
     c->f16 = s->f16_cache;
     c->max_batch = s->state->chunk;
@@ -434,19 +464,21 @@ static size_t cu_memory(const ds4_session *s) {
     return c ? c->bytes : 0;
 }
 
-/* Default prefill chunk: 4096 where GPU memory allows, else 2048. The batch
- * buffers of cu_alloc grow by per_token bytes per token of chunk; take 4096
+/* Default prefill chunk: 4096 where GPU memory allows, else 2048. Take 4096
  * when, after the weights (if not resident yet), a generous estimate of the
- * f16 KV cache of ctx and those buffers, 1 GiB is still free. */
+ * f16 KV cache of ctx and the batch buffers of a 4096-token chunk, 1 GiB is
+ * still free. */
 static int cu_default_chunk(const ds4_model *m, int ctx) {
     const ds4_hparams *hp = &m->hp;
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return DS4_DEFAULT_PREFILL_CHUNK;
     const size_t weights = m->backend_weights ? 0 : m->w.n_bytes;
-    const size_t D = hp->n_embd, HC = hp->n_hc, hd = hp->head_dim, id = hp->idx_dim;
-    const size_t K = hp->n_expert_used, FF = hp->n_ff, big = DS4_MAX_SAFE_PREFILL_CHUNK;
-    const size_t per_token =
-        4 * (HC * D + 2 * D + (size_t)hp->q_lora + 2 * HC + HC * HC + 4 * hd + 4 * id + 1 + K * (2 * FF + 2 * D + 5));
+    const size_t hd = hp->head_dim, id = hp->idx_dim, big = DS4_MAX_SAFE_PREFILL_CHUNK;
+    cu_sess sizes = {}; /* only the list's sizes are read */
+    batch_buf bb[BATCH_BUFS_MAX] = {};
+    const int nbb = batch_buffers(&sizes, hp, bb);
+    size_t per_token = 0;
+    for (int i = 0; i < nbb; i++) per_token += bb[i].per_token;
     size_t kv = 0;
     for (int il = 0; il < hp->n_layer; il++) {
         kv += ((size_t)hp->window + big) * hd * 2;

@@ -19,6 +19,13 @@ extern "C" {
 
 typedef void *ds4_stream; /* cudaStream_t */
 
+/* Shapes the kernels size their registers and shared arrays for; the backend
+ * refuses a model beyond them at session start (the CPU has no such limits).
+ * The published model: 4 streams, head dim 512, 6 experts per token. */
+#define DS4K_MAX_HC 16            /* hyper-connection streams */
+#define DS4K_MAX_HEAD_DIM 512     /* attention head dim, a multiple of 32 */
+#define DS4K_MAX_EXPERTS_USED 64  /* routed experts per token */
+
 /* A weight on the device: N rows of K elements of a ggml type (3-D expert
  * tensors are N = rows per expert x experts). */
 typedef struct ds4_dw {

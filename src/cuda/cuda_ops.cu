@@ -89,7 +89,6 @@ __device__ void hc_split_one(const float *mix, const float *scale, const float *
     }
 }
 
-#define HC_MAX 16
 
 /* The same as hc_split_one on one warp, for hc*hc <= 32: lane i*hc+j holds
  * M[i][j] and every row or column sum reads its terms through shuffles in
@@ -145,7 +144,7 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
 __global__ void hc_split_collapse_kernel(const float *mix, const float *scale, const float *base, int hc, int iters,
                                          float hc_eps, const float *H, int D, const float *norm, float rms_eps,
                                          float *pre, float *post, float *M, float *a) {
-    __shared__ float s_pre[HC_MAX], s_post[HC_MAX], s_M[HC_MAX * HC_MAX], red[32];
+    __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
     const int t = blockIdx.x, MIX = (2 + hc) * hc;
     if (hc * hc <= 32) {
         if (threadIdx.x < 32) hc_split_warp(mix + (int64_t)t * MIX, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
@@ -177,7 +176,7 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
     float *h = H + (int64_t)t * hc * D;
     const int d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d < D) {
-        float in[HC_MAX];
+        float in[DS4K_MAX_HC];
         for (int s = 0; s < hc; s++) in[s] = h[(int64_t)s * D + d];
         for (int j = 0; j < hc; j++) {
             float acc = p[j] * yy[d];
@@ -194,7 +193,7 @@ extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, 
 
 __global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
                                const float *H, int D, const float *norm, float rms_eps, float *z) {
-    __shared__ float wts[HC_MAX], red[32];
+    __shared__ float wts[DS4K_MAX_HC], red[32];
     const int t = blockIdx.x;
     if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
     __syncthreads();
@@ -257,8 +256,6 @@ extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, f
 
 /* ------------------------------------------------------------------ MoE */
 
-#define MAX_USED 64
-
 __global__ void router_kernel(float *logits, int E, int k, const float *bias, const int32_t *tid2eid,
                               const int32_t *tok, float scale, int32_t *ids, float *w) {
     extern __shared__ float sel[];
@@ -316,7 +313,7 @@ extern "C" void ds4k_swiglu(float *g, const float *u, int64_t rows, int FF, floa
 __global__ void moe_combine_kernel(const float *eo, const int32_t *ids, const float *sh, int k, int D, float *y,
                                    int64_t ldy) {
     const int t = blockIdx.x;
-    int ord[MAX_USED];
+    int ord[DS4K_MAX_EXPERTS_USED];
     for (int j = 0; j < k; j++) ord[j] = j;
     /* ascending expert id, a repeated id keeps slot order (stable insertion sort) */
     for (int j = 1; j < k; j++) {
