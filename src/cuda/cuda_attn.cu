@@ -337,59 +337,82 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
 
 /* Decode-size batches: each (token, head) is split over chunks of ATT_CHUNK
  * rows so the whole GPU works on one token (flash-decoding). A chunk block
- * writes its local max, its sum of exp and its unnormalized output; the
+ * serves ATT_HG heads, which share every K = V row (one KV head), so a row
+ * is read once for all of them; warp j does head j's softmax. It writes per
+ * head its local max, its sum of exp and its unnormalized output; the
  * combine kernel merges the chunks in index order (deterministic). */
 #define ATT_CHUNK 64
-__global__ void __launch_bounds__(128) attention_chunk_kernel(
+#define ATT_HG 4
+__global__ void __launch_bounds__(32 * ATT_HG) attention_chunk_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const void *ring, int raw_cap, int window,
     const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16, float *part,
     int n_chunks) {
-    __shared__ float sq[DS4K_MAX_HEAD_DIM], sc[ATT_CHUNK], red[32];
-    const int t = blockIdx.x, h = blockIdx.y, ch = blockIdx.z;
+    __shared__ float sq[ATT_HG][DS4K_MAX_HEAD_DIM], sc[ATT_HG][ATT_CHUNK];
+    const int t = blockIdx.x, h0 = blockIdx.y * ATT_HG, ch = blockIdx.z;
     const int64_t p = (int64_t)d_pos[0] + t;
     int64_t lo;
     int n_raw;
     const int32_t *sel;
     const int nr = visible_rows(p, t, window, ratio, csa, sel_all, n_sel, topk, &lo, &n_raw, &sel);
-    float *out = part + (((int64_t)t * H + h) * n_chunks + ch) * (hd + 2);
     const int r0 = ch * ATT_CHUNK, r1 = r0 + ATT_CHUNK < nr ? r0 + ATT_CHUNK : nr;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     if (r0 >= nr) {
-        if (threadIdx.x == 0) out[hd] = -INFINITY, out[hd + 1] = 0.0f;
+        if (threadIdx.x < ATT_HG) {
+            float *out = part + (((int64_t)t * H + h0 + threadIdx.x) * n_chunks + ch) * (hd + 2);
+            out[hd] = -INFINITY, out[hd + 1] = 0.0f;
+        }
         return;
     }
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) sq[i] = q[((int64_t)t * H + h) * hd + i];
+    for (int i = threadIdx.x; i < ATT_HG * hd; i += blockDim.x)
+        sq[i / hd][i % hd] = q[((int64_t)t * H + h0) * hd + i];
     __syncthreads();
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    const int per_lane = hd / 32; /* <= DS4K_MAX_HEAD_DIM / 32 */
     for (int r = r0 + warp; r < r1; r += nw) {
         int64_t off;
         const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-        float d = 0.0f;
-        for (int i = lane; i < hd; i += 32) d += sq[i] * kv_load(base, off + i, f16);
-        d = warp_sum(d);
-        if (lane == 0) sc[r - r0] = d * scale;
+        float rv[DS4K_MAX_HEAD_DIM / 32];
+#pragma unroll
+        for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++) rv[i] = i < per_lane ? kv_load(base, off + lane + 32 * i, f16) : 0.0f;
+#pragma unroll
+        for (int j = 0; j < ATT_HG; j++) {
+            float d = 0.0f;
+#pragma unroll
+            for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++)
+                if (i < per_lane) d += sq[j][lane + 32 * i] * rv[i];
+            d = warp_sum(d);
+            if (lane == 0) sc[j][r - r0] = d * scale;
+        }
     }
     __syncthreads();
-    float m = -INFINITY;
-    for (int r = threadIdx.x; r < r1 - r0; r += blockDim.x) m = fmaxf(m, sc[r]);
-    m = block_max(m, red);
-    __syncthreads();
-    float l = 0.0f;
-    for (int r = threadIdx.x; r < r1 - r0; r += blockDim.x) {
-        sc[r] = expf(sc[r] - m);
-        l += sc[r];
+    float m = -INFINITY, l = 0.0f;
+    if (warp < ATT_HG) { /* head warp: max and sum of exp over the chunk */
+        for (int r = lane; r < r1 - r0; r += 32) m = fmaxf(m, sc[warp][r]);
+        m = warp_max(m);
+        for (int r = lane; r < r1 - r0; r += 32) {
+            sc[warp][r] = expf(sc[warp][r] - m);
+            l += sc[warp][r];
+        }
+        l = warp_sum(l);
     }
-    l = block_sum(l, red);
     __syncthreads();
     for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
-        float acc = 0.0f;
+        float acc[ATT_HG];
+#pragma unroll
+        for (int j = 0; j < ATT_HG; j++) acc[j] = 0.0f;
         for (int r = r0; r < r1; r++) {
             int64_t off;
             const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-            acc += sc[r - r0] * kv_load(base, off + dd, f16);
+            const float v = kv_load(base, off + dd, f16);
+#pragma unroll
+            for (int j = 0; j < ATT_HG; j++) acc[j] += sc[j][r - r0] * v;
         }
-        out[dd] = acc;
+#pragma unroll
+        for (int j = 0; j < ATT_HG; j++) part[(((int64_t)t * H + h0 + j) * n_chunks + ch) * (hd + 2) + dd] = acc[j];
     }
-    if (threadIdx.x == 0) out[hd] = m, out[hd + 1] = l;
+    if (warp < ATT_HG && lane == 0) {
+        float *out = part + (((int64_t)t * H + h0 + warp) * n_chunks + ch) * (hd + 2);
+        out[hd] = m, out[hd + 1] = l;
+    }
 }
 
 __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part,
@@ -437,9 +460,9 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
                                const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
                                int n_pairs, float *o, int max_rows, float *part, ds4_stream st) {
     if (n <= 0) return;
-    if (part && n <= 8) {
+    if (part && n <= 8 && H % ATT_HG == 0) {
         const int n_chunks = (max_rows + ATT_CHUNK - 1) / ATT_CHUNK;
-        attention_chunk_kernel<<<dim3(n, H, n_chunks), 128, 0, (cudaStream_t)st>>>(
+        attention_chunk_kernel<<<dim3(n, H / ATT_HG, n_chunks), 32 * ATT_HG, 0, (cudaStream_t)st>>>(
             q, d_pos, H, hd, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16, part, n_chunks);
         attention_combine_kernel<<<dim3(n, H), 128, 0, (cudaStream_t)st>>>(d_pos, H, hd, sinks, part, n_chunks, freqs,
                                                                         n_pairs, o);

@@ -18,6 +18,11 @@ extern "C" {
 }
 #include "cuda/cuda_kernels.h"
 
+/* HC pre of batches up to HC_PARTS_MAX_TOK tokens: the mixer in HC_PARTS
+ * stretches of K (cuda_layers.inc hc_pre) */
+#define HC_PARTS 8
+#define HC_PARTS_MAX_TOK 8
+
 #define SB 256 /* sub-batch for the per-token buffers */
 
 /* ------------------------------------------------------------------ errors */
@@ -135,6 +140,7 @@ typedef struct cu_sess {
     int *h_pos;     /* pinned */
     int32_t *d_tok, *h_tok;
     float *H, *a, *qr, *pre, *post, *M, *ck, *cg, *ik, *ig;
+    float *mix_parts, *mix_ss; /* HC mixer partials of small batches (cuda_layers.inc hc_pre) */
     float *flat, *mix, *kvb, *q, *o, *low, *y, *iq, *iw, *S, *router, *rw, *eg, *eu, *ex, *eo, *shg, *shu, *sh, *z;
     float *logits, *h_logits; /* device [SB][V]; pinned [V] */
     float *att_part;          /* split-row attention partials */
@@ -242,6 +248,8 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->d_pos, sizeof(int) * nsb);
     DA(c->flat, sb * HC * D * 4);
     DA(c->mix, sb * (2 + HC) * HC * 4);
+    DA(c->mix_parts, (size_t)HC_PARTS * HC_PARTS_MAX_TOK * (2 + HC) * HC * 4);
+    DA(c->mix_ss, (size_t)HC_PARTS * HC_PARTS_MAX_TOK * 4);
     DA(c->kvb, sb * hd * 4);
     DA(c->q, sb * QD * 4);
     DA(c->o, sb * QD * 4);
@@ -379,6 +387,8 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     c->hp = hp;
     c->w = &s->model->w;
     c->f16 = s->f16_cache;
+    /* oracle mode keeps every product in floats: no 8-bit activation split */
+    ds4k_gemv_stream_enable(!s->opts.oracle);
     c->max_batch = s->state->chunk;
     c->raw_cap = s->state->raw_cap;
     c->comp_cap_max = s->state->comp_cap_max;
@@ -437,7 +447,7 @@ static void cu_destroy(ds4_session *s) {
         }
     }
     void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H, c->a, c->qr, c->pre, c->post, c->M,
-                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
+                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->mix_parts, c->mix_ss, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
                     c->S, c->sel, c->n_sel, c->router, c->ids, c->rw, c->eg, c->eu, c->ex, c->eo, c->shg, c->shu,
                     c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw, c->segs, c->att_part};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);

@@ -37,6 +37,12 @@ typedef struct ds4_dw {
 /* One-time setup (IQ2_XXS tables in constant memory). 0 or -1. */
 int ds4k_init(void);
 
+/* Turn the streaming one-token GEMV (cuda_gemv.cu) on or off; returns the
+ * previous setting. On by default; a CUDA session turns it off in oracle
+ * mode (its 8-bit activation split is not exact), the GEMV benchmark toggles
+ * it, and DS4_GEMV_STREAM=0 in the environment keeps it off. */
+int ds4k_gemv_stream_enable(int on);
+
 /* Y[t][r] = W row (r0 + r) . X[t] for t < n, r < rows. */
 void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                  ds4_stream st);
@@ -82,6 +88,20 @@ void ds4k_embed(const ds4_dw *emb, const int32_t *tok, int n, int hc, int D, flo
 void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters, float hc_eps,
                             const float *H, int D, const float *norm, float rms_eps, int n, float *pre, float *post,
                             float *M, float *a, ds4_stream st);
+
+/* The HC mixer of a few tokens straight from the raw streams (no normalized
+ * copy): over S stretches of K, parts[(s * n + t) * rows + r] = W row r .
+ * H[t] and ss[s * n + t] = H[t] . H[t]. W must be F16 with K a multiple of
+ * 8 * S; returns -1 (nothing launched) otherwise. */
+int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts, float *ss,
+                      ds4_stream st);
+
+/* ds4k_hc_split_collapse whose mix is those parts: mix = (sum_s parts) /
+ * sqrt(sum_s ss / (hc * D) + flat_eps), the mixer of rmsnorm(H). */
+void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_parts, float flat_eps, const float *scale,
+                                  const float *base, int hc, int iters, float hc_eps, const float *H, int D,
+                                  const float *norm, float rms_eps, int n, float *pre, float *post, float *M, float *a,
+                                  ds4_stream st);
 
 /* H[t][j] = post[t][j] * y[t] + sum_i M[t][i][j] H[t][i]. */
 void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D, float *H,

@@ -10,6 +10,7 @@
  * Both accumulate every output in a fixed order: results are deterministic. */
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_quant.cuh"
+#include "cuda/cuda_gemv.cuh"
 
 static __thread const char *g_last_error;
 
@@ -68,18 +69,7 @@ __host__ __device__ __forceinline__ int stage_bytes(int type) {
  * the attention input) go in one launch: blockIdx.y picks the job. Routed
  * experts: blockIdx.z is the (token, slot) pair, its rows start at
  * ids[pair] * rows, its input is X[pair] or X[pair / k]. */
-typedef struct gemv_job {
-    const uint8_t *W;
-    int64_t rb, r0, rows, K, x_off;
-    float *Y;
-    int64_t ldy;
-    int type;
-} gemv_job;
-#define GEMV_MAX_JOBS 8
-typedef struct gemv_jobs {
-    gemv_job j[GEMV_MAX_JOBS];
-    int n;
-} gemv_jobs;
+/* gemv_job / gemv_jobs: cuda_gemv.cuh */
 
 __host__ __device__ __forceinline__ int stage_unit(int type) {
     switch (type) {
@@ -277,6 +267,7 @@ static void launch_multi(const gemv_jobs *jobs, const float *X, int64_t ldx, int
         K = jobs->j[i].K > K ? jobs->j[i].K : K;
         if (jobs->j[i].rb < min_rb) min_rb = jobs->j[i].rb, unit = stage_unit(jobs->j[i].type);
     }
+    if ((ids || n == 1) && gemv_stream(jobs, X, ldx, ids, pairs, k, x_per_pair, s)) return;
     if (ids) total *= pairs;
     const int wpr = pick_wpr(total, min_rb, unit);
     const int ntok = ids ? 1 : n;
@@ -313,8 +304,43 @@ static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *
 
 /* Several matrices over the same activations in one launch (decode). Falls
  * back to one launch each when a matrix cannot be staged. */
-extern "C" void ds4k_matmul_multi(const ds4_mm_job *mj, int n_jobs, const float *X, int64_t ldx, int n, ds4_stream st) {
+extern "C" void ds4k_matmul_multi(const ds4_mm_job *mj_in, int n_jobs_in, const float *X, int64_t ldx, int n,
+                                  ds4_stream st) {
     cudaStream_t s = (cudaStream_t)st;
+    /* one token: the streaming kernel takes the jobs of one type per launch;
+     * whatever it cannot take goes through the general path below */
+    ds4_mm_job mj[GEMV_MAX_JOBS];
+    int n_jobs = 0;
+    if (n == 1 && n_jobs_in <= GEMV_MAX_JOBS) {
+        bool done[GEMV_MAX_JOBS] = {false};
+        for (int i = 0; i < n_jobs_in; i++) {
+            if (done[i]) continue;
+            gemv_jobs group;
+            group.n = 0;
+            int members[GEMV_MAX_JOBS];
+            for (int j = i; j < n_jobs_in; j++) {
+                if (done[j] || mj_in[j].W->type != mj_in[i].W->type) continue;
+                members[group.n] = j;
+                group.j[group.n++] = (gemv_job){(const uint8_t *)mj_in[j].W->ptr,
+                                                row_bytes_dev(mj_in[j].W->type, mj_in[j].W->K), mj_in[j].r0,
+                                                mj_in[j].rows, mj_in[j].W->K, mj_in[j].x_off, mj_in[j].Y, mj_in[j].ldy,
+                                                mj_in[j].W->type};
+            }
+            if (gemv_stream(&group, X, ldx, NULL, 1, 1, 0, s))
+                for (int m = 0; m < group.n; m++) done[members[m]] = true;
+        }
+        for (int i = 0; i < n_jobs_in; i++)
+            if (!done[i]) mj[n_jobs++] = mj_in[i];
+        if (n_jobs == 0) return;
+    } else {
+        for (int i = 0; i < n_jobs_in && i < GEMV_MAX_JOBS; i++) mj[n_jobs++] = mj_in[i];
+        if (n_jobs_in > GEMV_MAX_JOBS) {
+            for (int i = 0; i < n_jobs_in; i++)
+                ds4k_matmul(mj_in[i].W, mj_in[i].r0, mj_in[i].rows, X + mj_in[i].x_off, ldx, n, mj_in[i].Y,
+                            mj_in[i].ldy, st);
+            return;
+        }
+    }
     bool ok = n <= GEMV_MAX_TOK && n_jobs <= GEMV_MAX_JOBS;
     for (int i = 0; ok && i < n_jobs; i++) ok = stageable(mj[i].W, row_bytes_dev(mj[i].W->type, mj[i].W->K));
     if (!ok) {
@@ -418,7 +444,7 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
 }
 
 extern "C" int ds4k_init(void) {
-    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0) return -1;
+    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0 || gemv_stream_init() != 0) return -1;
     /* set before any graph capture: attributes cannot change inside one */
     return cudaFuncSetAttribute(gemv_multi, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;
 }

@@ -141,15 +141,32 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
     for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
 }
 
-__global__ void hc_split_collapse_kernel(const float *mix, const float *scale, const float *base, int hc, int iters,
-                                         float hc_eps, const float *H, int D, const float *norm, float rms_eps,
-                                         float *pre, float *post, float *M, float *a) {
+__global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps,
+                                         const float *scale, const float *base, int hc, int iters, float hc_eps,
+                                         const float *H, int D, const float *norm, float rms_eps, float *pre,
+                                         float *post, float *M, float *a) {
     __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
-    const int t = blockIdx.x, MIX = (2 + hc) * hc;
+    __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
+    const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
+    const float *mx = mix + (int64_t)t * MIX;
+    if (ss) {
+        /* partial products of the mixer with the raw streams: add the parts
+         * in order and apply the streams' rmsnorm scale */
+        float sq = 0.0f;
+        for (int s = 0; s < n_parts; s++) sq += ss[s * n + t];
+        const float inv = 1.0f / sqrtf(sq / (float)(hc * D) + flat_eps);
+        for (int i = threadIdx.x; i < MIX; i += blockDim.x) {
+            float acc = 0.0f;
+            for (int s = 0; s < n_parts; s++) acc += mix[((int64_t)s * n + t) * MIX + i];
+            s_mix[i] = acc * inv;
+        }
+        __syncthreads();
+        mx = s_mix;
+    }
     if (hc * hc <= 32) {
-        if (threadIdx.x < 32) hc_split_warp(mix + (int64_t)t * MIX, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
+        if (threadIdx.x < 32) hc_split_warp(mx, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
     } else if (threadIdx.x == 0) {
-        hc_split_one(mix + (int64_t)t * MIX, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
+        hc_split_one(mx, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
     }
     __syncthreads();
     for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
@@ -164,8 +181,64 @@ extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, con
                                        float hc_eps, const float *H, int D, const float *norm, float rms_eps, int n,
                                        float *pre, float *post, float *M, float *a, ds4_stream st) {
     if (n > 0)
-        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(mix, scale, base, hc, iters, hc_eps, H, D, norm,
-                                                                 rms_eps, pre, post, M, a);
+        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(
+            mix, NULL, 0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+}
+
+extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_parts, float flat_eps,
+                                             const float *scale, const float *base, int hc, int iters, float hc_eps,
+                                             const float *H, int D, const float *norm, float rms_eps, int n, float *pre,
+                                             float *post, float *M, float *a, ds4_stream st) {
+    if (n > 0)
+        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(
+            parts, ss, n_parts, flat_eps, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+}
+
+/* The HC mixer of a few tokens without the normalized copy of the streams:
+ * block (r, s, t) takes stretch s of K for mixer row r and token t, adds
+ * w . h over it and, in row 0's blocks, h . h; the split-collapse kernel adds
+ * the parts in order. 8 halves and 8 floats per thread and step. */
+__global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, const float *H, int64_t ldh, int S,
+                                    float *parts, float *ss) {
+    __shared__ float red[32];
+    const int r = blockIdx.x, s = blockIdx.y, t = blockIdx.z, n = gridDim.z;
+    const int64_t k0 = K * s / S, k1 = K * (s + 1) / S;
+    const uint16_t *w = W + (int64_t)r * K;
+    const float *h = H + (int64_t)t * ldh;
+    float acc = 0.0f, sq = 0.0f;
+    for (int64_t k = k0 + 8 * threadIdx.x; k < k1; k += 8 * blockDim.x) {
+        const uint4 u = *(const uint4 *)(w + k);
+        const float4 a = *(const float4 *)(h + k), b = *(const float4 *)(h + k + 4);
+        const float2 w0 = __half22float2(*(const __half2 *)&u.x), w1 = __half22float2(*(const __half2 *)&u.y);
+        const float2 w2 = __half22float2(*(const __half2 *)&u.z), w3 = __half22float2(*(const __half2 *)&u.w);
+        acc = fmaf(w0.x, a.x, acc);
+        acc = fmaf(w0.y, a.y, acc);
+        acc = fmaf(w1.x, a.z, acc);
+        acc = fmaf(w1.y, a.w, acc);
+        acc = fmaf(w2.x, b.x, acc);
+        acc = fmaf(w2.y, b.y, acc);
+        acc = fmaf(w3.x, b.z, acc);
+        acc = fmaf(w3.y, b.w, acc);
+        if (r == 0)
+            sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+    }
+    acc = block_sum(acc, red);
+    if (threadIdx.x == 0) parts[((int64_t)s * n + t) * rows + r] = acc;
+    if (r == 0) {
+        sq = block_sum(sq, red);
+        if (threadIdx.x == 0) ss[s * n + t] = sq;
+    }
+}
+
+extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts,
+                                 float *ss, ds4_stream st) {
+    if (W->type != 1 /* F16 */ || W->K % (8 * S) != 0 || ((uintptr_t)W->ptr % 16) != 0 || ((uintptr_t)H % 16) != 0 ||
+        ldh % 4 != 0)
+        return -1;
+    if (n > 0)
+        hc_mix_parts_kernel<<<dim3(rows, S, n), NT, 0, (cudaStream_t)st>>>((const uint16_t *)W->ptr, rows, W->K, H, ldh,
+                                                                         S, parts, ss);
+    return 0;
 }
 
 /* Element-wise over d: a grid of (d blocks, tokens), so one token spreads
@@ -266,19 +339,33 @@ __global__ void router_kernel(float *logits, int E, int k, const float *bias, co
         sel[e] = prob[e] + (bias ? bias[e] : 0.0f);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int32_t *id = ids + (int64_t)t * k;
-        if (tid2eid) {
-            for (int j = 0; j < k; j++) id[j] = tid2eid[(int64_t)tok[t] * k + j];
-        } else {
-            for (int j = 0; j < k; j++) {
-                int best = 0;
-                for (int e = 1; e < E; e++)
-                    if (sel[e] > sel[best]) best = e;
-                id[j] = best;
-                sel[best] = -INFINITY;
+    /* selection on warp 0: k rounds of a warp arg-max (each lane scans its
+     * experts in ascending order, the butterfly keeps the larger value and,
+     * on ties, the lower id) — the CPU's "first maximum" rule */
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    int32_t *id = ids + (int64_t)t * k;
+    if (tid2eid) {
+        for (int j = lane; j < k; j += 32) id[j] = tid2eid[(int64_t)tok[t] * k + j];
+    } else {
+        for (int j = 0; j < k; j++) {
+            float bv = -INFINITY;
+            int bi = E;
+            for (int e = lane; e < E; e += 32)
+                if (bi == E || sel[e] > bv) bv = sel[e], bi = e;
+            for (int o = 16; o > 0; o >>= 1) {
+                const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+                const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+                if (oi < E && (bi == E || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
             }
+            if (lane == 0) id[j] = bi;
+            __syncwarp();
+            if (lane == (bi & 31)) sel[bi] = -INFINITY;
+            __syncwarp();
         }
+    }
+    __syncwarp();
+    if (lane == 0) {
         float sum = 0.0f;
         for (int j = 0; j < k; j++) sum += prob[id[j]];
         if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
@@ -325,7 +412,8 @@ __global__ void moe_combine_kernel(const float *eo, const int32_t *ids, const fl
         }
         ord[p] = v;
     }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const int d = blockIdx.y * blockDim.x + threadIdx.x;
+    if (d < D) {
         float acc = 0.0f;
         for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
         y[(int64_t)t * ldy + d] = acc + sh[(int64_t)t * D + d];
@@ -334,5 +422,6 @@ __global__ void moe_combine_kernel(const float *eo, const int32_t *ids, const fl
 
 extern "C" void ds4k_moe_combine(const float *eo, const int32_t *ids, const float *sh, int n, int k, int D, float *y,
                                  int64_t ldy, ds4_stream st) {
-    if (n > 0) moe_combine_kernel<<<n, NT, 0, (cudaStream_t)st>>>(eo, ids, sh, k, D, y, ldy);
+    /* a grid over (token, stretch of d): one token spreads over the GPU */
+    if (n > 0) moe_combine_kernel<<<dim3(n, (D + NT - 1) / NT), NT, 0, (cudaStream_t)st>>>(eo, ids, sh, k, D, y, ldy);
 }

@@ -1,0 +1,73 @@
+/* ds4 — helpers shared by the files of ds4-cuda-test: a check line per
+ * measurement, device copies, random inputs. */
+#ifndef DS4_CUDA_TEST_UTIL_H
+#define DS4_CUDA_TEST_UTIL_H
+
+#include <cuda_runtime_api.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cuda/cuda_kernels.h"
+#include "gguf/gguf.h"
+#include "util/rng.h"
+
+extern int g_fail; /* failed checks so far */
+
+
+static inline void check(bool ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (!ok) g_fail++;
+}
+
+static inline void *to_dev(const void *h, size_t bytes) {
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes ? bytes : 16) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc failed\n");
+        exit(1);
+    }
+    if (h && bytes) cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
+    return d;
+}
+static inline void from_dev(void *h, const void *d, size_t bytes) {
+    cudaDeviceSynchronize();
+    const char *e = ds4k_last_error();
+    if (e) {
+        fprintf(stderr, "CUDA error: %s\n", e);
+        exit(1);
+    }
+    cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
+}
+static inline float *rnd(ds4_rng *r, size_t n, float scale) {
+    float *p = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = ds4_rng_normal(r) * scale;
+    return p;
+}
+
+/* Tolerance of a one-token product, as |diff| / (|w| |x|) against the CPU.
+ * Float dot products differ from the CPU only in rounding order (~1e-7).
+ * The streaming kernel's integer dot products split each 32-slice of x into
+ * two int8 vectors, x = sx (q1 + q2 / 256) + e with |e| <= sx / 512 and
+ * sx = max|x| / 127; for |x| ~ N(0,1) slices (max ~ 4 sigma) that bounds
+ * |e| / |x| by 6e-5 if every error lined up with w, and ~ 2e-6 was measured
+ * in 1024- to 4096-long dots. 1e-5 sits between the two. */
+static inline double gemv_tolerance(int type) {
+    const bool integer_dot = type == DS4_TYPE_Q8_0 || type == DS4_TYPE_Q2_K || type == DS4_TYPE_Q4_K ||
+                             type == DS4_TYPE_IQ2_XXS;
+    return integer_dot ? 1e-5 : 1e-6;
+}
+
+/* The checks of the streaming decode GEMV at the model's shapes, and its
+ * timing against the general kernel (test_cuda_gemv.c). */
+void test_gemv_stream(ds4_rng *r);
+void test_hc_mix_parts(ds4_rng *r);
+int gemv_bench(void);
+
+#endif

@@ -1,0 +1,297 @@
+/* ds4-cuda-test — the streaming one-token GEMV (src/cuda/cuda_gemv.cu).
+ *
+ * test_gemv_stream: at the model's row layouts (the streaming kernel takes
+ * only rows that are whole 16-byte units, which the small shapes of
+ * test_matmul are not), every weight type against the CPU matmul, for one
+ * matrix, several matrices of mixed types in one call, and routed experts.
+ * gemv_bench: time per decode-shaped matrix with the streaming kernel on and
+ * off, as GB/s of weight bytes (a measurement, not a test). */
+#include <math.h>
+#include <string.h>
+
+#include "cpu/matmul.h"
+#include "cpu/ops.h"
+#include "cuda_test_util.h"
+#include "gguf/quant.h"
+#include "model/model.h"
+#include "util/f16.h"
+
+/* Largest |gpu - cpu| / (|w_row| |x|) over rows [0, rows) of matrix rows
+ * row0.. and activations x: the rounding bound of a dot product. */
+static double dot_error(const ds4_tensor *t, int64_t row0, int64_t rows, const float *x, const float *yg,
+                        const float *yc) {
+    const int64_t K = t->ne[0];
+    float *row = malloc(sizeof(float) * K);
+    double xx = 0, worst = 0;
+    for (int64_t k = 0; k < K; k++) xx += (double)x[k] * x[k];
+    for (int64_t r = 0; r < rows; r++) {
+        ds4_tensor_row(t, row0 + r, row);
+        double ww = 0;
+        for (int64_t k = 0; k < K; k++) ww += (double)row[k] * row[k];
+        worst = fmax(worst, fabs((double)yg[r] - yc[r]) / (sqrt(ww * xx) + 1e-30));
+    }
+    free(row);
+    return worst;
+}
+
+typedef struct host_w {
+    ds4_tensor t;
+    uint8_t *w;
+    ds4_dw d;
+} host_w;
+
+static host_w make_w(ds4_rng *r, int type, int64_t K, int64_t N) {
+    host_w h;
+    const size_t rb = ds4_row_bytes(type, K);
+    float *wf = rnd(r, (size_t)(K * N), 0.05f);
+    h.w = malloc(rb * N);
+    for (int64_t i = 0; i < N; i++) ds4_quantize_row(type, wf + i * K, h.w + i * rb, K);
+    free(wf);
+    h.t = (ds4_tensor){.name = "w", .type = type, .n_dims = 2, .ne = {K, N, 1, 1}, .data = h.w, .size = rb * N};
+    h.d = (ds4_dw){type, to_dev(h.w, rb * N), K, N};
+    return h;
+}
+
+static void free_w(host_w *h) {
+    cudaFree((void *)h->d.ptr);
+    free(h->w);
+}
+
+static void cpu_rows(const host_w *h, int64_t r0, int64_t rows, const float *x, float *y) {
+    float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * h->t.ne[0]);
+    ds4_matmul_serial(&h->t, r0, rows, x, h->t.ne[0], 1, y, rows, scratch);
+    free(scratch);
+}
+
+void test_gemv_stream(ds4_rng *r) {
+    static const struct {
+        int type;
+        int64_t K, N;
+    } shapes[] = {{DS4_TYPE_Q8_0, 4096, 300}, {DS4_TYPE_Q8_0, 1024, 260}, {DS4_TYPE_Q2_K, 2048, 200},
+                  {DS4_TYPE_Q4_K, 4096, 120}, {DS4_TYPE_IQ2_XXS, 4096, 100}, {DS4_TYPE_F16, 4096, 300}};
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        host_w h = make_w(r, shapes[i].type, shapes[i].K, shapes[i].N);
+        const int64_t K = shapes[i].K, r0 = 7, rows = shapes[i].N - 9;
+        float *x = rnd(r, (size_t)K, 1.0f), *yc = malloc(sizeof(float) * rows), *yg = malloc(sizeof(float) * rows);
+        cpu_rows(&h, r0, rows, x, yc);
+        float *dx = to_dev(x, sizeof(float) * K), *dy = to_dev(NULL, sizeof(float) * rows);
+        ds4k_matmul(&h.d, r0, rows, dx, K, 1, dy, rows, NULL);
+        from_dev(yg, dy, sizeof(float) * rows);
+        const double e = dot_error(&h.t, r0, rows, x, yg, yc);
+        check(e < gemv_tolerance(shapes[i].type), "stream gemv %-8s K=%-5lld %3lld rows: max |diff| / (|w| |x|) %.2e",
+              ds4_type_name(shapes[i].type), (long long)K, (long long)rows, e);
+        cudaFree(dx);
+        cudaFree(dy);
+        free(x);
+        free(yc);
+        free(yg);
+        free_w(&h);
+    }
+
+    /* mixed types in one call (the attention inputs): F16, Q8_0, F16 on a
+     * second stretch of the activations */
+    {
+        const int64_t K = 2048;
+        host_w a = make_w(r, DS4_TYPE_F16, K, 64), b = make_w(r, DS4_TYPE_Q8_0, K, 96), c = make_w(r, DS4_TYPE_F16, K, 40);
+        float *x = rnd(r, (size_t)(2 * K), 1.0f), *dx = to_dev(x, sizeof(float) * 2 * K);
+        float *dy = to_dev(NULL, sizeof(float) * 200);
+        ds4_mm_job j[3] = {{&a.d, 0, 64, 0, dy, 64}, {&b.d, 0, 96, 0, dy + 64, 96}, {&c.d, 0, 40, K, dy + 160, 40}};
+        ds4k_matmul_multi(j, 3, dx, 2 * K, 1, NULL);
+        float yg[200], yc[200];
+        from_dev(yg, dy, sizeof(yg));
+        cpu_rows(&a, 0, 64, x, yc);
+        cpu_rows(&b, 0, 96, x, yc + 64);
+        cpu_rows(&c, 0, 40, x + K, yc + 160);
+        double e = dot_error(&a.t, 0, 64, x, yg, yc);
+        e = fmax(e, dot_error(&b.t, 0, 96, x, yg + 64, yc + 64));
+        e = fmax(e, dot_error(&c.t, 0, 40, x + K, yg + 160, yc + 160));
+        check(e < gemv_tolerance(DS4_TYPE_Q8_0), "stream gemv, F16 + Q8_0 + F16 in one call: max |diff| / (|w| |x|) %.2e", e);
+        cudaFree(dx);
+        cudaFree(dy);
+        free(x);
+        free_w(&a);
+        free_w(&b);
+        free_w(&c);
+    }
+
+    /* routed experts: gate-like IQ2_XXS (input per token) and down-like Q2_K
+     * (input per pair) */
+    for (int per_pair = 0; per_pair < 2; per_pair++) {
+        const int E = 4, k = 3, n = 2, type = per_pair ? DS4_TYPE_Q2_K : DS4_TYPE_IQ2_XXS;
+        const int64_t K = per_pair ? 2048 : 4096, rows = 48;
+        host_w h = make_w(r, type, K, E * rows);
+        const int32_t ids[6] = {2, 0, 2, 3, 1, 0};
+        const int nx = per_pair ? n * k : n;
+        float *x = rnd(r, (size_t)(nx * K), 1.0f), *yc = malloc(sizeof(float) * n * k * rows);
+        float *yg = malloc(sizeof(float) * n * k * rows);
+        float *dx = to_dev(x, sizeof(float) * nx * K), *dy = to_dev(NULL, sizeof(float) * n * k * rows);
+        int32_t *dids = to_dev(ids, sizeof(ids));
+        ds4k_moe_matmul(&h.d, rows, dids, n, k, dx, K, per_pair, dy, rows, NULL);
+        from_dev(yg, dy, sizeof(float) * n * k * rows);
+        double e = 0;
+        for (int i = 0; i < n * k; i++) {
+            const float *xi = x + (per_pair ? i : i / k) * K;
+            cpu_rows(&h, (int64_t)ids[i] * rows, rows, xi, yc + i * rows);
+            e = fmax(e, dot_error(&h.t, (int64_t)ids[i] * rows, rows, xi, yg + i * rows, yc + i * rows));
+        }
+        check(e < gemv_tolerance(type), "stream gemv, routed experts %-8s (input per %s): max |diff| / (|w| |x|) %.2e",
+              ds4_type_name(type), per_pair ? "pair" : "token", e);
+        cudaFree(dx);
+        cudaFree(dy);
+        cudaFree(dids);
+        free(x);
+        free(yc);
+        free(yg);
+        free_w(&h);
+    }
+}
+
+/* ------------------------------------------------------------------ timing */
+
+static void *random_dev(size_t bytes, uint64_t seed) {
+    uint64_t *h = malloc(bytes + 8);
+    for (size_t i = 0; i < bytes / 8 + 1; i++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        /* keep every 16-bit field a small positive f16-ish pattern so scales
+         * are finite: clear the exponent's top bits */
+        h[i] = seed & 0x3bff3bff3bff3bffull;
+    }
+    void *d = to_dev(h, bytes);
+    free(h);
+    return d;
+}
+
+static double time_ms(void (*fn)(void *), void *arg, int iters) {
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    for (int i = 0; i < 3; i++) fn(arg);
+    cudaEventRecord(a, NULL);
+    for (int i = 0; i < iters; i++) fn(arg);
+    cudaEventRecord(b, NULL);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return ms / iters;
+}
+
+typedef struct bench_case {
+    const char *name;
+    int type;
+    int64_t K, N; /* rows per matrix (per expert) */
+    int experts;  /* 0: one matrix; else routed, 6 pairs of one token */
+    ds4_dw d;
+    const float *x;
+    float *y;
+    const int32_t *ids;
+} bench_case;
+
+static void run_case(void *p) {
+    bench_case *c = p;
+    if (c->experts) ds4k_moe_matmul(&c->d, c->N, c->ids, 1, 6, c->x, c->K, 0, c->y, c->N, NULL);
+    else ds4k_matmul(&c->d, 0, c->N, c->x, c->K, 1, c->y, c->N, NULL);
+}
+
+int gemv_bench(void) {
+    bench_case cases[] = {
+        {"q_a", DS4_TYPE_Q8_0, 4096, 1024, 0, {0}, NULL, NULL, NULL},
+        {"q_b", DS4_TYPE_Q8_0, 1024, 32768, 0, {0}, NULL, NULL, NULL},
+        {"o_a group", DS4_TYPE_Q8_0, 4096, 1024, 0, {0}, NULL, NULL, NULL},
+        {"o_b", DS4_TYPE_Q8_0, 8192, 4096, 0, {0}, NULL, NULL, NULL},
+        {"shared gate", DS4_TYPE_Q8_0, 4096, 2048, 0, {0}, NULL, NULL, NULL},
+        {"shared down", DS4_TYPE_Q8_0, 2048, 4096, 0, {0}, NULL, NULL, NULL},
+        {"router", DS4_TYPE_F16, 4096, 256, 0, {0}, NULL, NULL, NULL},
+        {"hc mixer", DS4_TYPE_F16, 16384, 24, 0, {0}, NULL, NULL, NULL},
+        {"expert gate", DS4_TYPE_IQ2_XXS, 4096, 2048, 256, {0}, NULL, NULL, NULL},
+        {"expert down", DS4_TYPE_Q2_K, 2048, 4096, 256, {0}, NULL, NULL, NULL},
+        {"expert q4", DS4_TYPE_Q4_K, 4096, 2048, 256, {0}, NULL, NULL, NULL},
+        {"head", DS4_TYPE_Q8_0, 4096, 129280, 0, {0}, NULL, NULL, NULL},
+    };
+    const int32_t ids[6] = {3, 77, 140, 200, 9, 251};
+    int32_t *dids = to_dev(ids, sizeof(ids));
+    ds4_rng r;
+    ds4_rng_seed(&r, 7);
+    float *x = rnd(&r, 16384 * 6, 1.0f), *dx = to_dev(x, sizeof(float) * 16384 * 6);
+    float *dy = to_dev(NULL, sizeof(float) * 129280 * 6);
+    printf("%-12s %-8s %6s %7s %9s | %9s %7s | %9s %7s\n", "matrix", "type", "K", "rows", "MB", "old us", "GB/s",
+           "stream us", "GB/s");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bench_case *c = &cases[i];
+        const size_t rb = ds4_row_bytes(c->type, c->K);
+        const int64_t total_rows = c->N * (c->experts ? c->experts : 1);
+        c->d = (ds4_dw){c->type, random_dev(rb * total_rows, 0x9e3779b97f4a7c15ull + i), c->K, total_rows};
+        c->x = dx;
+        c->y = dy;
+        c->ids = dids;
+        const double mb = (double)rb * c->N * (c->experts ? 6 : 1) / 1e6;
+        ds4k_gemv_stream_enable(0);
+        const double t_old = time_ms(run_case, c, 20);
+        ds4k_gemv_stream_enable(1);
+        const double t_new = time_ms(run_case, c, 20);
+        printf("%-12s %-8s %6lld %7lld %9.2f | %9.1f %7.0f | %9.1f %7.0f\n", c->name, ds4_type_name(c->type),
+               (long long)c->K, (long long)c->N, mb, t_old * 1e3, mb / t_old, t_new * 1e3, mb / t_new);
+        cudaFree((void *)c->d.ptr);
+    }
+    cudaFree(dids);
+    cudaFree(dx);
+    cudaFree(dy);
+    free(x);
+    const char *e = ds4k_last_error();
+    if (e) {
+        fprintf(stderr, "CUDA error: %s\n", e);
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ HC mixer from the raw streams */
+
+/* The decode HC pre (ds4k_hc_mix_parts + ds4k_hc_split_collapse_parts: the
+ * mixer of the raw streams in 8 stretches, the rmsnorm scale applied to its
+ * outputs) against the CPU order (rmsnorm, mixer, split, collapse). */
+void test_hc_mix_parts(ds4_rng *r) {
+    const int n = 3, hc = 4, D = 1024, MIX = (2 + hc) * hc, S = 8;
+    const int64_t K = (int64_t)hc * D;
+    float *H = rnd(r, (size_t)n * K, 1.0f), *wf = rnd(r, (size_t)MIX * K, 1.0f / 64.0f), *w = rnd(r, D, 0.1f);
+    for (int i = 0; i < D; i++) w[i] += 1.0f;
+    float scale[3] = {0.8f, 1.2f, 0.9f}, *base = rnd(r, MIX, 0.5f);
+    uint16_t *wh = malloc(sizeof(uint16_t) * MIX * K);
+    for (int64_t i = 0; i < MIX * K; i++) wh[i] = ds4_f32_to_f16(wf[i]);
+    ds4_tensor t = {.name = "hc", .type = DS4_TYPE_F16, .n_dims = 2, .ne = {K, MIX, 1, 1}, .data = wh, .size = 2 * MIX * K};
+    ds4_dw d = {DS4_TYPE_F16, to_dev(wh, 2 * MIX * K), K, MIX};
+    float *dH = to_dev(H, sizeof(float) * n * K), *dparts = to_dev(NULL, sizeof(float) * S * n * MIX);
+    float *dss = to_dev(NULL, sizeof(float) * S * n), *dscale = to_dev(scale, sizeof(scale));
+    float *dbase = to_dev(base, sizeof(float) * MIX), *dw = to_dev(w, sizeof(float) * D);
+    float *dpre = to_dev(NULL, sizeof(float) * n * hc), *dpost = to_dev(NULL, sizeof(float) * n * hc);
+    float *dM = to_dev(NULL, sizeof(float) * n * hc * hc), *da = to_dev(NULL, sizeof(float) * n * D);
+    const int rc = ds4k_hc_mix_parts(&d, MIX, dH, K, n, S, dparts, dss, NULL);
+    ds4k_hc_split_collapse_parts(dparts, dss, S, 1e-6f, dscale, dbase, hc, 20, 1e-6f, dH, D, dw, 1e-6f, n, dpre, dpost,
+                                 dM, da, NULL);
+    float *ag = malloc(sizeof(float) * n * D), *Mg = malloc(sizeof(float) * n * hc * hc);
+    from_dev(ag, da, sizeof(float) * n * D);
+    from_dev(Mg, dM, sizeof(float) * n * hc * hc);
+    float *flat = malloc(sizeof(float) * K), *mix = malloc(sizeof(float) * MIX), *a = malloc(sizeof(float) * D);
+    float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+    double wm = 0, wa = 0;
+    for (int tk = 0; tk < n; tk++) {
+        float pre[4], post[4], M[16];
+        ds4_rmsnorm(H + tk * K, NULL, (int)K, 1e-6f, flat);
+        ds4_matmul_serial(&t, 0, MIX, flat, K, 1, mix, MIX, scratch);
+        ds4_hc_split(mix, scale, base, hc, 20, 1e-6f, pre, post, M);
+        for (int dd = 0; dd < D; dd++) {
+            float acc = 0;
+            for (int s = 0; s < hc; s++) acc += pre[s] * H[tk * K + s * D + dd];
+            a[dd] = acc;
+        }
+        ds4_rmsnorm(a, w, D, 1e-6f, a);
+        for (int i = 0; i < hc * hc; i++) wm = fmax(wm, fabs(Mg[tk * hc * hc + i] - M[i]));
+        for (int i = 0; i < D; i++) wa = fmax(wa, fabs(ag[tk * D + i] - a[i]));
+    }
+    check(rc == 0 && wm < 2e-6 && wa < 2e-5, "hc mixer in parts + split_collapse: Sinkhorn %.2e, collapsed+normed input %.2e",
+          wm, wa);
+    void *bufs[] = {(void *)d.ptr, dH, dparts, dss, dscale, dbase, dw, dpre, dpost, dM, da};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+    free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg), free(flat), free(mix), free(a), free(scratch);
+}
