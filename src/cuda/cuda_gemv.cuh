@@ -1,6 +1,7 @@
-/* ds4 — matrix-vector jobs shared by the two decode GEMV kernels
- * (cuda_matmul.cu: any batch of up to 8 tokens; cuda_gemv.cu: one token per
- * row, streamed at memory bandwidth). */
+/* ds4 — declarations shared by the matrix-product files: cuda_matmul.cu
+ * (entry points, the general small-batch GEMV, the float tile fallback),
+ * cuda_gemv.cu (one token per row, streamed at memory bandwidth) and
+ * cuda_mma.cu (prefill tiles on the tensor cores). */
 #ifndef DS4_CUDA_GEMV_CUH
 #define DS4_CUDA_GEMV_CUH
 
@@ -31,5 +32,20 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
 
 /* Shared-memory set-up of the streaming kernels; before any graph capture. */
 int gemv_stream_init(void);
+
+/* Routed-expert segment of a batch: weight rows start at row0 (the expert's
+ * block), inputs and outputs are rows [x0, x0 + count) of X and Y. */
+typedef struct seg3 {
+    int64_t row0;
+    int x0, count;
+} seg3;
+
+/* Y[t][r] = W row (r0 + r) . X[t] on the tensor cores for the weight types
+ * it handles (Q8_0, Q2_K, Q4_K, IQ2_XXS, F16); with segs (device memory,
+ * n_segs of them, counts <= max_count) per expert segment. Returns false and
+ * launches nothing for other types or layouts. DS4_MMA=0 turns it off. */
+bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
+                int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count, cudaStream_t s);
+int mma_init(void);
 
 #endif

@@ -360,14 +360,9 @@ extern "C" void ds4k_matmul_multi(const ds4_mm_job *mj_in, int n_jobs_in, const 
 #define TN 64
 #define TK 64 /* two 32-element slices per row per step: 128 slices, one per thread of the first half */
 
-/* Output tile TM rows x TN tokens. Segments (routed experts): blockIdx.z picks
- * a segment {row offset of the expert's block, first gathered input row,
- * count}; rows of the weight are r0 + seg_row0 + r, inputs X[seg_x0 + t]. */
-typedef struct seg3 {
-    int64_t row0;
-    int x0, count;
-} seg3;
-
+/* Output tile TM rows x TN tokens (the float fallback of cuda_mma.cu, for
+ * F32/BF16 weights or layouts it does not take). Segments (routed experts):
+ * blockIdx.z picks a segment (seg3, cuda_gemv.cuh). */
 __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
                                                    int64_t K, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                                                    const seg3 *segs) {
@@ -438,13 +433,16 @@ __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, i
 extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
                                    const float *X, int64_t ldx, float *Y, int64_t ldy, ds4_stream st) {
     if (n_segs <= 0 || max_count <= 0) return;
+    if (mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, 0, Y, ldy, seg_dev, n_segs,
+                   max_count, (cudaStream_t)st))
+        return;
     const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((max_count + TN - 1) / TN), (unsigned)n_segs);
     tile_kernel<<<grid, 256, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr, row_bytes_dev(W->type, W->K), 0,
                                                     rows, W->K, X, ldx, 0, Y, ldy, (const seg3 *)seg_dev);
 }
 
 extern "C" int ds4k_init(void) {
-    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0 || gemv_stream_init() != 0) return -1;
+    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0 || gemv_stream_init() != 0 || mma_init() != 0) return -1;
     /* set before any graph capture: attributes cannot change inside one */
     return cudaFuncSetAttribute(gemv_multi, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;
 }
@@ -456,7 +454,7 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
     cudaStream_t s = (cudaStream_t)st;
     if (n <= GEMV_MAX_TOK) {
         launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
-    } else {
+    } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, s)) {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
         tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL);
     }

@@ -194,6 +194,12 @@ static void run_case(void *p) {
     else ds4k_matmul(&c->d, 0, c->N, c->x, c->K, 1, c->y, c->N, NULL);
 }
 
+static int prefill_n;
+static void run_prefill(void *p) {
+    bench_case *c = p;
+    ds4k_matmul(&c->d, 0, c->N, c->x, c->K, prefill_n, c->y, c->N, NULL);
+}
+
 int gemv_bench(void) {
     bench_case cases[] = {
         {"q_a", DS4_TYPE_Q8_0, 4096, 1024, 0, {0}, NULL, NULL, NULL},
@@ -238,6 +244,37 @@ int gemv_bench(void) {
     cudaFree(dx);
     cudaFree(dy);
     free(x);
+
+    /* prefill-sized products: float tiles vs tensor-core tiles */
+    static const struct {
+        const char *name;
+        int type;
+        int64_t K, N;
+        int n;
+    } pf[] = {{"q_b", DS4_TYPE_Q8_0, 1024, 32768, 2048},      {"shared gate", DS4_TYPE_Q8_0, 4096, 2048, 2048},
+              {"o_b", DS4_TYPE_Q8_0, 8192, 4096, 2048},       {"expert iq2", DS4_TYPE_IQ2_XXS, 4096, 2048, 512},
+              {"expert q2_K", DS4_TYPE_Q2_K, 2048, 4096, 512}, {"router f16", DS4_TYPE_F16, 4096, 256, 2048}};
+    float *px = rnd(&r, (size_t)8192 * 2048, 1.0f), *dpx = to_dev(px, sizeof(float) * 8192 * 2048);
+    float *dpy = to_dev(NULL, sizeof(float) * 32768 * 2048);
+    printf("\n%-12s %-8s %6s %7s %5s | %9s %7s | %9s %7s\n", "matrix", "type", "K", "rows", "n", "float ms", "TFLOPS",
+           "mma ms", "TFLOPS");
+    for (size_t i = 0; i < sizeof(pf) / sizeof(pf[0]); i++) {
+        bench_case c = {pf[i].name, pf[i].type, pf[i].K, pf[i].N, 0, {0}, dpx, dpy, NULL};
+        const size_t rb = ds4_row_bytes(c.type, c.K);
+        c.d = (ds4_dw){c.type, random_dev(rb * c.N, 0x51ed27ull + i), c.K, c.N};
+        prefill_n = pf[i].n;
+        const double flop = 2.0 * c.K * c.N * pf[i].n;
+        ds4k_mma_enable(0);
+        const double t_old = time_ms(run_prefill, &c, 3);
+        ds4k_mma_enable(1);
+        const double t_new = time_ms(run_prefill, &c, 3);
+        printf("%-12s %-8s %6lld %7lld %5d | %9.2f %7.1f | %9.2f %7.1f\n", c.name, ds4_type_name(c.type),
+               (long long)c.K, (long long)c.N, pf[i].n, t_old, flop / t_old / 1e9, t_new, flop / t_new / 1e9);
+        cudaFree((void *)c.d.ptr);
+    }
+    cudaFree(dpx);
+    cudaFree(dpy);
+    free(px);
     const char *e = ds4k_last_error();
     if (e) {
         fprintf(stderr, "CUDA error: %s\n", e);
