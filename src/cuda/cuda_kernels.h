@@ -76,9 +76,10 @@ void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, i
 /* Routed experts of a large batch, one launch per matrix. seg_dev holds
  * n_segs segments {int64 row0 = expert * rows, int x0, int count}: rows
  * [x0, x0+count) of X (gathered inputs) are multiplied with that expert's
- * rows and written to the same rows of Y. max_count bounds every count. */
+ * rows and written to the same rows of Y. max_count bounds every count; X has
+ * n_x rows in all. */
 void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
-                        const float *X, int64_t ldx, float *Y, int64_t ldy, ds4_stream st);
+                        const float *X, int n_x, int64_t ldx, float *Y, int64_t ldy, ds4_stream st);
 
 /* Y = rmsnorm(X) * w (w may be NULL) row by row. */
 void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,

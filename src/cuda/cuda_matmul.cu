@@ -431,9 +431,9 @@ __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, i
  * gathered rows [x0, x0 + count) that chose expert expert_id (its rows start at
  * expert_id * rows of the 3-D weight). */
 extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
-                                   const float *X, int64_t ldx, float *Y, int64_t ldy, ds4_stream st) {
+                                   const float *X, int n_x, int64_t ldx, float *Y, int64_t ldy, ds4_stream st) {
     if (n_segs <= 0 || max_count <= 0) return;
-    if (mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, 0, Y, ldy, seg_dev, n_segs,
+    if (mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n_x, Y, ldy, seg_dev, n_segs,
                    max_count, (cudaStream_t)st))
         return;
     const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((max_count + TN - 1) / TN), (unsigned)n_segs);

@@ -25,8 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MM_BM 64
-#define MM_BN 64
+#define MM_BM 128
 #define MM_LD 40 /* halves per staged row: 32 + 8 padding (ldmatrix rows hit distinct banks) */
 
 /* ------------------------------------------------------------------ tensor-core primitives */
@@ -52,30 +51,42 @@ __device__ __forceinline__ uint32_t pack_h2(float a, float b) {
 
 /* ------------------------------------------------------------------ weight slices */
 
-/* 16 quantized values of half `hf` of slice s of a row as f16 (exact), and
- * that half's scale and minimum: w = scale * q - min. */
-template <int T> __device__ __forceinline__ void wslice(const uint8_t *row, int s, int hf, uint32_t *q8, float *sc,
-                                                        float *mn);
+/* The raw bytes a thread needs for 16 values (half `hf` of slice s of a
+ * row), loaded one step ahead so the loads are in flight during the
+ * previous step's products; decoded into f16 values (exact small integers,
+ * or the F16 weights), a scale and a minimum: w = scale * q - min. */
+typedef struct wraw {
+    uint32_t w[8];
+    uint32_t d, x;
+} wraw;
 
-template <> __device__ __forceinline__ void wslice<T_Q8_0>(const uint8_t *row, int s, int hf, uint32_t *q8, float *sc,
-                                                          float *mn) {
+template <int T> __device__ __forceinline__ void wload(const uint8_t *row, int s, int hf, wraw &r);
+template <int T> __device__ __forceinline__ void wdecode(const wraw &r, int s, int hf, uint32_t *q8, float *sc, float *mn);
+
+template <> __device__ __forceinline__ void wload<T_Q8_0>(const uint8_t *row, int s, int hf, wraw &r) {
     const uint8_t *b = row + 34 * s;
-    const uint8_t *q = b + 2 + 16 * hf;
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const uint32_t two = ld_a16(q + 2 * i);
-        q8[i] = pack_h2((float)(int8_t)(two & 0xff), (float)(int8_t)(two >> 8));
-    }
-    *sc = h2f((uint16_t)ld_a16(b));
+    for (int i = 0; i < 8; i++) r.w[i] = ld_a16(b + 2 + 16 * hf + 2 * i);
+    r.d = ld_a16(b);
+}
+template <>
+__device__ __forceinline__ void wdecode<T_Q8_0>(const wraw &r, int, int, uint32_t *q8, float *sc, float *mn) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) q8[i] = pack_h2((float)(int8_t)(r.w[i] & 0xff), (float)(int8_t)(r.w[i] >> 8));
+    *sc = h2f((uint16_t)r.d);
     *mn = 0.0f;
 }
 
-template <> __device__ __forceinline__ void wslice<T_IQ2_XXS>(const uint8_t *row, int s, int hf, uint32_t *q8,
-                                                             float *sc, float *mn) {
+template <> __device__ __forceinline__ void wload<T_IQ2_XXS>(const uint8_t *row, int s, int, wraw &r) {
     const uint8_t *b = row + 66 * (s >> 3);
     const uint8_t *g = b + 2 + 8 * (s & 7);
-    const uint32_t idx = ld_a16(g) | (ld_a16(g + 2) << 16);
-    const uint32_t a1 = ld_a16(g + 4) | (ld_a16(g + 6) << 16);
+    r.w[0] = ld_a16(g) | (ld_a16(g + 2) << 16); /* four grid indices */
+    r.w[1] = ld_a16(g + 4) | (ld_a16(g + 6) << 16);
+    r.d = ld_a16(b);
+}
+template <>
+__device__ __forceinline__ void wdecode<T_IQ2_XXS>(const wraw &r, int, int hf, uint32_t *q8, float *sc, float *mn) {
+    const uint32_t idx = r.w[0], a1 = r.w[1];
 #pragma unroll
     for (int e = 0; e < 2; e++) { /* grid entries 2hf, 2hf+1: 8 values each */
         const int i = 2 * hf + e;
@@ -88,34 +99,35 @@ template <> __device__ __forceinline__ void wslice<T_IQ2_XXS>(const uint8_t *row
             q8[4 * e + k / 2] = pack_h2((signs >> k) & 1 ? -v0 : v0, (signs >> (k + 1)) & 1 ? -v1 : v1);
         }
     }
-    const float d = h2f((uint16_t)ld_a16(b));
-    *sc = __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f);
+    *sc = __fmul_rn(__fmul_rn(h2f((uint16_t)r.d), 0.5f + (float)(a1 >> 28)), 0.25f);
     *mn = 0.0f;
 }
 
-template <> __device__ __forceinline__ void wslice<T_Q2_K>(const uint8_t *row, int s, int hf, uint32_t *q8, float *sc,
-                                                          float *mn) {
+template <> __device__ __forceinline__ void wload<T_Q2_K>(const uint8_t *row, int s, int hf, wraw &r) {
     const uint8_t *b = row + 84 * (s >> 3);
     const int j = s & 7;
-    const uint32_t dd = ld_a32(b + 80);
     const uint8_t *qs = b + 16 + 32 * (j >> 2) + 16 * hf;
-    const int shift = 2 * (j & 3);
+#pragma unroll
+    for (int w = 0; w < 4; w++) r.w[w] = ld_a32(qs + 4 * w);
+    r.d = ld_a32(b + 80);
+    r.x = b[2 * j + hf];
+}
+template <>
+__device__ __forceinline__ void wdecode<T_Q2_K>(const wraw &r, int s, int, uint32_t *q8, float *sc, float *mn) {
+    const int shift = 2 * (s & 3);
 #pragma unroll
     for (int w = 0; w < 4; w++) {
-        const uint32_t word = (ld_a32(qs + 4 * w) >> shift) & 0x03030303u;
+        const uint32_t word = (r.w[w] >> shift) & 0x03030303u;
         q8[2 * w] = pack_h2((float)(word & 0xff), (float)((word >> 8) & 0xff));
         q8[2 * w + 1] = pack_h2((float)((word >> 16) & 0xff), (float)(word >> 24));
     }
-    const uint32_t scb = b[2 * j + hf];
-    *sc = __fmul_rn(h2f((uint16_t)(dd & 0xffff)), (float)(scb & 15));
-    *mn = __fmul_rn(h2f((uint16_t)(dd >> 16)), (float)(scb >> 4));
+    *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 15));
+    *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 4));
 }
 
-template <> __device__ __forceinline__ void wslice<T_Q4_K>(const uint8_t *row, int s, int hf, uint32_t *q8, float *sc,
-                                                          float *mn) {
+template <> __device__ __forceinline__ void wload<T_Q4_K>(const uint8_t *row, int s, int hf, wraw &r) {
     const uint8_t *b = row + 144 * (s >> 3);
     const int j = s & 7;
-    const uint32_t dd = ld_a32(b);
     const uint8_t *scp = b + 4;
     int scale, m;
     if (j < 4) {
@@ -126,23 +138,34 @@ template <> __device__ __forceinline__ void wslice<T_Q4_K>(const uint8_t *row, i
         m = (scp[j + 4] >> 4) | ((scp[j] >> 6) << 4);
     }
     const uint8_t *qs = b + 16 + 32 * (j >> 1) + 16 * hf;
-    const int shift = 4 * (j & 1);
+#pragma unroll
+    for (int w = 0; w < 4; w++) r.w[w] = ld_a32(qs + 4 * w);
+    r.d = ld_a32(b);
+    r.x = (uint32_t)scale | ((uint32_t)m << 8);
+}
+template <>
+__device__ __forceinline__ void wdecode<T_Q4_K>(const wraw &r, int s, int, uint32_t *q8, float *sc, float *mn) {
+    const int shift = 4 * (s & 1);
 #pragma unroll
     for (int w = 0; w < 4; w++) {
-        const uint32_t word = (ld_a32(qs + 4 * w) >> shift) & 0x0f0f0f0fu;
+        const uint32_t word = (r.w[w] >> shift) & 0x0f0f0f0fu;
         q8[2 * w] = pack_h2((float)(word & 0xff), (float)((word >> 8) & 0xff));
         q8[2 * w + 1] = pack_h2((float)((word >> 16) & 0xff), (float)(word >> 24));
     }
-    *sc = __fmul_rn(h2f((uint16_t)(dd & 0xffff)), (float)scale);
-    *mn = __fmul_rn(h2f((uint16_t)(dd >> 16)), (float)m);
+    *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 0xff));
+    *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 8));
 }
 
-template <> __device__ __forceinline__ void wslice<T_F16>(const uint8_t *row, int s, int hf, uint32_t *q8, float *sc,
-                                                         float *mn) {
+template <> __device__ __forceinline__ void wload<T_F16>(const uint8_t *row, int s, int hf, wraw &r) {
     const uint4 *p = (const uint4 *)(row + 64 * s + 32 * hf);
     const uint4 u0 = p[0], u1 = p[1];
-    q8[0] = u0.x, q8[1] = u0.y, q8[2] = u0.z, q8[3] = u0.w;
-    q8[4] = u1.x, q8[5] = u1.y, q8[6] = u1.z, q8[7] = u1.w;
+    r.w[0] = u0.x, r.w[1] = u0.y, r.w[2] = u0.z, r.w[3] = u0.w;
+    r.w[4] = u1.x, r.w[5] = u1.y, r.w[6] = u1.z, r.w[7] = u1.w;
+}
+template <>
+__device__ __forceinline__ void wdecode<T_F16>(const wraw &r, int, int, uint32_t *q8, float *sc, float *mn) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) q8[i] = r.w[i];
     *sc = 1.0f;
     *mn = 0.0f;
 }
@@ -152,52 +175,98 @@ template <int T> struct mm_traits {
     static constexpr bool half_scales = T == T_Q2_K; /* a scale per 16, not per 32 */
 };
 
+/* ------------------------------------------------------------------ token scales */
+
+/* Per token, the power of two that brings its largest |x| to [2^13, 2^14):
+ * up[t] scales x into the f16 range before the hi/lo split, down[t] = 1/up
+ * scales the product back (both exact). One block per token. */
+__global__ void token_scale_kernel(const float *X, int64_t ldx, int64_t K, float *up, float *down) {
+    __shared__ float red[32];
+    const float *x = X + (int64_t)blockIdx.x * ldx;
+    float m = 0.0f;
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(x[k]));
+    m = block_max(m, red);
+    if (threadIdx.x == 0) {
+        int e = 0;
+        if (m > 0.0f && m <= 3.0e38f) frexpf(m, &e);
+        e = e < -100 ? -100 : e; /* below 2^-100 the token is zero for any product */
+        up[blockIdx.x] = ldexpf(1.0f, 14 - e);
+        down[blockIdx.x] = ldexpf(1.0f, e - 14);
+    }
+}
+
 /* ------------------------------------------------------------------ the kernel */
 
-template <int T>
-__global__ void __launch_bounds__(128) mma_tile_kernel(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K,
-                                                      const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
-                                                      const seg3 *segs) {
+/* Block: MM_BM rows x BN tokens, 8 warps as 4 (rows) x 2 (tokens); warp tile
+ * 32 rows x BN/2 tokens = 2 x BN/16 mma tiles. Staging: thread tid handles
+ * weight row tid / 2 and token tid / 2 (when < BN), 16 values each (half
+ * tid & 1 of the slice). The next slice's raw bytes and activations are
+ * loaded before this slice's products, so the loads overlap them. */
+template <int T, int BN>
+__global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
+                                                          int64_t K, const float *X, int64_t ldx, int n, float *Y,
+                                                          int64_t ldy, const seg3 *segs, const float *tup,
+                                                          const float *tdown) {
+    constexpr int NT = BN / 16; /* n-tiles per warp */
     __shared__ __align__(16) __half Ws[MM_BM * MM_LD];
-    __shared__ __align__(16) __half Xh[MM_BN * MM_LD], Xl[MM_BN * MM_LD];
-    __shared__ float wsc[MM_BM][2], wmn[MM_BM][2], xsc[MM_BN], xsum[MM_BN][2];
-    const int tbase = blockIdx.y * MM_BN;
+    __shared__ __align__(16) __half Xh[BN * MM_LD], Xl[BN * MM_LD];
+    __shared__ float wsc[MM_BM][2], wmn[MM_BM][2], xsum[BN][2];
+    const int tbase = blockIdx.y * BN;
+    int tok0 = 0; /* first row of X / Y (and of the token scales) */
     if (segs) {
         const seg3 sg = segs[blockIdx.z];
         if (tbase >= sg.count) return;
         r0 += sg.row0;
-        X += (int64_t)sg.x0 * ldx;
-        Y += (int64_t)sg.x0 * ldy;
+        tok0 = sg.x0;
         n = sg.count;
     } else if (tbase >= n) {
         return;
     }
+    X += (int64_t)tok0 * ldx;
+    Y += (int64_t)tok0 * ldy;
+    tup += tok0;
+    tdown += tok0;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int wm = warp >> 1, wn = warp & 1; /* warp tile: rows 32 wm.., tokens 32 wn.. */
+    const int wm = warp >> 1, wn = warp & 1;
     const int64_t rbase = (int64_t)blockIdx.x * MM_BM;
-    /* staging roles: thread tid handles row / token tid >> 1, half tid & 1 */
     const int sr = tid >> 1, shf = tid & 1;
     const int64_t wrow = rbase + sr;
     const uint8_t *wptr = wrow < rows ? W + (r0 + wrow) * rb : NULL;
     const int xt = tbase + sr;
-    const float *xptr = xt < n ? X + (int64_t)xt * ldx : NULL;
+    const bool stage_x = sr < BN;
+    const float *xptr = stage_x && xt < n ? X + (int64_t)xt * ldx : NULL;
+    const float up = xptr ? tup[xt] : 0.0f;
 
-    float acc[2][4][4];
+    float acc[2][NT][4];
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
     const int nsl = (int)(K / 32);
+    wraw wr = {};
+    float4 xr[4];
+    auto load = [&](int s) {
+        if (wptr) wload<T>(wptr, s, shf, wr);
+        if (xptr) {
+            const float4 *p = (const float4 *)(xptr + 32 * s + 16 * shf);
+#pragma unroll
+            for (int i = 0; i < 4; i++) xr[i] = p[i];
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; i++) xr[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    };
+    load(0);
+    const int g = lane >> 2, t4 = lane & 3;
     for (int s = 0; s < nsl; s++) {
-        /* weights: 16 values of row sr, half shf */
         {
             uint32_t q8[8];
             float sc = 0.0f, mn = 0.0f;
             if (wptr) {
-                wslice<T>(wptr, s, shf, q8, &sc, &mn);
+                wdecode<T>(wr, s, shf, q8, &sc, &mn);
             } else {
 #pragma unroll
                 for (int i = 0; i < 8; i++) q8[i] = 0;
@@ -208,28 +277,9 @@ __global__ void __launch_bounds__(128) mma_tile_kernel(const uint8_t *W, int64_t
             wsc[sr][shf] = sc;
             wmn[sr][shf] = mn;
         }
-        /* tokens: 16 values of token sr, half shf, scaled by the power of two
-         * that brings the slice's largest magnitude to [2^13, 2^14) */
-        {
-            float v[16];
-            if (xptr) {
-                const float4 *p = (const float4 *)(xptr + 32 * s + 16 * shf);
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float4 f = p[i];
-                    v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
-                }
-            } else {
-#pragma unroll
-                for (int i = 0; i < 16; i++) v[i] = 0.0f;
-            }
-            float mx = 0.0f, sum = 0.0f;
-#pragma unroll
-            for (int i = 0; i < 16; i++) mx = fmaxf(mx, fabsf(v[i]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            int e = 0;
-            if (mx > 0.0f) frexpf(mx, &e);
-            const float up = ldexpf(1.0f, 14 - e);
+        if (stage_x) {
+            const float v[16] = {xr[0].x, xr[0].y, xr[0].z, xr[0].w, xr[1].x, xr[1].y, xr[1].z, xr[1].w,
+                                 xr[2].x, xr[2].y, xr[2].z, xr[2].w, xr[3].x, xr[3].y, xr[3].z, xr[3].w};
             uint32_t hi[8], lo[8];
 #pragma unroll
             for (int i = 0; i < 8; i++) {
@@ -240,54 +290,57 @@ __global__ void __launch_bounds__(128) mma_tile_kernel(const uint8_t *W, int64_t
                 lo[i] = pack_h2(a - hf.x, b - hf.y);
             }
             if (mm_traits<T>::has_min) {
+                float sum = 0.0f;
 #pragma unroll
                 for (int i = 0; i < 16; i++) sum += v[i];
-                xsum[sr][shf] = sum;
+                xsum[sr][shf] = sum * up;
             }
             uint4 *dh = (uint4 *)(Xh + sr * MM_LD + 16 * shf), *dl = (uint4 *)(Xl + sr * MM_LD + 16 * shf);
             dh[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
             dh[1] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
             dl[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
             dl[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
-            if (shf == 0) xsc[sr] = mx > 0.0f ? ldexpf(1.0f, e - 14) : 0.0f;
         }
         __syncthreads();
+        if (s + 1 < nsl) load(s + 1); /* in flight during the products */
 
-        /* fragments: A (rows) per m-tile and k half; B (tokens) per n-tile */
         uint32_t a[2][2][4];
 #pragma unroll
         for (int mt = 0; mt < 2; mt++)
 #pragma unroll
             for (int h = 0; h < 2; h++)
                 ldsm_x4(a[mt][h], Ws + (32 * wm + 16 * mt + (lane & 15)) * MM_LD + 16 * h + 8 * (lane >> 4));
-        const int g = lane >> 2, t4 = lane & 3;
+        float sa[2][2][2], ma[2][2][2]; /* [mt][row g / g+8][half] */
 #pragma unroll
-        for (int nt = 0; nt < 4; nt++) {
-            const int tok = 32 * wn + 8 * nt;
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    sa[mt][rr][h] = wsc[32 * wm + 16 * mt + g + 8 * rr][h];
+                    ma[mt][rr][h] = mm_traits<T>::has_min ? wmn[32 * wm + 16 * mt + g + 8 * rr][h] : 0.0f;
+                }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int tok = (BN / 2) * wn + 8 * nt;
             uint32_t bh[4], bl[4]; /* k 0-7, 8-15, 16-23, 24-31 of 8 tokens */
             ldsm_x4(bh, Xh + (tok + (lane & 7)) * MM_LD + 8 * (lane >> 3));
             ldsm_x4(bl, Xl + (tok + (lane & 7)) * MM_LD + 8 * (lane >> 3));
-            const float xs0 = xsc[tok + 2 * t4], xs1 = xsc[tok + 2 * t4 + 1];
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
-                const int ra = 32 * wm + 16 * mt + g, rc = ra + 8;
                 if (mm_traits<T>::half_scales) {
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                         mma16816(d, a[mt][h], bh[2 * h], bh[2 * h + 1]);
                         mma16816(d, a[mt][h], bl[2 * h], bl[2 * h + 1]);
-                        const float sa = wsc[ra][h], sc2 = wsc[rc][h];
-                        acc[mt][nt][0] = fmaf(sa * xs0, d[0], acc[mt][nt][0]);
-                        acc[mt][nt][1] = fmaf(sa * xs1, d[1], acc[mt][nt][1]);
-                        acc[mt][nt][2] = fmaf(sc2 * xs0, d[2], acc[mt][nt][2]);
-                        acc[mt][nt][3] = fmaf(sc2 * xs1, d[3], acc[mt][nt][3]);
-                        const float ma = wmn[ra][h], mc = wmn[rc][h];
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            acc[mt][nt][e] = fmaf(sa[mt][e >> 1][h], d[e], acc[mt][nt][e]);
                         const float s0 = xsum[tok + 2 * t4][h], s1 = xsum[tok + 2 * t4 + 1][h];
-                        acc[mt][nt][0] = fmaf(-ma, s0, acc[mt][nt][0]);
-                        acc[mt][nt][1] = fmaf(-ma, s1, acc[mt][nt][1]);
-                        acc[mt][nt][2] = fmaf(-mc, s0, acc[mt][nt][2]);
-                        acc[mt][nt][3] = fmaf(-mc, s1, acc[mt][nt][3]);
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            acc[mt][nt][e] = fmaf(-ma[mt][e >> 1][h], e & 1 ? s1 : s0, acc[mt][nt][e]);
                     }
                 } else {
                     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -296,19 +349,14 @@ __global__ void __launch_bounds__(128) mma_tile_kernel(const uint8_t *W, int64_t
                         mma16816(d, a[mt][h], bh[2 * h], bh[2 * h + 1]);
                         mma16816(d, a[mt][h], bl[2 * h], bl[2 * h + 1]);
                     }
-                    const float sa = wsc[ra][0], sc2 = wsc[rc][0];
-                    acc[mt][nt][0] = fmaf(sa * xs0, d[0], acc[mt][nt][0]);
-                    acc[mt][nt][1] = fmaf(sa * xs1, d[1], acc[mt][nt][1]);
-                    acc[mt][nt][2] = fmaf(sc2 * xs0, d[2], acc[mt][nt][2]);
-                    acc[mt][nt][3] = fmaf(sc2 * xs1, d[3], acc[mt][nt][3]);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) acc[mt][nt][e] = fmaf(sa[mt][e >> 1][0], d[e], acc[mt][nt][e]);
                     if (mm_traits<T>::has_min) {
-                        const float ma = wmn[ra][0], mc = wmn[rc][0];
                         const float s0 = xsum[tok + 2 * t4][0] + xsum[tok + 2 * t4][1];
                         const float s1 = xsum[tok + 2 * t4 + 1][0] + xsum[tok + 2 * t4 + 1][1];
-                        acc[mt][nt][0] = fmaf(-ma, s0, acc[mt][nt][0]);
-                        acc[mt][nt][1] = fmaf(-ma, s1, acc[mt][nt][1]);
-                        acc[mt][nt][2] = fmaf(-mc, s0, acc[mt][nt][2]);
-                        acc[mt][nt][3] = fmaf(-mc, s1, acc[mt][nt][3]);
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            acc[mt][nt][e] = fmaf(-ma[mt][e >> 1][0], e & 1 ? s1 : s0, acc[mt][nt][e]);
                     }
                 }
             }
@@ -316,16 +364,15 @@ __global__ void __launch_bounds__(128) mma_tile_kernel(const uint8_t *W, int64_t
         __syncthreads();
     }
 
-    const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-        for (int nt = 0; nt < 4; nt++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int64_t r = rbase + 32 * wm + 16 * mt + g + 8 * (e >> 1);
-                const int t = tbase + 32 * wn + 8 * nt + 2 * t4 + (e & 1);
-                if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[mt][nt][e];
+                const int t = tbase + (BN / 2) * wn + 8 * nt + 2 * t4 + (e & 1);
+                if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[mt][nt][e] * tdown[t];
             }
 }
 
@@ -334,12 +381,38 @@ __global__ void __launch_bounds__(128) mma_tile_kernel(const uint8_t *W, int64_t
 static int g_mma_on = 1;  /* ds4k_mma_enable */
 static int g_mma_env = 1; /* DS4_MMA=0 in the environment: always off (A/B timing) */
 
+/* Token scales: a grow-only device buffer (prefill batches are never
+ * captured in a graph, so allocating here is allowed). */
+static float *g_scales;
+static size_t g_scales_cap;
+
 template <int T>
-static void launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                     int n, float *Y, int64_t ldy, const seg3 *segs, int n_segs, int max_count, cudaStream_t s) {
-    const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)(((segs ? max_count : n) + MM_BN - 1) / MM_BN),
-                    (unsigned)(segs ? n_segs : 1));
-    mma_tile_kernel<T><<<grid, 128, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs);
+static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
+                     int n, float *Y, int64_t ldy, const seg3 *segs, int n_segs, int max_count, int n_rows_x,
+                     cudaStream_t s) {
+    if ((size_t)n_rows_x * 2 > g_scales_cap) {
+        cudaStreamSynchronize(s);
+        cudaFree(g_scales);
+        g_scales = NULL;
+        g_scales_cap = 0;
+        if (cudaMalloc(&g_scales, (size_t)n_rows_x * 2 * sizeof(float)) != cudaSuccess) return false;
+        g_scales_cap = (size_t)n_rows_x * 2;
+    }
+    float *up = g_scales, *down = g_scales + n_rows_x;
+    token_scale_kernel<<<n_rows_x, 256, 0, s>>>(X, ldx, K, up, down);
+    const int cols = segs ? max_count : n;
+    /* 128-token tiles for wide batches, 64 for the routed experts' small
+     * segments (less padding) */
+    if (cols > 64) {
+        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128),
+                        (unsigned)(segs ? n_segs : 1));
+        mma_tile_kernel<T, 128><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, up, down);
+    } else {
+        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 63) / 64),
+                        (unsigned)(segs ? n_segs : 1));
+        mma_tile_kernel<T, 64><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, up, down);
+    }
+    return true;
 }
 
 bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
@@ -348,15 +421,15 @@ bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, i
     if (!g_mma_on || K % 32 != 0 || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0) return false;
     const uint8_t *w = (const uint8_t *)W;
     const seg3 *sg = (const seg3 *)segs;
+    const int nx = n; /* rows of X: the batch, or every gathered row of the segments */
     switch (type) {
-    case T_Q8_0: launch_t<T_Q8_0>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, s); return true;
-    case T_Q2_K: launch_t<T_Q2_K>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, s); return true;
-    case T_Q4_K: launch_t<T_Q4_K>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, s); return true;
-    case T_IQ2_XXS: launch_t<T_IQ2_XXS>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, s); return true;
+    case T_Q8_0: return launch_t<T_Q8_0>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
+    case T_Q2_K: return launch_t<T_Q2_K>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
+    case T_Q4_K: return launch_t<T_Q4_K>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
+    case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
     case T_F16:
         if (((uintptr_t)W % 16) != 0 || rb % 16 != 0) return false;
-        launch_t<T_F16>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, s);
-        return true;
+        return launch_t<T_F16>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
     default: return false;
     }
 }
