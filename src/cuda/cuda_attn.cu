@@ -64,14 +64,121 @@ __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool
     }
 }
 
+/* Whole chunks (prefill): every window that closes inside the chunk is
+ * pooled by its own block, reading its candidates from the chunk's
+ * projections or, for positions before the chunk, from the carried state;
+ * then one block rewrites the state as the serial kernel would leave it.
+ * Each window does the serial kernel's arithmetic in the same order, so the
+ * rows are bitwise the same. Candidate q of window u: chunk token q - p0, or
+ * state slot (overlap ? ratio + r : r) for the window open at the chunk's
+ * start, or slot r for the one before it (overlap). */
+__device__ __forceinline__ void cmp_cand(int64_t q, int col, int64_t p0, int64_t w_open, int ratio, bool overlap, int W,
+                                        const float *st_kv, const float *st_score, const float *kv, const float *gate,
+                                        int ape_type, const void *ape, float *kvv, float *score) {
+    const int r = (int)(((q % ratio) + ratio) % ratio); /* q < 0: the initial state's slots (window -1) */
+    if (q >= p0) {
+        const int64_t t = q - p0;
+        *kvv = kv[t * W + col];
+        *score = gate[t * W + col] + dev_elem(ape_type, ape, (int64_t)r * W + col);
+    } else {
+        const int slot = q / ratio == w_open ? (overlap ? ratio + r : r) : r;
+        *kvv = st_kv[(int64_t)slot * W + col];
+        *score = st_score[(int64_t)slot * W + col];
+    }
+}
+
+__global__ void compressor_windows_kernel(const float *st_kv, const float *st_score, int ratio, bool overlap, int W,
+                                          const float *kv, const float *gate, int ape_type, const void *ape,
+                                          const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
+                                          const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16) {
+    extern __shared__ float row[];
+    __shared__ float red[32], amax[64];
+    const int64_t p0 = d_pos[0], w_open = p0 / ratio;
+    const int64_t w = (p0 + ratio) / ratio - 1 + blockIdx.x; /* the first window closing at or after p0, then on */
+    const int64_t p = (w + 1) * ratio - 1;                    /* its closing position */
+    if (p >= p0 + n) return;
+    const int slots = overlap ? 2 * ratio : ratio;
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        /* slot s: the previous window's token s (overlap, columns j) or this
+         * window's token s - ratio (columns width + j); without overlap this
+         * window's token s */
+        float mx = -INFINITY;
+        for (int s = 0; s < slots; s++) {
+            const bool cur = !overlap || s >= ratio;
+            const int64_t q = cur ? w * ratio + (overlap ? s - ratio : s) : (w - 1) * ratio + s;
+            float v, sc;
+            cmp_cand(q, overlap && s >= ratio ? width + j : j, p0, w_open, ratio, overlap, W, st_kv, st_score, kv, gate,
+                     ape_type, ape, &v, &sc);
+            mx = fmaxf(mx, sc);
+        }
+        float out = 0.0f;
+        if (mx != -INFINITY) {
+            float den = 0.0f, num = 0.0f;
+            for (int s = 0; s < slots; s++) {
+                const bool cur = !overlap || s >= ratio;
+                const int64_t q = cur ? w * ratio + (overlap ? s - ratio : s) : (w - 1) * ratio + s;
+                float v, sc;
+                cmp_cand(q, overlap && s >= ratio ? width + j : j, p0, w_open, ratio, overlap, W, st_kv, st_score, kv,
+                         gate, ape_type, ape, &v, &sc);
+                const float wgt = expf(sc - mx);
+                den += wgt;
+                num += wgt * v;
+            }
+            out = num / den;
+        }
+        row[j] = out;
+    }
+    __syncthreads();
+    block_rmsnorm(row, width, norm, rms_eps, red);
+    block_rope(row, width, n_pairs, freqs, p + 1 - ratio, false);
+    if (fp8) block_fp8(row, width - 2 * n_pairs, amax);
+    if (fp4) block_hadamard_fp4(row, width, amax);
+    for (int j = threadIdx.x; j < width; j += blockDim.x) kv_store(rows, w * width + j, row[j], f16);
+}
+
+/* The state after the chunk: the open window's tokens (slots ratio + r with
+ * overlap, else r) and, with overlap, the last closed window's (slots r).
+ * The closed window is written first: its tokens may come from the open
+ * window's old slots. */
+__global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
+                                        const float *gate, int ape_type, const void *ape, const int *d_pos, int n) {
+    const int64_t p0 = d_pos[0], w_open = p0 / ratio, pe = p0 + n, w_end = pe / ratio;
+    for (int part = overlap ? 0 : 1; part < 2; part++) {
+        const int64_t u = part == 0 ? w_end - 1 : w_end;             /* window written */
+        const int64_t q_end = part == 0 ? w_end * ratio : pe;        /* its tokens before q_end */
+        for (int64_t i = threadIdx.x; i < (int64_t)ratio * W; i += blockDim.x) {
+            const int r = (int)(i / W), col = (int)(i % W);
+            const int64_t q = u * ratio + r;
+            if (q < 0 || q >= q_end) continue;
+            if (part == 1 && q < p0) continue; /* already in its slot */
+            float v, sc;
+            cmp_cand(q, col, p0, w_open, ratio, overlap, W, st_kv, st_score, kv, gate, ape_type, ape, &v, &sc);
+            const int slot = part == 0 ? r : (overlap ? ratio + r : r);
+            st_kv[(int64_t)slot * W + col] = v;
+            st_score[(int64_t)slot * W + col] = sc;
+        }
+        __syncthreads();
+    }
+}
+
 extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                 const float *gate, const ds4_dw *ape, const float *norm, float rms_eps, int width,
                                 const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8, bool fp4, void *rows,
                                 bool f16, ds4_stream st) {
     if (n <= 0) return;
-    compressor_kernel<<<1, 512, width * sizeof(float), (cudaStream_t)st>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
-                                                                           ape->type, ape->ptr, norm, rms_eps, width,
-                                                                           freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
+    cudaStream_t s = (cudaStream_t)st;
+    if (n <= 8) { /* decode: one block walks the tokens */
+        compressor_kernel<<<1, 512, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate, ape->type,
+                                                               ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n,
+                                                               fp8, fp4, rows, f16);
+        return;
+    }
+    /* windows closing in [p0, p0 + n): at most n / ratio + 1, whatever p0 */
+    const int nw = n / ratio + 1;
+    compressor_windows_kernel<<<nw, 256, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
+                                                                     ape->type, ape->ptr, norm, rms_eps, width, freqs,
+                                                                     n_pairs, d_pos, n, fp8, fp4, rows, f16);
+    compressor_state_kernel<<<1, 512, 0, s>>>(st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr, d_pos, n);
 }
 
 /* ------------------------------------------------------------------ indexer scores */
@@ -266,6 +373,7 @@ __device__ __forceinline__ int visible_rows(int64_t p, int t, int window, int ra
  * Warp j owns head j's softmax; the output loop reads each row once and
  * updates all HG heads. Every sum has a fixed order: deterministic. */
 #define ATT_THREADS 256
+#define ATT_MAX_HG 16 /* heads per block: each row read is shared by up to 16 heads */
 __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
     int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16,
@@ -317,17 +425,19 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     __syncthreads();
     /* output: each thread owns some dims for all HG heads */
     for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        float acc[ATT_MAX_HG];
+#pragma unroll
+        for (int j = 0; j < ATT_MAX_HG; j++) acc[j] = 0.0f;
         for (int r = 0; r < nr; r++) {
             int64_t off;
             const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
             const float v = kv_load(base, off + dd, f16);
 #pragma unroll
-            for (int j = 0; j < 8; j++)
+            for (int j = 0; j < ATT_MAX_HG; j++)
                 if (j < HG) acc[j] += sc[j * max_rows + r] * v;
         }
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < ATT_MAX_HG; j++)
             if (j < HG) so[j * hd + dd] = acc[j] * sden[j];
     }
     __syncthreads();
@@ -441,9 +551,9 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
     for (int i = threadIdx.x; i < hd; i += blockDim.x) o[((int64_t)t * H + h) * hd + i] = so[i];
 }
 
-/* Heads per attention block: as many as fit (at most 8) in ~200 KiB. */
+/* Heads per attention block: as many as fit (at most ATT_MAX_HG) in ~200 KiB. */
 static int att_group(int H, int hd, int max_rows, size_t *smem) {
-    for (int hg = 8; hg >= 1; hg /= 2) {
+    for (int hg = ATT_MAX_HG; hg >= 1; hg /= 2) {
         if (H % hg) continue;
         const size_t b = (size_t)(2 * hg * hd + hg * max_rows + 8) * sizeof(float);
         if (b <= 200 * 1024 || hg == 1) {

@@ -18,10 +18,8 @@ extern "C" {
 }
 #include "cuda/cuda_kernels.h"
 
-/* HC pre of batches up to HC_PARTS_MAX_TOK tokens: the mixer in HC_PARTS
- * stretches of K (cuda_layers.inc hc_pre) */
+/* HC pre: the mixer in HC_PARTS stretches of K (cuda_layers.inc hc_pre) */
 #define HC_PARTS 8
-#define HC_PARTS_MAX_TOK 8
 
 #define SB 256 /* sub-batch for the per-token buffers */
 
@@ -140,7 +138,7 @@ typedef struct cu_sess {
     int *h_pos;     /* pinned */
     int32_t *d_tok, *h_tok;
     float *H, *a, *qr, *pre, *post, *M, *ck, *cg, *ik, *ig;
-    float *mix_parts, *mix_ss; /* HC mixer partials of small batches (cuda_layers.inc hc_pre) */
+    float *mix_parts, *mix_ss; /* HC mixer partials of a sub-batch (cuda_layers.inc hc_pre) */
     float *flat, *mix, *kvb, *q, *o, *low, *y, *iq, *iw, *S, *router, *rw, *eg, *eu, *ex, *eo, *shg, *shu, *sh, *z;
     float *logits, *h_logits; /* device [SB][V]; pinned [V] */
     float *att_part;          /* split-row attention partials */
@@ -203,6 +201,8 @@ static int batch_buffers(cu_sess *c, const ds4_hparams *hp, batch_buf *b) {
     BB(ik, 2 * id);
     BB(ig, 2 * id);
     BB(sh, D);
+    BB(y, D);
+    BB(low, (size_t)hp->o_groups * hp->o_lora);
     BB(ids, K);
     BB(rw, K);
     BB(eg, K * FF);
@@ -248,13 +248,11 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->d_pos, sizeof(int) * nsb);
     DA(c->flat, sb * HC * D * 4);
     DA(c->mix, sb * (2 + HC) * HC * 4);
-    DA(c->mix_parts, (size_t)HC_PARTS * HC_PARTS_MAX_TOK * (2 + HC) * HC * 4);
-    DA(c->mix_ss, (size_t)HC_PARTS * HC_PARTS_MAX_TOK * 4);
+    DA(c->mix_parts, (size_t)HC_PARTS * sb * (2 + HC) * HC * 4);
+    DA(c->mix_ss, (size_t)HC_PARTS * sb * 4);
     DA(c->kvb, sb * hd * 4);
     DA(c->q, sb * QD * 4);
     DA(c->o, sb * QD * 4);
-    DA(c->low, sb * hp->o_groups * hp->o_lora * 4);
-    DA(c->y, sb * D * 4);
     DA(c->iq, sb * hp->idx_heads * id * 4);
     DA(c->iw, sb * hp->idx_heads * 4);
     DA(c->S, sb * (size_t)(c->comp_cap_max + 1) * 4);

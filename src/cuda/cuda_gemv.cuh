@@ -41,11 +41,14 @@ typedef struct seg3 {
 } seg3;
 
 /* Y[t][r] = W row (r0 + r) . X[t] on the tensor cores for the weight types
- * it handles (Q8_0, Q2_K, Q4_K, IQ2_XXS, F16); with segs (device memory,
- * n_segs of them, counts <= max_count) per expert segment. Returns false and
- * launches nothing for other types or layouts. DS4_MMA=0 turns it off. */
+ * it handles (Q8_0, Q2_K, Q4_K, IQ2_XXS, F16). With segs (device memory,
+ * n_segs of them, counts <= max_count, n = rows of X in all): per expert
+ * segment. With groups > 1: group g multiplies rows r0 + g * rows.. with
+ * X + g * gx into Y + g * gy. Returns false and launches nothing for other
+ * types or layouts. DS4_MMA=0 turns it off. */
 bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count, cudaStream_t s);
+                int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count, int groups, int64_t gx,
+                int64_t gy, cudaStream_t s);
 int mma_init(void);
 
 #endif

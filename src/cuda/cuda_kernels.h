@@ -51,6 +51,11 @@ int ds4k_mma_enable(int on);
 void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                  ds4_stream st);
 
+/* Group g < groups: Y + g * gy = rows [g * rows, (g + 1) * rows) of W times
+ * X + g * gx (the grouped output projection), in one launch for prefill. */
+void ds4k_matmul_groups(const ds4_dw *W, int64_t rows, int groups, const float *X, int64_t gx, int64_t ldx, int n,
+                        float *Y, int64_t gy, int64_t ldy, ds4_stream st);
+
 /* One of several matrices read with the same activations: rows [r0, r0+rows)
  * of W times X + x_off, into Y. */
 typedef struct ds4_mm_job {

@@ -434,7 +434,7 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
                                    const float *X, int n_x, int64_t ldx, float *Y, int64_t ldy, ds4_stream st) {
     if (n_segs <= 0 || max_count <= 0) return;
     if (mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n_x, Y, ldy, seg_dev, n_segs,
-                   max_count, (cudaStream_t)st))
+                   max_count, 1, 0, 0, (cudaStream_t)st))
         return;
     const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((max_count + TN - 1) / TN), (unsigned)n_segs);
     tile_kernel<<<grid, 256, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr, row_bytes_dev(W->type, W->K), 0,
@@ -454,7 +454,7 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
     cudaStream_t s = (cudaStream_t)st;
     if (n <= GEMV_MAX_TOK) {
         launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
-    } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, s)) {
+    } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, 1, 0, 0, s)) {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
         tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL);
     }
@@ -508,4 +508,16 @@ extern "C" void ds4k_gather_rows(const float *src, int64_t lds, const int32_t *i
 extern "C" void ds4k_scatter_rows(const float *src, const int32_t *idx, int n, int D, float *dst, int64_t ldd,
                                   ds4_stream st) {
     if (n > 0) scatter_kernel<<<n, 256, 0, (cudaStream_t)st>>>(src, idx, D, dst, ldd);
+}
+
+/* ------------------------------------------------------------------ grouped products */
+
+extern "C" void ds4k_matmul_groups(const ds4_dw *W, int64_t rows, int groups, const float *X, int64_t gx, int64_t ldx,
+                                   int n, float *Y, int64_t gy, int64_t ldy, ds4_stream st) {
+    if (rows <= 0 || n <= 0 || groups <= 0) return;
+    if (n > GEMV_MAX_TOK && W->K == gx &&
+        mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, groups,
+                   gx, gy, (cudaStream_t)st))
+        return;
+    for (int g = 0; g < groups; g++) ds4k_matmul(W, (int64_t)g * rows, rows, X + g * gx, ldx, n, Y + g * gy, ldy, st);
 }

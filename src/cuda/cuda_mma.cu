@@ -197,7 +197,10 @@ __global__ void token_scale_kernel(const float *X, int64_t ldx, int64_t K, float
 
 /* ------------------------------------------------------------------ the kernel */
 
-/* Block: MM_BM rows x BN tokens, 8 warps as 4 (rows) x 2 (tokens); warp tile
+/* Block: MM_BM rows x BN tokens, 8 warps as 4 (rows) x 2 (tokens) — of
+ * routed-expert segment blockIdx.z (segs), or of group blockIdx.z (several
+ * row blocks of one weight over stretches of the activations: the grouped
+ * output projection); warp tile
  * 32 rows x BN/2 tokens = 2 x BN/16 mma tiles. Staging: thread tid handles
  * weight row tid / 2 and token tid / 2 (when < BN), 16 values each (half
  * tid & 1 of the slice). The next slice's raw bytes and activations are
@@ -205,8 +208,8 @@ __global__ void token_scale_kernel(const float *X, int64_t ldx, int64_t K, float
 template <int T, int BN>
 __global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
                                                           int64_t K, const float *X, int64_t ldx, int n, float *Y,
-                                                          int64_t ldy, const seg3 *segs, const float *tup,
-                                                          const float *tdown) {
+                                                          int64_t ldy, const seg3 *segs, int64_t gx, int64_t gy,
+                                                          const float *tup, const float *tdown) {
     constexpr int NT = BN / 16; /* n-tiles per warp */
     __shared__ __align__(16) __half Ws[MM_BM * MM_LD];
     __shared__ __align__(16) __half Xh[BN * MM_LD], Xl[BN * MM_LD];
@@ -221,6 +224,10 @@ __global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const 
         n = sg.count;
     } else if (tbase >= n) {
         return;
+    } else if (gridDim.z > 1) { /* group z: rows z * rows.., activations + z * gx, outputs + z * gy */
+        r0 += (int64_t)blockIdx.z * rows;
+        X += (int64_t)blockIdx.z * gx;
+        Y += (int64_t)blockIdx.z * gy;
     }
     X += (int64_t)tok0 * ldx;
     Y += (int64_t)tok0 * ldy;
@@ -388,50 +395,53 @@ static size_t g_scales_cap;
 
 template <int T>
 static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                     int n, float *Y, int64_t ldy, const seg3 *segs, int n_segs, int max_count, int n_rows_x,
-                     cudaStream_t s) {
-    if ((size_t)n_rows_x * 2 > g_scales_cap) {
+                     int n, float *Y, int64_t ldy, const seg3 *segs, int n_segs, int max_count, int groups, int64_t gx,
+                     int64_t gy, cudaStream_t s) {
+    if ((size_t)n * 2 > g_scales_cap) {
         cudaStreamSynchronize(s);
         cudaFree(g_scales);
         g_scales = NULL;
         g_scales_cap = 0;
-        if (cudaMalloc(&g_scales, (size_t)n_rows_x * 2 * sizeof(float)) != cudaSuccess) return false;
-        g_scales_cap = (size_t)n_rows_x * 2;
+        if (cudaMalloc(&g_scales, (size_t)n * 2 * sizeof(float)) != cudaSuccess) return false;
+        g_scales_cap = (size_t)n * 2;
     }
-    float *up = g_scales, *down = g_scales + n_rows_x;
-    token_scale_kernel<<<n_rows_x, 256, 0, s>>>(X, ldx, K, up, down);
+    float *up = g_scales, *down = g_scales + n;
+    /* one scale per token over every element any group reads */
+    token_scale_kernel<<<n, 256, 0, s>>>(X, ldx, (int64_t)(groups - 1) * gx + K, up, down);
     const int cols = segs ? max_count : n;
+    const unsigned z = (unsigned)(segs ? n_segs : groups);
     /* 128-token tiles for wide batches, 64 for the routed experts' small
      * segments (less padding) */
     if (cols > 64) {
-        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128),
-                        (unsigned)(segs ? n_segs : 1));
-        mma_tile_kernel<T, 128><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, up, down);
+        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128), z);
+        mma_tile_kernel<T, 128><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
     } else {
-        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 63) / 64),
-                        (unsigned)(segs ? n_segs : 1));
-        mma_tile_kernel<T, 64><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, up, down);
+        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 63) / 64), z);
+        mma_tile_kernel<T, 64><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
     }
     return true;
 }
 
 bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count, cudaStream_t s) {
+                int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count, int groups, int64_t gx,
+                int64_t gy, cudaStream_t s) {
     /* float4 activation loads, 16-byte F16 weight loads */
-    if (!g_mma_on || K % 32 != 0 || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0) return false;
+    if (!g_mma_on || n <= 0 || K % 32 != 0 || ldx % 4 != 0 || gx % 4 != 0 || ((uintptr_t)X % 16) != 0) return false;
+    if (groups < 1 || (segs && groups != 1)) return false;
     const uint8_t *w = (const uint8_t *)W;
     const seg3 *sg = (const seg3 *)segs;
-    const int nx = n; /* rows of X: the batch, or every gathered row of the segments */
+#define MM_ARGS w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, groups, gx, gy, s
     switch (type) {
-    case T_Q8_0: return launch_t<T_Q8_0>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
-    case T_Q2_K: return launch_t<T_Q2_K>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
-    case T_Q4_K: return launch_t<T_Q4_K>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
-    case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
+    case T_Q8_0: return launch_t<T_Q8_0>(MM_ARGS);
+    case T_Q2_K: return launch_t<T_Q2_K>(MM_ARGS);
+    case T_Q4_K: return launch_t<T_Q4_K>(MM_ARGS);
+    case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(MM_ARGS);
     case T_F16:
         if (((uintptr_t)W % 16) != 0 || rb % 16 != 0) return false;
-        return launch_t<T_F16>(w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, nx, s);
+        return launch_t<T_F16>(MM_ARGS);
     default: return false;
     }
+#undef MM_ARGS
 }
 
 int mma_init(void) {
