@@ -221,8 +221,11 @@ __global__ void indexer_scores_kernel(const float *q, const float *w, const void
 /* Shared memory above 48 KB must be allowed per kernel before launches (and
  * before a graph capture): attention keeps a score per visible row. */
 extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
+    /* any layer's row count <= max_rows: its head group takes at most the
+     * 200 KiB budget of att_group, or one head's need at max_rows */
     size_t att;
     att_group(H, hd, max_rows, &att);
+    if (att < 200 * 1024) att = 200 * 1024;
     const size_t sc = (size_t)(IH * ID + IH) * sizeof(float);
     if (att > 48 * 1024 &&
         cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)

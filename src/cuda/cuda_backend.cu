@@ -202,6 +202,10 @@ static int batch_buffers(cu_sess *c, const ds4_hparams *hp, batch_buf *b) {
     BB(ig, 2 * id);
     BB(sh, D);
     BB(y, D);
+    BB(kvb, hd);
+    BB(router, hp->n_expert);
+    BB(shg, FF);
+    BB(shu, FF);
     BB(low, (size_t)hp->o_groups * hp->o_lora);
     BB(ids, K);
     BB(rw, K);
@@ -220,7 +224,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     const ds4_hparams *hp = c->hp;
     const ds4_state *st = s->state;
     const size_t B = (size_t)c->max_batch, D = (size_t)hp->n_embd, HC = (size_t)hp->n_hc, hd = (size_t)hp->head_dim;
-    const size_t QD = (size_t)hp->n_head * hd, K = (size_t)hp->n_expert_used, FF = (size_t)hp->n_ff;
+    const size_t QD = (size_t)hp->n_head * hd, K = (size_t)hp->n_expert_used;
     const size_t kvb = c->f16 ? 2 : 4, id = (size_t)hp->idx_dim;
     const size_t sb = B < SB ? B : SB;
     c->L = (cu_layer *)calloc((size_t)hp->n_layer, sizeof(cu_layer));
@@ -250,7 +254,6 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->mix, sb * (2 + HC) * HC * 4);
     DA(c->mix_parts, (size_t)HC_PARTS * sb * (2 + HC) * HC * 4);
     DA(c->mix_ss, (size_t)HC_PARTS * sb * 4);
-    DA(c->kvb, sb * hd * 4);
     DA(c->q, sb * QD * 4);
     DA(c->o, sb * QD * 4);
     DA(c->iq, sb * hp->idx_heads * id * 4);
@@ -258,9 +261,6 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->S, sb * (size_t)(c->comp_cap_max + 1) * 4);
     DA(c->sel, sb * hp->idx_topk * 4);
     DA(c->n_sel, sb * 4);
-    DA(c->router, sb * hp->n_expert * 4);
-    DA(c->shg, sb * FF * 4);
-    DA(c->shu, sb * FF * 4);
     DA(c->segs, 2 * (size_t)hp->n_expert * 16);
     DA(c->z, sb * D * 4);
     DA(c->logits, sb * hp->n_vocab * 4);
