@@ -51,6 +51,21 @@ __device__ __forceinline__ uint32_t pack_h2(float a, float b) {
 
 /* ------------------------------------------------------------------ weight slices */
 
+/* Two bytes of a word as f16 integers without conversion instructions:
+ * PRMT places byte k and byte k+1 under the exponent byte 0x64, which reads
+ * as the half 1024 + byte, and one packed subtraction removes the 1024
+ * (bias 1024 + 128 for bytes that were int8 xor 0x80). Exact: every value
+ * is an integer below 2048. */
+__device__ __forceinline__ uint32_t bytes_to_h2(uint32_t word, int k, float bias) {
+    const uint32_t v = __byte_perm(word, 0x6464u, (uint32_t)k | (4u << 4) | ((uint32_t)(k + 1) << 8) | (5u << 12));
+    const __half2 h = __hsub2(*(const __half2 *)&v, __float2half2_rn(bias));
+    return *(const uint32_t *)&h;
+}
+
+/* IQ2_XXS signs: for 7 stored sign bits (plus parity), the sign bits of the
+ * four half2 pairs of a grid entry (bit 15 and 31 set where negative). */
+static __device__ const uint4 *d_iq2_pair_signs;
+
 /* The raw bytes a thread needs for 16 values (half `hf` of slice s of a
  * row), loaded one step ahead so the loads are in flight during the
  * previous step's products; decoded into f16 values (exact small integers,
@@ -72,7 +87,7 @@ template <> __device__ __forceinline__ void wload<T_Q8_0>(const uint8_t *row, in
 template <>
 __device__ __forceinline__ void wdecode<T_Q8_0>(const wraw &r, int, int, uint32_t *q8, float *sc, float *mn) {
 #pragma unroll
-    for (int i = 0; i < 8; i++) q8[i] = pack_h2((float)(int8_t)(r.w[i] & 0xff), (float)(int8_t)(r.w[i] >> 8));
+    for (int i = 0; i < 8; i++) q8[i] = bytes_to_h2(r.w[i] ^ 0x8080u, 0, 1152.0f);
     *sc = h2f((uint16_t)r.d);
     *mn = 0.0f;
 }
@@ -91,13 +106,12 @@ __device__ __forceinline__ void wdecode<T_IQ2_XXS>(const wraw &r, int, int hf, u
     for (int e = 0; e < 2; e++) { /* grid entries 2hf, 2hf+1: 8 values each */
         const int i = 2 * hf + e;
         const uint64_t gv = d_iq2xxs_grid[(idx >> (8 * i)) & 0xff];
-        const uint32_t s7 = (a1 >> (7 * i)) & 127;
-        const uint32_t signs = s7 | ((__popc(s7) & 1) << 7);
-#pragma unroll
-        for (int k = 0; k < 8; k += 2) {
-            const float v0 = (float)((gv >> (8 * k)) & 0xff), v1 = (float)((gv >> (8 * k + 8)) & 0xff);
-            q8[4 * e + k / 2] = pack_h2((signs >> k) & 1 ? -v0 : v0, (signs >> (k + 1)) & 1 ? -v1 : v1);
-        }
+        const uint4 sg = d_iq2_pair_signs[(a1 >> (7 * i)) & 127];
+        const uint32_t lo = (uint32_t)gv, hi = (uint32_t)(gv >> 32);
+        q8[4 * e + 0] = bytes_to_h2(lo, 0, 1024.0f) ^ sg.x;
+        q8[4 * e + 1] = bytes_to_h2(lo, 2, 1024.0f) ^ sg.y;
+        q8[4 * e + 2] = bytes_to_h2(hi, 0, 1024.0f) ^ sg.z;
+        q8[4 * e + 3] = bytes_to_h2(hi, 2, 1024.0f) ^ sg.w;
     }
     *sc = __fmul_rn(__fmul_rn(h2f((uint16_t)r.d), 0.5f + (float)(a1 >> 28)), 0.25f);
     *mn = 0.0f;
@@ -118,8 +132,8 @@ __device__ __forceinline__ void wdecode<T_Q2_K>(const wraw &r, int s, int, uint3
 #pragma unroll
     for (int w = 0; w < 4; w++) {
         const uint32_t word = (r.w[w] >> shift) & 0x03030303u;
-        q8[2 * w] = pack_h2((float)(word & 0xff), (float)((word >> 8) & 0xff));
-        q8[2 * w + 1] = pack_h2((float)((word >> 16) & 0xff), (float)(word >> 24));
+        q8[2 * w] = bytes_to_h2(word, 0, 1024.0f);
+        q8[2 * w + 1] = bytes_to_h2(word, 2, 1024.0f);
     }
     *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 15));
     *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 4));
@@ -149,8 +163,8 @@ __device__ __forceinline__ void wdecode<T_Q4_K>(const wraw &r, int s, int, uint3
 #pragma unroll
     for (int w = 0; w < 4; w++) {
         const uint32_t word = (r.w[w] >> shift) & 0x0f0f0f0fu;
-        q8[2 * w] = pack_h2((float)(word & 0xff), (float)((word >> 8) & 0xff));
-        q8[2 * w + 1] = pack_h2((float)((word >> 16) & 0xff), (float)(word >> 24));
+        q8[2 * w] = bytes_to_h2(word, 0, 1024.0f);
+        q8[2 * w + 1] = bytes_to_h2(word, 2, 1024.0f);
     }
     *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 0xff));
     *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 8));
@@ -205,15 +219,23 @@ __global__ void token_scale_kernel(const float *X, int64_t ldx, int64_t K, float
  * weight row tid / 2 and token tid / 2 (when < BN), 16 values each (half
  * tid & 1 of the slice). The next slice's raw bytes and activations are
  * loaded before this slice's products, so the loads overlap them. */
+/* Shared memory of one pipeline stage (two stages: the next slice is staged
+ * while this one is multiplied, one barrier per slice). */
+template <int BN> struct mm_stage {
+    __half w[MM_BM * MM_LD];
+    __half xh[BN * MM_LD], xl[BN * MM_LD];
+    float wsc[MM_BM][2], wmn[MM_BM][2], xsum[BN][2];
+};
+
 template <int T, int BN>
-__global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
-                                                          int64_t K, const float *X, int64_t ldx, int n, float *Y,
-                                                          int64_t ldy, const seg3 *segs, int64_t gx, int64_t gy,
-                                                          const float *tup, const float *tdown) {
+__global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const uint8_t *W, int64_t rb, int64_t r0,
+                                                                          int64_t rows, int64_t K, const float *X,
+                                                                          int64_t ldx, int n, float *Y, int64_t ldy,
+                                                                          const seg3 *segs, int64_t gx, int64_t gy,
+                                                                          const float *tup, const float *tdown) {
     constexpr int NT = BN / 16; /* n-tiles per warp */
-    __shared__ __align__(16) __half Ws[MM_BM * MM_LD];
-    __shared__ __align__(16) __half Xh[BN * MM_LD], Xl[BN * MM_LD];
-    __shared__ float wsc[MM_BM][2], wmn[MM_BM][2], xsum[BN][2];
+    extern __shared__ __align__(16) uint8_t mm_smem[];
+    mm_stage<BN> *stg = (mm_stage<BN> *)mm_smem;
     const int tbase = blockIdx.y * BN;
     int tok0 = 0; /* first row of X / Y (and of the token scales) */
     if (segs) {
@@ -266,24 +288,21 @@ __global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const 
             for (int i = 0; i < 4; i++) xr[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     };
-    load(0);
-    const int g = lane >> 2, t4 = lane & 3;
-    for (int s = 0; s < nsl; s++) {
-        {
-            uint32_t q8[8];
-            float sc = 0.0f, mn = 0.0f;
-            if (wptr) {
-                wdecode<T>(wr, s, shf, q8, &sc, &mn);
-            } else {
+    /* slice s (its raw data in wr / xr) into stage st */
+    auto stage = [&](mm_stage<BN> &st, int s) {
+        uint32_t q8[8];
+        float sc = 0.0f, mn = 0.0f;
+        if (wptr) {
+            wdecode<T>(wr, s, shf, q8, &sc, &mn);
+        } else {
 #pragma unroll
-                for (int i = 0; i < 8; i++) q8[i] = 0;
-            }
-            uint4 *dst = (uint4 *)(Ws + sr * MM_LD + 16 * shf);
-            dst[0] = make_uint4(q8[0], q8[1], q8[2], q8[3]);
-            dst[1] = make_uint4(q8[4], q8[5], q8[6], q8[7]);
-            wsc[sr][shf] = sc;
-            wmn[sr][shf] = mn;
+            for (int i = 0; i < 8; i++) q8[i] = 0;
         }
+        uint4 *dst = (uint4 *)(st.w + sr * MM_LD + 16 * shf);
+        dst[0] = make_uint4(q8[0], q8[1], q8[2], q8[3]);
+        dst[1] = make_uint4(q8[4], q8[5], q8[6], q8[7]);
+        st.wsc[sr][shf] = sc;
+        st.wmn[sr][shf] = mn;
         if (stage_x) {
             const float v[16] = {xr[0].x, xr[0].y, xr[0].z, xr[0].w, xr[1].x, xr[1].y, xr[1].z, xr[1].w,
                                  xr[2].x, xr[2].y, xr[2].z, xr[2].w, xr[3].x, xr[3].y, xr[3].z, xr[3].w};
@@ -300,23 +319,28 @@ __global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const 
                 float sum = 0.0f;
 #pragma unroll
                 for (int i = 0; i < 16; i++) sum += v[i];
-                xsum[sr][shf] = sum * up;
+                st.xsum[sr][shf] = sum * up;
             }
-            uint4 *dh = (uint4 *)(Xh + sr * MM_LD + 16 * shf), *dl = (uint4 *)(Xl + sr * MM_LD + 16 * shf);
+            uint4 *dh = (uint4 *)(st.xh + sr * MM_LD + 16 * shf), *dl = (uint4 *)(st.xl + sr * MM_LD + 16 * shf);
             dh[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
             dh[1] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
             dl[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
             dl[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
         }
-        __syncthreads();
-        if (s + 1 < nsl) load(s + 1); /* in flight during the products */
-
+    };
+    const int g = lane >> 2, t4 = lane & 3;
+    load(0);
+    stage(stg[0], 0);
+    if (nsl > 1) load(1);
+    __syncthreads();
+    for (int s = 0; s < nsl; s++) {
+        const mm_stage<BN> &st = stg[s & 1];
         uint32_t a[2][2][4];
 #pragma unroll
         for (int mt = 0; mt < 2; mt++)
 #pragma unroll
             for (int h = 0; h < 2; h++)
-                ldsm_x4(a[mt][h], Ws + (32 * wm + 16 * mt + (lane & 15)) * MM_LD + 16 * h + 8 * (lane >> 4));
+                ldsm_x4(a[mt][h], st.w + (32 * wm + 16 * mt + (lane & 15)) * MM_LD + 16 * h + 8 * (lane >> 4));
         float sa[2][2][2], ma[2][2][2]; /* [mt][row g / g+8][half] */
 #pragma unroll
         for (int mt = 0; mt < 2; mt++)
@@ -324,15 +348,15 @@ __global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const 
             for (int rr = 0; rr < 2; rr++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    sa[mt][rr][h] = wsc[32 * wm + 16 * mt + g + 8 * rr][h];
-                    ma[mt][rr][h] = mm_traits<T>::has_min ? wmn[32 * wm + 16 * mt + g + 8 * rr][h] : 0.0f;
+                    sa[mt][rr][h] = st.wsc[32 * wm + 16 * mt + g + 8 * rr][h];
+                    ma[mt][rr][h] = mm_traits<T>::has_min ? st.wmn[32 * wm + 16 * mt + g + 8 * rr][h] : 0.0f;
                 }
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             const int tok = (BN / 2) * wn + 8 * nt;
             uint32_t bh[4], bl[4]; /* k 0-7, 8-15, 16-23, 24-31 of 8 tokens */
-            ldsm_x4(bh, Xh + (tok + (lane & 7)) * MM_LD + 8 * (lane >> 3));
-            ldsm_x4(bl, Xl + (tok + (lane & 7)) * MM_LD + 8 * (lane >> 3));
+            ldsm_x4(bh, st.xh + (tok + (lane & 7)) * MM_LD + 8 * (lane >> 3));
+            ldsm_x4(bl, st.xl + (tok + (lane & 7)) * MM_LD + 8 * (lane >> 3));
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
                 if (mm_traits<T>::half_scales) {
@@ -342,9 +366,8 @@ __global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const 
                         mma16816(d, a[mt][h], bh[2 * h], bh[2 * h + 1]);
                         mma16816(d, a[mt][h], bl[2 * h], bl[2 * h + 1]);
 #pragma unroll
-                        for (int e = 0; e < 4; e++)
-                            acc[mt][nt][e] = fmaf(sa[mt][e >> 1][h], d[e], acc[mt][nt][e]);
-                        const float s0 = xsum[tok + 2 * t4][h], s1 = xsum[tok + 2 * t4 + 1][h];
+                        for (int e = 0; e < 4; e++) acc[mt][nt][e] = fmaf(sa[mt][e >> 1][h], d[e], acc[mt][nt][e]);
+                        const float s0 = st.xsum[tok + 2 * t4][h], s1 = st.xsum[tok + 2 * t4 + 1][h];
 #pragma unroll
                         for (int e = 0; e < 4; e++)
                             acc[mt][nt][e] = fmaf(-ma[mt][e >> 1][h], e & 1 ? s1 : s0, acc[mt][nt][e]);
@@ -359,14 +382,20 @@ __global__ void __launch_bounds__(256, BN == 128 ? 1 : 2) mma_tile_kernel(const 
 #pragma unroll
                     for (int e = 0; e < 4; e++) acc[mt][nt][e] = fmaf(sa[mt][e >> 1][0], d[e], acc[mt][nt][e]);
                     if (mm_traits<T>::has_min) {
-                        const float s0 = xsum[tok + 2 * t4][0] + xsum[tok + 2 * t4][1];
-                        const float s1 = xsum[tok + 2 * t4 + 1][0] + xsum[tok + 2 * t4 + 1][1];
+                        const float s0 = st.xsum[tok + 2 * t4][0] + st.xsum[tok + 2 * t4][1];
+                        const float s1 = st.xsum[tok + 2 * t4 + 1][0] + st.xsum[tok + 2 * t4 + 1][1];
 #pragma unroll
                         for (int e = 0; e < 4; e++)
                             acc[mt][nt][e] = fmaf(-ma[mt][e >> 1][0], e & 1 ? s1 : s0, acc[mt][nt][e]);
                     }
                 }
             }
+        }
+        /* the next slice into the other stage (free since the last barrier),
+         * then its successor's loads */
+        if (s + 1 < nsl) {
+            stage(stg[(s + 1) & 1], s + 1);
+            if (s + 2 < nsl) load(s + 2);
         }
         __syncthreads();
     }
@@ -414,10 +443,10 @@ static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int
      * segments (less padding) */
     if (cols > 64) {
         const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128), z);
-        mma_tile_kernel<T, 128><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
+        mma_tile_kernel<T, 128><<<grid, 256, 2 * sizeof(mm_stage<128>), s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
     } else {
         const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 63) / 64), z);
-        mma_tile_kernel<T, 64><<<grid, 256, 0, s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
+        mma_tile_kernel<T, 64><<<grid, 256, 2 * sizeof(mm_stage<64>), s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
     }
     return true;
 }
@@ -444,10 +473,34 @@ bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, i
 #undef MM_ARGS
 }
 
+template <int T> static bool allow_smem(void) {
+    return cudaFuncSetAttribute(mma_tile_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)(2 * sizeof(mm_stage<128>))) == cudaSuccess &&
+           cudaFuncSetAttribute(mma_tile_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)(2 * sizeof(mm_stage<64>))) == cudaSuccess;
+}
+
 int mma_init(void) {
+    if (!allow_smem<T_Q8_0>() || !allow_smem<T_Q2_K>() || !allow_smem<T_Q4_K>() || !allow_smem<T_IQ2_XXS>() ||
+        !allow_smem<T_F16>())
+        return -1;
     const char *e = getenv("DS4_MMA");
     g_mma_env = !(e && strcmp(e, "0") == 0);
     g_mma_on = g_mma_env;
+    static uint4 *signs;
+    if (!signs) {
+        uint4 h[128];
+        for (int i = 0; i < 128; i++) {
+            const uint32_t b = (uint32_t)i | ((uint32_t)(__builtin_popcount(i) & 1) << 7);
+            uint32_t p[4];
+            for (int k = 0; k < 4; k++) p[k] = (((b >> (2 * k)) & 1u) << 15) | (((b >> (2 * k + 1)) & 1u) << 31);
+            h[i] = make_uint4(p[0], p[1], p[2], p[3]);
+        }
+        if (cudaMalloc(&signs, sizeof(h)) != cudaSuccess ||
+            cudaMemcpy(signs, h, sizeof(h), cudaMemcpyHostToDevice) != cudaSuccess)
+            return -1;
+    }
+    if (cudaMemcpyToSymbol(d_iq2_pair_signs, &signs, sizeof(signs)) != cudaSuccess) return -1;
     return quant_tables_upload();
 }
 
