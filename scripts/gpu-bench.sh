@@ -6,7 +6,8 @@
 #      7,560-token prompt, twice with chunk 2048 (must be bitwise identical)
 #      and once with chunk 4096 (difference by position);
 #   2. CPU vs CUDA on the first step after short prompts (ds4-cuda-test compare);
-#   3. a decode profile (DS4_CUDA_PROFILE=1: every step synchronized);
+#   3. a decode profile (DS4_CUDA_PROFILE=1: GPU time between step events,
+#      kernels launched one by one) and a prefill profile at 4096 tokens;
 #   4. ds4-bench from 2k to ctx-max context.
 #   sh scripts/gpu-bench.sh [ctx-max] [compare-prompts]
 # Results go to $OUT (the device tool brings them back). Needs python3 with
@@ -23,6 +24,8 @@ make -j"$(nproc)" cuda >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; ex
 step built
 build-cuda/bin/ds4-cuda-test all >"$OUT/cudatest.txt" 2>&1
 echo "ds4-cuda-test: rc=$? ($(grep -c '^ok' "$OUT/cudatest.txt") checks passed)"
+build-cuda/bin/ds4-cuda-test gemv-bench >"$OUT/gemv_bench.txt" 2>&1
+step "kernel timings in gemv_bench.txt"
 M=/dev/shm/ds4-q2.gguf
 [ -f "$M" ] || build-cuda/bin/ds4-synth -q --preset published --policy ds4 --branch-gain 0.1 \
     --tokenizer build/tokenizer/deepseek-v4.tok -o "$M" || exit 1
@@ -60,6 +63,8 @@ step compared
 # 3. decode profile
 DS4_CUDA_PROFILE=1 build-cuda/bin/ds4 -m "$M" --cuda --nothink --temp 0 -n 24 \
     -p "Write a long story about a lighthouse keeper." >"$OUT/profile.txt" 2>&1
+DS4_CUDA_PROFILE=1 build-cuda/bin/ds4-bench -m "$M" --cuda --prompt-file tests/data/tokenizer/corpus.txt \
+    --ctx-start 4096 --ctx-max 4096 --gen-tokens 1 >"$OUT/profile_prefill.txt" 2>&1
 
 # 4. throughput
 build-cuda/bin/ds4-bench -m "$M" --cuda --prompt-file tests/data/tokenizer/corpus.txt --ctx-start 2048 \
