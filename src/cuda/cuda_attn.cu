@@ -2,6 +2,7 @@
  * sink attention (twins: compressor_push, score_range, topk_range and
  * att_range in src/cpu/cpu_attention.c). */
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_attn.cuh"
 #include "cuda/cuda_ops.cuh"
 
 #define NT 256
@@ -341,35 +342,6 @@ extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, 
 
 /* ------------------------------------------------------------------ attention */
 
-__device__ __forceinline__ const void *att_row(int r, int n_raw, int64_t lo, const void *ring, int raw_cap,
-                                               const void *comp, const int32_t *sel, int hd, bool f16, int64_t *off) {
-    if (r < n_raw) {
-        *off = ((lo + r) % raw_cap) * hd;
-        return ring;
-    }
-    const int64_t c = sel ? sel[r - n_raw] : r - n_raw;
-    *off = c * hd;
-    return comp;
-}
-
-/* The rows query t at position p attends: the raw window [lo, p] (n_raw rows,
- * oldest first), then the compressed rows: the indexer's selection (CSA, when
- * it ran) or all (p + 1) / ratio of them. Returns the total row count. */
-__device__ __forceinline__ int visible_rows(int64_t p, int t, int window, int ratio, bool csa, const int32_t *sel_all,
-                                            const int *n_sel, int topk, int64_t *lo, int *n_raw, const int32_t **sel) {
-    *lo = p - window + 1 > 0 ? p - window + 1 : 0;
-    *n_raw = (int)(p - *lo + 1);
-    *sel = NULL;
-    int n_cmp = 0;
-    if (ratio > 0) {
-        n_cmp = (int)((p + 1) / ratio);
-        if (csa && n_sel[t] >= 0) {
-            *sel = sel_all + (int64_t)t * topk;
-            n_cmp = n_sel[t];
-        }
-    }
-    return *n_raw + n_cmp;
-}
 
 /* One block per (token, group of HG heads): the heads of a group share every
  * K = V row (one shared KV head), so each row is read once for HG heads.
@@ -581,6 +553,9 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
                                                                         n_pairs, o);
         return;
     }
+    if (attention_mma(q, n, d_pos, H, hd, scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16,
+                      freqs, n_pairs, o, (cudaStream_t)st))
+        return;
     size_t smem;
     const int hg = att_group(H, hd, max_rows, &smem);
     attention_kernel<<<dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st>>>(q, d_pos, H, hd, scale, sinks, ring,
