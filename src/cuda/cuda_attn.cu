@@ -137,24 +137,25 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
     for (int j = threadIdx.x; j < width; j += blockDim.x) kv_store(rows, w * width + j, row[j], f16);
 }
 
-/* The state after the chunk: the open window's tokens (slots ratio + r with
- * overlap, else r) and, with overlap, the last closed window's (slots r).
- * The closed window is written first: its tokens may come from the open
- * window's old slots. */
+/* The state after the chunk, as the serial kernel leaves it: slot r (+ ratio
+ * with overlap) holds the open window's token r, or, past the tokens it has
+ * so far, the last closed window's token r (not yet overwritten); with
+ * overlap, slots r also hold the last closed window (copied at its close).
+ * The copies are written first: their sources may be the open window's old
+ * slots. A slot whose token would come from its own old value is skipped. */
 __global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                         const float *gate, int ape_type, const void *ape, const int *d_pos, int n) {
     const int64_t p0 = d_pos[0], w_open = p0 / ratio, pe = p0 + n, w_end = pe / ratio;
     for (int part = overlap ? 0 : 1; part < 2; part++) {
-        const int64_t u = part == 0 ? w_end - 1 : w_end;             /* window written */
-        const int64_t q_end = part == 0 ? w_end * ratio : pe;        /* its tokens before q_end */
         for (int64_t i = threadIdx.x; i < (int64_t)ratio * W; i += blockDim.x) {
             const int r = (int)(i / W), col = (int)(i % W);
-            const int64_t q = u * ratio + r;
-            if (q < 0 || q >= q_end) continue;
-            if (part == 1 && q < p0) continue; /* already in its slot */
+            const int64_t q = part == 0 || r >= pe - w_end * ratio ? (w_end - 1) * ratio + r : w_end * ratio + r;
+            if (q < 0) continue;
+            const int slot = part == 0 || !overlap ? r : ratio + r;
+            const int src_slot = q / ratio == w_open ? (overlap ? ratio + r : r) : r;
+            if (q < p0 && src_slot == slot) continue; /* already there */
             float v, sc;
             cmp_cand(q, col, p0, w_open, ratio, overlap, W, st_kv, st_score, kv, gate, ape_type, ape, &v, &sc);
-            const int slot = part == 0 ? r : (overlap ? ratio + r : r);
             st_kv[(int64_t)slot * W + col] = v;
             st_score[(int64_t)slot * W + col] = sc;
         }

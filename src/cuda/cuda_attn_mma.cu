@@ -221,6 +221,22 @@ __global__ void __launch_bounds__(AM_THREADS) attention_mma_kernel(
     for (int i = tid; i < heads * hd; i += AM_THREADS) o[((int64_t)t * H + h0) * hd + i] = out[i];
 }
 
+static int g_att_mma = -1, g_att_mma_env = 1; /* ds4k_attention_mma_enable; DS4_ATT_MMA=0: always off */
+
+extern "C" int ds4k_attention_mma_enable(int on) {
+    const int was = g_att_mma == 1;
+    if (g_att_mma < 0) { /* first use: read the environment and set the shared-memory limit */
+        const char *e = getenv("DS4_ATT_MMA");
+        g_att_mma_env = !(e && strcmp(e, "0") == 0);
+    }
+    g_att_mma = on && g_att_mma_env &&
+                        cudaFuncSetAttribute(attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)am_smem(DS4K_MAX_HEAD_DIM)) == cudaSuccess
+                    ? 1
+                    : 0;
+    return was;
+}
+
 /* Launches the tensor-core attention when it applies (f16 rows, head dim a
  * multiple of 64 up to DS4K_MAX_HEAD_DIM, 16-byte aligned rows); false
  * otherwise (nothing launched). */
@@ -228,13 +244,8 @@ bool attention_mma(const float *q, int n, const int *d_pos, int H, int hd, float
                    const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
                    const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs,
                    float *o, cudaStream_t st) {
-    static int allowed = -1;
-    if (allowed < 0) {
-        const char *e = getenv("DS4_ATT_MMA");
-        allowed = !(e && strcmp(e, "0") == 0) &&
-                  cudaFuncSetAttribute(attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)am_smem(DS4K_MAX_HEAD_DIM)) == cudaSuccess;
-    }
+    if (g_att_mma < 0) ds4k_attention_mma_enable(1);
+    const bool allowed = g_att_mma == 1;
     if (!allowed || !f16 || hd % 64 != 0 || hd > DS4K_MAX_HEAD_DIM || ((uintptr_t)ring % 16) != 0 ||
         (comp && ((uintptr_t)comp % 16) != 0))
         return false;

@@ -47,6 +47,10 @@ int ds4k_gemv_stream_enable(int on);
  * them off (the float tile kernel runs instead). */
 int ds4k_mma_enable(int on);
 
+/* The same for the tensor-core prefill attention (cuda_attn_mma.cu);
+ * DS4_ATT_MMA=0 keeps it off (the SIMT kernel runs instead). */
+int ds4k_attention_mma_enable(int on);
+
 /* Y[t][r] = W row (r0 + r) . X[t] for t < n, r < rows. */
 void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                  ds4_stream st);

@@ -1,0 +1,125 @@
+/* ds4-cuda-test — the prefill-only kernels against the decode kernels they
+ * replace for whole chunks (each of which is itself tested against the CPU
+ * in test_cuda.c and through the fixture models):
+ *
+ *   compressor  windows pooled in parallel + the state rewrite vs the serial
+ *               kernel fed one token at a time: must be bitwise identical
+ *               (rows and state), so a prompt's compressed rows do not depend
+ *               on its chunking;
+ *   attention   the tensor-core flash attention vs the SIMT kernel on random
+ *               f16 rows: same sums in another order, bounded relative error. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu/ops.h"
+#include "cuda_test_util.h"
+#include "model/model.h"
+#include "util/f16.h"
+
+static void set_pos(int *dpos, int p) { cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice); }
+
+static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width, bool fp8) {
+    const int W = overlap ? 2 * width : width, slots = overlap ? 2 * ratio : ratio;
+    const int p0 = 5, n = 300, n_rows = (p0 + n) / ratio + 1, n_pairs = 32;
+    ds4_hparams hp;
+    ds4_hparams_published(&hp);
+    double fr[32];
+    ds4_rope_freqs(&hp, true, fr);
+    float *kv = rnd(r, (size_t)n * W, 1.0f), *gate = rnd(r, (size_t)n * W, 1.0f), *ape = rnd(r, (size_t)ratio * W, 0.5f);
+    float *norm = rnd(r, width, 0.1f), *st0 = rnd(r, (size_t)2 * slots * W, 1.0f);
+    for (int i = 0; i < width; i++) norm[i] += 1.0f;
+    float *dkv = to_dev(kv, sizeof(float) * n * W), *dgate = to_dev(gate, sizeof(float) * n * W);
+    float *dnorm = to_dev(norm, sizeof(float) * width);
+    double *dfr = to_dev(fr, sizeof(fr));
+    ds4_dw dape = {DS4_TYPE_F32, to_dev(ape, sizeof(float) * ratio * W), W, ratio};
+    int *dpos = to_dev(NULL, sizeof(int));
+    float *dst[2];
+    uint16_t *drows[2], *rows[2];
+    float *st[2];
+    for (int k = 0; k < 2; k++) {
+        dst[k] = to_dev(st0, sizeof(float) * 2 * slots * W); /* st_kv then st_score */
+        drows[k] = to_dev(NULL, 2 * (size_t)n_rows * width);
+        cudaMemset(drows[k], 0, 2 * (size_t)n_rows * width);
+    }
+    /* 0: the whole chunk at once (parallel windows); 1: one token at a time */
+    set_pos(dpos, p0);
+    ds4k_compressor(dst[0], dst[0] + slots * W, ratio, overlap, W, dkv, dgate, &dape, dnorm, 1e-6f, width, dfr, n_pairs,
+                    dpos, n, fp8, false, drows[0], true, NULL);
+    for (int t = 0; t < n; t++) {
+        set_pos(dpos, p0 + t);
+        ds4k_compressor(dst[1], dst[1] + slots * W, ratio, overlap, W, dkv + (size_t)t * W, dgate + (size_t)t * W, &dape,
+                        dnorm, 1e-6f, width, dfr, n_pairs, dpos, 1, fp8, false, drows[1], true, NULL);
+    }
+    for (int k = 0; k < 2; k++) {
+        rows[k] = malloc(2 * (size_t)n_rows * width);
+        st[k] = malloc(sizeof(float) * 2 * slots * W);
+        from_dev(rows[k], drows[k], 2 * (size_t)n_rows * width);
+        from_dev(st[k], dst[k], sizeof(float) * 2 * slots * W);
+    }
+    const bool same_rows = memcmp(rows[0], rows[1], 2 * (size_t)n_rows * width) == 0;
+    const bool same_state = memcmp(st[0], st[1], sizeof(float) * 2 * slots * W) == 0;
+    int nonzero = 0;
+    for (size_t i = 0; i < (size_t)n_rows * width; i++) nonzero += rows[0][i] != 0;
+    check(same_rows && same_state && nonzero > 0,
+          "compressor ratio %3d%s: %d-token chunk vs one token at a time: rows %s, state %s", ratio,
+          overlap ? " (overlap)" : "          ", n, same_rows ? "bitwise identical" : "DIFFER",
+          same_state ? "bitwise identical" : "DIFFERS");
+    void *bufs[] = {dkv, dgate, dnorm, dfr, (void *)dape.ptr, dpos, dst[0], dst[1], drows[0], drows[1]};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+    free(kv), free(gate), free(ape), free(norm), free(st0);
+    for (int k = 0; k < 2; k++) free(rows[k]), free(st[k]);
+}
+
+static void test_attention_mma(ds4_rng *r, int H, int hd, int ratio, bool csa) {
+    const int n = 40, p0 = 600, window = 128, raw_cap = window + 64, n_pairs = 32, topk = 512;
+    const int n_comp = (p0 + n) / ratio, max_rows = window + 1 + n_comp;
+    ds4_hparams hp;
+    ds4_hparams_published(&hp);
+    double fr[32];
+    ds4_rope_freqs(&hp, true, fr);
+    float *q = rnd(r, (size_t)n * H * hd, 1.0f), *sinks = rnd(r, H, 1.0f);
+    float *ringf = rnd(r, (size_t)raw_cap * hd, 1.0f), *compf = rnd(r, (size_t)n_comp * hd, 1.0f);
+    uint16_t *ring = malloc(2 * (size_t)raw_cap * hd), *comp = malloc(2 * (size_t)n_comp * hd);
+    for (size_t i = 0; i < (size_t)raw_cap * hd; i++) ring[i] = ds4_f32_to_f16(ringf[i]);
+    for (size_t i = 0; i < (size_t)n_comp * hd; i++) comp[i] = ds4_f32_to_f16(compf[i]);
+    int *n_sel = malloc(sizeof(int) * n);
+    for (int t = 0; t < n; t++) n_sel[t] = -1; /* every visible compressed row */
+    float *dq = to_dev(q, sizeof(float) * n * H * hd), *dsinks = to_dev(sinks, sizeof(float) * H);
+    uint16_t *dring = to_dev(ring, 2 * (size_t)raw_cap * hd), *dcomp = to_dev(comp, 2 * (size_t)n_comp * hd);
+    int *dnsel = to_dev(n_sel, sizeof(int) * n), *dpos = to_dev(&p0, sizeof(int));
+    int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk);
+    double *dfr = to_dev(fr, sizeof(fr));
+    float *dout[2], *out[2];
+    if (ds4k_prepare(H, hd, max_rows, 64, 128) != 0) {
+        check(false, "attention: shared memory for %d rows refused", max_rows);
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        dout[k] = to_dev(NULL, sizeof(float) * n * H * hd);
+        out[k] = malloc(sizeof(float) * n * H * hd);
+        ds4k_attention_mma_enable(k == 0);
+        ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap, window, dcomp, ratio,
+                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout[k], max_rows, NULL, NULL);
+        from_dev(out[k], dout[k], sizeof(float) * n * H * hd);
+    }
+    ds4k_attention_mma_enable(1);
+    double worst = 0, mx = 0;
+    for (size_t i = 0; i < (size_t)n * H * hd; i++) {
+        worst = fmax(worst, fabs((double)out[0][i] - out[1][i]));
+        mx = fmax(mx, fabs((double)out[1][i]));
+    }
+    check(worst / mx < 1e-5, "attention, tensor cores vs SIMT (%2d heads x %3d, ratio %3d, %3d rows): max |diff| / max|o| %.2e",
+          H, hd, ratio, max_rows, worst / mx);
+    void *bufs[] = {dq, dsinks, dring, dcomp, dnsel, dpos, dsel, dfr, dout[0], dout[1]};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+    free(q), free(sinks), free(ringf), free(compf), free(ring), free(comp), free(n_sel), free(out[0]), free(out[1]);
+}
+
+void test_prefill_kernels(ds4_rng *r) {
+    test_compressor_chunk(r, 4, true, 512, true);     /* CSA attention compressor (FP8 rows) */
+    test_compressor_chunk(r, 128, false, 512, true);  /* HCA */
+    test_compressor_chunk(r, 4, true, 128, false);    /* indexer compressor */
+    test_attention_mma(r, 64, 512, 4, true);          /* the published shape: CSA rows */
+    test_attention_mma(r, 64, 512, 128, false);       /* HCA rows */
+    test_attention_mma(r, 4, 128, 4, true);           /* the fixture models: 28 of 32 heads masked */
+}
