@@ -9,6 +9,32 @@
 
 /* ------------------------------------------------------------------ compressor */
 
+/* Channel j of a closing window: softmax over the candidate slots' scores
+ * (column j, or width + j for the current window's half with overlap)
+ * weighting their kv values; 0 when no candidate has a score. cand(s, col,
+ * &kv, &score) reads slot s. The serial and the chunk kernels both pool
+ * here, in slot order, so their rows are bitwise the same. */
+template <typename Cand>
+__device__ __forceinline__ float cmp_pool(int j, int ratio, bool overlap, int width, Cand cand) {
+    const int slots = overlap ? 2 * ratio : ratio;
+    float mx = -INFINITY;
+    for (int s = 0; s < slots; s++) {
+        float v, sc;
+        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
+        mx = fmaxf(mx, sc);
+    }
+    if (mx == -INFINITY) return 0.0f;
+    float den = 0.0f, num = 0.0f;
+    for (int s = 0; s < slots; s++) {
+        float v, sc;
+        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
+        const float wgt = expf(sc - mx);
+        den += wgt;
+        num += wgt * v;
+    }
+    return num / den;
+}
+
 __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                   const float *gate, int ape_type, const void *ape, const float *norm, float rms_eps,
                                   int width, const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8,
@@ -16,7 +42,6 @@ __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool
     extern __shared__ float row[];
     __shared__ float red[32], amax[64];
     const int64_t p0 = d_pos[0];
-    const int slots = overlap ? 2 * ratio : ratio;
     for (int t = 0; t < n; t++) {
         const int64_t p = p0 + t;
         const int r = (int)(p % ratio);
@@ -27,26 +52,12 @@ __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool
         }
         __syncthreads();
         if ((p + 1) % ratio != 0) continue;
-        /* pool each channel over the window's candidates */
-        for (int j = threadIdx.x; j < width; j += blockDim.x) {
-            float mx = -INFINITY;
-            for (int s = 0; s < slots; s++) {
-                const int col = overlap && s >= ratio ? width + j : j;
-                mx = fmaxf(mx, st_score[(int64_t)s * W + col]);
-            }
-            float out = 0.0f;
-            if (mx != -INFINITY) {
-                float den = 0.0f, num = 0.0f;
-                for (int s = 0; s < slots; s++) {
-                    const int col = overlap && s >= ratio ? width + j : j;
-                    const float wgt = expf(st_score[(int64_t)s * W + col] - mx);
-                    den += wgt;
-                    num += wgt * st_kv[(int64_t)s * W + col];
-                }
-                out = num / den;
-            }
-            row[j] = out;
-        }
+        /* pool each channel over the window's candidates (slots in order) */
+        for (int j = threadIdx.x; j < width; j += blockDim.x)
+            row[j] = cmp_pool(j, ratio, overlap, width, [&](int s, int col, float *v, float *sc) {
+                *v = st_kv[(int64_t)s * W + col];
+                *sc = st_score[(int64_t)s * W + col];
+            });
         __syncthreads();
         block_rmsnorm(row, width, norm, rms_eps, red);
         block_rope(row, width, n_pairs, freqs, p + 1 - ratio, false);
@@ -98,37 +109,14 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
     const int64_t w = (p0 + ratio) / ratio - 1 + blockIdx.x; /* the first window closing at or after p0, then on */
     const int64_t p = (w + 1) * ratio - 1;                    /* its closing position */
     if (p >= p0 + n) return;
-    const int slots = overlap ? 2 * ratio : ratio;
-    for (int j = threadIdx.x; j < width; j += blockDim.x) {
-        /* slot s: the previous window's token s (overlap, columns j) or this
-         * window's token s - ratio (columns width + j); without overlap this
-         * window's token s */
-        float mx = -INFINITY;
-        for (int s = 0; s < slots; s++) {
+    /* slot s: the previous window's token s (overlap) or this window's token
+     * s - ratio; without overlap this window's token s */
+    for (int j = threadIdx.x; j < width; j += blockDim.x)
+        row[j] = cmp_pool(j, ratio, overlap, width, [&](int s, int col, float *v, float *sc) {
             const bool cur = !overlap || s >= ratio;
             const int64_t q = cur ? w * ratio + (overlap ? s - ratio : s) : (w - 1) * ratio + s;
-            float v, sc;
-            cmp_cand(q, overlap && s >= ratio ? width + j : j, p0, w_open, ratio, overlap, W, st_kv, st_score, kv, gate,
-                     ape_type, ape, &v, &sc);
-            mx = fmaxf(mx, sc);
-        }
-        float out = 0.0f;
-        if (mx != -INFINITY) {
-            float den = 0.0f, num = 0.0f;
-            for (int s = 0; s < slots; s++) {
-                const bool cur = !overlap || s >= ratio;
-                const int64_t q = cur ? w * ratio + (overlap ? s - ratio : s) : (w - 1) * ratio + s;
-                float v, sc;
-                cmp_cand(q, overlap && s >= ratio ? width + j : j, p0, w_open, ratio, overlap, W, st_kv, st_score, kv,
-                         gate, ape_type, ape, &v, &sc);
-                const float wgt = expf(sc - mx);
-                den += wgt;
-                num += wgt * v;
-            }
-            out = num / den;
-        }
-        row[j] = out;
-    }
+            cmp_cand(q, col, p0, w_open, ratio, overlap, W, st_kv, st_score, kv, gate, ape_type, ape, v, sc);
+        });
     __syncthreads();
     block_rmsnorm(row, width, norm, rms_eps, red);
     block_rope(row, width, n_pairs, freqs, p + 1 - ratio, false);

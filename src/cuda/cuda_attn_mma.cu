@@ -21,6 +21,7 @@
 #include "cuda/cuda_attn.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
+#include "cuda/cuda_tc.cuh"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,25 +30,6 @@
 #define AM_RC 32      /* rows per chunk */
 #define AM_PLD 40     /* halves per P row (32 + 8: ldmatrix rows on distinct banks) */
 #define AM_THREADS 256
-
-__device__ __forceinline__ void am_ldsm_x4(uint32_t *r, const void *p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-__device__ __forceinline__ void am_ldsm_x4_t(uint32_t *r, const void *p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-__device__ __forceinline__ void am_mma(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 /* Shared bytes for head dim hd: Q hi/lo (later the f32 output), the row
  * chunk, the scores, P hi/lo and the per-head statistics. */
@@ -118,14 +100,14 @@ __global__ void __launch_bounds__(AM_THREADS) attention_mma_kernel(
             float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             for (int k0 = 0; k0 < hd; k0 += 32) {
                 uint32_t b[4], ah[4], al[4];
-                am_ldsm_x4(b, kc + (8 * nt_s + (lane & 7)) * LD + k0 + 8 * (lane >> 3));
+                ldsm_x4(b, kc + (8 * nt_s + (lane & 7)) * LD + k0 + 8 * (lane >> 3));
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const int off = (16 * mt_s + (lane & 15)) * LD + k0 + 16 * h + 8 * (lane >> 4);
-                    am_ldsm_x4(ah, qh + off);
-                    am_ldsm_x4(al, ql + off);
-                    am_mma(d, ah, b[2 * h], b[2 * h + 1]);
-                    am_mma(d, al, b[2 * h], b[2 * h + 1]);
+                    ldsm_x4(ah, qh + off);
+                    ldsm_x4(al, ql + off);
+                    mma16816(d, ah, b[2 * h], b[2 * h + 1]);
+                    mma16816(d, al, b[2 * h], b[2 * h + 1]);
                 }
             }
 #pragma unroll
@@ -172,21 +154,21 @@ __global__ void __launch_bounds__(AM_THREADS) attention_mma_kernel(
 #pragma unroll
             for (int mt = 0; mt < 2; mt++) {
                 const int off = (16 * mt + (lane & 15)) * AM_PLD + 16 * kk + 8 * (lane >> 4);
-                am_ldsm_x4(pah[mt], ph + off);
-                am_ldsm_x4(pal[mt], pl + off);
+                ldsm_x4(pah[mt], ph + off);
+                ldsm_x4(pal[mt], pl + off);
             }
 #pragma unroll
             for (int nt = 0; nt < DS4K_MAX_HEAD_DIM / 64; nt += 2) {
                 if (nt >= ntd) break;
                 uint32_t b[4]; /* n-tiles nt and nt + 1 */
                 const int d0 = warp * (hd / 8) + 8 * nt;
-                am_ldsm_x4_t(b, kc + (16 * kk + (lane & 15)) * LD + d0 + 8 * (lane >> 4));
+                ldsm_x4_t(b, kc + (16 * kk + (lane & 15)) * LD + d0 + 8 * (lane >> 4));
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++) {
-                    am_mma(acc[mt][nt], pah[mt], b[0], b[1]);
-                    am_mma(acc[mt][nt], pal[mt], b[0], b[1]);
-                    am_mma(acc[mt][nt + 1], pah[mt], b[2], b[3]);
-                    am_mma(acc[mt][nt + 1], pal[mt], b[2], b[3]);
+                    mma16816(acc[mt][nt], pah[mt], b[0], b[1]);
+                    mma16816(acc[mt][nt], pal[mt], b[0], b[1]);
+                    mma16816(acc[mt][nt + 1], pah[mt], b[2], b[3]);
+                    mma16816(acc[mt][nt + 1], pal[mt], b[2], b[3]);
                 }
             }
         }

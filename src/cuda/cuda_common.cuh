@@ -69,6 +69,21 @@ __device__ __forceinline__ uint32_t ld_u32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+/* acc + the 8 halves of u times a (4) then b (4), one fused multiply-add at a
+ * time in element order (the F16 GEMV and the HC mixer parts). */
+__device__ __forceinline__ float dot8_h(uint4 u, float4 a, float4 b, float acc) {
+    const float2 w0 = __half22float2(*(const __half2 *)&u.x), w1 = __half22float2(*(const __half2 *)&u.y);
+    const float2 w2 = __half22float2(*(const __half2 *)&u.z), w3 = __half22float2(*(const __half2 *)&u.w);
+    acc = fmaf(w0.x, a.x, acc);
+    acc = fmaf(w0.y, a.y, acc);
+    acc = fmaf(w1.x, a.z, acc);
+    acc = fmaf(w1.y, a.w, acc);
+    acc = fmaf(w2.x, b.x, acc);
+    acc = fmaf(w2.y, b.y, acc);
+    acc = fmaf(w3.x, b.z, acc);
+    return fmaf(w3.y, b.w, acc);
+}
+
 /* KV rows are stored either as f16 (the default cache) or as f32 (oracle
  * mode, exact); `f16` selects. */
 __device__ __forceinline__ float kv_load(const void *base, int64_t i, bool f16) {

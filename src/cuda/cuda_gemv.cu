@@ -159,18 +159,7 @@ template <> __device__ __forceinline__ float slice_dot<T_F16>(const uint8_t *buf
     float p = 0.0f;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const uint4 u = w[i];
-        const float4 a = xv4[(2 * i) ^ swz], c = xv4[(2 * i + 1) ^ swz];
-        const float2 w0 = __half22float2(*(const __half2 *)&u.x), w1 = __half22float2(*(const __half2 *)&u.y);
-        const float2 w2 = __half22float2(*(const __half2 *)&u.z), w3 = __half22float2(*(const __half2 *)&u.w);
-        p = fmaf(w0.x, a.x, p);
-        p = fmaf(w0.y, a.y, p);
-        p = fmaf(w1.x, a.z, p);
-        p = fmaf(w1.y, a.w, p);
-        p = fmaf(w2.x, c.x, p);
-        p = fmaf(w2.y, c.y, p);
-        p = fmaf(w3.x, c.z, p);
-        p = fmaf(w3.y, c.w, p);
+        p = dot8_h(w[i], xv4[(2 * i) ^ swz], xv4[(2 * i + 1) ^ swz], p);
     }
     return p;
 }
@@ -233,15 +222,8 @@ template <> __device__ __forceinline__ float slice_dot<T_Q4_K>(const uint8_t *bu
     const int j = s & 7;
     const uint32_t dd = ld_a32(b);
     const float d = h2f((uint16_t)(dd & 0xffff)), dmin = h2f((uint16_t)(dd >> 16));
-    const uint8_t *sc = b + 4;
     int scale, mn;
-    if (j < 4) {
-        scale = sc[j] & 63;
-        mn = sc[j + 4] & 63;
-    } else {
-        scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-        mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
+    q4k_scale_min(b + 4, j, &scale, &mn);
     const uint8_t *qs = b + 16 + 32 * (j >> 1);
     const int shift = 4 * (j & 1);
     const q8pair xq = load_q(x, g);

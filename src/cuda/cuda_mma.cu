@@ -21,28 +21,13 @@
 #include "cuda/cuda_gemv.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_quant.cuh"
+#include "cuda/cuda_tc.cuh"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define MM_BM 128
 #define MM_LD 40 /* halves per staged row: 32 + 8 padding (ldmatrix rows hit distinct banks) */
-
-/* ------------------------------------------------------------------ tensor-core primitives */
-
-__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 __device__ __forceinline__ uint32_t pack_h2(float a, float b) {
     const __half2 h = __floats2half2_rn(a, b);
@@ -142,15 +127,8 @@ __device__ __forceinline__ void wdecode<T_Q2_K>(const wraw &r, int s, int, uint3
 template <> __device__ __forceinline__ void wload<T_Q4_K>(const uint8_t *row, int s, int hf, wraw &r) {
     const uint8_t *b = row + 144 * (s >> 3);
     const int j = s & 7;
-    const uint8_t *scp = b + 4;
     int scale, m;
-    if (j < 4) {
-        scale = scp[j] & 63;
-        m = scp[j + 4] & 63;
-    } else {
-        scale = (scp[j + 4] & 15) | ((scp[j - 4] >> 6) << 4);
-        m = (scp[j + 4] >> 4) | ((scp[j] >> 6) << 4);
-    }
+    q4k_scale_min(b + 4, j, &scale, &m);
     const uint8_t *qs = b + 16 + 32 * (j >> 1) + 16 * hf;
 #pragma unroll
     for (int w = 0; w < 4; w++) r.w[w] = ld_a32(qs + 4 * w);

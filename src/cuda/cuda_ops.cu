@@ -207,18 +207,8 @@ __global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, cons
     const float *h = H + (int64_t)t * ldh;
     float acc = 0.0f, sq = 0.0f;
     for (int64_t k = k0 + 8 * threadIdx.x; k < k1; k += 8 * blockDim.x) {
-        const uint4 u = *(const uint4 *)(w + k);
         const float4 a = *(const float4 *)(h + k), b = *(const float4 *)(h + k + 4);
-        const float2 w0 = __half22float2(*(const __half2 *)&u.x), w1 = __half22float2(*(const __half2 *)&u.y);
-        const float2 w2 = __half22float2(*(const __half2 *)&u.z), w3 = __half22float2(*(const __half2 *)&u.w);
-        acc = fmaf(w0.x, a.x, acc);
-        acc = fmaf(w0.y, a.y, acc);
-        acc = fmaf(w1.x, a.z, acc);
-        acc = fmaf(w1.y, a.w, acc);
-        acc = fmaf(w2.x, b.x, acc);
-        acc = fmaf(w2.y, b.y, acc);
-        acc = fmaf(w3.x, b.z, acc);
-        acc = fmaf(w3.y, b.w, acc);
+        acc = dot8_h(*(const uint4 *)(w + k), a, b, acc);
         if (r == 0)
             sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
     }

@@ -59,6 +59,18 @@ __host__ __device__ __forceinline__ int64_t row_bytes_dev(int type, int64_t K) {
     }
 }
 
+/* Q4_K: the 6-bit scale and minimum of 32-element group j (0..7) from the
+ * 12 packed bytes sc of a super-block. */
+__device__ __forceinline__ void q4k_scale_min(const uint8_t *sc, int j, int *scale, int *mn) {
+    if (j < 4) {
+        *scale = sc[j] & 63;
+        *mn = sc[j + 4] & 63;
+    } else {
+        *scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+        *mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+}
+
 /* The 32 values of slice s of `row`; `grid` is the IQ2_XXS grid table (in
  * global or shared memory). The sign byte of IQ2_XXS is the 7 stored bits
  * plus an even-parity bit, computed here instead of looked up. */
@@ -121,15 +133,8 @@ __device__ __forceinline__ void dequant32_g(int type, const uint8_t *row, int s,
         const uint8_t *b = row + 144 * (s >> 3);
         const int j = s & 7;
         const float d = h2f(ld_u16(b)), dmin = h2f(ld_u16(b + 2));
-        const uint8_t *sc = b + 4;
         int scale, mn;
-        if (j < 4) {
-            scale = sc[j] & 63;
-            mn = sc[j + 4] & 63;
-        } else {
-            scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-            mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-        }
+        q4k_scale_min(b + 4, j, &scale, &mn);
         const float dl = __fmul_rn(d, (float)scale), ml = __fmul_rn(dmin, (float)mn);
         const uint8_t *qs = b + 16 + 32 * (j >> 1);
         const int shift = 4 * (j & 1);

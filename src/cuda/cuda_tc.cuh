@@ -1,0 +1,35 @@
+/* ds4 — tensor-core primitives shared by the prefill tiles (cuda_mma.cu) and
+ * the prefill attention (cuda_attn_mma.cu): ldmatrix loads of 8 x 8 f16
+ * matrices from shared memory and the m16n8k16 f16 product with f32
+ * accumulation (the accumulation order inside an mma is fixed by the
+ * hardware: the same inputs give the same bits). */
+#ifndef DS4_CUDA_TC_CUH
+#define DS4_CUDA_TC_CUH
+
+#include "cuda/cuda_common.cuh"
+
+/* Four 8 x 8 matrices; lanes 8i .. 8i+7 address the rows of matrix i. */
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* The same, transposed: B fragments of a matrix stored [k][n]. */
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* d += a (16 x 16, row-major fragments) . b (16 x 8, column fragments b0 b1). */
+__device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+#endif
