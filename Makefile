@@ -58,7 +58,8 @@ AVX2_SRC := $(wildcard src/*/*_avx2.c)
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) /usr)
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
 CUDA_ARCH ?= sm_90
-NVFLAGS   := -O3 -arch=$(CUDA_ARCH) -Isrc -Xcompiler -Wall,-Wno-unused-function -lineinfo --expt-relaxed-constexpr
+NVFLAGS   := -O3 -arch=$(CUDA_ARCH) -Isrc -Xcompiler -Wall,-Wno-unused-function -lineinfo --expt-relaxed-constexpr \
+             -DDS4_CUDA_ARCH='"$(CUDA_ARCH)"' -DDS4_CUDA_ARCH_MIN=$(subst a,,$(subst sm_,,$(subst compute_,,$(CUDA_ARCH))))
 ifeq ($(WITH_CUDA),1)
   CFLAGS_BASE += -DDS4_WITH_CUDA -I$(CUDA_HOME)/include
   CU_SRC := $(wildcard src/cuda/*.cu)

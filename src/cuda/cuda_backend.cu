@@ -18,6 +18,12 @@ extern "C" {
 }
 #include "cuda/cuda_kernels.h"
 
+/* The architecture the kernels were compiled for (Makefile CUDA_ARCH). */
+#ifndef DS4_CUDA_ARCH
+#define DS4_CUDA_ARCH "sm_90"
+#define DS4_CUDA_ARCH_MIN 90
+#endif
+
 /* HC pre: the mixer in HC_PARTS stretches of K (cuda_layers.inc hc_pre) */
 #define HC_PARTS 8
 
@@ -362,12 +368,34 @@ static int cu_pull(ds4_session *s, ds4_err *err) {
 /* ------------------------------------------------------------------ backend ops */
 
 static int cu_init(ds4_session *s, ds4_err *err) {
-    int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0)
-        return ds4_errf(err, "no usable CUDA GPU (driver missing, too old, or no device); run with --cpu");
+    int ndev = 0, drv = 0, rt = 0;
+    const cudaError_t de = cudaGetDeviceCount(&ndev);
+    if (de != cudaSuccess || ndev == 0) {
+        cudaDriverGetVersion(&drv);
+        cudaRuntimeGetVersion(&rt);
+        if (de == cudaErrorInsufficientDriver)
+            return ds4_errf(err,
+                            "CUDA: the driver is too old for this build (driver supports CUDA %d.%d, the build uses "
+                            "%d.%d); update the NVIDIA driver or run with --cpu",
+                            drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+        return ds4_errf(err, "no usable CUDA GPU (%s); run with --cpu",
+                        de != cudaSuccess ? cudaGetErrorString(de) : "no device");
+    }
     static int inited;
     if (!inited) {
-        if (ds4k_init() != 0) return ds4_errf(err, "CUDA: initialization failed: %s", ds4k_last_error());
+        if (ds4k_init() != 0) {
+            const char *why = ds4k_last_error();
+            int dev = 0;
+            cudaDeviceProp prop;
+            if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess &&
+                (prop.major * 10 + prop.minor) < DS4_CUDA_ARCH_MIN)
+                return ds4_errf(err,
+                                "CUDA: this build's kernels are for %s and later, the GPU (%s) is sm_%d%d; rebuild "
+                                "with make cuda CUDA_ARCH=sm_%d%d (tensor-core kernels need sm_80 or later) or run "
+                                "with --cpu",
+                                DS4_CUDA_ARCH, prop.name, prop.major, prop.minor, prop.major, prop.minor);
+            return ds4_errf(err, "CUDA: initialization failed: %s", why ? why : "unknown error");
+        }
         inited = 1;
     }
     const ds4_hparams *hp = &s->model->hp;
