@@ -8,13 +8,16 @@
  * a ring of GS_STAGES shared-memory buffers with asynchronous copies
  * (cp.async): while it decodes one chunk, the next two are on their way.
  *
- * The decode is also cheaper per weight than the generic one: a slice of 32
- * weights is multiplied with its activations as integers-as-floats (the
- * quantized values) and the block scale is applied once to the slice's dot
- * product. K-quant minimums use precomputed sums of 16 activations:
+ * The arithmetic is cheaper per weight than the generic kernel's: quantized
+ * slices of 32 weights are multiplied with 8-bit integer dot products
+ * (dp4a, four products an instruction) against the block's activations,
+ * each 32-slice of them split into two int8 vectors (see gs_x below), and
+ * the weight block's scale is applied once to the slice's dot. K-quant
+ * minimums use sums of 16 activations computed when the block stages them:
  *   sum_i (dl q_i - ml) x_i = dl sum_i q_i x_i - ml sum_i x_i.
- * In exact arithmetic this is the CPU reference's sum; in floats it differs
- * only by rounding (the tests bound it).
+ * F16 rows keep float activations. The result differs from the CPU's by the
+ * split's rounding (bounded in tests/cuda/cuda_test_util.h); oracle mode
+ * turns this kernel off.
  *
  * Determinism: every output is one warp's sum over fixed lane slices, added
  * with a fixed butterfly; no atomics. */

@@ -1,19 +1,23 @@
 /* ds4 — prefill matrix products on the tensor cores, weights dequantized
  * tile by tile (no expanded copy of any weight).
  *
- * A block computes 64 weight rows x 64 tokens; its 4 warps each own 32 x 32
- * (2 x 4 mma.m16n8k16 tiles). K is walked one 32-element slice at a time:
+ * A block computes 128 weight rows x 128 tokens (64 for the routed experts'
+ * small segments); its 8 warps each own 32 rows x 64 (or 32) tokens as
+ * mma.m16n8k16 tiles. K is walked one 32-element slice at a time, through
+ * two shared-memory stages (the next slice is staged while this one is
+ * multiplied):
  *
  *   weights  the slice's quantized values go to shared memory as f16 (they
  *            are small integers — Q8_0 bytes, K-quant levels, IQ2 grid
  *            values — or the F16 weight itself: exact), with the slice's
  *            scale (and K-quant minimum) per row or per 16-element half;
- *   tokens   each token's slice is scaled by a power of two so its largest
- *            element is about 2^14 and split into two f16 terms, hi + lo,
- *            which together keep ~22 bits (f16 alone would keep 11);
+ *   tokens   each token is scaled by the power of two that brings its
+ *            largest element to [2^13, 2^14) (a pre-pass, token_scale_kernel)
+ *            and each value split into two f16 terms, hi + lo, which
+ *            together keep ~22 bits (f16 alone would keep 11);
  *   product  integer-valued weights times hi and lo on the tensor cores with
- *            f32 accumulation, then acc += (w_scale * 2^-e) * dot - w_min *
- *            sum(x) per row and token in f32.
+ *            f32 accumulation, then acc += w_scale * dot - w_min * sum(x)
+ *            per row and token in f32; the token's scale is undone at the end.
  *
  * So the products are the CPU's up to f32 rounding (the kernel test bounds
  * it at the matmul's 1e-6 of |w| |x|), and every output is accumulated in a
