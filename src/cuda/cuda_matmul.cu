@@ -1,13 +1,16 @@
-/* ds4 — CUDA matrix products over weights in their GGUF formats.
+/* ds4 — CUDA matrix products over weights in their GGUF formats: the entry
+ * points, and the kernels for what the specialized ones do not take.
  *
- * Small batches (decode, n <= 8 tokens): one warp per output row; lane l
- * takes the 32-element slices l, l+32, ... of the row, dequantizes each once
- * and multiplies it with every token, then the warp sums its lanes with a
- * fixed butterfly. Each weight byte is read once per call.
- * Large batches (prefill): 64 x 64 output tiles; each step dequantizes one
- * 32-wide slice of 64 rows into shared memory and multiplies it with the
- * matching slice of 64 tokens (4 x 4 outputs per thread).
- * Both accumulate every output in a fixed order: results are deterministic. */
+ * One token (decode) goes to the streaming GEMV (cuda_gemv.cu), more than 8
+ * to the tensor-core tiles (cuda_mma.cu). Here:
+ * - batches of 2..8 tokens (and rows the streaming kernel cannot stage):
+ *   one warp per output row; lane l takes the 32-element slices l, l+32, ...
+ *   of the row, dequantizes each once and multiplies it with every token,
+ *   then the warp sums its lanes with a fixed butterfly;
+ * - F32/BF16 weights in large batches: 64 x 64 float tiles; each step
+ *   dequantizes one 32-wide slice of 64 rows into shared memory and
+ *   multiplies it with the matching slice of 64 tokens.
+ * Every kernel accumulates each output in a fixed order: deterministic. */
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_quant.cuh"
 #include "cuda/cuda_gemv.cuh"
