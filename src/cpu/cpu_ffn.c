@@ -111,13 +111,17 @@ static void scatter_range(void *ctx, int64_t b, int64_t e, int thread) {
 
 /* Run the gathered rows [0, rows) of expert x: gate/up, SwiGLU x weight, down,
  * accumulate into ffn_y. */
-static void flush_expert(cpu_ctx *c, ffn_job *j, int x, int64_t first, int64_t rows) {
+static void flush_expert(cpu_ctx *c, ffn_job *j, int x, int64_t rows) {
     const ds4_layer_weights *L = &c->w->layers[j->il];
     const int64_t D = c->hp->n_embd, FF = c->hp->n_ff;
     if (rows <= 0) return;
-    ds4_matmul(&c->mm, &L->gate_exps, (int64_t)x * FF, FF, c->ex + first * D, D, (int)rows, c->eg + first * FF, FF);
-    ds4_matmul(&c->mm, &L->up_exps, (int64_t)x * FF, FF, c->ex + first * D, D, (int)rows, c->eu + first * FF, FF);
-    (void)j;
+    ds4_matmul(&c->mm, &L->gate_exps, (int64_t)x * FF, FF, c->ex, D, (int)rows, c->eg, FF);
+    ds4_matmul(&c->mm, &L->up_exps, (int64_t)x * FF, FF, c->ex, D, (int)rows, c->eu, FF);
+    j->rows = rows;
+    ds4_pool_for(c->pool, rows, 1, routed_swiglu_range, j);
+    ds4_matmul(&c->mm, &L->down_exps, (int64_t)x * D, D, c->eg, FF, (int)rows, c->ex, D);
+    scatter_job sj = {c, rows};
+    ds4_pool_for(c->pool, c->n, 0, scatter_range, &sj);
 }
 
 void ds4_cpu_ffn_layer(cpu_ctx *c, int il) {
@@ -145,12 +149,7 @@ void ds4_cpu_ffn_layer(cpu_ctx *c, int il) {
             for (int k = 0; k < K; k++) {
                 if (c->route_e[t * K + k] != x) continue;
                 if (rows == cap) { /* buffer full: run what is gathered, keep going */
-                    flush_expert(c, &j, x, 0, rows);
-                    j.rows = rows;
-                    ds4_pool_for(c->pool, rows, 1, routed_swiglu_range, &j);
-                    ds4_matmul(&c->mm, &L->down_exps, (int64_t)x * D, D, c->eg, FF, (int)rows, c->ex, D);
-                    scatter_job sj = {c, rows};
-                    ds4_pool_for(c->pool, n, 0, scatter_range, &sj);
+                    flush_expert(c, &j, x, rows);
                     rows = 0;
                 }
                 c->ex_tok[rows] = t * K + k;
@@ -158,13 +157,7 @@ void ds4_cpu_ffn_layer(cpu_ctx *c, int il) {
                 rows++;
             }
         }
-        if (rows == 0) continue;
-        flush_expert(c, &j, x, 0, rows);
-        j.rows = rows;
-        ds4_pool_for(c->pool, rows, 1, routed_swiglu_range, &j);
-        ds4_matmul(&c->mm, &L->down_exps, (int64_t)x * D, D, c->eg, FF, (int)rows, c->ex, D);
-        scatter_job sj = {c, rows};
-        ds4_pool_for(c->pool, n, 0, scatter_range, &sj);
+        flush_expert(c, &j, x, rows);
     }
 
     /* 3. shared expert, added last; then HC post */

@@ -20,6 +20,27 @@ static cJSON *event(srv_stream *s, const char *type) {
     return e;
 }
 
+/* An event about output item `id` at `index`. */
+static cJSON *item_event(srv_stream *s, const char *type, const char *id, int index) {
+    cJSON *e = event(s, type);
+    cJSON_AddStringToObject(e, "item_id", id);
+    cJSON_AddNumberToObject(e, "output_index", index);
+    return e;
+}
+
+/* Events about the one summary part of the reasoning item and the one
+ * content part of the message item. */
+static cJSON *summary_event(srv_stream *s, const char *type) {
+    cJSON *e = item_event(s, type, s->rs_id, s->rs_index);
+    cJSON_AddNumberToObject(e, "summary_index", 0);
+    return e;
+}
+static cJSON *content_event(srv_stream *s, const char *type) {
+    cJSON *e = item_event(s, type, s->msg_id, s->msg_index);
+    cJSON_AddNumberToObject(e, "content_index", 0);
+    return e;
+}
+
 static void send(srv_stream *s, cJSON *e) {
     if (!s->failed && srv_sse_data(s->job, e) != 0) s->failed = true;
     cJSON_Delete(e);
@@ -109,10 +130,7 @@ static void open_reasoning(srv_stream *s) {
     cJSON_AddNumberToObject(e, "output_index", s->rs_index);
     cJSON_AddItemToObject(e, "item", reasoning_item(s, "in_progress", "", 0, false));
     send(s, e);
-    e = event(s, "response.reasoning_summary_part.added");
-    cJSON_AddStringToObject(e, "item_id", s->rs_id);
-    cJSON_AddNumberToObject(e, "output_index", s->rs_index);
-    cJSON_AddNumberToObject(e, "summary_index", 0);
+    e = summary_event(s, "response.reasoning_summary_part.added");
     cJSON *part = cJSON_AddObjectToObject(e, "part");
     cJSON_AddStringToObject(part, "type", "summary_text");
     cJSON_AddStringToObject(part, "text", "");
@@ -123,16 +141,10 @@ static void close_reasoning(srv_stream *s, bool complete) {
     if (!s->rs_open) return;
     s->rs_open = false;
     s->rs_closed_ok = complete;
-    cJSON *e = event(s, "response.reasoning_summary_text.done");
-    cJSON_AddStringToObject(e, "item_id", s->rs_id);
-    cJSON_AddNumberToObject(e, "output_index", s->rs_index);
-    cJSON_AddNumberToObject(e, "summary_index", 0);
+    cJSON *e = summary_event(s, "response.reasoning_summary_text.done");
     srv_json_add_str(e, "text", s->rs_text.p, s->rs_text.n);
     send(s, e);
-    e = event(s, "response.reasoning_summary_part.done");
-    cJSON_AddStringToObject(e, "item_id", s->rs_id);
-    cJSON_AddNumberToObject(e, "output_index", s->rs_index);
-    cJSON_AddNumberToObject(e, "summary_index", 0);
+    e = summary_event(s, "response.reasoning_summary_part.done");
     cJSON *part = cJSON_AddObjectToObject(e, "part");
     cJSON_AddStringToObject(part, "type", "summary_text");
     srv_json_add_str(part, "text", s->rs_text.p, s->rs_text.n);
@@ -152,10 +164,7 @@ static void open_message(srv_stream *s) {
     cJSON_AddNumberToObject(e, "output_index", s->msg_index);
     cJSON_AddItemToObject(e, "item", message_item(s, "in_progress", "", 0, false));
     send(s, e);
-    e = event(s, "response.content_part.added");
-    cJSON_AddStringToObject(e, "item_id", s->msg_id);
-    cJSON_AddNumberToObject(e, "output_index", s->msg_index);
-    cJSON_AddNumberToObject(e, "content_index", 0);
+    e = content_event(s, "response.content_part.added");
     cJSON_AddItemToObject(e, "part", text_part("", 0));
     send(s, e);
 }
@@ -163,16 +172,10 @@ static void open_message(srv_stream *s) {
 static void close_message(srv_stream *s, const char *status) {
     if (!s->msg_open) return;
     s->msg_open = false;
-    cJSON *e = event(s, "response.output_text.done");
-    cJSON_AddStringToObject(e, "item_id", s->msg_id);
-    cJSON_AddNumberToObject(e, "output_index", s->msg_index);
-    cJSON_AddNumberToObject(e, "content_index", 0);
+    cJSON *e = content_event(s, "response.output_text.done");
     srv_json_add_str(e, "text", s->msg_text.p, s->msg_text.n);
     send(s, e);
-    e = event(s, "response.content_part.done");
-    cJSON_AddStringToObject(e, "item_id", s->msg_id);
-    cJSON_AddNumberToObject(e, "output_index", s->msg_index);
-    cJSON_AddNumberToObject(e, "content_index", 0);
+    e = content_event(s, "response.content_part.done");
     cJSON_AddItemToObject(e, "part", text_part(s->msg_text.p, s->msg_text.n));
     send(s, e);
     e = event(s, "response.output_item.done");
@@ -184,10 +187,7 @@ static void close_message(srv_stream *s, const char *status) {
 static void text_delta(srv_stream *s, const char *t, size_t n) {
     if (!s->msg_open) open_message(s);
     ds4_textbuf_append(&s->msg_text, t, n);
-    cJSON *e = event(s, "response.output_text.delta");
-    cJSON_AddStringToObject(e, "item_id", s->msg_id);
-    cJSON_AddNumberToObject(e, "output_index", s->msg_index);
-    cJSON_AddNumberToObject(e, "content_index", 0);
+    cJSON *e = content_event(s, "response.output_text.delta");
     srv_json_add_str(e, "delta", t, n);
     send(s, e);
 }
@@ -196,9 +196,7 @@ static void call_done(srv_stream *s, srv_stream_call *c, const char *status, con
     if (!c->open) return;
     c->open = false;
     if (!is_tool_search(s->rq, c->name)) {
-        cJSON *e = event(s, "response.function_call_arguments.done");
-        cJSON_AddStringToObject(e, "item_id", c->fc_id);
-        cJSON_AddNumberToObject(e, "output_index", c->out_index);
+        cJSON *e = item_event(s, "response.function_call_arguments.done", c->fc_id, c->out_index);
         const srv_tool_ns *ns = find_ns(s->rq, c->name);
         cJSON_AddStringToObject(e, "name", ns ? ns->name : c->name);
         if (ns) cJSON_AddStringToObject(e, "namespace", ns->ns);
@@ -232,10 +230,7 @@ void srv_responses_event(srv_stream *s, const ds4_dsml_event *ev) {
         if (!s->rs_open && s->rs_index < 0) open_reasoning(s);
         if (!s->rs_open) return;
         ds4_textbuf_append(&s->rs_text, ev->text, ev->len);
-        cJSON *e = event(s, "response.reasoning_summary_text.delta");
-        cJSON_AddStringToObject(e, "item_id", s->rs_id);
-        cJSON_AddNumberToObject(e, "output_index", s->rs_index);
-        cJSON_AddNumberToObject(e, "summary_index", 0);
+        cJSON *e = summary_event(s, "response.reasoning_summary_text.delta");
         srv_json_add_str(e, "delta", ev->text, ev->len);
         send(s, e);
         return;
@@ -276,9 +271,7 @@ void srv_responses_event(srv_stream *s, const ds4_dsml_event *ev) {
         srv_stream_call *c = &s->calls[ev->index];
         ds4_textbuf_append(&c->args, ev->text, ev->len);
         if (!c->open || is_tool_search(s->rq, c->name)) return;
-        cJSON *e = event(s, "response.function_call_arguments.delta");
-        cJSON_AddStringToObject(e, "item_id", c->fc_id);
-        cJSON_AddNumberToObject(e, "output_index", c->out_index);
+        cJSON *e = item_event(s, "response.function_call_arguments.delta", c->fc_id, c->out_index);
         srv_json_add_str(e, "delta", ev->text, ev->len);
         send(s, e);
         return;

@@ -127,11 +127,10 @@ static int one_message(srv_request *r, const cJSON *m, srv_span raw_msg, srv_err
 
 int srv_parse_messages(const cJSON *root, const char *body, size_t len, srv_request *r, srv_error *e) {
     const srv_span raw = {body, len};
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!srv_json_given(msgs)) return srv_errorf(e, 400, "missing messages");
-    if (!cJSON_IsArray(msgs)) return srv_errorf(e, 400, "invalid JSON request: messages must be an array");
     int n_raw = 0;
-    srv_span *raw_msgs = srv_span_elements(srv_span_member(raw, "messages"), &n_raw);
+    srv_span *raw_msgs;
+    const cJSON *msgs = srv_messages_array(root, body, len, &raw_msgs, &n_raw, e);
+    if (!msgs) return -1;
     int rc = 0, i = 0;
     for (const cJSON *m = msgs->child; m && !rc; m = m->next, i++) rc = one_message(r, m, srv_span_at(raw_msgs, n_raw, i), e);
     free(raw_msgs);
@@ -139,11 +138,11 @@ int srv_parse_messages(const cJSON *root, const char *body, size_t len, srv_requ
     /* the top-level system comes after system entries inside messages (§3.13) */
     ds4_textbuf sys;
     ds4_textbuf_init(&sys);
-    if (system_text(cJSON_GetObjectItemCaseSensitive(root, "system"), &sys, e)) {
+    const cJSON *jsys = cJSON_GetObjectItemCaseSensitive(root, "system");
+    if (system_text(jsys, &sys, e)) {
         ds4_textbuf_free(&sys);
         return -1;
     }
-    const cJSON *jsys = cJSON_GetObjectItemCaseSensitive(root, "system");
     if (srv_json_given(jsys) && sys.n && !ds4_chat_add(&r->chat, DS4_ROLE_SYSTEM, sys.p, sys.n)) {
         ds4_textbuf_free(&sys);
         return srv_errorf(e, 500, "out of memory");

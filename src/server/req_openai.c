@@ -51,11 +51,10 @@ static int add_calls(ds4_chat_msg *msg, const cJSON *calls, srv_span raw_calls, 
 
 int srv_parse_chat(const cJSON *root, const char *body, size_t len, srv_request *r, srv_error *e) {
     const srv_span raw = {body, len};
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!srv_json_given(msgs)) return srv_errorf(e, 400, "missing messages");
-    if (!cJSON_IsArray(msgs)) return srv_errorf(e, 400, "invalid JSON request: messages must be an array");
     int n_raw = 0;
-    srv_span *raw_msgs = srv_span_elements(srv_span_member(raw, "messages"), &n_raw);
+    srv_span *raw_msgs;
+    const cJSON *msgs = srv_messages_array(root, body, len, &raw_msgs, &n_raw, e);
+    if (!msgs) return -1;
     int i = 0;
     ds4_textbuf t;
     ds4_textbuf_init(&t);

@@ -183,6 +183,23 @@ static int json_float(const cJSON *j, float *out) {
     return 0;
 }
 
+const cJSON *srv_messages_array(const cJSON *root, const char *body, size_t len, srv_span **raw_msgs, int *n_raw,
+                                srv_error *e) {
+    *raw_msgs = NULL;
+    *n_raw = 0;
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!srv_json_given(msgs)) {
+        srv_errorf(e, 400, "missing messages");
+        return NULL;
+    }
+    if (!cJSON_IsArray(msgs)) {
+        srv_errorf(e, 400, "invalid JSON request: messages must be an array");
+        return NULL;
+    }
+    *raw_msgs = srv_span_elements(srv_span_member((srv_span){body, len}, "messages"), n_raw);
+    return msgs;
+}
+
 int srv_content_text(const cJSON *c, bool strict, ds4_textbuf *out, srv_error *e) {
     if (!srv_json_given(c)) return 0;
     if (cJSON_IsString(c)) {

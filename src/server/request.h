@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "server/jsonutil.h"
 #include "text/chat.h"
 #include "text/sampler.h"
 #include "text/tokenizer.h"
@@ -120,6 +121,12 @@ int srv_parse_responses(const cJSON *root, const char *body, size_t len, srv_req
 int srv_parse_messages(const cJSON *root, const char *body, size_t len, srv_request *r, srv_error *e);
 
 /* ------------------------------------------------------ shared helpers */
+
+/* The "messages" array of a chat / Anthropic body and the raw text of each
+ * element (*raw_msgs, malloc'd, *n_raw of them; free it). NULL (e filled, 400)
+ * when it is missing or not an array. */
+const cJSON *srv_messages_array(const cJSON *root, const char *body, size_t len, srv_span **raw_msgs, int *n_raw,
+                                srv_error *e);
 
 /* Content normalization: string / null / array of text parts. strict (the
  * Responses rule) rejects non-text blocks; otherwise they are dropped.
