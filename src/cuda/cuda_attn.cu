@@ -173,72 +173,107 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
 
 /* ------------------------------------------------------------------ indexer scores */
 
-__global__ void attention_kernel(const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks,
-                                 const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
-                                 const int32_t *sel_all, const int *n_sel, int topk, bool f16, const double *freqs,
-                                 int n_pairs, float *o, int HG, int max_rows);
-static int att_group(int H, int hd, int max_rows, size_t *smem);
+/* Indexer scores. A block takes IDX_ROWS key rows of one token (copied into
+ * shared memory as floats with 16-byte loads) and the token's IH query
+ * heads; lane r scores row r against the heads h = warp, warp + 8, ...,
+ * eight at a time so every key load serves eight dot products, and the
+ * block adds the warps' weighted relu sums in warp order. One token's
+ * arithmetic does not depend on the batch, so prefill chunks agree. (The
+ * kernel before read each key element per head with a warp reduction per
+ * dot: 150 us a layer at a 4k context.) */
+#define IDX_ROWS 32
+#define IDX_WARPS 8
+#define IDX_HB 8 /* heads a lane scores at a time */
 
-#define SC_ROWS 64
+static size_t idx_smem(int IH, int ID) {
+    return (size_t)(IH * ID + (IH + 3) / 4 * 4 + IDX_ROWS * (ID + 4) + IDX_WARPS * IDX_ROWS) * sizeof(float);
+}
 
-__global__ void indexer_scores_kernel(const float *q, const float *w, const void *keys, bool f16, const int *d_pos,
-                                      int IH, int ID, int topk, float *S, int64_t lds, float scale) {
-    extern __shared__ float sq[];
+__global__ void __launch_bounds__(32 * IDX_WARPS) indexer_scores_kernel(const float *q, const float *w, const void *keys,
+                                                                          bool f16, const int *d_pos, int IH, int ID,
+                                                                          int topk, float *S, int64_t lds, float scale) {
+    extern __shared__ float sh[];
     const int t = blockIdx.x;
     const int64_t p = (int64_t)d_pos[0] + t;
     const int64_t V = (p + 1) / 4;
     if (V <= topk) return;
-    const int64_t r0 = (int64_t)blockIdx.y * SC_ROWS;
+    const int64_t r0 = (int64_t)blockIdx.y * IDX_ROWS;
     if (r0 >= V) return;
-    float *sw = sq + IH * ID;
-    for (int i = threadIdx.x; i < IH * ID; i += blockDim.x) sq[i] = q[(int64_t)t * IH * ID + i];
+    const int nrow = V - r0 < IDX_ROWS ? (int)(V - r0) : IDX_ROWS, ks = ID + 4;
+    float *sq = sh, *sw = sq + IH * ID, *sk = sw + (IH + 3) / 4 * 4, *sred = sk + IDX_ROWS * ks; /* 16-byte aligned */
+    const float4 *q4 = (const float4 *)(q + (int64_t)t * IH * ID);
+    for (int i = threadIdx.x; i < IH * ID / 4; i += blockDim.x) ((float4 *)sq)[i] = q4[i];
     for (int i = threadIdx.x; i < IH; i += blockDim.x) sw[i] = w[(int64_t)t * IH + i];
-    __syncthreads();
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    const int64_t r1 = r0 + SC_ROWS < V ? r0 + SC_ROWS : V;
-    for (int64_t r = r0 + warp; r < r1; r += nw) {
-        float acc = 0.0f;
-        for (int h = 0; h < IH; h++) {
-            float d = 0.0f;
-            for (int i = lane; i < ID; i += 32) d += sq[h * ID + i] * kv_load(keys, r * ID + i, f16);
-            d = warp_sum(d);
-            acc += sw[h] * (d > 0.0f ? d : 0.0f);
+    const int vpr = f16 ? ID / 8 : ID / 4;
+    for (int v = threadIdx.x; v < nrow * vpr; v += blockDim.x) {
+        const int r = v / vpr, c = v - r * vpr;
+        float4 *dst = (float4 *)(sk + r * ks);
+        if (f16) {
+            const uint4 u = *(const uint4 *)((const uint16_t *)keys + (r0 + r) * ID + 8 * c);
+            const float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
+            const float2 e = __half22float2(*(const __half2 *)&u.z), f = __half22float2(*(const __half2 *)&u.w);
+            dst[2 * c] = make_float4(a.x, a.y, b.x, b.y);
+            dst[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
+        } else {
+            dst[c] = *(const float4 *)((const float *)keys + (r0 + r) * ID + 4 * c);
         }
-        if (lane == 0) S[(int64_t)t * lds + r] = acc * scale;
     }
-}
-
-/* Shared memory above 48 KB must be allowed per kernel before launches (and
- * before a graph capture): attention keeps a score per visible row. */
-extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
-    /* any layer's row count <= max_rows: its head group takes at most the
-     * 200 KiB budget of att_group, or one head's need at max_rows */
-    size_t att;
-    att_group(H, hd, max_rows, &att);
-    if (att < 200 * 1024) att = 200 * 1024;
-    const size_t sc = (size_t)(IH * ID + IH) * sizeof(float);
-    if (att > 48 * 1024 &&
-        cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)
-        return -1;
-    if (sc > 48 * 1024 &&
-        cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess)
-        return -1;
-    return 0;
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float part = 0.0f;
+    if (lane < nrow) {
+        const float4 *kr = (const float4 *)(sk + lane * ks);
+        for (int hb = warp; hb < IH; hb += IDX_WARPS * IDX_HB) {
+            float acc[IDX_HB];
+#pragma unroll
+            for (int j = 0; j < IDX_HB; j++) acc[j] = 0.0f;
+#pragma unroll 4
+            for (int i = 0; i < ID / 4; i++) {
+                const float4 k = kr[i];
+#pragma unroll
+                for (int j = 0; j < IDX_HB; j++) {
+                    const int h = hb + j * IDX_WARPS;
+                    if (h < IH) {
+                        const float4 x = ((const float4 *)(sq + h * ID))[i];
+                        acc[j] = fmaf(k.x, x.x, acc[j]);
+                        acc[j] = fmaf(k.y, x.y, acc[j]);
+                        acc[j] = fmaf(k.z, x.z, acc[j]);
+                        acc[j] = fmaf(k.w, x.w, acc[j]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < IDX_HB; j++) {
+                const int h = hb + j * IDX_WARPS;
+                if (h < IH) part += sw[h] * (acc[j] > 0.0f ? acc[j] : 0.0f);
+            }
+        }
+    }
+    sred[warp * IDX_ROWS + lane] = part;
+    __syncthreads();
+    if (warp == 0 && lane < nrow) {
+        float s = 0.0f;
+        for (int k = 0; k < IDX_WARPS; k++) s += sred[k * IDX_ROWS + lane];
+        S[(int64_t)t * lds + r0 + lane] = s * scale;
+    }
 }
 
 extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool f16, int n, const int *d_pos,
                                     int IH, int ID, int topk, int cap, float *S, int64_t lds, ds4_stream st) {
     if (n <= 0 || cap <= 0) return;
     const float scale = (float)(1.0 / sqrt((double)ID * IH));
-    const size_t smem = (size_t)(IH * ID + IH) * sizeof(float);
-    const dim3 grid(n, (unsigned)((cap + SC_ROWS - 1) / SC_ROWS));
-    indexer_scores_kernel<<<grid, NT, smem, (cudaStream_t)st>>>(q, w, keys, f16, d_pos, IH, ID, topk, S, lds, scale);
+    const dim3 grid(n, (unsigned)((cap + IDX_ROWS - 1) / IDX_ROWS));
+    indexer_scores_kernel<<<grid, 32 * IDX_WARPS, idx_smem(IH, ID), (cudaStream_t)st>>>(q, w, keys, f16, d_pos, IH, ID,
+                                                                                         topk, S, lds, scale);
 }
 
 /* ------------------------------------------------------------------ causal top-k */
 
+/* Unsigned keys in the floats' order; -0 and +0 get one key, as they compare
+ * equal in the CPU's selection (ties then go to the lower index). */
 __device__ __forceinline__ uint32_t order_key(float f) {
-    const uint32_t u = __float_as_uint(f);
+    uint32_t u = __float_as_uint(f);
+    if (u == 0x80000000u) u = 0;
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
@@ -283,8 +318,17 @@ __device__ __forceinline__ int block_exscan(int v, int *red, int *total) {
     return before + x - v;
 }
 
-__global__ void topk_kernel(const float *S, int64_t lds, const int *d_pos, int K, int32_t *sel, int *n_sel) {
-    __shared__ int red[64];
+/* Radix select of the K-th largest key, 8 bits a pass from the top (4
+ * passes over the scores, integer histograms in shared memory: the counts
+ * do not depend on the order of the atomics), then the selection: each
+ * thread owns a contiguous run of rows, so one scan of its counts gives
+ * every row's place in ascending order. Ties at the threshold go to the
+ * lowest indices, as in the CPU's heap order. */
+#define TOPK_THREADS 1024
+__global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(const float *S, int64_t lds, const int *d_pos, int K,
+                                                            int32_t *sel, int *n_sel) {
+    __shared__ int hist[256], red[64], s_need;
+    __shared__ uint32_t s_prefix;
     const int t = blockIdx.x;
     const int64_t p = (int64_t)d_pos[0] + t;
     const int64_t V = (p + 1) / 4;
@@ -293,40 +337,69 @@ __global__ void topk_kernel(const float *S, int64_t lds, const int *d_pos, int K
         return;
     }
     const float *s = S + (int64_t)t * lds;
-    /* the K-th largest key, bit by bit from the top */
-    uint32_t prefix = 0;
-    for (int bit = 31; bit >= 0; bit--) {
-        const uint32_t cand = prefix | (1u << bit);
-        int c = 0;
-        for (int64_t i = threadIdx.x; i < V; i += blockDim.x) c += order_key(s[i]) >= cand;
-        c = block_isum(c, red);
-        if (c >= K) prefix = cand;
+    const int lane = threadIdx.x & 31;
+    uint32_t prefix = 0, mask = 0;
+    int need = K; /* rows still to take among those matching prefix under mask */
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+            const uint32_t k = order_key(s[i]);
+            if ((k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255], 1);
+        }
+        __syncthreads();
+        if (threadIdx.x < 32) { /* lane l holds digits 255-8l down to 248-8l */
+            int loc[8], sum = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) sum += loc[i] = hist[255 - 8 * lane - i];
+            int incl = sum;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int y = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            int above = incl - sum;
+            if (above < need && need <= incl) {
+                for (int i = 0; i < 8; i++) {
+                    if (above + loc[i] >= need) {
+                        s_prefix = prefix | ((uint32_t)(255 - 8 * lane - i) << shift);
+                        s_need = need - above;
+                        break;
+                    }
+                    above += loc[i];
+                }
+            }
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        need = s_need;
+        mask |= 255u << shift;
     }
-    const uint32_t T = prefix;
-    int gt = 0;
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) gt += order_key(s[i]) > T;
-    gt = block_isum(gt, red);
-    const int need_eq = K - gt; /* ties at the threshold, lowest indices first */
-    int eq_before = 0, out = 0;
-    for (int64_t base = 0; base < V; base += blockDim.x) {
-        const int64_t i = base + threadIdx.x;
-        const uint32_t k = i < V ? order_key(s[i]) : 0;
-        const int is_gt = i < V && k > T, is_eq = i < V && k == T;
-        int eq_total;
-        const int eq_rank = block_exscan(is_eq, red, &eq_total);
-        const int take = is_gt || (is_eq && eq_before + eq_rank < need_eq);
-        int take_total;
-        const int pos = block_exscan(take, red, &take_total);
-        if (take) sel[(int64_t)t * K + out + pos] = (int32_t)i;
-        out += take_total;
-        eq_before += eq_total;
+    const uint32_t T = prefix; /* the K-th largest key; `need` rows equal to it are taken */
+    const int64_t per = (V + blockDim.x - 1) / blockDim.x, b0 = threadIdx.x * per;
+    const int64_t b1 = b0 + per < V ? b0 + per : V;
+    int gt = 0, eq = 0;
+    for (int64_t i = b0; i < b1; i++) {
+        const uint32_t k = order_key(s[i]);
+        gt += k > T;
+        eq += k == T;
+    }
+    int total;
+    const int eq_before = block_exscan(eq, red, &total);
+    int take_eq = need - eq_before;
+    take_eq = take_eq < 0 ? 0 : take_eq > eq ? eq : take_eq;
+    int pos = block_exscan(gt + take_eq, red, &total);
+    int32_t *out = sel + (int64_t)t * K;
+    for (int64_t i = b0, e = 0; i < b1; i++) {
+        const uint32_t k = order_key(s[i]);
+        if (k > T || (k == T && e++ < take_eq)) out[pos++] = (int32_t)i;
     }
     if (threadIdx.x == 0) n_sel[t] = K;
 }
 
 extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel,
                           ds4_stream st) {
-    if (n > 0) topk_kernel<<<n, 1024, 0, (cudaStream_t)st>>>(S, lds, d_pos, topk, sel, n_sel);
+    if (n > 0) topk_kernel<<<n, TOPK_THREADS, 0, (cudaStream_t)st>>>(S, lds, d_pos, topk, sel, n_sel);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -409,110 +482,171 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     for (int i = threadIdx.x; i < HG * hd; i += blockDim.x) o[((int64_t)t * H + h0) * hd + i] = so[i];
 }
 
-/* Decode-size batches: each (token, head) is split over chunks of ATT_CHUNK
- * rows so the whole GPU works on one token (flash-decoding). A chunk block
- * serves ATT_HG heads, which share every K = V row (one KV head), so a row
- * is read once for all of them; warp j does head j's softmax. It writes per
- * head its local max, its sum of exp and its unnormalized output; the
- * combine kernel merges the chunks in index order (deterministic). */
-#define ATT_CHUNK 64
-#define ATT_HG 4
-__global__ void __launch_bounds__(32 * ATT_HG) attention_chunk_kernel(
-    const float *q, const int *d_pos, int H, int hd, float scale, const void *ring, int raw_cap, int window,
+/* Decode-size batches (flash-decoding): each token's rows are split into
+ * chunks of ATT_SPLIT rows so the whole GPU works on one token. A block
+ * takes one chunk for ATT_SPLIT_HG heads, which share every K = V row (one
+ * KV head): the chunk is copied once into shared memory as floats with
+ * 16-byte loads; lane r of the warps of head j scores row r, each warp over
+ * its share of the dims (four running sums, added in a fixed order, then
+ * the warps' shares in warp order); warp j makes the chunk's softmax in
+ * registers, and each thread accumulates two output dims for all heads.
+ * Per head it writes the chunk's max, its sum of exp and its unnormalized
+ * output; the combine kernel merges the chunks in index order
+ * (deterministic). Few heads a block and the dims split over warps keep
+ * each warp's chain of dependent shared loads short: a block's time is
+ * latency, not arithmetic. (The first decode kernel read each row with
+ * 2-byte loads and waited on one global load per row in its output loop:
+ * ~80 us a layer; 8 heads a block with whole dots per warp: 15 us.) The
+ * tensor-core kernel was tried for this split and lost: its per-block set-up
+ * (Q in f16 hi + lo) is paid for only 32 rows. */
+#define ATT_SPLIT 32
+#define ATT_SPLIT_WARPS 8
+#define ATT_SPLIT_HG 4 /* heads a block (fewer when H is not a multiple) */
+
+static size_t att_split_smem(int hd) {
+    return (size_t)(ATT_SPLIT * (hd + 4) + ATT_SPLIT_HG * hd + ATT_SPLIT * ATT_SPLIT_HG) * sizeof(float);
+}
+
+__global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
+    const float *q, const int *d_pos, int H, int hd, int hg, float scale, const void *ring, int raw_cap, int window,
     const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16, float *part,
     int n_chunks) {
-    __shared__ float sq[ATT_HG][DS4K_MAX_HEAD_DIM], sc[ATT_HG][ATT_CHUNK];
-    const int t = blockIdx.x, h0 = blockIdx.y * ATT_HG, ch = blockIdx.z;
+    extern __shared__ float sh[];
+    const int ks = hd + 4; /* row stride: lanes' 16-byte reads of different rows hit different banks */
+    float *Ks = sh, *Qs = sh + ATT_SPLIT * ks, *Ps = Qs + ATT_SPLIT_HG * hd;
+    const int t = blockIdx.x, h0 = blockIdx.y * hg, ch = blockIdx.z;
     const int64_t p = (int64_t)d_pos[0] + t;
     int64_t lo;
     int n_raw;
     const int32_t *sel;
     const int nr = visible_rows(p, t, window, ratio, csa, sel_all, n_sel, topk, &lo, &n_raw, &sel);
-    const int r0 = ch * ATT_CHUNK, r1 = r0 + ATT_CHUNK < nr ? r0 + ATT_CHUNK : nr;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    if (r0 >= nr) {
-        if (threadIdx.x < ATT_HG) {
-            float *out = part + (((int64_t)t * H + h0 + threadIdx.x) * n_chunks + ch) * (hd + 2);
-            out[hd] = -INFINITY, out[hd + 1] = 0.0f;
-        }
+    const int r0 = ch * ATT_SPLIT, nrow = nr - r0 < ATT_SPLIT ? nr - r0 : ATT_SPLIT;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float m = -INFINITY, l = 0.0f;
+    const int64_t head_stride = (int64_t)n_chunks * (hd + 2);
+    float *pp = part + ((int64_t)(t * H + h0) * n_chunks + ch) * (hd + 2);
+    if (nrow <= 0) {
+        if (threadIdx.x < hg) pp[threadIdx.x * head_stride + hd] = -INFINITY, pp[threadIdx.x * head_stride + hd + 1] = 0.0f;
         return;
     }
-    for (int i = threadIdx.x; i < ATT_HG * hd; i += blockDim.x)
-        sq[i / hd][i % hd] = q[((int64_t)t * H + h0) * hd + i];
-    __syncthreads();
-    const int per_lane = hd / 32; /* <= DS4K_MAX_HEAD_DIM / 32 */
-    for (int r = r0 + warp; r < r1; r += nw) {
+    __shared__ const uint8_t *rowp[ATT_SPLIT]; /* each row's address, found once */
+    if (threadIdx.x < nrow) {
         int64_t off;
-        const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-        float rv[DS4K_MAX_HEAD_DIM / 32];
-#pragma unroll
-        for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++) rv[i] = i < per_lane ? kv_load(base, off + lane + 32 * i, f16) : 0.0f;
-#pragma unroll
-        for (int j = 0; j < ATT_HG; j++) {
+        const void *base = att_row(r0 + threadIdx.x, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
+        rowp[threadIdx.x] = (const uint8_t *)base + off * (f16 ? 2 : 4);
+    }
+    __syncthreads();
+    const int vpr = f16 ? hd / 8 : hd / 4; /* 16-byte vectors per row */
+    for (int v = threadIdx.x; v < nrow * vpr; v += blockDim.x) {
+        const int r = v / vpr, c = v - r * vpr;
+        float4 *dst = (float4 *)(Ks + r * ks);
+        if (f16) {
+            const uint4 u = ((const uint4 *)rowp[r])[c];
+            const float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
+            const float2 e = __half22float2(*(const __half2 *)&u.z), f = __half22float2(*(const __half2 *)&u.w);
+            dst[2 * c] = make_float4(a.x, a.y, b.x, b.y);
+            dst[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
+        } else {
+            dst[c] = ((const float4 *)rowp[r])[c];
+        }
+    }
+    const float4 *q4 = (const float4 *)(q + ((int64_t)t * H + h0) * hd);
+    for (int i = threadIdx.x; i < hg * hd / 4; i += blockDim.x) ((float4 *)Qs)[i] = q4[i];
+    __syncthreads();
+    __shared__ float sdot[ATT_SPLIT_WARPS][ATT_SPLIT];
+    {
+        const int wph = ATT_SPLIT_WARPS / hg, span = hd / wph; /* warps a head, dims a warp */
+        const int j = warp / wph, share = warp - j * wph;
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        if (lane < nrow) {
+            const float4 *kr = (const float4 *)(Ks + lane * ks + share * span);
+            const float4 *qr = (const float4 *)(Qs + j * hd + share * span);
+#pragma unroll 8
+            for (int i = 0; i < span / 4; i++) {
+                const float4 k = kr[i], x = qr[i];
+                a0 = fmaf(k.x, x.x, a0);
+                a1 = fmaf(k.y, x.y, a1);
+                a2 = fmaf(k.z, x.z, a2);
+                a3 = fmaf(k.w, x.w, a3);
+            }
+        }
+        sdot[warp][lane] = (a0 + a1) + (a2 + a3);
+        __syncthreads();
+        float s = -INFINITY;
+        if (warp < hg && lane < nrow) {
             float d = 0.0f;
-#pragma unroll
-            for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++)
-                if (i < per_lane) d += sq[j][lane + 32 * i] * rv[i];
-            d = warp_sum(d);
-            if (lane == 0) sc[j][r - r0] = d * scale;
+            for (int w = 0; w < wph; w++) d += sdot[warp * wph + w][lane];
+            s = d * scale;
         }
+        m = warp_max(s);
+        const float e = s == -INFINITY ? 0.0f : expf(s - m);
+        l = warp_sum(e);
+        if (warp < ATT_SPLIT_HG) Ps[lane * ATT_SPLIT_HG + warp] = e; /* heads past hg weigh 0 */
     }
     __syncthreads();
-    float m = -INFINITY, l = 0.0f;
-    if (warp < ATT_HG) { /* head warp: max and sum of exp over the chunk */
-        for (int r = lane; r < r1 - r0; r += 32) m = fmaxf(m, sc[warp][r]);
-        m = warp_max(m);
-        for (int r = lane; r < r1 - r0; r += 32) {
-            sc[warp][r] = expf(sc[warp][r] - m);
-            l += sc[warp][r];
-        }
-        l = warp_sum(l);
-    }
-    __syncthreads();
-    for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
-        float acc[ATT_HG];
+    for (int c2 = threadIdx.x; c2 < hd / 2; c2 += blockDim.x) {
+        float2 acc[ATT_SPLIT_HG];
 #pragma unroll
-        for (int j = 0; j < ATT_HG; j++) acc[j] = 0.0f;
-        for (int r = r0; r < r1; r++) {
-            int64_t off;
-            const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-            const float v = kv_load(base, off + dd, f16);
+        for (int j = 0; j < ATT_SPLIT_HG; j++) acc[j] = make_float2(0.0f, 0.0f);
+#pragma unroll 4
+        for (int r = 0; r < nrow; r++) {
+            const float2 v = *(const float2 *)(Ks + r * ks + 2 * c2);
+            const float4 pa = *(const float4 *)(Ps + r * ATT_SPLIT_HG);
+            const float w[ATT_SPLIT_HG] = {pa.x, pa.y, pa.z, pa.w};
 #pragma unroll
-            for (int j = 0; j < ATT_HG; j++) acc[j] += sc[j][r - r0] * v;
+            for (int j = 0; j < ATT_SPLIT_HG; j++) {
+                acc[j].x = fmaf(w[j], v.x, acc[j].x);
+                acc[j].y = fmaf(w[j], v.y, acc[j].y);
+            }
         }
 #pragma unroll
-        for (int j = 0; j < ATT_HG; j++) part[(((int64_t)t * H + h0 + j) * n_chunks + ch) * (hd + 2) + dd] = acc[j];
+        for (int j = 0; j < ATT_SPLIT_HG; j++)
+            if (j < hg) *(float2 *)(pp + j * head_stride + 2 * c2) = acc[j];
     }
-    if (warp < ATT_HG && lane == 0) {
-        float *out = part + (((int64_t)t * H + h0 + warp) * n_chunks + ch) * (hd + 2);
-        out[hd] = m, out[hd + 1] = l;
-    }
+    if (warp < hg && lane == 0) pp[warp * head_stride + hd] = m, pp[warp * head_stride + hd + 1] = l;
 }
 
+/* Merges a (token, head)'s chunks: the chunks' weights exp(m_c - M) and the
+ * denominator (sink included) are made once in shared memory with fixed
+ * reduction trees, then each thread adds two dims over the chunks in index
+ * order; the output is un-rotated at the query position. */
 __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part,
                                          int n_chunks, const double *freqs, int n_pairs, float *o) {
-    __shared__ float so[DS4K_MAX_HEAD_DIM];
+    extern __shared__ float wc[]; /* n_chunks weights */
+    __shared__ float so[DS4K_MAX_HEAD_DIM], red[32];
     const int t = blockIdx.x, h = blockIdx.y;
     const int64_t p = (int64_t)d_pos[0] + t;
     const float *pp = part + ((int64_t)t * H + h) * n_chunks * (hd + 2);
-    float M = sinks[h];
-    for (int c = 0; c < n_chunks; c++) M = fmaxf(M, pp[c * (hd + 2) + hd]);
-    float den = expf(sinks[h] - M);
-    for (int c = 0; c < n_chunks; c++) {
+    float mx = sinks[h];
+    for (int c = threadIdx.x; c < n_chunks; c += blockDim.x) mx = fmaxf(mx, pp[c * (hd + 2) + hd]);
+    const float M = block_max(mx, red);
+    float den = 0.0f;
+    for (int c = threadIdx.x; c < n_chunks; c += blockDim.x) {
         const float mc = pp[c * (hd + 2) + hd];
-        if (mc != -INFINITY) den += expf(mc - M) * pp[c * (hd + 2) + hd + 1];
+        const float w = mc == -INFINITY ? 0.0f : expf(mc - M);
+        wc[c] = w;
+        den += w * pp[c * (hd + 2) + hd + 1];
     }
-    for (int dd = threadIdx.x; dd < hd; dd += blockDim.x) {
-        float acc = 0.0f;
+    den = block_sum(den, red) + expf(sinks[h] - M);
+    __syncthreads();
+    for (int c2 = threadIdx.x; c2 < hd / 2; c2 += blockDim.x) {
+        float2 acc = make_float2(0.0f, 0.0f);
         for (int c = 0; c < n_chunks; c++) {
-            const float mc = pp[c * (hd + 2) + hd];
-            if (mc != -INFINITY) acc += expf(mc - M) * pp[c * (hd + 2) + dd];
+            if (wc[c] == 0.0f) continue; /* an empty chunk wrote no output */
+            const float2 v = *(const float2 *)(pp + c * (hd + 2) + 2 * c2);
+            acc.x = fmaf(wc[c], v.x, acc.x);
+            acc.y = fmaf(wc[c], v.y, acc.y);
         }
-        so[dd] = acc / den;
+        so[2 * c2] = acc.x / den;
+        so[2 * c2 + 1] = acc.y / den;
     }
     __syncthreads();
     block_rope(so, hd, n_pairs, freqs, p, true);
     for (int i = threadIdx.x; i < hd; i += blockDim.x) o[((int64_t)t * H + h) * hd + i] = so[i];
+}
+
+extern "C" size_t ds4k_attention_part_floats(int H, int hd, int max_rows) {
+    return (size_t)8 * H * ((max_rows + ATT_SPLIT - 1) / ATT_SPLIT) * (hd + 2);
 }
 
 /* Heads per attention block: as many as fit (at most ATT_MAX_HG) in ~200 KiB. */
@@ -534,12 +668,15 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
                                const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
                                int n_pairs, float *o, int max_rows, float *part, ds4_stream st) {
     if (n <= 0) return;
-    if (part && n <= 8 && H % ATT_HG == 0) {
-        const int n_chunks = (max_rows + ATT_CHUNK - 1) / ATT_CHUNK;
-        attention_chunk_kernel<<<dim3(n, H / ATT_HG, n_chunks), 32 * ATT_HG, 0, (cudaStream_t)st>>>(
-            q, d_pos, H, hd, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16, part, n_chunks);
-        attention_combine_kernel<<<dim3(n, H), 128, 0, (cudaStream_t)st>>>(d_pos, H, hd, sinks, part, n_chunks, freqs,
-                                                                        n_pairs, o);
+    if (part && n <= 8) {
+        int hg = ATT_SPLIT_HG;
+        while (H % hg) hg /= 2;
+        const int n_chunks = (max_rows + ATT_SPLIT - 1) / ATT_SPLIT;
+        attention_split_kernel<<<dim3(n, H / hg, n_chunks), 32 * ATT_SPLIT_WARPS, att_split_smem(hd),
+                                 (cudaStream_t)st>>>(q, d_pos, H, hd, hg, scale, ring, raw_cap, window, comp, ratio, csa,
+                                                     sel, n_sel, topk, f16, part, n_chunks);
+        attention_combine_kernel<<<dim3(n, H), 256, sizeof(float) * n_chunks, (cudaStream_t)st>>>(
+            d_pos, H, hd, sinks, part, n_chunks, freqs, n_pairs, o);
         return;
     }
     if (attention_mma(q, n, d_pos, H, hd, scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16,
@@ -550,4 +687,28 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
     attention_kernel<<<dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st>>>(q, d_pos, H, hd, scale, sinks, ring,
                                                                              raw_cap, window, comp, ratio, csa, sel, n_sel,
                                                                              topk, f16, freqs, n_pairs, o, hg, max_rows);
+}
+
+/* Shared memory above 48 KB must be allowed per kernel before launches (and
+ * before a graph capture): attention keeps a score per visible row, the
+ * split attention a chunk of rows, the indexer the query heads and a chunk
+ * of keys. */
+extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
+    /* any layer's row count <= max_rows: its head group takes at most the
+     * 200 KiB budget of att_group, or one head's need at max_rows */
+    size_t att;
+    att_group(H, hd, max_rows, &att);
+    if (att < 200 * 1024) att = 200 * 1024;
+    const size_t sc = idx_smem(IH, ID), split = att_split_smem(hd);
+    if (att > 48 * 1024 &&
+        cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)
+        return -1;
+    if (sc > 48 * 1024 &&
+        cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess)
+        return -1;
+    if (split > 48 * 1024 &&
+        cudaFuncSetAttribute(attention_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=
+            cudaSuccess)
+        return -1;
+    return 0;
 }

@@ -226,6 +226,25 @@ static int batch_buffers(cu_sess *c, const ds4_hparams *hp, batch_buf *b) {
     return n;
 }
 
+/* Most rows a query of layer il can attend: the window plus the selected
+ * (CSA) or all (HCA) compressed rows. */
+static int attended_rows(const ds4_hparams *hp, const ds4_layer_state *ls, int il) {
+    const ds4_attn_kind kind = ds4_layer_kind(hp, il);
+    int rows = hp->window + 1;
+    if (kind == DS4_ATTN_CSA) rows += (int)(ls->comp_cap < (uint32_t)hp->idx_topk ? ls->comp_cap : (uint32_t)hp->idx_topk);
+    else if (kind == DS4_ATTN_HCA) rows += (int)ls->comp_cap;
+    return rows;
+}
+
+static int max_attended_rows(const ds4_hparams *hp, const ds4_state *st) {
+    int m = hp->window + 1;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const int r = attended_rows(hp, &st->layers[il], il);
+        m = r > m ? r : m;
+    }
+    return m;
+}
+
 static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     const ds4_hparams *hp = c->hp;
     const ds4_state *st = s->state;
@@ -270,7 +289,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->segs, 2 * (size_t)hp->n_expert * 16);
     DA(c->z, sb * D * 4);
     DA(c->logits, sb * hp->n_vocab * 4);
-    DA(c->att_part, (size_t)8 * hp->n_head * ((c->max_rows + 63) / 64) * (hd + 2) * 4);
+    DA(c->att_part, ds4k_attention_part_floats(hp->n_head, hd, c->max_rows) * 4);
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess)
@@ -400,13 +419,13 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     }
     const ds4_hparams *hp = &s->model->hp;
     if (hp->n_hc > DS4K_MAX_HC || hp->head_dim > DS4K_MAX_HEAD_DIM || hp->head_dim % 32 != 0 ||
-        hp->n_expert_used > DS4K_MAX_EXPERTS_USED)
+        hp->n_expert_used > DS4K_MAX_EXPERTS_USED || hp->idx_dim % 8 != 0)
         return ds4_errf(err,
                         "CUDA: this model's shape is beyond what the kernels are built for (hyper-connection streams "
-                        "%d, at most %d; head dim %d, a multiple of 32 up to %d; experts per token %d, at most %d); "
-                        "run with --cpu",
+                        "%d, at most %d; head dim %d, a multiple of 32 up to %d; experts per token %d, at most %d; "
+                        "indexer dim %d, a multiple of 8); run with --cpu",
                         hp->n_hc, DS4K_MAX_HC, hp->head_dim, DS4K_MAX_HEAD_DIM, hp->n_expert_used,
-                        DS4K_MAX_EXPERTS_USED);
+                        DS4K_MAX_EXPERTS_USED, hp->idx_dim);
     if (upload_weights(s->model, err) != 0) return -1;
     cu_sess *c = (cu_sess *)calloc(1, sizeof(cu_sess));
     s->impl = c;
@@ -419,7 +438,7 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     c->raw_cap = s->state->raw_cap;
     c->comp_cap_max = s->state->comp_cap_max;
     c->n_pairs = c->hp->rope_dim / 2;
-    c->max_rows = c->hp->window + c->comp_cap_max + 1;
+    c->max_rows = max_attended_rows(c->hp, s->state);
     if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess) {
         cu_destroy(s);
         return ds4_errf(err, "CUDA: cannot create a stream");

@@ -25,6 +25,7 @@ typedef void *ds4_stream; /* cudaStream_t */
 #define DS4K_MAX_HC 16            /* hyper-connection streams */
 #define DS4K_MAX_HEAD_DIM 512     /* attention head dim, a multiple of 32 */
 #define DS4K_MAX_EXPERTS_USED 64  /* routed experts per token */
+#define DS4K_MAX_HC_PARTS 8       /* stretches of the HC mixer (ds4k_hc_mix_parts) */
 
 /* A weight on the device: N rows of K elements of a ggml type (3-D expert
  * tensors are N = rows per expert x experts). */
@@ -154,12 +155,13 @@ void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, i
 
 /* Sink attention of every (token, head) over the raw window and the visible /
  * selected compressed rows, then inverse RoPE of the output. `part` (scratch
- * of 8 * H * ceil(max_rows / 64) * (hd + 2) floats, or NULL) lets batches of at
- * most 8 tokens split rows over many blocks. */
+ * of ds4k_attention_part_floats floats, or NULL) lets batches of at most 8
+ * tokens split rows over many blocks. */
 void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                     const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa, const int32_t *sel,
                     const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs, float *o, int max_rows,
                     float *part, ds4_stream st);
+size_t ds4k_attention_part_floats(int H, int hd, int max_rows);
 
 /* Router: prob = sqrt(softplus(logits)) in place; ids = hash table row of the
  * token (tid2eid != NULL) or top-k of prob + bias (ties to the lower id);

@@ -53,13 +53,17 @@ extern "C" void ds4k_embed(const ds4_dw *emb, const int32_t *tok, int n, int hc,
 
 /* ------------------------------------------------------------------ hyper-connections */
 
-/* pre/post/M of one token (MODEL.md 7.1), same evaluation order as the CPU. */
-__device__ void hc_split_one(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
-                             float *pre, float *post, float *M) {
-    for (int i = 0; i < hc; i++) {
-        pre[i] = dev_sigmoid(mix[i] * scale[0] + base[i]) + eps;
-        post[i] = 2.0f * dev_sigmoid(mix[hc + i] * scale[1] + base[hc + i]);
-    }
+/* pre[i] and post[i] of one token (MODEL.md 7.1). */
+__device__ __forceinline__ void hc_pre_post(const float *mix, const float *scale, const float *base, int hc, float eps,
+                                            int i, float *pre, float *post) {
+    pre[i] = dev_sigmoid(mix[i] * scale[0] + base[i]) + eps;
+    post[i] = 2.0f * dev_sigmoid(mix[hc + i] * scale[1] + base[hc + i]);
+}
+
+/* The Sinkhorn-normalized mixing matrix M of one token (MODEL.md 7.1), same
+ * evaluation order as the CPU. */
+__device__ void hc_sinkhorn_one(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
+                                float *M) {
     for (int i = 0; i < hc; i++) {
         float *row = M + i * hc;
         float mx = -INFINITY;
@@ -90,47 +94,86 @@ __device__ void hc_split_one(const float *mix, const float *scale, const float *
 }
 
 
-/* The same as hc_split_one on one warp, for hc*hc <= 32: lane i*hc+j holds
- * M[i][j] and every row or column sum reads its terms through shuffles in
- * the CPU's order, so the 2*iters dependent passes cost a few shuffles each
- * instead of a serial loop over the matrix. */
-__device__ void hc_split_warp(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
-                              float *pre, float *post, float *M) {
+/* The same as hc_sinkhorn_one on one warp, for hc*hc <= 32: lane i*hc+j
+ * holds M[i][j] and every row or column sum reads its terms through shuffles
+ * in the CPU's order, so the 2*iters dependent passes cost a few shuffles
+ * each instead of a serial loop over the matrix. The passes divide with the
+ * fast reciprocal (within 2 ulp of the CPU's division; the test bounds M):
+ * the IEEE division's instruction sequence made these 40 dependent steps
+ * most of a decode step's ~11 us here. */
+template <int HC>
+__device__ void hc_sinkhorn_warp_t(const float *mix, const float *scale, const float *base, int hc_rt, int iters,
+                                   float eps, float *M) {
     const unsigned all = 0xffffffffu;
+    const int hc = HC ? HC : hc_rt; /* a constant for the model's 4 streams: the shuffles of a sum go out together */
     const int lane = threadIdx.x & 31, i = lane / hc, j = lane % hc;
     const bool own = lane < hc * hc;
-    if (lane < hc) {
-        pre[lane] = dev_sigmoid(mix[lane] * scale[0] + base[lane]) + eps;
-        post[lane] = 2.0f * dev_sigmoid(mix[hc + lane] * scale[1] + base[hc + lane]);
-    }
     /* lanes past the matrix hold 0 and read wrapped lanes: their sums are
      * never stored, they only keep every shuffle warp-uniform */
     const float logit = own ? mix[2 * hc + lane] * scale[2] + base[2 * hc + lane] : 0.0f;
     float mx = -INFINITY;
+#pragma unroll
     for (int k = 0; k < hc; k++) mx = fmaxf(mx, __shfl_sync(all, logit, (i * hc + k) & 31));
     const float e = expf(logit - mx);
     float sum = 0.0f;
+#pragma unroll
     for (int k = 0; k < hc; k++) sum += __shfl_sync(all, e, (i * hc + k) & 31);
     float v = e / sum + eps;
     for (int it = 0; it < iters; it++) {
         if (it > 0) {
             float s = 0.0f;
+#pragma unroll
             for (int k = 0; k < hc; k++) s += __shfl_sync(all, v, (i * hc + k) & 31);
-            v /= s + eps;
+            v = __fdividef(v, s + eps);
         }
         float s = 0.0f;
+#pragma unroll
         for (int k = 0; k < hc; k++) s += __shfl_sync(all, v, (k * hc + j) & 31);
-        v /= s + eps;
+        v = __fdividef(v, s + eps);
     }
     if (own) M[lane] = v;
 }
 
+__device__ void hc_sinkhorn_warp(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
+                                 float *M) {
+    if (hc == 4) hc_sinkhorn_warp_t<4>(mix, scale, base, hc, iters, eps, M);
+    else hc_sinkhorn_warp_t<0>(mix, scale, base, hc, iters, eps, M);
+}
+
 /* x = rmsnorm(sum_s w[s] * h[s]) * norm over the D elements of one token's
- * hc streams (the block's threads split d; block-wide sum of squares). */
+ * hc streams (threads from `first` on split d; block-wide sum of squares,
+ * which every thread of the block joins). A thread keeps its (at most
+ * CN_MAX) sums in registers with every load of a pass issued together: in a
+ * decode step this block is all the GPU does, and a loop that waited on one
+ * global round trip per element cost more than the arithmetic. */
+#define CN_MAX 8
 __device__ void collapse_norm(const float *h, const float *w, int hc, int D, const float *norm, float rms_eps, float *x,
-                              float *red) {
+                              float *red, int first) {
+    const int nt = (int)blockDim.x - first, me = (int)threadIdx.x - first;
     float ss = 0.0f;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    if (D <= CN_MAX * nt) {
+        float v[CN_MAX];
+#pragma unroll
+        for (int k = 0; k < CN_MAX; k++) {
+            const int d = me + k * nt;
+            v[k] = 0.0f;
+            if (me >= 0 && d < D) {
+#pragma unroll 4
+                for (int s = 0; s < hc; s++) v[k] += w[s] * h[(int64_t)s * D + d];
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < CN_MAX; k++) ss += v[k] * v[k]; /* the same terms, in d order, as the loop below */
+        ss = block_sum(ss, red);
+        const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
+#pragma unroll
+        for (int k = 0; k < CN_MAX; k++) {
+            const int d = me + k * nt;
+            if (me >= 0 && d < D) x[d] = v[k] * inv * norm[d];
+        }
+        return;
+    }
+    for (int d = me; d >= 0 && d < D; d += nt) {
         float acc = 0.0f;
         for (int s = 0; s < hc; s++) acc += w[s] * h[(int64_t)s * D + d];
         x[d] = acc;
@@ -146,35 +189,48 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
                                          const float *H, int D, const float *norm, float rms_eps, float *pre,
                                          float *post, float *M, float *a) {
     __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
-    __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
+    __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1];
+    __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
     const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
     const float *mx = mix + (int64_t)t * MIX;
     if (ss) {
-        /* partial products of the mixer with the raw streams: add the parts
-         * in order and apply the streams' rmsnorm scale */
-        float sq = 0.0f;
-        for (int s = 0; s < n_parts; s++) sq += ss[s * n + t];
-        const float inv = 1.0f / sqrtf(sq / (float)(hc * D) + flat_eps);
-        for (int i = threadIdx.x; i < MIX; i += blockDim.x) {
-            float acc = 0.0f;
-            for (int s = 0; s < n_parts; s++) acc += mix[((int64_t)s * n + t) * MIX + i];
-            s_mix[i] = acc * inv;
+        /* partial products of the mixer with the raw streams and the parts'
+         * sums of squares, all loaded at once (a thread each: a decode step
+         * waited on 16 dependent loads here), then added in part order; the
+         * streams' rmsnorm scale is applied to the sums */
+        const int W = MIX + 1;
+        for (int i = threadIdx.x; i < n_parts * W; i += blockDim.x) {
+            const int s = i / W, j = i - s * W;
+            s_parts[i] = j < MIX ? mix[((int64_t)s * n + t) * MIX + j] : ss[s * n + t];
         }
+        __syncthreads();
+        for (int j = threadIdx.x; j < W; j += blockDim.x) {
+            float acc = 0.0f;
+            for (int s = 0; s < n_parts; s++) acc += s_parts[s * W + j];
+            s_mix[j] = acc;
+        }
+        __syncthreads();
+        const float inv = 1.0f / sqrtf(s_mix[MIX] / (float)(hc * D) + flat_eps);
+        __syncthreads();
+        for (int j = threadIdx.x; j < MIX; j += blockDim.x) s_mix[j] *= inv;
         __syncthreads();
         mx = s_mix;
     }
-    if (hc * hc <= 32) {
-        if (threadIdx.x < 32) hc_split_warp(mx, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
-    } else if (threadIdx.x == 0) {
-        hc_split_one(mx, scale, base, hc, iters, hc_eps, s_pre, s_post, s_M);
-    }
+    if (threadIdx.x < hc) hc_pre_post(mx, scale, base, hc, hc_eps, threadIdx.x, s_pre, s_post);
     __syncthreads();
+    /* warp 0 runs the Sinkhorn iterations while the other warps collapse
+     * the streams with pre (the collapse does not need M) */
+    if (threadIdx.x < 32) {
+        if (hc * hc <= 32) hc_sinkhorn_warp(mx, scale, base, hc, iters, hc_eps, s_M);
+        else if (threadIdx.x == 0) hc_sinkhorn_one(mx, scale, base, hc, iters, hc_eps, s_M);
+    }
+    collapse_norm(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red,
+                  blockDim.x > 32 ? 32 : 0);
     for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
     for (int i = threadIdx.x; i < hc; i += blockDim.x) {
         pre[(int64_t)t * hc + i] = s_pre[i];
         post[(int64_t)t * hc + i] = s_post[i];
     }
-    collapse_norm(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red);
 }
 
 extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,
@@ -222,8 +278,8 @@ __global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, cons
 
 extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts,
                                  float *ss, ds4_stream st) {
-    if (W->type != 1 /* F16 */ || W->K % (8 * S) != 0 || ((uintptr_t)W->ptr % 16) != 0 || ((uintptr_t)H % 16) != 0 ||
-        ldh % 4 != 0)
+    if (W->type != 1 /* F16 */ || S > DS4K_MAX_HC_PARTS || W->K % (8 * S) != 0 || ((uintptr_t)W->ptr % 16) != 0 ||
+        ((uintptr_t)H % 16) != 0 || ldh % 4 != 0)
         return -1;
     if (n > 0)
         hc_mix_parts_kernel<<<dim3(rows, S, n), NT, 0, (cudaStream_t)st>>>((const uint16_t *)W->ptr, rows, W->K, H, ldh,
@@ -260,7 +316,7 @@ __global__ void hc_head_kernel(const float *mix, const float *scale, const float
     const int t = blockIdx.x;
     if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
     __syncthreads();
-    collapse_norm(H + (int64_t)t * hc * D, wts, hc, D, norm, rms_eps, z + (int64_t)t * D, red);
+    collapse_norm(H + (int64_t)t * hc * D, wts, hc, D, norm, rms_eps, z + (int64_t)t * D, red, 0);
 }
 
 extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps,

@@ -71,6 +71,10 @@ void test_hc_mix_parts(ds4_rng *r);
 
 /* Prefill-only kernels vs the kernels they replace (test_cuda_prefill.c). */
 void test_prefill_kernels(ds4_rng *r);
+
+/* Decode attention, indexer scores and top-k vs plain C references
+ * (test_cuda_attn.c). */
+void test_attention_kernels(ds4_rng *r);
 int gemv_bench(void);
 
 #endif

@@ -639,6 +639,7 @@ int main(int argc, char **argv) {
         test_gemv_stream(&r);
         test_hc_mix_parts(&r);
         test_prefill_kernels(&r);
+        test_attention_kernels(&r);
         test_norm_hc(&r);
         test_kv_and_heads(&r);
     }

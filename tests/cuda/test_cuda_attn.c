@@ -1,0 +1,225 @@
+/* ds4-cuda-test — the decode-side attention kernels against plain C
+ * references written here from the model's definitions (MODEL.md §9–10):
+ *
+ *   attention   sink attention over the raw window and the visible or
+ *               selected compressed rows, inverse RoPE of the output; the
+ *               split-row (flash-decoding) kernel of batches <= 8 tokens
+ *               and the whole-row kernels, SIMT and tensor cores, vs
+ *               double-precision sums;
+ *   indexer     S[t][c] = sum_h w[h] relu(q_h . k_c) / sqrt(ID * IH) over
+ *               the visible rows, vs double-precision sums;
+ *   top-k       the causal top-k of a score row (ties to the lower index,
+ *               ascending output), vs a sort: must be identical, also on
+ *               scores with many exact ties. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu/ops.h"
+#include "cuda_test_util.h"
+#include "model/model.h"
+#include "util/f16.h"
+
+/* o[t][h] for tokens at positions p0 + t: the reference in double, the
+ * inverse RoPE of the CPU twin applied in float. */
+static void attention_ref(const float *q, int n, int p0, int H, int hd, const float *sinks, const float *ring,
+                          int raw_cap, int window, const float *comp, int ratio, const int32_t *sel, const int *n_sel,
+                          int topk, const double *freqs, int n_pairs, float *o) {
+    const double scale = 1.0 / sqrt((double)hd);
+    double *w = malloc(sizeof(double) * (window + 1 + 100000)), *acc = malloc(sizeof(double) * hd);
+    float *cs = malloc(sizeof(float) * 2 * n_pairs);
+    for (int t = 0; t < n; t++) {
+        const int64_t p = p0 + t, lo = p - window + 1 > 0 ? p - window + 1 : 0;
+        const int n_raw = (int)(p - lo + 1);
+        int n_cmp = ratio > 0 ? (int)((p + 1) / ratio) : 0;
+        const int32_t *s = NULL;
+        if (sel && n_sel[t] >= 0) s = sel + (int64_t)t * topk, n_cmp = n_sel[t];
+        for (int h = 0; h < H; h++) {
+            const float *qh = q + ((int64_t)t * H + h) * hd;
+            double mx = sinks[h];
+            for (int r = 0; r < n_raw + n_cmp; r++) {
+                const float *k = r < n_raw ? ring + ((lo + r) % raw_cap) * hd : comp + (int64_t)(s ? s[r - n_raw] : r - n_raw) * hd;
+                double d = 0;
+                for (int i = 0; i < hd; i++) d += (double)qh[i] * k[i];
+                w[r] = d * scale;
+                mx = fmax(mx, w[r]);
+            }
+            double den = exp(sinks[h] - mx);
+            for (int i = 0; i < hd; i++) acc[i] = 0;
+            for (int r = 0; r < n_raw + n_cmp; r++) {
+                const float *v = r < n_raw ? ring + ((lo + r) % raw_cap) * hd : comp + (int64_t)(s ? s[r - n_raw] : r - n_raw) * hd;
+                const double e = exp(w[r] - mx);
+                den += e;
+                for (int i = 0; i < hd; i++) acc[i] += e * v[i];
+            }
+            float *oh = o + ((int64_t)t * H + h) * hd;
+            for (int i = 0; i < hd; i++) oh[i] = (float)(acc[i] / den);
+            ds4_rope_table(freqs, n_pairs, p, cs);
+            ds4_rope_tail(oh, hd, n_pairs, cs, true);
+        }
+    }
+    free(w), free(acc), free(cs);
+}
+
+/* f16 rows as the cache stores them, and their exact float values */
+static uint16_t *f16_rows(ds4_rng *r, size_t n, float **exact) {
+    uint16_t *h = malloc(2 * n);
+    *exact = malloc(4 * n);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = ds4_f32_to_f16(ds4_rng_normal(r));
+        (*exact)[i] = ds4_f16_to_f32(h[i]);
+    }
+    return h;
+}
+
+static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int ratio, bool csa, bool select) {
+    const int window = 128, raw_cap = window + 64, n_pairs = 32, topk = 512;
+    const int n_comp = ratio ? (p0 + n) / ratio : 0;
+    const int max_rows = window + 1 + (csa ? (n_comp < topk ? n_comp : topk) : n_comp);
+    ds4_hparams hp;
+    ds4_hparams_published(&hp);
+    double fr[32];
+    ds4_rope_freqs(&hp, true, fr);
+    float *q = rnd(r, (size_t)n * H * hd, 0.3f), *sinks = rnd(r, H, 1.0f), *ringf, *compf;
+    uint16_t *ring = f16_rows(r, (size_t)raw_cap * hd, &ringf), *comp = f16_rows(r, (size_t)(n_comp + 1) * hd, &compf);
+    int *n_sel = malloc(sizeof(int) * n);
+    int32_t *sel = calloc((size_t)n * topk, sizeof(int32_t));
+    for (int t = 0; t < n; t++) {
+        const int vis = (p0 + t + 1) / (ratio ? ratio : 1);
+        n_sel[t] = -1;
+        if (select && vis > topk) { /* every other row from a random start, ascending */
+            const int start = (int)ds4_rng_below(r, (uint32_t)(vis - 2 * topk > 0 ? vis - 2 * topk : 1));
+            int k = 0;
+            for (int c = start; c < vis && k < topk; c += vis >= 2 * topk ? 2 : 1) sel[(int64_t)t * topk + k++] = c;
+            n_sel[t] = k;
+        }
+    }
+    float *want = malloc(sizeof(float) * n * H * hd);
+    attention_ref(q, n, p0, H, hd, sinks, ringf, raw_cap, window, compf, ratio, csa ? sel : NULL, n_sel, topk, fr,
+                  n_pairs, want);
+    float *dq = to_dev(q, sizeof(float) * n * H * hd), *dsinks = to_dev(sinks, sizeof(float) * H);
+    uint16_t *dring = to_dev(ring, 2 * (size_t)raw_cap * hd), *dcomp = to_dev(comp, 2 * (size_t)(n_comp + 1) * hd);
+    int *dnsel = to_dev(n_sel, sizeof(int) * n), *dpos = to_dev(&p0, sizeof(int));
+    int32_t *dsel = to_dev(sel, sizeof(int32_t) * n * topk);
+    double *dfr = to_dev(fr, sizeof(fr));
+    float *dpart = to_dev(NULL, sizeof(float) * ds4k_attention_part_floats(H, hd, max_rows));
+    float *dout = to_dev(NULL, sizeof(float) * n * H * hd), *got = malloc(sizeof(float) * n * H * hd);
+    if (ds4k_prepare(H, hd, max_rows, 64, 128) != 0) check(false, "attention: shared memory for %d rows refused", max_rows);
+    static const char *name[3] = {"split rows", "whole rows, SIMT", "whole rows, tensor cores"};
+    for (int k = 0; k < 3; k++) { /* the split (decode) kernel, the whole-row (prefill) kernels */
+        ds4k_attention_mma_enable(k == 2);
+        ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap, window, dcomp, ratio,
+                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows, k == 0 ? dpart : NULL, NULL);
+        ds4k_attention_mma_enable(1);
+        from_dev(got, dout, sizeof(float) * n * H * hd);
+        double worst = 0, mx = 0;
+        for (size_t i = 0; i < (size_t)n * H * hd; i++) {
+            worst = fmax(worst, fabs((double)got[i] - want[i]));
+            mx = fmax(mx, fabs((double)want[i]));
+        }
+        /* float sums of <= 641 rows of 512 products vs double: ~1e-7 relative;
+         * the tensor cores take q and the weights as f16 hi + lo (~22 bits) */
+        const double tol = k == 2 ? 1e-5 : 2e-6;
+        check(worst / mx < tol, "attention (%s) vs double reference: %d token(s) at %d, %2d heads x %3d, ratio %3d%s: "
+              "max |diff| / max|o| %.2e", name[k], n, p0, H, hd, ratio, select ? ", selected rows" : "", worst / mx);
+    }
+    void *bufs[] = {dq, dsinks, dring, dcomp, dnsel, dpos, dsel, dfr, dpart, dout};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+    free(q), free(sinks), free(ringf), free(compf), free(ring), free(comp), free(n_sel), free(sel), free(want), free(got);
+}
+
+/* (score desc, index asc) of the first V scores, the best K sorted by index */
+static const float *g_sc;
+static int by_score(const void *a, const void *b) {
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    if (g_sc[x] != g_sc[y]) return g_sc[x] > g_sc[y] ? -1 : 1;
+    return (x > y) - (x < y);
+}
+static int by_index(const void *a, const void *b) {
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+static void topk_ref(const float *s, int V, int K, int32_t *out) {
+    int32_t *idx = malloc(sizeof(int32_t) * V);
+    for (int i = 0; i < V; i++) idx[i] = i;
+    g_sc = s;
+    qsort(idx, (size_t)V, sizeof(int32_t), by_score);
+    memcpy(out, idx, sizeof(int32_t) * K);
+    qsort(out, (size_t)K, sizeof(int32_t), by_index);
+    free(idx);
+}
+
+/* Scores vs double sums for tokens at p0 .. p0+n-1, then the top-k of the
+ * kernel's own scores (and of tied scores) vs the sort. */
+static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int topk) {
+    const int cap = (p0 + n) / 4 + 1;
+    const int64_t lds = cap + 1;
+    float *q = rnd(r, (size_t)n * IH * ID, 0.3f), *w = rnd(r, (size_t)n * IH, 1.0f), *keysf;
+    uint16_t *keys = f16_rows(r, (size_t)cap * ID, &keysf);
+    float *dq = to_dev(q, sizeof(float) * n * IH * ID), *dw = to_dev(w, sizeof(float) * n * IH);
+    uint16_t *dkeys = to_dev(keys, 2 * (size_t)cap * ID);
+    int *dpos = to_dev(&p0, sizeof(int)), *dnsel = to_dev(NULL, sizeof(int) * n);
+    float *dS = to_dev(NULL, sizeof(float) * n * lds), *S = malloc(sizeof(float) * n * lds);
+    int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk), *sel = malloc(sizeof(int32_t) * n * topk);
+    int32_t *want = malloc(sizeof(int32_t) * topk);
+    int *n_sel = malloc(sizeof(int) * n);
+    if (ds4k_prepare(4, 128, 256, IH, ID) != 0) check(false, "indexer: shared memory refused");
+    ds4k_indexer_scores(dq, dw, dkeys, true, n, dpos, IH, ID, topk, cap, dS, lds, NULL);
+    from_dev(S, dS, sizeof(float) * n * lds);
+    double worst = 0;
+    const double scale = 1.0 / sqrt((double)ID * IH);
+    for (int t = 0; t < n; t++) {
+        const int V = (p0 + t + 1) / 4;
+        if (V <= topk) continue;
+        for (int c = 0; c < V; c++) {
+            double s = 0, mag = 0;
+            for (int h = 0; h < IH; h++) {
+                double d = 0, m = 0;
+                for (int i = 0; i < ID; i++) {
+                    d += (double)q[((int64_t)t * IH + h) * ID + i] * keysf[(int64_t)c * ID + i];
+                    m += fabs((double)q[((int64_t)t * IH + h) * ID + i] * keysf[(int64_t)c * ID + i]);
+                }
+                s += w[t * IH + h] * (d > 0 ? d : 0);
+                mag += fabs(w[t * IH + h]) * m;
+            }
+            worst = fmax(worst, fabs(S[t * lds + c] - s * scale) / (mag * scale));
+        }
+    }
+    check(worst < 1e-6, "indexer scores vs double reference: %d tokens at %d, %d heads x %d: max |diff| / sum|terms| %.2e",
+          n, p0, IH, ID, worst);
+    for (int tied = 0; tied < 2; tied++) {
+        if (tied) { /* scores on a coarse grid: many exact ties at the threshold */
+            for (int64_t i = 0; i < n * lds; i++) S[i] = roundf(S[i] * 8.0f) / 8.0f;
+            cudaMemcpy(dS, S, sizeof(float) * n * lds, cudaMemcpyHostToDevice);
+        }
+        ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
+        from_dev(sel, dsel, sizeof(int32_t) * n * topk);
+        from_dev(n_sel, dnsel, sizeof(int) * n);
+        int bad = 0;
+        for (int t = 0; t < n; t++) {
+            const int V = (p0 + t + 1) / 4;
+            if (V <= topk) {
+                bad += n_sel[t] != -1;
+                continue;
+            }
+            topk_ref(S + t * lds, V, topk, want);
+            bad += n_sel[t] != topk || memcmp(want, sel + (int64_t)t * topk, sizeof(int32_t) * topk) != 0;
+        }
+        check(bad == 0, "causal top-%d vs sort%s: %d tokens at %d (up to %d rows): %d differ", topk,
+              tied ? " (scores with exact ties)" : "", n, p0, (p0 + n) / 4, bad);
+    }
+    void *bufs[] = {dq, dw, dkeys, dpos, dnsel, dS, dsel};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+    free(q), free(w), free(keys), free(keysf), free(S), free(sel), free(want), free(n_sel);
+}
+
+void test_attention_kernels(ds4_rng *r) {
+    test_attention_decode(r, 1, 4095, 64, 512, 4, true, true);     /* decode, published CSA: 128 + 512 selected */
+    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false); /* decode, HCA: 128 + 547 rows */
+    test_attention_decode(r, 1, 60, 64, 512, 0, false, false);      /* window only, short */
+    test_attention_decode(r, 8, 1500, 64, 512, 4, true, false);     /* 8 tokens, every compressed row */
+    test_attention_decode(r, 3, 2100, 4, 128, 4, true, true);       /* the fixture models' 4 heads */
+    test_indexer_topk(r, 3, 8000, 64, 128, 512);                    /* 2,000 rows */
+    test_indexer_topk(r, 2, 70000, 64, 128, 512);                   /* 17,500 rows: many per thread */
+    test_indexer_topk(r, 6, 2040, 64, 128, 512);                    /* around the first selection */
+    test_indexer_topk(r, 2, 600, 4, 32, 8);                         /* few heads, short keys */
+}
