@@ -133,6 +133,10 @@ typedef struct cu_layer {
 
 typedef struct cu_sess {
     cudaStream_t st;
+    /* decode steps run a layer's independent branches on st2 beside st
+     * (cuda_layers.inc fork_side / join_side) */
+    cudaStream_t st2;
+    cudaEvent_t ev_fork, ev_join;
     const ds4_hparams *hp;
     const ds4_weights *w;
     bool f16; /* KV rows as half (default) or f32 (oracle mode) */
@@ -439,9 +443,12 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     c->comp_cap_max = s->state->comp_cap_max;
     c->n_pairs = c->hp->rope_dim / 2;
     c->max_rows = max_attended_rows(c->hp, s->state);
-    if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess) {
+    if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&c->st2, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) != cudaSuccess) {
         cu_destroy(s);
-        return ds4_errf(err, "CUDA: cannot create a stream");
+        return ds4_errf(err, "CUDA: cannot create the session's streams");
     }
     if (cu_alloc(s, c, err) != 0) {
         cu_destroy(s);
@@ -477,6 +484,7 @@ static void cu_destroy(ds4_session *s) {
     if (!c) return;
     prof_print();
     cudaStreamSynchronize(c->st);
+    if (c->st2) cudaStreamSynchronize(c->st2);
     for (int g = 0; g < 2; g++)
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
     if (c->L) {
@@ -507,6 +515,9 @@ static void cu_destroy(ds4_session *s) {
     free(c->h_segs);
     free(c->L);
     if (c->st) cudaStreamDestroy(c->st);
+    if (c->st2) cudaStreamDestroy(c->st2);
+    if (c->ev_fork) cudaEventDestroy(c->ev_fork);
+    if (c->ev_join) cudaEventDestroy(c->ev_join);
     /* the device weights stay with the model (released by ds4_model_close), so
      * sessions can come and go without copying 80 GiB again */
     if (s->model->backend_weights) ((cu_weights *)s->model->backend_weights)->refs--;
