@@ -121,6 +121,11 @@ void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_par
 /* H[t][j] = post[t][j] * y[t] + sum_i M[t][i][j] H[t][i]. */
 void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D, float *H,
                   ds4_stream st);
+/* The same with y[t] the MoE output, made in place and not stored: the routed
+ * outputs eo[t*k + j] summed in ascending expert id (ties in slot order),
+ * plus the shared expert's sh[t]. */
+void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh, int n,
+                      int k, int hc, int D, float *H, ds4_stream st);
 
 /* Output HC head: z[t] = rmsnorm_w(sum_s (sigmoid(mix*scale+base)+eps) H[t][s], norm). */
 void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps, const float *H, int D,
@@ -171,11 +176,6 @@ void ds4k_router(float *logits, int n, int E, int k, const float *bias, const in
 
 /* g[i] = silu(min(g,L)) * clamp(u,-L,L) * (wts ? wts[i] : 1), rows of len FF. */
 void ds4k_swiglu(float *g, const float *u, int64_t rows, int FF, float L, const float *wts, ds4_stream st);
-
-/* y[t] = (routed outputs eo[t*k + j] summed in ascending expert id, ties in
- * slot order) + sh[t]. */
-void ds4k_moe_combine(const float *eo, const int32_t *ids, const float *sh, int n, int k, int D, float *y, int64_t ldy,
-                      ds4_stream st);
 
 /* dst[i] = src[idx[i]] (rows of len D) and its inverse scatter. */
 void ds4k_gather_rows(const float *src, int64_t lds, const int32_t *idx, int n, int D, float *dst, ds4_stream st);

@@ -287,18 +287,47 @@ extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int6
     return 0;
 }
 
-/* Element-wise over d: a grid of (d blocks, tokens), so one token spreads
- * over the GPU. */
-__global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, int hc, int D, float *H) {
+/* Slot order of a token's k routed experts for the MoE sum: ascending expert
+ * id, a repeated id in slot order (stable insertion sort), as the CPU adds. */
+__device__ __forceinline__ void moe_order(const int32_t *ids, int k, int *ord) {
+    for (int j = 0; j < k; j++) ord[j] = j;
+    for (int j = 1; j < k; j++) {
+        const int v = ord[j];
+        int p = j;
+        while (p > 0 && ids[ord[p - 1]] > ids[v]) {
+            ord[p] = ord[p - 1];
+            p--;
+        }
+        ord[p] = v;
+    }
+}
+
+/* H = post y + M^T H, element-wise over d: a grid of (d blocks, tokens), so
+ * one token spreads over the GPU. y is read from `y`, or — with `eo` — made
+ * here as the MoE output: the token's k routed outputs in moe_order plus the
+ * shared expert's `sh`, so the FFN's sum is never stored (one launch and
+ * one round trip less a layer). */
+__global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                               const int32_t *ids, const float *sh, int k, int hc, int D, float *H) {
     const int t = blockIdx.y;
-    const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc, *yy = y + (int64_t)t * ldy;
+    const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc;
     float *h = H + (int64_t)t * hc * D;
     const int d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d < D) {
+        float yd;
+        if (eo) {
+            int ord[DS4K_MAX_EXPERTS_USED];
+            moe_order(ids + (int64_t)t * k, k, ord);
+            float acc = 0.0f;
+            for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
+            yd = acc + sh[(int64_t)t * D + d];
+        } else {
+            yd = y[(int64_t)t * ldy + d];
+        }
         float in[DS4K_MAX_HC];
         for (int s = 0; s < hc; s++) in[s] = h[(int64_t)s * D + d];
         for (int j = 0; j < hc; j++) {
-            float acc = p[j] * yy[d];
+            float acc = p[j] * yd;
             for (int s = 0; s < hc; s++) acc += m[s * hc + j] * in[s];
             h[(int64_t)j * D + d] = acc;
         }
@@ -307,7 +336,16 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
 
 extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D,
                              float *H, ds4_stream st) {
-    if (n > 0) hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, hc, D, H);
+    if (n > 0)
+        hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, NULL, NULL, NULL, 0, hc,
+                                                                               D, H);
+}
+
+extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh,
+                                 int n, int k, int hc, int D, float *H, ds4_stream st) {
+    if (n > 0)
+        hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, NULL, 0, eo, ids, sh, k, hc,
+                                                                               D, H);
 }
 
 __global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
@@ -443,31 +481,3 @@ extern "C" void ds4k_swiglu(float *g, const float *u, int64_t rows, int FF, floa
     swiglu_kernel<<<(unsigned)blocks, NT, 0, (cudaStream_t)st>>>(g, u, total, FF, L, wts);
 }
 
-__global__ void moe_combine_kernel(const float *eo, const int32_t *ids, const float *sh, int k, int D, float *y,
-                                   int64_t ldy) {
-    const int t = blockIdx.x;
-    int ord[DS4K_MAX_EXPERTS_USED];
-    for (int j = 0; j < k; j++) ord[j] = j;
-    /* ascending expert id, a repeated id keeps slot order (stable insertion sort) */
-    for (int j = 1; j < k; j++) {
-        const int v = ord[j];
-        int p = j;
-        while (p > 0 && ids[(int64_t)t * k + ord[p - 1]] > ids[(int64_t)t * k + v]) {
-            ord[p] = ord[p - 1];
-            p--;
-        }
-        ord[p] = v;
-    }
-    const int d = blockIdx.y * blockDim.x + threadIdx.x;
-    if (d < D) {
-        float acc = 0.0f;
-        for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
-        y[(int64_t)t * ldy + d] = acc + sh[(int64_t)t * D + d];
-    }
-}
-
-extern "C" void ds4k_moe_combine(const float *eo, const int32_t *ids, const float *sh, int n, int k, int D, float *y,
-                                 int64_t ldy, ds4_stream st) {
-    /* a grid over (token, stretch of d): one token spreads over the GPU */
-    if (n > 0) moe_combine_kernel<<<dim3(n, (D + NT - 1) / NT), NT, 0, (cudaStream_t)st>>>(eo, ids, sh, k, D, y, ldy);
-}
