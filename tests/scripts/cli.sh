@@ -66,7 +66,10 @@ grep -q '/read FILE' "$T/chat" && grep -q 'thinking: off' "$T/chat" && grep -q '
     grep -q "unknown command '/bogus'" "$T/chat" && ok "interactive commands" || bad "interactive: $(cat "$T/chat")"
 [ "$(wc -l <"$T/.ds4_history")" -ge 7 ] && ok "history saved" || bad "history file"
 mkfifo "$T/in"
-HOME="$T" $B/bin/ds4 -m "$M" -n 100000000 --ctx 100000 <"$T/in" >"$T/intr" 2>&1 &
+# a fixed seed: with a time-based one the random model sometimes samples EOS
+# within the 2 seconds, and Ctrl+C then lands at the prompt (seed 1 runs
+# thousands of tokens first)
+HOME="$T" $B/bin/ds4 -m "$M" --seed 1 -n 100000000 --ctx 100000 <"$T/in" >"$T/intr" 2>&1 &
 pid=$!
 exec 7>"$T/in"
 printf 'Tell me a long story\n' >&7
