@@ -538,6 +538,17 @@ static size_t cu_memory(const ds4_session *s) {
  * when, after the weights (if not resident yet), a generous estimate of the
  * f16 KV cache of ctx and the batch buffers of a 4096-token chunk, 1 GiB is
  * still free. */
+/* Bytes of the sub-batch buffers cu_alloc makes (the same for any chunk of
+ * at least SB tokens): HC scratch, q and o, the indexer's queries and its
+ * scores over every compressed row, the selection, the head's input and
+ * logits. */
+static size_t sub_batch_bytes(const ds4_hparams *hp, size_t comp_cap) {
+    const size_t HC = hp->n_hc, D = hp->n_embd, MIXW = (2 + HC) * HC, QD = (size_t)hp->n_head * hp->head_dim;
+    const size_t per = HC * D + MIXW * (1 + HC_PARTS) + HC_PARTS + 2 * QD + (size_t)hp->idx_heads * (hp->idx_dim + 1) +
+                       (comp_cap + 1) + (size_t)hp->idx_topk + 1 + D + (size_t)hp->n_vocab;
+    return (size_t)SB * per * 4;
+}
+
 static int cu_default_chunk(const ds4_model *m, int ctx) {
     const ds4_hparams *hp = &m->hp;
     size_t free_b = 0, total_b = 0;
@@ -554,7 +565,7 @@ static int cu_default_chunk(const ds4_model *m, int ctx) {
         kv += ((size_t)hp->window + big) * hd * 2;
         if (hp->ratio[il] > 0) kv += ((size_t)ctx / hp->ratio[il] + 2) * hd * 2 + ((size_t)ctx / 4 + 2) * id * 2;
     }
-    const size_t need = weights + kv + big * per_token + (1ull << 30);
+    const size_t need = weights + kv + big * per_token + sub_batch_bytes(hp, (size_t)ctx / 4 + 2) + (1ull << 30);
     return free_b >= need ? (int)big : DS4_DEFAULT_PREFILL_CHUNK;
 }
 

@@ -116,7 +116,7 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
             worst = fmax(worst, fabs((double)got[i] - want[i]));
             mx = fmax(mx, fabs((double)want[i]));
         }
-        /* float sums of <= 641 rows of 512 products vs double: ~1e-7 relative;
+        /* float sums of <= 675 rows of 512 products vs double: ~1e-7 relative;
          * the tensor cores take q and the weights as f16 hi + lo (~22 bits) */
         const double tol = k == 2 ? 1e-5 : 2e-6;
         check(worst / mx < tol, "attention (%s) vs double reference: %d token(s) at %d, %2d heads x %3d, ratio %3d%s: "
@@ -214,12 +214,12 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
 
 void test_attention_kernels(ds4_rng *r) {
     test_attention_decode(r, 1, 4095, 64, 512, 4, true, true);     /* decode, published CSA: 128 + 512 selected */
-    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false); /* decode, HCA: 128 + 547 rows */
+    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false); /* decode, HCA: 128 + 546 rows */
     test_attention_decode(r, 1, 60, 64, 512, 0, false, false);      /* window only, short */
     test_attention_decode(r, 8, 1500, 64, 512, 4, true, false);     /* 8 tokens, every compressed row */
     test_attention_decode(r, 3, 2100, 4, 128, 4, true, true);       /* the fixture models' 4 heads */
     test_indexer_topk(r, 3, 8000, 64, 128, 512);                    /* 2,000 rows */
     test_indexer_topk(r, 2, 70000, 64, 128, 512);                   /* 17,500 rows: many per thread */
-    test_indexer_topk(r, 6, 2040, 64, 128, 512);                    /* around the first selection */
+    test_indexer_topk(r, 6, 2046, 64, 128, 512);                    /* around the first selection: 511 .. 513 rows */
     test_indexer_topk(r, 2, 600, 4, 32, 8);                         /* few heads, short keys */
 }
