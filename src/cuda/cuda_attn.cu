@@ -173,6 +173,28 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
 
 /* ------------------------------------------------------------------ indexer scores */
 
+/* Rows 0 .. nrow-1 of `dim` elements (row(r) = the row's first byte, f16 or
+ * f32, 16-byte aligned) into shared memory as floats at dst + r * ks, with
+ * 16-byte loads spread over the block. */
+template <typename Row>
+__device__ __forceinline__ void stage_rows(float *dst, int ks, int nrow, int dim, bool f16, Row row) {
+    const int vpr = f16 ? dim / 8 : dim / 4; /* 16-byte vectors per row */
+    for (int v = threadIdx.x; v < nrow * vpr; v += blockDim.x) {
+        const int r = v / vpr, c = v - r * vpr;
+        float4 *d = (float4 *)(dst + r * ks);
+        const uint4 u = ((const uint4 *)row(r))[c];
+        if (f16) {
+            const float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
+            const float2 e = __half22float2(*(const __half2 *)&u.z), f = __half22float2(*(const __half2 *)&u.w);
+            d[2 * c] = make_float4(a.x, a.y, b.x, b.y);
+            d[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
+        } else {
+            d[c] = make_float4(__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z), __uint_as_float(u.w));
+        }
+    }
+}
+
+
 /* Indexer scores. A block takes IDX_ROWS key rows of one token (copied into
  * shared memory as floats with 16-byte loads) and the token's IH query
  * heads; lane r scores row r against the heads h = warp, warp + 8, ...,
@@ -204,20 +226,8 @@ __global__ void __launch_bounds__(32 * IDX_WARPS) indexer_scores_kernel(const fl
     const float4 *q4 = (const float4 *)(q + (int64_t)t * IH * ID);
     for (int i = threadIdx.x; i < IH * ID / 4; i += blockDim.x) ((float4 *)sq)[i] = q4[i];
     for (int i = threadIdx.x; i < IH; i += blockDim.x) sw[i] = w[(int64_t)t * IH + i];
-    const int vpr = f16 ? ID / 8 : ID / 4;
-    for (int v = threadIdx.x; v < nrow * vpr; v += blockDim.x) {
-        const int r = v / vpr, c = v - r * vpr;
-        float4 *dst = (float4 *)(sk + r * ks);
-        if (f16) {
-            const uint4 u = *(const uint4 *)((const uint16_t *)keys + (r0 + r) * ID + 8 * c);
-            const float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
-            const float2 e = __half22float2(*(const __half2 *)&u.z), f = __half22float2(*(const __half2 *)&u.w);
-            dst[2 * c] = make_float4(a.x, a.y, b.x, b.y);
-            dst[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
-        } else {
-            dst[c] = *(const float4 *)((const float *)keys + (r0 + r) * ID + 4 * c);
-        }
-    }
+    const int64_t row_bytes = (int64_t)ID * (f16 ? 2 : 4);
+    stage_rows(sk, ks, nrow, ID, f16, [&](int r) { return (const uint8_t *)keys + (r0 + r) * row_bytes; });
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float part = 0.0f;
@@ -275,20 +285,6 @@ __device__ __forceinline__ uint32_t order_key(float f) {
     uint32_t u = __float_as_uint(f);
     if (u == 0x80000000u) u = 0;
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-/* Block-wide integer sum (blockDim <= 1024). */
-__device__ __forceinline__ int block_isum(int v, int *red) {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    int t = lane < nw ? red[lane] : 0;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-    return t;
 }
 
 /* Exclusive block scan of v; *total gets the sum. */
@@ -536,20 +532,7 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
         rowp[threadIdx.x] = (const uint8_t *)base + off * (f16 ? 2 : 4);
     }
     __syncthreads();
-    const int vpr = f16 ? hd / 8 : hd / 4; /* 16-byte vectors per row */
-    for (int v = threadIdx.x; v < nrow * vpr; v += blockDim.x) {
-        const int r = v / vpr, c = v - r * vpr;
-        float4 *dst = (float4 *)(Ks + r * ks);
-        if (f16) {
-            const uint4 u = ((const uint4 *)rowp[r])[c];
-            const float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
-            const float2 e = __half22float2(*(const __half2 *)&u.z), f = __half22float2(*(const __half2 *)&u.w);
-            dst[2 * c] = make_float4(a.x, a.y, b.x, b.y);
-            dst[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
-        } else {
-            dst[c] = ((const float4 *)rowp[r])[c];
-        }
-    }
+    stage_rows(Ks, ks, nrow, hd, f16, [&](int r) { return rowp[r]; });
     const float4 *q4 = (const float4 *)(q + ((int64_t)t * H + h0) * hd);
     for (int i = threadIdx.x; i < hg * hd / 4; i += blockDim.x) ((float4 *)Qs)[i] = q4[i];
     __syncthreads();

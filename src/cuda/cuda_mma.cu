@@ -106,6 +106,17 @@ __device__ __forceinline__ void wdecode<T_IQ2_XXS>(const wraw &r, int, int hf, u
     *mn = 0.0f;
 }
 
+/* Four words of packed K-quant levels (2 or 4 bits, at `shift`) as eight
+ * half2 pairs of exact f16 integers. */
+__device__ __forceinline__ void levels_to_h2(const uint32_t *w, int shift, uint32_t mask, uint32_t *q8) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const uint32_t word = (w[i] >> shift) & mask;
+        q8[2 * i] = bytes_to_h2(word, 0, 1024.0f);
+        q8[2 * i + 1] = bytes_to_h2(word, 2, 1024.0f);
+    }
+}
+
 template <> __device__ __forceinline__ void wload<T_Q2_K>(const uint8_t *row, int s, int hf, wraw &r) {
     const uint8_t *b = row + 84 * (s >> 3);
     const int j = s & 7;
@@ -117,13 +128,7 @@ template <> __device__ __forceinline__ void wload<T_Q2_K>(const uint8_t *row, in
 }
 template <>
 __device__ __forceinline__ void wdecode<T_Q2_K>(const wraw &r, int s, int, uint32_t *q8, float *sc, float *mn) {
-    const int shift = 2 * (s & 3);
-#pragma unroll
-    for (int w = 0; w < 4; w++) {
-        const uint32_t word = (r.w[w] >> shift) & 0x03030303u;
-        q8[2 * w] = bytes_to_h2(word, 0, 1024.0f);
-        q8[2 * w + 1] = bytes_to_h2(word, 2, 1024.0f);
-    }
+    levels_to_h2(r.w, 2 * (s & 3), 0x03030303u, q8);
     *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 15));
     *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 4));
 }
@@ -141,13 +146,7 @@ template <> __device__ __forceinline__ void wload<T_Q4_K>(const uint8_t *row, in
 }
 template <>
 __device__ __forceinline__ void wdecode<T_Q4_K>(const wraw &r, int s, int, uint32_t *q8, float *sc, float *mn) {
-    const int shift = 4 * (s & 1);
-#pragma unroll
-    for (int w = 0; w < 4; w++) {
-        const uint32_t word = (r.w[w] >> shift) & 0x0f0f0f0fu;
-        q8[2 * w] = bytes_to_h2(word, 0, 1024.0f);
-        q8[2 * w + 1] = bytes_to_h2(word, 2, 1024.0f);
-    }
+    levels_to_h2(r.w, 4 * (s & 1), 0x0f0f0f0fu, q8);
     *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 0xff));
     *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 8));
 }

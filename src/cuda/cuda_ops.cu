@@ -189,7 +189,7 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
                                          const float *H, int D, const float *norm, float rms_eps, float *pre,
                                          float *post, float *M, float *a) {
     __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
-    __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1];
+    __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
     __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
     const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
     const float *mx = mix + (int64_t)t * MIX;
@@ -204,15 +204,14 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
             s_parts[i] = j < MIX ? mix[((int64_t)s * n + t) * MIX + j] : ss[s * n + t];
         }
         __syncthreads();
-        for (int j = threadIdx.x; j < W; j += blockDim.x) {
+        float sq = 0.0f; /* every thread adds the sums of squares itself */
+        for (int s = 0; s < n_parts; s++) sq += s_parts[s * W + MIX];
+        const float inv = 1.0f / sqrtf(sq / (float)(hc * D) + flat_eps);
+        for (int j = threadIdx.x; j < MIX; j += blockDim.x) {
             float acc = 0.0f;
             for (int s = 0; s < n_parts; s++) acc += s_parts[s * W + j];
-            s_mix[j] = acc;
+            s_mix[j] = acc * inv;
         }
-        __syncthreads();
-        const float inv = 1.0f / sqrtf(s_mix[MIX] / (float)(hc * D) + flat_eps);
-        __syncthreads();
-        for (int j = threadIdx.x; j < MIX; j += blockDim.x) s_mix[j] *= inv;
         __syncthreads();
         mx = s_mix;
     }
