@@ -636,7 +636,8 @@ extern "C" size_t ds4k_attention_part_floats(int H, int hd, int max_rows) {
 static int att_group(int H, int hd, int max_rows, size_t *smem) {
     for (int hg = ATT_MAX_HG; hg >= 1; hg /= 2) {
         if (H % hg) continue;
-        const size_t b = (size_t)(2 * hg * hd + hg * max_rows + 8) * sizeof(float);
+        /* queries, outputs, scores, one 1/denominator a head */
+        const size_t b = (size_t)(2 * hg * hd + hg * max_rows + hg) * sizeof(float);
         if (b <= 200 * 1024 || hg == 1) {
             *smem = b;
             return hg;
