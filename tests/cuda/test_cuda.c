@@ -305,7 +305,10 @@ static void test_kv_and_heads(ds4_rng *r) {
         from_dev(q, dq, sizeof(float) * n * heads * d);
         bool ok = true;
         const double eq = step_equal(q, ref, n * heads * d, idx ? 0.34 : 1e-5, &ok);
-        check(ok && eq > (idx ? 0.9 : 0.5), "heads_rope (%s): %.1f%% identical, rest within %s", idx ? "indexer: Hadamard + FP4" : "norm + RoPE",
+        /* the norm's sum runs in another order than the CPU's, so a whole
+         * head may round differently: the bound is the check; FP4 steps
+         * must stay rare */
+        check(ok && (!idx || eq > 0.9), "heads_rope (%s): %.1f%% identical, rest within %s", idx ? "indexer: Hadamard + FP4" : "norm + RoPE",
               100 * eq, idx ? "one FP4 step" : "1e-5");
         cudaFree(dq), cudaFree(dfr), cudaFree(dpos);
         free(q), free(ref);
@@ -669,6 +672,7 @@ int main(int argc, char **argv) {
         test_moe_matmul(&r);
         test_gemv_stream(&r);
         test_hc_mix_parts(&r);
+        test_hc_post_pre(&r);
         test_prefill_kernels(&r);
         test_attention_kernels(&r);
         test_norm_hc(&r);
