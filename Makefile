@@ -133,7 +133,7 @@ CUDA_BUILD := build-cuda
 CUDA_TOOLS := $(filter $(TOOLS),ds4 ds4-bench ds4-synth ds4-server)
 cuda:
 	$(MAKE) WITH_CUDA=1 BUILD=$(CUDA_BUILD) $(addprefix $(CUDA_BUILD)/bin/,$(CUDA_TOOLS)) $(CUDA_BUILD)/bin/ds4-cuda-test
-CUDA_TEST_SRC := tests/cuda/test_cuda.c tests/cuda/test_cuda_gemv.c tests/cuda/test_cuda_prefill.c tests/cuda/test_cuda_attn.c
+CUDA_TEST_SRC := $(wildcard tests/cuda/test_cuda*.c)
 $(BUILD)/bin/ds4-cuda-test: $(CUDA_TEST_SRC) tests/cuda/cuda_test_util.h $(BUILD)/libds4.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) $(OPT) -Itests/unit -o $@ $(CUDA_TEST_SRC) $(BUILD)/libds4.a $(LDLIBS)

@@ -19,6 +19,12 @@
  * split's rounding (bounded in tests/cuda/cuda_test_util.h); oracle mode
  * turns this kernel off.
  *
+ * Where a whole row fits in one chunk and K <= 4096 (the routed experts, q_b,
+ * the shared down projection), each lane keeps the activations of its slices
+ * in registers for every row it visits (GS_XREG). Reading them from shared
+ * memory per row and slice made the 2-bit experts shared-memory bound: a
+ * 32-weight IQ2_XXS slice is 8.25 weight bytes but 64 activation bytes.
+ *
  * Determinism: every output is one warp's sum over fixed lane slices, added
  * with a fixed butterfly; no atomics. */
 #include "cuda/cuda_gemv.cuh"
@@ -101,21 +107,27 @@ __device__ __forceinline__ void cp_async_wait_n(int n) {
  * measured by the kernel test). q1 and q2 are 4 16-byte units per slice,
  * unit u stored at 4g + (u ^ ((g >> 1) & 3)) for the same bank spread. */
 typedef struct gs_x {
-    const float *xf;     /* F16: swizzled floats */
-    const int4 *xq;      /* quantized: 4 units per slice */
-    const float *sx;     /* scale per slice */
-    const float *g16;    /* sums of 16 consecutive x (K-quant minimums) */
-    const uint64_t *grid; /* IQ2_XXS grid */
-    const uint64_t *smask; /* IQ2_XXS: 7 sign bits -> byte mask with the parity bit */
+    const float *xf;       /* F16: swizzled floats */
+    const int4 *xq;        /* quantized: 4 units per slice */
+    const float *sx;       /* scale per slice */
+    const float *g16;      /* sums of 16 consecutive x (K-quant minimums) */
+    const uint32_t *tab;   /* IQ2_XXS signed half-entries (IQ2_TAB_WORDS) */
 } gs_x;
 
-struct q8pair {
+/* One slice of quantized activations, as a lane holds it. */
+struct xslice {
     int4 a0, a1, b0, b1; /* q1 words 0..7, q2 words 0..7 */
+    float sx, g0, g1;    /* scale; sums of elements 0..15 and 16..31 */
 };
-__device__ __forceinline__ q8pair load_q(const gs_x &x, int64_t g) {
+__device__ __forceinline__ xslice load_x(const gs_x &x, int64_t g, bool kquant) {
     const int4 *u = x.xq + 4 * g;
     const int sw = (int)((g >> 1) & 3);
-    return q8pair{u[0 ^ sw], u[1 ^ sw], u[2 ^ sw], u[3 ^ sw]};
+    xslice r;
+    r.a0 = u[0 ^ sw], r.a1 = u[1 ^ sw], r.b0 = u[2 ^ sw], r.b1 = u[3 ^ sw];
+    r.sx = x.sx[g];
+    r.g0 = kquant ? x.g16[2 * g] : 0.0f;
+    r.g1 = kquant ? x.g16[2 * g + 1] : 0.0f;
+    return r;
 }
 __device__ __forceinline__ int qword(const int4 &a0, const int4 &a1, int i) {
     const int4 &v = i < 4 ? a0 : a1;
@@ -129,33 +141,48 @@ __device__ __forceinline__ int qword(const int4 &a0, const int4 &a1, int i) {
 /* x-scaled value of an integer dot pair */
 __device__ __forceinline__ float qdot(int h, int l, float sx) { return fmaf((float)l, 1.0f / 256.0f, (float)h) * sx; }
 
+/* IQ2_XXS without per-weight sign work: a group of 8 weights is a grid
+ * entry (8 magnitudes) and 8 signs (7 stored, the 8th their parity). Two
+ * tables hold every signed half-entry as 4 int8 values ready for dp4a:
+ *   lo[idx][n]: weights 0..3 with sign bits n = s7 & 15;
+ *   hi[idx][2q + p]: weights 4..6 with sign bits q = s7 >> 4, and weight 7
+ *     negative when p ^ parity(q), with p = parity(s7 & 15) (so the parity
+ *     of all seven bits needs no popc).
+ * 2 x 16 KiB, built once on the host and copied into each block's shared
+ * memory; a group then costs two shared loads and a few bit operations
+ * instead of rebuilding and negating bytes. */
+#define IQ2_TAB_WORDS (2 * 256 * 16)
+
+/* parity of a 4-bit value: bit n of 0x6996 */
+__device__ __forceinline__ uint32_t parity4(uint32_t n) { return (0x6996u >> n) & 1u; }
+
 /* ------------------------------------------------------------------ one 32-element slice */
 
-/* Dot of slice s of a staged chunk (global slice g of the row) with x. */
-template <int T> __device__ __forceinline__ float slice_dot(const uint8_t *buf, int s, int64_t g, const gs_x &x);
+/* Dot of slice s of a staged chunk with the slice's activations xs. */
+template <int T> __device__ __forceinline__ float slice_dot(const uint8_t *buf, int s, const xslice &xs, const gs_x &x);
 
-template <> __device__ __forceinline__ float slice_dot<T_Q8_0>(const uint8_t *buf, int s, int64_t g, const gs_x &x) {
+template <> __device__ __forceinline__ float slice_dot<T_Q8_0>(const uint8_t *buf, int s, const xslice &xs, const gs_x &) {
     const uint8_t *b = buf + 34 * s;
     /* the 32 quants start 2 bytes into a 34-byte block: read aligned words
      * and shift (by 0 or 16 bits) instead of unaligned loads */
     const uint8_t *q = b + 2;
     const int mis = (int)((uintptr_t)q & 3);
     const uint32_t *w = (const uint32_t *)(q - mis);
-    const q8pair xq = load_q(x, g);
     int h = 0, l = 0;
     uint32_t prev = w[0];
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         const uint32_t next = w[i + 1];
         const int wi = (int)__funnelshift_r(prev, next, 8 * mis);
-        h = __dp4a(wi, qword(xq.a0, xq.a1, i), h);
-        l = __dp4a(wi, qword(xq.b0, xq.b1, i), l);
+        h = __dp4a(wi, qword(xs.a0, xs.a1, i), h);
+        l = __dp4a(wi, qword(xs.b0, xs.b1, i), l);
         prev = next;
     }
-    return h2f((uint16_t)ld_a16(b)) * qdot(h, l, x.sx[g]);
+    return h2f((uint16_t)ld_a16(b)) * qdot(h, l, xs.sx);
 }
 
-template <> __device__ __forceinline__ float slice_dot<T_F16>(const uint8_t *buf, int s, int64_t g, const gs_x &x) {
+/* F16 rows keep float activations (read from shared memory). */
+__device__ __forceinline__ float slice_dot_f16(const uint8_t *buf, int s, int64_t g, const gs_x &x) {
     const uint4 *w = (const uint4 *)(buf + 64 * s);
     const float4 *xv4 = (const float4 *)(x.xf + 32 * g);
     const int swz = (int)(g & 7);
@@ -168,32 +195,29 @@ template <> __device__ __forceinline__ float slice_dot<T_F16>(const uint8_t *buf
 }
 
 template <>
-__device__ __forceinline__ float slice_dot<T_IQ2_XXS>(const uint8_t *buf, int s, int64_t g, const gs_x &x) {
+__device__ __forceinline__ float slice_dot<T_IQ2_XXS>(const uint8_t *buf, int s, const xslice &xs, const gs_x &x) {
     const uint8_t *b = buf + 66 * (s >> 3);
     const uint8_t *g8 = b + 2 + 8 * (s & 7);
     const uint32_t idx = ld_a16(g8) | (ld_a16(g8 + 2) << 16); /* four grid indices */
     const uint32_t a1 = ld_a16(g8 + 4) | (ld_a16(g8 + 6) << 16);
-    const q8pair xq = load_q(x, g);
+    const uint32_t *lo = x.tab, *hi = x.tab + 256 * 16;
     int h = 0, l = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const uint64_t gv = x.grid[(idx >> (8 * i)) & 0xff];
-        const uint64_t m = x.smask[(a1 >> (7 * i)) & 127];
-        /* negate the marked bytes: (v ^ 0xff) + 1; grid bytes are 8..43, so
-         * no byte carries into the next */
-        const uint32_t mlo = (uint32_t)m, mhi = (uint32_t)(m >> 32);
-        const int w0 = (int)((((uint32_t)gv) ^ mlo) + (mlo & 0x01010101u));
-        const int w1 = (int)((((uint32_t)(gv >> 32)) ^ mhi) + (mhi & 0x01010101u));
-        h = __dp4a(w0, qword(xq.a0, xq.a1, 2 * i), h);
-        h = __dp4a(w1, qword(xq.a0, xq.a1, 2 * i + 1), h);
-        l = __dp4a(w0, qword(xq.b0, xq.b1, 2 * i), l);
-        l = __dp4a(w1, qword(xq.b0, xq.b1, 2 * i + 1), l);
+        const uint32_t e = ((idx >> (8 * i)) & 0xff) << 4;
+        const uint32_t n = (a1 >> (7 * i)) & 15, q = (a1 >> (7 * i + 4)) & 7;
+        const int w0 = (int)lo[e | n];
+        const int w1 = (int)hi[e | (q << 1) | parity4(n)];
+        h = __dp4a(w0, qword(xs.a0, xs.a1, 2 * i), h);
+        h = __dp4a(w1, qword(xs.a0, xs.a1, 2 * i + 1), h);
+        l = __dp4a(w0, qword(xs.b0, xs.b1, 2 * i), l);
+        l = __dp4a(w1, qword(xs.b0, xs.b1, 2 * i + 1), l);
     }
     const float d = h2f((uint16_t)ld_a16(b));
-    return __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f) * qdot(h, l, x.sx[g]);
+    return __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f) * qdot(h, l, xs.sx);
 }
 
-template <> __device__ __forceinline__ float slice_dot<T_Q2_K>(const uint8_t *buf, int s, int64_t g, const gs_x &x) {
+template <> __device__ __forceinline__ float slice_dot<T_Q2_K>(const uint8_t *buf, int s, const xslice &xs, const gs_x &) {
     const uint8_t *b = buf + 84 * (s >> 3);
     const int j = s & 7;
     const uint32_t dd = ld_a32(b + 80);
@@ -201,8 +225,6 @@ template <> __device__ __forceinline__ float slice_dot<T_Q2_K>(const uint8_t *bu
     const uint8_t *qs = b + 16 + 32 * (j >> 2);
     const int shift = 2 * (j & 3);
     const uint32_t scs = ld_a16(b + 2 * j);
-    const q8pair xq = load_q(x, g);
-    const float sx = x.sx[g];
     float r = 0.0f;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) { /* two 16-element scale groups */
@@ -211,16 +233,16 @@ template <> __device__ __forceinline__ float slice_dot<T_Q2_K>(const uint8_t *bu
 #pragma unroll
         for (int w = 0; w < 4; w++) {
             const int q = (int)((ld_a32(qs + 16 * hf + 4 * w) >> shift) & 0x03030303u);
-            h = __dp4a(q, qword(xq.a0, xq.a1, 4 * hf + w), h);
-            l = __dp4a(q, qword(xq.b0, xq.b1, 4 * hf + w), l);
+            h = __dp4a(q, qword(xs.a0, xs.a1, 4 * hf + w), h);
+            l = __dp4a(q, qword(xs.b0, xs.b1, 4 * hf + w), l);
         }
-        r = fmaf(__fmul_rn(d, (float)(sc & 15)), qdot(h, l, sx), r);
-        r = fmaf(-__fmul_rn(dmin, (float)(sc >> 4)), x.g16[2 * g + hf], r);
+        r = fmaf(__fmul_rn(d, (float)(sc & 15)), qdot(h, l, xs.sx), r);
+        r = fmaf(-__fmul_rn(dmin, (float)(sc >> 4)), hf ? xs.g1 : xs.g0, r);
     }
     return r;
 }
 
-template <> __device__ __forceinline__ float slice_dot<T_Q4_K>(const uint8_t *buf, int s, int64_t g, const gs_x &x) {
+template <> __device__ __forceinline__ float slice_dot<T_Q4_K>(const uint8_t *buf, int s, const xslice &xs, const gs_x &) {
     const uint8_t *b = buf + 144 * (s >> 3);
     const int j = s & 7;
     const uint32_t dd = ld_a32(b);
@@ -229,16 +251,15 @@ template <> __device__ __forceinline__ float slice_dot<T_Q4_K>(const uint8_t *bu
     q4k_scale_min(b + 4, j, &scale, &mn);
     const uint8_t *qs = b + 16 + 32 * (j >> 1);
     const int shift = 4 * (j & 1);
-    const q8pair xq = load_q(x, g);
     int h = 0, l = 0;
 #pragma unroll
     for (int w = 0; w < 8; w++) {
         const int q = (int)((ld_a32(qs + 4 * w) >> shift) & 0x0f0f0f0fu);
-        h = __dp4a(q, qword(xq.a0, xq.a1, w), h);
-        l = __dp4a(q, qword(xq.b0, xq.b1, w), l);
+        h = __dp4a(q, qword(xs.a0, xs.a1, w), h);
+        l = __dp4a(q, qword(xs.b0, xs.b1, w), l);
     }
-    const float r = __fmul_rn(d, (float)scale) * qdot(h, l, x.sx[g]);
-    return fmaf(-__fmul_rn(dmin, (float)mn), x.g16[2 * g] + x.g16[2 * g + 1], r);
+    const float r = __fmul_rn(d, (float)scale) * qdot(h, l, xs.sx);
+    return fmaf(-__fmul_rn(dmin, (float)mn), xs.g0 + xs.g1, r);
 }
 
 /* ------------------------------------------------------------------ the kernel */
@@ -246,18 +267,79 @@ template <> __device__ __forceinline__ float slice_dot<T_Q4_K>(const uint8_t *bu
 /* Shared bytes of the activations for K elements (after the rings). */
 template <int T> __host__ __device__ constexpr size_t gs_x_bytes(int64_t K) {
     return T == T_F16 ? (size_t)K * 4
-                      : (size_t)K * 2 + (size_t)(K / 32) * 4 + (size_t)(K / 16) * 4 + (T == T_IQ2_XXS ? 384 * 8 : 0);
+                      : (size_t)K * 2 + (size_t)(K / 32) * 4 + (size_t)(K / 16) * 4 + (T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0);
+}
+
+/* Quantize the K activations into shared memory (see gs_x): four threads a
+ * slice, eight elements each, the slice's max|x| and 16-sums shared through
+ * shuffles (the loop is uniform over the block, so every lane takes part). */
+template <int T> __device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv) {
+    int8_t *xq = (int8_t *)xa;
+    float *sx = (float *)(xa + K * 2), *g16 = sx + K / 32;
+    const int64_t tasks = K / 32 * 4;
+    for (int64_t base = 0; base < tasks; base += blockDim.x) {
+        const int64_t i = base + threadIdx.x;
+        const bool on = i < tasks;
+        const int64_t g = i >> 2;
+        const int t = (int)(i & 3);
+        float v[8];
+        if (on) {
+            const float4 f0 = ((const float4 *)X)[2 * i], f1 = ((const float4 *)X)[2 * i + 1];
+            v[0] = f0.x, v[1] = f0.y, v[2] = f0.z, v[3] = f0.w, v[4] = f1.x, v[5] = f1.y, v[6] = f1.z, v[7] = f1.w;
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[e] = 0.0f;
+        }
+        float amax = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) amax = fmaxf(amax, fabsf(v[e]));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const float is = amax > 0.0f ? 127.0f / amax : 0.0f;
+        uint32_t w1[2], w2[2];
+#pragma unroll
+        for (int w = 0; w < 2; w++) {
+            w1[w] = w2[w] = 0;
+#pragma unroll
+            for (int b2 = 0; b2 < 4; b2++) {
+                const float tq = v[4 * w + b2] * is, q1 = rintf(tq);
+                const float q2 = fminf(fmaxf(rintf((tq - q1) * 256.0f), -128.0f), 127.0f);
+                w1[w] |= (uint32_t)((int)q1 & 0xff) << (8 * b2);
+                w2[w] |= (uint32_t)((int)q2 & 0xff) << (8 * b2);
+            }
+        }
+        float part = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) part += v[e];
+        const float pair_sum = part + __shfl_xor_sync(0xffffffffu, part, 1);
+        if (on) {
+            /* words 2t, 2t+1 of q1 (and q2): half of unit t >> 1 (2 + (t >> 1)) */
+            const int sw = (int)((g >> 1) & 3);
+            int2 *u = (int2 *)((int4 *)xq + 4 * g);
+            u[2 * ((t >> 1) ^ sw) + (t & 1)] = make_int2((int)w1[0], (int)w1[1]);
+            u[2 * ((2 + (t >> 1)) ^ sw) + (t & 1)] = make_int2((int)w2[0], (int)w2[1]);
+            if (t == 0) sx[g] = amax * (1.0f / 127.0f);
+            if ((T == T_Q2_K || T == T_Q4_K) && (t & 1) == 0) g16[2 * g + (t >> 1)] = pair_sum;
+        }
+    }
+    xv->xq = (const int4 *)xq;
+    xv->sx = sx;
+    xv->g16 = g16;
 }
 
 /* Block: GS_WARPS warps over GS_WARPS * rpw consecutive rows of one job (and
  * one routed pair); warp w streams rows [w * rpw, (w + 1) * rpw) chunk by
  * chunk. The first copies are issued before the activations are staged, so
- * both latencies overlap. */
-template <int T>
+ * both latencies overlap. XR > 0: every row is one chunk and has at most
+ * 32 * XR slices; lane l keeps slices l, l + 32, ... of x in registers. */
+template <int T, int XR>
 __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jobs, const float *X, int64_t ldx,
-                                                                    int rpw, const int32_t *ids, int k, int x_per_pair) {
+                                                                    int rpw, const int32_t *ids, int k, int x_per_pair,
+                                                                    const uint32_t *iq2tab) {
     typedef gs_fmt<T> F;
     constexpr int CH = F::chunk, SPB = F::epb / 32;
+    constexpr bool KQ = T == T_Q2_K || T == T_Q4_K;
+    constexpr int TQ = T == T_F16 ? T_Q8_0 : T; /* F16 takes slice_dot_f16 */
     extern __shared__ __align__(16) uint8_t gs_smem[];
     const gemv_job jb = jobs.j[blockIdx.y];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -298,11 +380,19 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         }
         cp_async_commit(); /* an empty group keeps the wait count uniform */
     };
+    /* IQ2_XXS: the signed tables, copied in the oldest copy group, so the
+     * ring's first wait (below) also covers them */
+    uint8_t *xa = gs_smem + gs_stage_bytes<T>();
+    uint32_t *tab = (uint32_t *)(xa + gs_x_bytes<T>(K) - (T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0));
+    if (T == T_IQ2_XXS) {
+        for (int i = threadIdx.x; i < IQ2_TAB_WORDS / 4; i += blockDim.x) cp_async16(tab + 4 * i, iq2tab + 4 * i);
+        cp_async_commit();
+    }
     for (int p = 0; p < nslots - 1; p++) issue_next();
 
     /* stage the activations */
-    uint8_t *xa = gs_smem + gs_stage_bytes<T>();
-    gs_x xv;
+    gs_x xv = {};
+    xv.tab = tab;
     if (T == T_F16) {
         float *xf = (float *)xa;
         const float4 *X4 = (const float4 *)X;
@@ -310,66 +400,17 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
             ((float4 *)xf)[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = X4[i];
         xv.xf = xf;
     } else {
-        int8_t *xq = (int8_t *)xa;
-        float *sx = (float *)(xa + K * 2), *g16 = sx + K / 32;
-        /* one thread per slice: its 8 float4 loads are in flight together */
-        for (int64_t g = threadIdx.x; g < K / 32; g += blockDim.x) {
-            float v[32];
-            const float4 *X4 = (const float4 *)(X + 32 * g);
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const float4 f = X4[i];
-                v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
-            }
-            float amax = 0.0f;
-#pragma unroll
-            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
-            const float is = amax > 0.0f ? 127.0f / amax : 0.0f;
-            uint32_t w1[8], w2[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                w1[i] = w2[i] = 0;
-#pragma unroll
-                for (int b2 = 0; b2 < 4; b2++) {
-                    const float t = v[4 * i + b2] * is, q1 = rintf(t);
-                    const float q2 = fminf(fmaxf(rintf((t - q1) * 256.0f), -128.0f), 127.0f);
-                    w1[i] |= (uint32_t)((int)q1 & 0xff) << (8 * b2);
-                    w2[i] |= (uint32_t)((int)q2 & 0xff) << (8 * b2);
-                }
-            }
-            const int sw = (int)((g >> 1) & 3);
-            int4 *u = (int4 *)xq + 4 * g;
-            u[0 ^ sw] = make_int4((int)w1[0], (int)w1[1], (int)w1[2], (int)w1[3]);
-            u[1 ^ sw] = make_int4((int)w1[4], (int)w1[5], (int)w1[6], (int)w1[7]);
-            u[2 ^ sw] = make_int4((int)w2[0], (int)w2[1], (int)w2[2], (int)w2[3]);
-            u[3 ^ sw] = make_int4((int)w2[4], (int)w2[5], (int)w2[6], (int)w2[7]);
-            sx[g] = amax * (1.0f / 127.0f);
-            if (T == T_Q2_K || T == T_Q4_K) {
-                float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-                for (int i = 0; i < 16; i++) s0 += v[i], s1 += v[16 + i];
-                g16[2 * g] = s0;
-                g16[2 * g + 1] = s1;
-            }
-        }
-        xv.xq = (const int4 *)xq;
-        xv.sx = sx;
-        xv.g16 = g16;
-        if (T == T_IQ2_XXS) {
-            uint64_t *grid = (uint64_t *)(g16 + K / 16), *smask = grid + 256;
-            for (int i = threadIdx.x; i < 256; i += blockDim.x) grid[i] = d_iq2xxs_grid[i];
-            for (int i = threadIdx.x; i < 128; i += blockDim.x) {
-                const uint32_t signs = (uint32_t)i | ((__popc(i) & 1) << 7);
-                uint64_t m = 0;
-                for (int b = 0; b < 8; b++)
-                    if ((signs >> b) & 1) m |= 0xffull << (8 * b);
-                smask[i] = m;
-            }
-            xv.grid = grid;
-            xv.smask = smask;
-        }
+        stage_quantized<T>(X, K, xa, &xv);
     }
+    if (T == T_IQ2_XXS) cp_async_wait_n(nslots - 1);
     __syncthreads();
+
+    /* XR > 0: this lane's slices of x, kept for every row */
+    xslice xr[XR > 0 ? XR : 1];
+    const int nsl = (int)(K / 32);
+#pragma unroll
+    for (int j = 0; j < XR; j++)
+        if (lane + 32 * j < nsl) xr[j] = load_x(xv, lane + 32 * j, KQ);
 
     float acc = 0.0f;
     int c = 0, row = 0, cur = 0;
@@ -377,12 +418,21 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         issue_next();
         cp_async_wait_n(nslots - 1);
         __syncwarp();
-        const int64_t left = rb - (int64_t)c * CH;
-        const int nb = (int)(left < CH ? left : CH);
         const uint8_t *buf = ring + cur * slot;
-        const int ns = nb / F::bpb * SPB;
-        const int64_t g0 = (int64_t)c * (CH / F::bpb) * SPB; /* first slice of the chunk in the row */
-        for (int s = lane; s < ns; s += 32) acc += slice_dot<T>(buf, s, g0 + s, xv);
+        if (XR > 0) {
+#pragma unroll
+            for (int j = 0; j < XR; j++)
+                if (lane + 32 * j < nsl) acc += slice_dot<TQ>(buf, lane + 32 * j, xr[j], xv);
+        } else {
+            const int64_t left = rb - (int64_t)c * CH;
+            const int nb = (int)(left < CH ? left : CH);
+            const int ns = nb / F::bpb * SPB;
+            const int64_t g0 = (int64_t)c * (CH / F::bpb) * SPB; /* first slice of the chunk in the row */
+            for (int s = lane; s < ns; s += 32) {
+                if (T == T_F16) acc += slice_dot_f16(buf, s, g0 + s, xv);
+                else acc += slice_dot<TQ>(buf, s, load_x(xv, g0 + s, KQ), xv);
+            }
+        }
         __syncwarp(); /* the buffer is refilled next */
         if (++cur == nslots) cur = 0;
         if (++c == cpr) {
@@ -404,6 +454,69 @@ static int g_sm_count;
 
 template <int T> static size_t smem_bytes(int64_t K) { return gs_stage_bytes<T>() + gs_x_bytes<T>(K); }
 
+/* The IQ2_XXS signed half-entries (see IQ2_TAB_WORDS), in device memory. */
+static const uint32_t *g_iq2tab;
+
+static int iq2_tables_upload(void) {
+    uint32_t *h = (uint32_t *)malloc(sizeof(uint32_t) * IQ2_TAB_WORDS);
+    if (!h) return -1;
+    for (int idx = 0; idx < 256; idx++) {
+        const uint64_t e = ds4_iq2xxs_grid[idx];
+        for (int n = 0; n < 16; n++) {
+            /* lo: weights 0..3, signs n; hi: weights 4..7, signs q = n >> 1
+             * for 4..6 and (n & 1) ^ parity(q) for 7 */
+            const int q = n >> 1, neg7 = (n & 1) ^ (__builtin_popcount(q) & 1);
+            const int sign_hi = q | (neg7 << 3);
+            uint32_t lo = 0, hi = 0;
+            for (int j = 0; j < 4; j++) {
+                const int vl = (int)((e >> (8 * j)) & 0xff), vh = (int)((e >> (8 * (j + 4))) & 0xff);
+                lo |= (uint32_t)(uint8_t)((n >> j) & 1 ? -vl : vl) << (8 * j);
+                hi |= (uint32_t)(uint8_t)((sign_hi >> j) & 1 ? -vh : vh) << (8 * j);
+            }
+            h[idx * 16 + n] = lo;
+            h[256 * 16 + idx * 16 + n] = hi;
+        }
+    }
+    void *d = NULL;
+    const bool ok = cudaMalloc(&d, sizeof(uint32_t) * IQ2_TAB_WORDS) == cudaSuccess &&
+                    cudaMemcpy(d, h, sizeof(uint32_t) * IQ2_TAB_WORDS, cudaMemcpyHostToDevice) == cudaSuccess;
+    free(h);
+    if (!ok) return -1;
+    g_iq2tab = (const uint32_t *)d;
+    return 0;
+}
+
+/* Activations in registers (XR slices a lane) when every row is one chunk
+ * and K <= 4096; DS4_GEMV_XREG=0 keeps them in shared memory (A/B timing). */
+static int g_xreg = 1;
+
+template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
+    bool one_chunk = true;
+    for (int i = 0; i < jobs->n; i++) one_chunk &= jobs->j[i].rb <= gs_fmt<T>::chunk;
+    if (T == T_F16 || !g_xreg || max_k > 4096 || !one_chunk) return 0;
+    return max_k <= 1024 ? 1 : max_k <= 2048 ? 2 : 4;
+}
+
+template <int T, int XR>
+static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
+                      int x_per_pair, int64_t max_rows, int64_t max_k, cudaStream_t s) {
+    const size_t smem = smem_bytes<T>(max_k);
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_stream_kernel<T, XR>, GS_WARPS * 32, smem) !=
+            cudaSuccess ||
+        per_sm < 1)
+        return false;
+    /* rows per warp: the fewest that let every block be resident at once
+     * (no second, partly empty wave), so each warp streams a long run */
+    const int64_t cap = (int64_t)per_sm * g_sm_count, z = ids ? pairs : 1;
+    const int64_t slots = cap / (jobs->n * z) > 0 ? cap / (jobs->n * z) : 1; /* blocks per job and pair */
+    const int64_t rpw64 = (max_rows + GS_WARPS * slots - 1) / (GS_WARPS * slots);
+    const int rpw = (int)(rpw64 > 0 ? rpw64 : 1);
+    const dim3 grid((unsigned)((max_rows + GS_WARPS * rpw - 1) / (GS_WARPS * rpw)), (unsigned)jobs->n, (unsigned)z);
+    gemv_stream_kernel<T, XR><<<grid, GS_WARPS * 32, smem, s>>>(*jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab);
+    return true;
+}
+
 template <int T>
 static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
                      int x_per_pair, cudaStream_t s) {
@@ -418,21 +531,12 @@ static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const i
     }
     if (gs_x_bytes<T>(max_k) > GS_X_MAX || ((uintptr_t)X % 16) != 0 || (ids && ldx % 4 != 0))
         return false;
-    const size_t smem = smem_bytes<T>(max_k);
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_stream_kernel<T>, GS_WARPS * 32, smem) !=
-            cudaSuccess ||
-        per_sm < 1)
-        return false;
-    /* rows per warp: the fewest that let every block be resident at once
-     * (no second, partly empty wave), so each warp streams a long run */
-    const int64_t cap = (int64_t)per_sm * g_sm_count, z = ids ? pairs : 1;
-    const int64_t slots = cap / (jobs->n * z) > 0 ? cap / (jobs->n * z) : 1; /* blocks per job and pair */
-    const int64_t rpw64 = (max_rows + GS_WARPS * slots - 1) / (GS_WARPS * slots);
-    const int rpw = (int)(rpw64 > 0 ? rpw64 : 1);
-    const dim3 grid((unsigned)((max_rows + GS_WARPS * rpw - 1) / (GS_WARPS * rpw)), (unsigned)jobs->n, (unsigned)z);
-    gemv_stream_kernel<T><<<grid, GS_WARPS * 32, smem, s>>>(*jobs, X, ldx, rpw, ids, k, x_per_pair);
-    return true;
+    switch (pick_xr<T>(jobs, max_k)) {
+    case 1: return launch_xr<T, T == T_F16 ? 0 : 1>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
+    case 2: return launch_xr<T, T == T_F16 ? 0 : 2>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
+    case 4: return launch_xr<T, T == T_F16 ? 0 : 4>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
+    default: return launch_xr<T, 0>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
+    }
 }
 
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
@@ -451,16 +555,23 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
     }
 }
 
-template <int T> static bool allow_smem(void) {
-    return cudaFuncSetAttribute(gemv_stream_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+template <int T, int XR> static bool allow_smem_xr(void) {
+    return cudaFuncSetAttribute(gemv_stream_kernel<T, XR>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)(gs_stage_bytes<T>() + GS_X_MAX)) == cudaSuccess;
+}
+template <int T> static bool allow_smem(void) {
+    constexpr bool Q = T != T_F16; /* F16 has no register variant */
+    return allow_smem_xr<T, 0>() && allow_smem_xr<T, Q ? 1 : 0>() && allow_smem_xr<T, Q ? 2 : 0>() &&
+           allow_smem_xr<T, Q ? 4 : 0>();
 }
 
 int gemv_stream_init(void) {
-    if (quant_tables_upload() != 0) return -1; /* this file's copy of the IQ2 grid pointer */
+    if (!g_iq2tab && iq2_tables_upload() != 0) return -1;
     const char *e = getenv("DS4_GEMV_STREAM");
     g_stream_env = !(e && strcmp(e, "0") == 0);
     g_stream_on = g_stream_env;
+    e = getenv("DS4_GEMV_XREG");
+    g_xreg = !(e && strcmp(e, "0") == 0);
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
@@ -469,6 +580,12 @@ int gemv_stream_init(void) {
         !allow_smem<T_F16>())
         return -1;
     return 0;
+}
+
+extern "C" int ds4k_gemv_xreg_enable(int on) {
+    const int was = g_xreg;
+    g_xreg = on ? 1 : 0;
+    return was;
 }
 
 extern "C" int ds4k_gemv_stream_enable(int on) {

@@ -7,6 +7,16 @@
 
 #include "cuda/cuda_common.cuh"
 
+/* Kernels that reduce over a whole row of one token run one block per row;
+ * with few tokens (decode) those blocks are all the GPU does, so a long row
+ * gets a wide block (about 4 elements a thread) to keep loads in flight.
+ * The width depends on the row length only, never on the batch size, so a
+ * token's result does not depend on how the prompt was chunked. */
+static int row_threads(int len) {
+    int t = (len / 4 + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 1024 ? 1024 : t;
+}
+
 __device__ __forceinline__ float dev_e4m3_round(float y) {
     const float a = fabsf(y);
     float q;

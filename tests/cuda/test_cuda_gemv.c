@@ -67,9 +67,15 @@ void test_gemv_stream(ds4_rng *r) {
     static const struct {
         int type;
         int64_t K, N;
-    } shapes[] = {{DS4_TYPE_Q8_0, 4096, 300}, {DS4_TYPE_Q8_0, 1024, 260}, {DS4_TYPE_Q2_K, 2048, 200},
-                  {DS4_TYPE_Q4_K, 4096, 120}, {DS4_TYPE_IQ2_XXS, 4096, 100}, {DS4_TYPE_F16, 4096, 300}};
-    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+    } shapes[] = {{DS4_TYPE_Q8_0, 4096, 300},     {DS4_TYPE_Q8_0, 1024, 260},   {DS4_TYPE_Q8_0, 1536, 50},
+                  {DS4_TYPE_Q2_K, 2048, 200},     {DS4_TYPE_Q2_K, 4096, 90},    {DS4_TYPE_Q4_K, 4096, 120},
+                  {DS4_TYPE_IQ2_XXS, 4096, 100}, {DS4_TYPE_IQ2_XXS, 1536, 70}, {DS4_TYPE_F16, 4096, 300}};
+    /* every shape with the activations in registers (where the rows allow:
+     * one chunk a row, K <= 4096) and in shared memory */
+    for (size_t v = 0; v < 2 * sizeof(shapes) / sizeof(shapes[0]); v++) {
+        const size_t i = v / 2;
+        const int xreg = v % 2 == 0;
+        ds4k_gemv_xreg_enable(xreg);
         host_w h = make_w(r, shapes[i].type, shapes[i].K, shapes[i].N);
         const int64_t K = shapes[i].K, r0 = 7, rows = shapes[i].N - 9;
         float *x = rnd(r, (size_t)K, 1.0f), *yc = malloc(sizeof(float) * rows), *yg = malloc(sizeof(float) * rows);
@@ -78,8 +84,9 @@ void test_gemv_stream(ds4_rng *r) {
         ds4k_matmul(&h.d, r0, rows, dx, K, 1, dy, rows, NULL);
         from_dev(yg, dy, sizeof(float) * rows);
         const double e = dot_error(&h.t, r0, rows, x, yg, yc);
-        check(e < gemv_tolerance(shapes[i].type), "stream gemv %-8s K=%-5lld %3lld rows: max |diff| / (|w| |x|) %.2e",
-              ds4_type_name(shapes[i].type), (long long)K, (long long)rows, e);
+        check(e < gemv_tolerance(shapes[i].type),
+              "stream gemv %-8s K=%-5lld %3lld rows, x in %s: max |diff| / (|w| |x|) %.2e", ds4_type_name(shapes[i].type),
+              (long long)K, (long long)rows, xreg ? "registers" : "shared   ", e);
         cudaFree(dx);
         cudaFree(dy);
         free(x);
@@ -87,6 +94,7 @@ void test_gemv_stream(ds4_rng *r) {
         free(yg);
         free_w(&h);
     }
+    ds4k_gemv_xreg_enable(1);
 
     /* mixed types in one call (the attention inputs): F16, Q8_0, F16 on a
      * second stretch of the activations */
@@ -221,8 +229,8 @@ int gemv_bench(void) {
     ds4_rng_seed(&r, 7);
     float *x = rnd(&r, 16384 * 6, 1.0f), *dx = to_dev(x, sizeof(float) * 16384 * 6);
     float *dy = to_dev(NULL, sizeof(float) * 129280 * 6);
-    printf("%-12s %-8s %6s %7s %9s | %9s %7s | %9s %7s\n", "matrix", "type", "K", "rows", "MB", "old us", "GB/s",
-           "stream us", "GB/s");
+    printf("%-12s %-8s %6s %7s %9s | %9s %7s | %9s %7s | %9s %7s\n", "matrix", "type", "K", "rows", "MB", "old us",
+           "GB/s", "x smem us", "GB/s", "x reg us", "GB/s");
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         bench_case *c = &cases[i];
         const size_t rb = ds4_row_bytes(c->type, c->K);
@@ -235,9 +243,13 @@ int gemv_bench(void) {
         ds4k_gemv_stream_enable(0);
         const double t_old = time_ms(run_case, c, 20);
         ds4k_gemv_stream_enable(1);
+        ds4k_gemv_xreg_enable(0);
+        const double t_smem = time_ms(run_case, c, 20);
+        ds4k_gemv_xreg_enable(1);
         const double t_new = time_ms(run_case, c, 20);
-        printf("%-12s %-8s %6lld %7lld %9.2f | %9.1f %7.0f | %9.1f %7.0f\n", c->name, ds4_type_name(c->type),
-               (long long)c->K, (long long)c->N, mb, t_old * 1e3, mb / t_old, t_new * 1e3, mb / t_new);
+        printf("%-12s %-8s %6lld %7lld %9.2f | %9.1f %7.0f | %9.1f %7.0f | %9.1f %7.0f\n", c->name,
+               ds4_type_name(c->type), (long long)c->K, (long long)c->N, mb, t_old * 1e3, mb / t_old, t_smem * 1e3,
+               mb / t_smem, t_new * 1e3, mb / t_new);
         cudaFree((void *)c->d.ptr);
     }
     cudaFree(dids);

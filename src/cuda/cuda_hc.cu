@@ -1,0 +1,437 @@
+/* ds4 — CUDA kernels of the hyper-connections (MODEL.md 7): the mixer, the
+ * split into pre/post/M with Sinkhorn, the collapse of the streams into a
+ * sub-layer's input, the update of the streams after it (with the MoE sum)
+ * and the output head's collapse (twins: src/cpu/ops.c, cpu_backend.c). */
+#include "cuda/cuda_kernels.h"
+#include "cuda/cuda_ops.cuh"
+
+#define NT 256
+
+/* ------------------------------------------------------------------ hyper-connections */
+
+/* pre[i] and post[i] of one token (MODEL.md 7.1). */
+__device__ __forceinline__ void hc_pre_post(const float *mix, const float *scale, const float *base, int hc, float eps,
+                                            int i, float *pre, float *post) {
+    pre[i] = dev_sigmoid(mix[i] * scale[0] + base[i]) + eps;
+    post[i] = 2.0f * dev_sigmoid(mix[hc + i] * scale[1] + base[hc + i]);
+}
+
+/* The Sinkhorn-normalized mixing matrix M of one token (MODEL.md 7.1), same
+ * evaluation order as the CPU. */
+__device__ void hc_sinkhorn_one(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
+                                float *M) {
+    for (int i = 0; i < hc; i++) {
+        float *row = M + i * hc;
+        float mx = -INFINITY;
+        for (int j = 0; j < hc; j++) {
+            row[j] = mix[2 * hc + i * hc + j] * scale[2] + base[2 * hc + i * hc + j];
+            mx = fmaxf(mx, row[j]);
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < hc; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        for (int j = 0; j < hc; j++) row[j] = row[j] / sum + eps;
+    }
+    for (int it = 0; it < iters; it++) {
+        if (it > 0)
+            for (int i = 0; i < hc; i++) {
+                float s = 0.0f;
+                for (int j = 0; j < hc; j++) s += M[i * hc + j];
+                for (int j = 0; j < hc; j++) M[i * hc + j] /= s + eps;
+            }
+        for (int j = 0; j < hc; j++) {
+            float s = 0.0f;
+            for (int i = 0; i < hc; i++) s += M[i * hc + j];
+            for (int i = 0; i < hc; i++) M[i * hc + j] /= s + eps;
+        }
+    }
+}
+
+
+/* The same as hc_sinkhorn_one on one warp, for hc*hc <= 32: lane i*hc+j
+ * holds M[i][j] and every row or column sum reads its terms through shuffles
+ * in the CPU's order, so the 2*iters dependent passes cost a few shuffles
+ * each instead of a serial loop over the matrix. The passes divide with the
+ * fast reciprocal (within 2 ulp of the CPU's division; the test bounds M):
+ * the IEEE division's instruction sequence made these 40 dependent steps
+ * most of a decode step's ~11 us here. */
+template <int HC>
+__device__ void hc_sinkhorn_warp_t(const float *mix, const float *scale, const float *base, int hc_rt, int iters,
+                                   float eps, float *M) {
+    const unsigned all = 0xffffffffu;
+    const int hc = HC ? HC : hc_rt; /* a constant for the model's 4 streams: the shuffles of a sum go out together */
+    const int lane = threadIdx.x & 31, i = lane / hc, j = lane % hc;
+    const bool own = lane < hc * hc;
+    /* lanes past the matrix hold 0 and read wrapped lanes: their sums are
+     * never stored, they only keep every shuffle warp-uniform */
+    const float logit = own ? mix[2 * hc + lane] * scale[2] + base[2 * hc + lane] : 0.0f;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < hc; k++) mx = fmaxf(mx, __shfl_sync(all, logit, (i * hc + k) & 31));
+    const float e = expf(logit - mx);
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < hc; k++) sum += __shfl_sync(all, e, (i * hc + k) & 31);
+    float v = e / sum + eps;
+    for (int it = 0; it < iters; it++) {
+        if (it > 0) {
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < hc; k++) s += __shfl_sync(all, v, (i * hc + k) & 31);
+            v = __fdividef(v, s + eps);
+        }
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < hc; k++) s += __shfl_sync(all, v, (k * hc + j) & 31);
+        v = __fdividef(v, s + eps);
+    }
+    if (own) M[lane] = v;
+}
+
+__device__ void hc_sinkhorn_warp(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
+                                 float *M) {
+    if (hc == 4) hc_sinkhorn_warp_t<4>(mix, scale, base, hc, iters, eps, M);
+    else hc_sinkhorn_warp_t<0>(mix, scale, base, hc, iters, eps, M);
+}
+
+/* x = rmsnorm(sum_s w[s] * h[s]) * norm over the D elements of one token's
+ * hc streams (threads from `first` on split d; block-wide sum of squares,
+ * which every thread of the block joins). A thread keeps its (at most
+ * CN_MAX) sums in registers with every load of a pass issued together: in a
+ * decode step this block is all the GPU does, and a loop that waited on one
+ * global round trip per element cost more than the arithmetic. */
+/* Loads of data another block of the same grid wrote (the fused HC kernel's
+ * last block): through L2 only, never a stale L1 line. */
+template <bool CG> __device__ __forceinline__ float ld_maybe_cg(const float *p) { return CG ? __ldcg(p) : *p; }
+
+template <bool CG, int CN_MAX = 8>
+__device__ void collapse_norm(const float *h, const float *w, int hc, int D, const float *norm, float rms_eps, float *x,
+                              float *red, int first) {
+    const int nt = (int)blockDim.x - first, me = (int)threadIdx.x - first;
+    float ss = 0.0f;
+    if (D <= CN_MAX * nt) {
+        float v[CN_MAX];
+#pragma unroll
+        for (int k = 0; k < CN_MAX; k++) {
+            const int d = me + k * nt;
+            v[k] = 0.0f;
+            if (me >= 0 && d < D) {
+#pragma unroll 4
+                for (int s = 0; s < hc; s++) v[k] += w[s] * ld_maybe_cg<CG>(h + (int64_t)s * D + d);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < CN_MAX; k++) ss += v[k] * v[k]; /* the same terms, in d order, as the loop below */
+        ss = block_sum(ss, red);
+        const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
+#pragma unroll
+        for (int k = 0; k < CN_MAX; k++) {
+            const int d = me + k * nt;
+            if (me >= 0 && d < D) x[d] = v[k] * inv * norm[d];
+        }
+        return;
+    }
+    for (int d = me; d >= 0 && d < D; d += nt) {
+        float acc = 0.0f;
+        for (int s = 0; s < hc; s++) acc += w[s] * ld_maybe_cg<CG>(h + (int64_t)s * D + d);
+        x[d] = acc;
+        ss += acc * acc;
+    }
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
+}
+
+/* The split and collapse of token t by one block: mix is the token's MIX
+ * mixer outputs, or (ss != NULL) n_parts partial sums of them with the
+ * parts' sums of squares, staged in s_parts (n_parts * (MIX + 1) floats).
+ * CN: the d's a collapsing thread keeps in registers (blockDim.x - 32
+ * threads collapse), a compile-time bound so every load is issued at once. */
+template <bool CG, int CN>
+__device__ void split_collapse_block(const float *mix, const float *ss, int n_parts, int n, int t, float *s_parts,
+                                     float flat_eps, const float *scale, const float *base, int hc, int iters,
+                                     float hc_eps, const float *H, int D, const float *norm, float rms_eps, float *pre,
+                                     float *post, float *M, float *a) {
+    __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
+    __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
+    const int MIX = (2 + hc) * hc;
+    const float *mx = mix + (int64_t)t * MIX;
+    if (ss) {
+        /* partial products of the mixer with the raw streams and the parts'
+         * sums of squares, all loaded at once (a thread each: a decode step
+         * waited on 16 dependent loads here), then added in part order; the
+         * streams' rmsnorm scale is applied to the sums */
+        const int W = MIX + 1;
+        for (int i = threadIdx.x; i < n_parts * W; i += blockDim.x) {
+            const int s = i / W, j = i - s * W;
+            s_parts[i] = j < MIX ? ld_maybe_cg<CG>(mix + ((int64_t)s * n + t) * MIX + j) : ld_maybe_cg<CG>(ss + s * n + t);
+        }
+        __syncthreads();
+        float sq = 0.0f; /* every thread adds the sums of squares itself */
+        for (int s = 0; s < n_parts; s++) sq += s_parts[s * W + MIX];
+        const float inv = 1.0f / sqrtf(sq / (float)(hc * D) + flat_eps);
+        for (int j = threadIdx.x; j < MIX; j += blockDim.x) {
+            float acc = 0.0f;
+            for (int s = 0; s < n_parts; s++) acc += s_parts[s * W + j];
+            s_mix[j] = acc * inv;
+        }
+        __syncthreads();
+        mx = s_mix;
+    }
+    if (threadIdx.x < hc) hc_pre_post(mx, scale, base, hc, hc_eps, threadIdx.x, s_pre, s_post);
+    __syncthreads();
+    /* warp 0 runs the Sinkhorn iterations while the other warps collapse
+     * the streams with pre (the collapse does not need M) */
+    if (threadIdx.x < 32) {
+        if (hc * hc <= 32) hc_sinkhorn_warp(mx, scale, base, hc, iters, hc_eps, s_M);
+        else if (threadIdx.x == 0) hc_sinkhorn_one(mx, scale, base, hc, iters, hc_eps, s_M);
+    }
+    collapse_norm<CG, CN>(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red,
+                      blockDim.x > 32 ? 32 : 0);
+    for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
+    for (int i = threadIdx.x; i < hc; i += blockDim.x) {
+        pre[(int64_t)t * hc + i] = s_pre[i];
+        post[(int64_t)t * hc + i] = s_post[i];
+    }
+}
+
+__global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps,
+                                         const float *scale, const float *base, int hc, int iters, float hc_eps,
+                                         const float *H, int D, const float *norm, float rms_eps, float *pre,
+                                         float *post, float *M, float *a) {
+    __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
+    split_collapse_block<false, 8>(mix, ss, n_parts, gridDim.x, blockIdx.x, s_parts, flat_eps, scale, base, hc, iters,
+                                hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+}
+
+extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,
+                                       float hc_eps, const float *H, int D, const float *norm, float rms_eps, int n,
+                                       float *pre, float *post, float *M, float *a, ds4_stream st) {
+    if (n > 0)
+        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(
+            mix, NULL, 0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+}
+
+extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_parts, float flat_eps,
+                                             const float *scale, const float *base, int hc, int iters, float hc_eps,
+                                             const float *H, int D, const float *norm, float rms_eps, int n, float *pre,
+                                             float *post, float *M, float *a, ds4_stream st) {
+    if (n > 0)
+        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(
+            parts, ss, n_parts, flat_eps, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+}
+
+/* The HC mixer of a few tokens without the normalized copy of the streams:
+ * block (r, s, t) takes stretch s of K for mixer row r and token t, adds
+ * w . h over it and, in row 0's blocks, h . h; the split-collapse kernel adds
+ * the parts in order. 8 halves and 8 floats per thread and step. */
+__global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, const float *H, int64_t ldh, int S,
+                                    float *parts, float *ss) {
+    __shared__ float red[32];
+    const int r = blockIdx.x, s = blockIdx.y, t = blockIdx.z, n = gridDim.z;
+    const int64_t k0 = K * s / S, k1 = K * (s + 1) / S;
+    const uint16_t *w = W + (int64_t)r * K;
+    const float *h = H + (int64_t)t * ldh;
+    float acc = 0.0f, sq = 0.0f;
+    for (int64_t k = k0 + 8 * threadIdx.x; k < k1; k += 8 * blockDim.x) {
+        const float4 a = *(const float4 *)(h + k), b = *(const float4 *)(h + k + 4);
+        acc = dot8_h(*(const uint4 *)(w + k), a, b, acc);
+        if (r == 0)
+            sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+    }
+    acc = block_sum(acc, red);
+    if (threadIdx.x == 0) parts[((int64_t)s * n + t) * rows + r] = acc;
+    if (r == 0) {
+        sq = block_sum(sq, red);
+        if (threadIdx.x == 0) ss[s * n + t] = sq;
+    }
+}
+
+extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts,
+                                 float *ss, ds4_stream st) {
+    if (W->type != 1 /* F16 */ || S > DS4K_MAX_HC_PARTS || W->K % (8 * S) != 0 || ((uintptr_t)W->ptr % 16) != 0 ||
+        ((uintptr_t)H % 16) != 0 || ldh % 4 != 0)
+        return -1;
+    if (n > 0)
+        hc_mix_parts_kernel<<<dim3(rows, S, n), NT, 0, (cudaStream_t)st>>>((const uint16_t *)W->ptr, rows, W->K, H, ldh,
+                                                                         S, parts, ss);
+    return 0;
+}
+
+/* Slot order of a token's k routed experts for the MoE sum: ascending expert
+ * id, a repeated id in slot order (stable insertion sort), as the CPU adds. */
+__device__ __forceinline__ void moe_order(const int32_t *ids, int k, int *ord) {
+    for (int j = 0; j < k; j++) ord[j] = j;
+    for (int j = 1; j < k; j++) {
+        const int v = ord[j];
+        int p = j;
+        while (p > 0 && ids[ord[p - 1]] > ids[v]) {
+            ord[p] = ord[p - 1];
+            p--;
+        }
+        ord[p] = v;
+    }
+}
+
+/* The sub-layer output y at element d of token t: y itself, or (eo != NULL)
+ * the MoE output made here and never stored: the token's k routed outputs in
+ * moe_order plus the shared expert's sh. */
+__device__ __forceinline__ float hc_post_y(const float *y, int64_t ldy, const float *eo, const int32_t *ids,
+                                           const float *sh, int k, int D, int t, int d) {
+    if (!eo) return y[(int64_t)t * ldy + d];
+    int ord[DS4K_MAX_EXPERTS_USED];
+    moe_order(ids + (int64_t)t * k, k, ord);
+    float acc = 0.0f;
+    for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
+    return acc + sh[(int64_t)t * D + d];
+}
+
+/* in[] = the token's streams at d, replaced by post y + M^T in. */
+__device__ __forceinline__ void hc_post_elem(const float *p, const float *m, float yd, int hc, float *in) {
+    float out[DS4K_MAX_HC];
+    for (int j = 0; j < hc; j++) {
+        float acc = p[j] * yd;
+        for (int s = 0; s < hc; s++) acc += m[s * hc + j] * in[s];
+        out[j] = acc;
+    }
+    for (int j = 0; j < hc; j++) in[j] = out[j];
+}
+
+/* H = post y + M^T H, element-wise over d: a grid of (d blocks, tokens), so
+ * one token spreads over the GPU (y: see hc_post_y; with eo, one launch and
+ * one round trip less a layer). */
+__global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                               const int32_t *ids, const float *sh, int k, int hc, int D, float *H) {
+    const int t = blockIdx.y;
+    float *h = H + (int64_t)t * hc * D;
+    const int d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d < D) {
+        const float yd = hc_post_y(y, ldy, eo, ids, sh, k, D, t, d);
+        float in[DS4K_MAX_HC];
+        for (int s = 0; s < hc; s++) in[s] = h[(int64_t)s * D + d];
+        hc_post_elem(post + (int64_t)t * hc, M + (int64_t)t * hc * hc, yd, hc, in);
+        for (int j = 0; j < hc; j++) h[(int64_t)j * D + d] = in[j];
+    }
+}
+
+extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D,
+                             float *H, ds4_stream st) {
+    if (n > 0)
+        hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, NULL, NULL, NULL, 0, hc,
+                                                                               D, H);
+}
+
+extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh,
+                                 int n, int k, int hc, int D, float *H, ds4_stream st) {
+    if (n > 0)
+        hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, NULL, 0, eo, ids, sh, k, hc,
+                                                                               D, H);
+}
+
+/* ------------------------------------------------------------------ decode: post + pre in one launch */
+
+/* A decode step's sub-layer boundary: the update of the streams after one
+ * sub-layer (hc_post) and the HC pre of the next (mixer, split, collapse)
+ * were three launches, each a few microseconds of one or a few blocks. Here
+ * block (p, t) updates elements [T p, T p + T) of token t's streams (T =
+ * blockDim.x, one element a thread), adds the mixer rows and the sum of
+ * squares over them (its part), and the last block of the token to finish
+ * (an integer counter: which block is last changes no sum) adds the parts
+ * in order, splits and collapses as split_collapse_block does, with every
+ * load of its collapse in flight at once. Every sum has a fixed order. */
+#define HCF_MAX_THREADS 512
+#define HCF_HC 4 /* the streams this kernel is built for */
+#define HCF_MIX ((2 + HCF_HC) * HCF_HC)
+#define HCF_MAX_PARTS 64
+#define HCF_CN 16 /* collapse: D <= HCF_CN * (T - 32) */
+
+__global__ void __launch_bounds__(HCF_MAX_THREADS)
+    hc_post_pre_kernel(ds4k_hc_post_in prev, const uint16_t *W, const float *scale, const float *base, int iters,
+                       float hc_eps, float flat_eps, const float *norm, float rms_eps, float *H, int D, float *parts,
+                       float *ss, unsigned *counters, float *pre, float *post, float *M, float *a) {
+    constexpr int HC = HCF_HC, MIX = HCF_MIX;
+    __shared__ float red[HCF_MAX_THREADS / 32][MIX + 1];
+    __shared__ float s_parts[HCF_MAX_PARTS * (MIX + 1)];
+    __shared__ bool s_last;
+    const int p = blockIdx.x, S = gridDim.x, t = blockIdx.y, n = gridDim.y, NW = blockDim.x / 32;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int d = p * blockDim.x + threadIdx.x;
+    const int64_t K = (int64_t)HC * D;
+    float *h = H + (int64_t)t * K;
+    float v[DS4K_MAX_HC];
+#pragma unroll
+    for (int s = 0; s < HC; s++) v[s] = h[(int64_t)s * D + d];
+    if (prev.post) {
+        const float yd = hc_post_y(prev.y, prev.ldy, prev.eo, prev.ids, prev.sh, prev.k, D, t, d);
+        hc_post_elem(prev.post + (int64_t)t * HC, prev.M + (int64_t)t * HC * HC, yd, HC, v);
+#pragma unroll
+        for (int j = 0; j < HC; j++) h[(int64_t)j * D + d] = v[j];
+    }
+    /* mixer rows and sum of squares over this block's elements: all loads
+     * first, then the warp sums side by side */
+    float acc[MIX + 1];
+#pragma unroll
+    for (int r = 0; r < MIX; r++) {
+        const uint16_t *w = W + (int64_t)r * K + d;
+        acc[r] = 0.0f;
+#pragma unroll
+        for (int s = 0; s < HC; s++) acc[r] += h2f(w[(int64_t)s * D]) * v[s];
+    }
+    acc[MIX] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < HC; s++) acc[MIX] += v[s] * v[s];
+#pragma unroll
+    for (int r = 0; r <= MIX; r++) {
+        const float sum = warp_sum(acc[r]);
+        if (lane == 0) red[warp][r] = sum;
+    }
+    __syncthreads();
+    if (threadIdx.x <= MIX) {
+        float sum = 0.0f;
+        for (int w = 0; w < NW; w++) sum += red[w][threadIdx.x];
+        if (threadIdx.x < MIX) parts[((int64_t)p * n + t) * MIX + threadIdx.x] = sum;
+        else ss[p * n + t] = sum;
+    }
+    /* make this block's streams and part visible, then count it */
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(&counters[t], 1u) == (unsigned)(S - 1);
+    __syncthreads();
+    if (!s_last) return;
+    if (threadIdx.x == 0) counters[t] = 0; /* every block of the token has counted: ready for the next step */
+    __threadfence();
+    split_collapse_block<true, HCF_CN>(parts, ss, S, n, t, s_parts, flat_eps, scale, base, HC, iters, hc_eps, H, D,
+                                       norm, rms_eps, pre, post, M, a);
+}
+
+extern "C" int ds4k_hc_post_pre(const ds4k_hc_post_in *prev, const ds4_dw *W, const float *scale, const float *base,
+                                int hc, int iters, float hc_eps, float flat_eps, const float *norm, float rms_eps,
+                                float *H, int D, int n, float *parts, float *ss, unsigned *counters, float *pre,
+                                float *post, float *M, float *a, ds4_stream st) {
+    const int T = D < HCF_MAX_THREADS ? D : HCF_MAX_THREADS;
+    if (hc != HCF_HC || W->type != 1 /* F16 */ || T < 64 || T % 32 != 0 || D % T != 0 || D / T > HCF_MAX_PARTS ||
+        D > HCF_CN * (T - 32) || n < 1 || n > DS4K_HCF_MAX_TOKENS || W->K != (int64_t)hc * D || W->N != HCF_MIX ||
+        (prev->eo && prev->k > DS4K_MAX_EXPERTS_USED))
+        return -1;
+    hc_post_pre_kernel<<<dim3(D / T, n), T, 0, (cudaStream_t)st>>>(*prev, (const uint16_t *)W->ptr, scale, base, iters,
+                                                                  hc_eps, flat_eps, norm, rms_eps, H, D, parts, ss,
+                                                                  counters, pre, post, M, a);
+    return 0;
+}
+
+__global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
+                               const float *H, int D, const float *norm, float rms_eps, float *z) {
+    __shared__ float wts[DS4K_MAX_HC], red[32];
+    const int t = blockIdx.x;
+    if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
+    __syncthreads();
+    collapse_norm<false>(H + (int64_t)t * hc * D, wts, hc, D, norm, rms_eps, z + (int64_t)t * D, red, 0);
+}
+
+extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
+                             const float *H, int D, const float *norm, float rms_eps, int n, float *z, ds4_stream st) {
+    if (n > 0) hc_head_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(mix, scale, base, hc, hc_eps, H, D, norm, rms_eps, z);
+}
+
