@@ -26,8 +26,6 @@ extern "C" {
 
 /* HC pre: the mixer in HC_PARTS stretches of K (cuda_layers.inc hc_pre) */
 #define HC_PARTS 8
-/* part rows of the fused decode HC kernel (ds4k_hc_post_pre: D / min(D, 512) parts) */
-#define HCF_PART_ROWS(D) ((size_t)((D) + 511) / 512 * DS4K_HCF_MAX_TOKENS)
 
 /* Sub-batch of the per-token buffers of attention (q, o, indexer scores,
  * HC mixer): prefill runs q_b, the indexer, attention and o_a 512 tokens at
@@ -155,8 +153,6 @@ typedef struct cu_sess {
     int32_t *d_tok, *h_tok;
     float *H, *a, *qr, *pre, *post, *M, *ck, *cg, *ik, *ig;
     float *mix_parts, *mix_ss; /* HC mixer partials of a sub-batch (cuda_layers.inc hc_pre) */
-    unsigned *hcf_count;       /* ds4k_hc_post_pre's per-token block counters */
-    ds4k_hc_post_in pend;      /* a decode step's stream update, folded into the next HC pre */
     float *flat, *mix, *kvb, *q, *o, *low, *y, *iq, *iw, *S, *router, *rw, *eg, *eu, *ex, *eo, *shg, *shu, *sh, *z;
     float *logits, *h_logits; /* device [SB][V]; pinned [V] */
     float *att_part;          /* split-row attention partials */
@@ -289,13 +285,8 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->d_pos, sizeof(int) * nsb);
     DA(c->flat, sb * HC * D * 4);
     DA(c->mix, sb * (2 + HC) * HC * 4);
-    /* the parts of a sub-batch, or of a decode step's fused HC kernel
-     * (up to DS4K_HCF_MAX_TOKENS tokens) */
-    const size_t part_rows = HC_PARTS * sb > HCF_PART_ROWS(D) ? HC_PARTS * sb : HCF_PART_ROWS(D);
-    DA(c->mix_parts, part_rows * (2 + HC) * HC * 4);
-    DA(c->mix_ss, part_rows * 4);
-    DA(c->hcf_count, sizeof(unsigned) * DS4K_HCF_MAX_TOKENS);
-    CU(cudaMemset(c->hcf_count, 0, sizeof(unsigned) * DS4K_HCF_MAX_TOKENS), "allocating the session");
+    DA(c->mix_parts, (size_t)HC_PARTS * sb * (2 + HC) * HC * 4);
+    DA(c->mix_ss, (size_t)HC_PARTS * sb * 4);
     DA(c->q, sb * QD * 4);
     DA(c->o, sb * QD * 4);
     DA(c->iq, sb * hp->idx_heads * id * 4);
@@ -513,7 +504,7 @@ static void cu_destroy(ds4_session *s) {
         }
     }
     void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H, c->a, c->qr, c->pre, c->post, c->M,
-                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->mix_parts, c->mix_ss, c->hcf_count, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
+                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->mix_parts, c->mix_ss, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
                     c->S, c->sel, c->n_sel, c->router, c->ids, c->rw, c->eg, c->eu, c->ex, c->eo, c->shg, c->shu,
                     c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw, c->segs, c->att_part};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);

@@ -102,11 +102,7 @@ __device__ void hc_sinkhorn_warp(const float *mix, const float *scale, const flo
  * CN_MAX) sums in registers with every load of a pass issued together: in a
  * decode step this block is all the GPU does, and a loop that waited on one
  * global round trip per element cost more than the arithmetic. */
-/* Loads of data another block of the same grid wrote (the fused HC kernel's
- * last block): through L2 only, never a stale L1 line. */
-template <bool CG> __device__ __forceinline__ float ld_maybe_cg(const float *p) { return CG ? __ldcg(p) : *p; }
-
-template <bool CG, int CN_MAX = 8>
+#define CN_MAX 8
 __device__ void collapse_norm(const float *h, const float *w, int hc, int D, const float *norm, float rms_eps, float *x,
                               float *red, int first) {
     const int nt = (int)blockDim.x - first, me = (int)threadIdx.x - first;
@@ -119,7 +115,7 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
             v[k] = 0.0f;
             if (me >= 0 && d < D) {
 #pragma unroll 4
-                for (int s = 0; s < hc; s++) v[k] += w[s] * ld_maybe_cg<CG>(h + (int64_t)s * D + d);
+                for (int s = 0; s < hc; s++) v[k] += w[s] * h[(int64_t)s * D + d];
             }
         }
 #pragma unroll
@@ -135,7 +131,7 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
     }
     for (int d = me; d >= 0 && d < D; d += nt) {
         float acc = 0.0f;
-        for (int s = 0; s < hc; s++) acc += w[s] * ld_maybe_cg<CG>(h + (int64_t)s * D + d);
+        for (int s = 0; s < hc; s++) acc += w[s] * h[(int64_t)s * D + d];
         x[d] = acc;
         ss += acc * acc;
     }
@@ -144,19 +140,14 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
     for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
 }
 
-/* The split and collapse of token t by one block: mix is the token's MIX
- * mixer outputs, or (ss != NULL) n_parts partial sums of them with the
- * parts' sums of squares, staged in s_parts (n_parts * (MIX + 1) floats).
- * CN: the d's a collapsing thread keeps in registers (blockDim.x - 32
- * threads collapse), a compile-time bound so every load is issued at once. */
-template <bool CG, int CN>
-__device__ void split_collapse_block(const float *mix, const float *ss, int n_parts, int n, int t, float *s_parts,
-                                     float flat_eps, const float *scale, const float *base, int hc, int iters,
-                                     float hc_eps, const float *H, int D, const float *norm, float rms_eps, float *pre,
-                                     float *post, float *M, float *a) {
+__global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps,
+                                         const float *scale, const float *base, int hc, int iters, float hc_eps,
+                                         const float *H, int D, const float *norm, float rms_eps, float *pre,
+                                         float *post, float *M, float *a) {
     __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
     __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
-    const int MIX = (2 + hc) * hc;
+    __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
+    const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
     const float *mx = mix + (int64_t)t * MIX;
     if (ss) {
         /* partial products of the mixer with the raw streams and the parts'
@@ -166,7 +157,7 @@ __device__ void split_collapse_block(const float *mix, const float *ss, int n_pa
         const int W = MIX + 1;
         for (int i = threadIdx.x; i < n_parts * W; i += blockDim.x) {
             const int s = i / W, j = i - s * W;
-            s_parts[i] = j < MIX ? ld_maybe_cg<CG>(mix + ((int64_t)s * n + t) * MIX + j) : ld_maybe_cg<CG>(ss + s * n + t);
+            s_parts[i] = j < MIX ? mix[((int64_t)s * n + t) * MIX + j] : ss[s * n + t];
         }
         __syncthreads();
         float sq = 0.0f; /* every thread adds the sums of squares itself */
@@ -188,22 +179,13 @@ __device__ void split_collapse_block(const float *mix, const float *ss, int n_pa
         if (hc * hc <= 32) hc_sinkhorn_warp(mx, scale, base, hc, iters, hc_eps, s_M);
         else if (threadIdx.x == 0) hc_sinkhorn_one(mx, scale, base, hc, iters, hc_eps, s_M);
     }
-    collapse_norm<CG, CN>(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red,
-                      blockDim.x > 32 ? 32 : 0);
+    collapse_norm(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red,
+                  blockDim.x > 32 ? 32 : 0);
     for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
     for (int i = threadIdx.x; i < hc; i += blockDim.x) {
         pre[(int64_t)t * hc + i] = s_pre[i];
         post[(int64_t)t * hc + i] = s_post[i];
     }
-}
-
-__global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps,
-                                         const float *scale, const float *base, int hc, int iters, float hc_eps,
-                                         const float *H, int D, const float *norm, float rms_eps, float *pre,
-                                         float *post, float *M, float *a) {
-    __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
-    split_collapse_block<false, 8>(mix, ss, n_parts, gridDim.x, blockIdx.x, s_parts, flat_eps, scale, base, hc, iters,
-                                hc_eps, H, D, norm, rms_eps, pre, post, M, a);
 }
 
 extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,
@@ -275,44 +257,35 @@ __device__ __forceinline__ void moe_order(const int32_t *ids, int k, int *ord) {
     }
 }
 
-/* The sub-layer output y at element d of token t: y itself, or (eo != NULL)
- * the MoE output made here and never stored: the token's k routed outputs in
- * moe_order plus the shared expert's sh. */
-__device__ __forceinline__ float hc_post_y(const float *y, int64_t ldy, const float *eo, const int32_t *ids,
-                                           const float *sh, int k, int D, int t, int d) {
-    if (!eo) return y[(int64_t)t * ldy + d];
-    int ord[DS4K_MAX_EXPERTS_USED];
-    moe_order(ids + (int64_t)t * k, k, ord);
-    float acc = 0.0f;
-    for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
-    return acc + sh[(int64_t)t * D + d];
-}
-
-/* in[] = the token's streams at d, replaced by post y + M^T in. */
-__device__ __forceinline__ void hc_post_elem(const float *p, const float *m, float yd, int hc, float *in) {
-    float out[DS4K_MAX_HC];
-    for (int j = 0; j < hc; j++) {
-        float acc = p[j] * yd;
-        for (int s = 0; s < hc; s++) acc += m[s * hc + j] * in[s];
-        out[j] = acc;
-    }
-    for (int j = 0; j < hc; j++) in[j] = out[j];
-}
-
 /* H = post y + M^T H, element-wise over d: a grid of (d blocks, tokens), so
- * one token spreads over the GPU (y: see hc_post_y; with eo, one launch and
+ * one token spreads over the GPU. y is read from `y`, or — with `eo` — made
+ * here as the MoE output: the token's k routed outputs in moe_order plus the
+ * shared expert's `sh`, so the FFN's sum is never stored (one launch and
  * one round trip less a layer). */
 __global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
                                const int32_t *ids, const float *sh, int k, int hc, int D, float *H) {
     const int t = blockIdx.y;
+    const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc;
     float *h = H + (int64_t)t * hc * D;
     const int d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d < D) {
-        const float yd = hc_post_y(y, ldy, eo, ids, sh, k, D, t, d);
+        float yd;
+        if (eo) {
+            int ord[DS4K_MAX_EXPERTS_USED];
+            moe_order(ids + (int64_t)t * k, k, ord);
+            float acc = 0.0f;
+            for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
+            yd = acc + sh[(int64_t)t * D + d];
+        } else {
+            yd = y[(int64_t)t * ldy + d];
+        }
         float in[DS4K_MAX_HC];
         for (int s = 0; s < hc; s++) in[s] = h[(int64_t)s * D + d];
-        hc_post_elem(post + (int64_t)t * hc, M + (int64_t)t * hc * hc, yd, hc, in);
-        for (int j = 0; j < hc; j++) h[(int64_t)j * D + d] = in[j];
+        for (int j = 0; j < hc; j++) {
+            float acc = p[j] * yd;
+            for (int s = 0; s < hc; s++) acc += m[s * hc + j] * in[s];
+            h[(int64_t)j * D + d] = acc;
+        }
     }
 }
 
@@ -330,104 +303,13 @@ extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float 
                                                                                D, H);
 }
 
-/* ------------------------------------------------------------------ decode: post + pre in one launch */
-
-/* A decode step's sub-layer boundary: the update of the streams after one
- * sub-layer (hc_post) and the HC pre of the next (mixer, split, collapse)
- * were three launches, each a few microseconds of one or a few blocks. Here
- * block (p, t) updates elements [T p, T p + T) of token t's streams (T =
- * blockDim.x, one element a thread), adds the mixer rows and the sum of
- * squares over them (its part), and the last block of the token to finish
- * (an integer counter: which block is last changes no sum) adds the parts
- * in order, splits and collapses as split_collapse_block does, with every
- * load of its collapse in flight at once. Every sum has a fixed order. */
-#define HCF_MAX_THREADS 512
-#define HCF_HC 4 /* the streams this kernel is built for */
-#define HCF_MIX ((2 + HCF_HC) * HCF_HC)
-#define HCF_MAX_PARTS 64
-#define HCF_CN 16 /* collapse: D <= HCF_CN * (T - 32) */
-
-__global__ void __launch_bounds__(HCF_MAX_THREADS)
-    hc_post_pre_kernel(ds4k_hc_post_in prev, const uint16_t *W, const float *scale, const float *base, int iters,
-                       float hc_eps, float flat_eps, const float *norm, float rms_eps, float *H, int D, float *parts,
-                       float *ss, unsigned *counters, float *pre, float *post, float *M, float *a) {
-    constexpr int HC = HCF_HC, MIX = HCF_MIX;
-    __shared__ float red[HCF_MAX_THREADS / 32][MIX + 1];
-    __shared__ float s_parts[HCF_MAX_PARTS * (MIX + 1)];
-    __shared__ bool s_last;
-    const int p = blockIdx.x, S = gridDim.x, t = blockIdx.y, n = gridDim.y, NW = blockDim.x / 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int d = p * blockDim.x + threadIdx.x;
-    const int64_t K = (int64_t)HC * D;
-    float *h = H + (int64_t)t * K;
-    float v[DS4K_MAX_HC];
-#pragma unroll
-    for (int s = 0; s < HC; s++) v[s] = h[(int64_t)s * D + d];
-    if (prev.post) {
-        const float yd = hc_post_y(prev.y, prev.ldy, prev.eo, prev.ids, prev.sh, prev.k, D, t, d);
-        hc_post_elem(prev.post + (int64_t)t * HC, prev.M + (int64_t)t * HC * HC, yd, HC, v);
-#pragma unroll
-        for (int j = 0; j < HC; j++) h[(int64_t)j * D + d] = v[j];
-    }
-    /* mixer rows and sum of squares over this block's elements: all loads
-     * first, then the warp sums side by side */
-    float acc[MIX + 1];
-#pragma unroll
-    for (int r = 0; r < MIX; r++) {
-        const uint16_t *w = W + (int64_t)r * K + d;
-        acc[r] = 0.0f;
-#pragma unroll
-        for (int s = 0; s < HC; s++) acc[r] += h2f(w[(int64_t)s * D]) * v[s];
-    }
-    acc[MIX] = 0.0f;
-#pragma unroll
-    for (int s = 0; s < HC; s++) acc[MIX] += v[s] * v[s];
-#pragma unroll
-    for (int r = 0; r <= MIX; r++) {
-        const float sum = warp_sum(acc[r]);
-        if (lane == 0) red[warp][r] = sum;
-    }
-    __syncthreads();
-    if (threadIdx.x <= MIX) {
-        float sum = 0.0f;
-        for (int w = 0; w < NW; w++) sum += red[w][threadIdx.x];
-        if (threadIdx.x < MIX) parts[((int64_t)p * n + t) * MIX + threadIdx.x] = sum;
-        else ss[p * n + t] = sum;
-    }
-    /* make this block's streams and part visible, then count it */
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(&counters[t], 1u) == (unsigned)(S - 1);
-    __syncthreads();
-    if (!s_last) return;
-    if (threadIdx.x == 0) counters[t] = 0; /* every block of the token has counted: ready for the next step */
-    __threadfence();
-    split_collapse_block<true, HCF_CN>(parts, ss, S, n, t, s_parts, flat_eps, scale, base, HC, iters, hc_eps, H, D,
-                                       norm, rms_eps, pre, post, M, a);
-}
-
-extern "C" int ds4k_hc_post_pre(const ds4k_hc_post_in *prev, const ds4_dw *W, const float *scale, const float *base,
-                                int hc, int iters, float hc_eps, float flat_eps, const float *norm, float rms_eps,
-                                float *H, int D, int n, float *parts, float *ss, unsigned *counters, float *pre,
-                                float *post, float *M, float *a, ds4_stream st) {
-    const int T = D < HCF_MAX_THREADS ? D : HCF_MAX_THREADS;
-    if (hc != HCF_HC || W->type != 1 /* F16 */ || T < 64 || T % 32 != 0 || D % T != 0 || D / T > HCF_MAX_PARTS ||
-        D > HCF_CN * (T - 32) || n < 1 || n > DS4K_HCF_MAX_TOKENS || W->K != (int64_t)hc * D || W->N != HCF_MIX ||
-        (prev->eo && prev->k > DS4K_MAX_EXPERTS_USED))
-        return -1;
-    hc_post_pre_kernel<<<dim3(D / T, n), T, 0, (cudaStream_t)st>>>(*prev, (const uint16_t *)W->ptr, scale, base, iters,
-                                                                  hc_eps, flat_eps, norm, rms_eps, H, D, parts, ss,
-                                                                  counters, pre, post, M, a);
-    return 0;
-}
-
 __global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
                                const float *H, int D, const float *norm, float rms_eps, float *z) {
     __shared__ float wts[DS4K_MAX_HC], red[32];
     const int t = blockIdx.x;
     if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
     __syncthreads();
-    collapse_norm<false>(H + (int64_t)t * hc * D, wts, hc, D, norm, rms_eps, z + (int64_t)t * D, red, 0);
+    collapse_norm(H + (int64_t)t * hc * D, wts, hc, D, norm, rms_eps, z + (int64_t)t * D, red, 0);
 }
 
 extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps,

@@ -130,34 +130,6 @@ void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy
 void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh, int n,
                       int k, int hc, int D, float *H, ds4_stream st);
 
-/* The stream update after a sub-layer (ds4k_hc_post / ds4k_hc_post_moe),
- * described for ds4k_hc_post_pre: post == NULL means none (the first
- * sub-layer of a step); y (ldy) is the sub-layer's output, or with eo the
- * MoE's parts as ds4k_hc_post_moe takes them. */
-typedef struct ds4k_hc_post_in {
-    const float *post, *M;
-    const float *y;
-    int64_t ldy;
-    const float *eo;
-    const int32_t *ids;
-    const float *sh;
-    int k;
-} ds4k_hc_post_in;
-#define DS4K_HCF_MAX_TOKENS 8 /* counters a session keeps for ds4k_hc_post_pre */
-
-/* A few tokens' sub-layer boundary in one launch: H updated by `prev`, then
- * the HC pre of the next sub-layer (ds4k_hc_mix_parts over D/512 parts +
- * ds4k_hc_split_collapse_parts, the same results up to the parts' order).
- * counters: DS4K_HCF_MAX_TOKENS zeros in device memory (left zero). parts
- * and ss hold P * n * MIX and P * n floats, P = D / min(D, 512) parts.
- * Returns -1 and launches nothing unless hc == 4, W is the F16 mixer, D is
- * 64..480 or a multiple of 512 up to 7680 (multiple of 32), and
- * n <= DS4K_HCF_MAX_TOKENS. */
-int ds4k_hc_post_pre(const ds4k_hc_post_in *prev, const ds4_dw *W, const float *scale, const float *base, int hc,
-                     int iters, float hc_eps, float flat_eps, const float *norm, float rms_eps, float *H, int D, int n,
-                     float *parts, float *ss, unsigned *counters, float *pre, float *post, float *M, float *a,
-                     ds4_stream st);
-
 /* Output HC head: z[t] = rmsnorm_w(sum_s (sigmoid(mix*scale+base)+eps) H[t][s], norm). */
 void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps, const float *H, int D,
                   const float *norm, float rms_eps, int n, float *z, ds4_stream st);

@@ -69,9 +69,6 @@ static inline double gemv_tolerance(int type) {
 void test_gemv_stream(ds4_rng *r);
 void test_hc_mix_parts(ds4_rng *r);
 
-/* The fused decode HC kernel vs a C reference (test_cuda_hc.c). */
-void test_hc_post_pre(ds4_rng *r);
-
 /* Prefill-only kernels vs the kernels they replace (test_cuda_prefill.c). */
 void test_prefill_kernels(ds4_rng *r);
 

@@ -672,7 +672,6 @@ int main(int argc, char **argv) {
         test_moe_matmul(&r);
         test_gemv_stream(&r);
         test_hc_mix_parts(&r);
-        test_hc_post_pre(&r);
         test_prefill_kernels(&r);
         test_attention_kernels(&r);
         test_norm_hc(&r);
