@@ -162,6 +162,7 @@ typedef struct cu_sess {
     void *segs, *h_segs; /* expert segments: 2 tables of E x 16 bytes */
     float *gw, *h_gw, *h_rw;
     cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
+    bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
     bool graph_ok[2];
     int graph_failed;
     size_t attn_smem;

@@ -29,6 +29,7 @@
  * with a fixed butterfly; no atomics. */
 #include "cuda/cuda_gemv.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_quant.cuh"
 
 #include <stdlib.h>
@@ -270,10 +271,25 @@ template <int T> __host__ __device__ constexpr size_t gs_x_bytes(int64_t K) {
                       : (size_t)K * 2 + (size_t)(K / 32) * 4 + (size_t)(K / 16) * 4 + (T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0);
 }
 
+/* ds4_prep on element i of the activations (inv: the norm's 1/rms; wt: the
+ * pair's router weight), with the separate kernels' expressions. */
+__device__ __forceinline__ float prep_elem(const ds4_prep &pp, float x, const float *U, int64_t i, float inv,
+                                           float wt) {
+    if (pp.op == DS4_PREP_NORM) return x * inv * pp.w[i];
+    const float L = pp.clamp, u = U[i];
+    const float gg = x < L ? x : L;
+    const float uu = u > L ? L : u < -L ? -L : u;
+    float h = dev_silu(gg) * uu;
+    if (pp.wts) h *= wt;
+    return h;
+}
+
 /* Quantize the K activations into shared memory (see gs_x): four threads a
  * slice, eight elements each, the slice's max|x| and 16-sums shared through
  * shuffles (the loop is uniform over the block, so every lane takes part). */
-template <int T> __device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv) {
+template <int T>
+__device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv, const ds4_prep &pp, const float *U,
+                                float inv, float wt) {
     int8_t *xq = (int8_t *)xa;
     float *sx = (float *)(xa + K * 2), *g16 = sx + K / 32;
     const int64_t tasks = K / 32 * 4;
@@ -286,6 +302,9 @@ template <int T> __device__ void stage_quantized(const float *X, int64_t K, uint
         if (on) {
             const float4 f0 = ((const float4 *)X)[2 * i], f1 = ((const float4 *)X)[2 * i + 1];
             v[0] = f0.x, v[1] = f0.y, v[2] = f0.z, v[3] = f0.w, v[4] = f1.x, v[5] = f1.y, v[6] = f1.z, v[7] = f1.w;
+            if (pp.op != DS4_PREP_NONE)
+#pragma unroll
+                for (int e = 0; e < 8; e++) v[e] = prep_elem(pp, v[e], U, 8 * i + e, inv, wt);
         } else {
 #pragma unroll
             for (int e = 0; e < 8; e++) v[e] = 0.0f;
@@ -335,7 +354,7 @@ template <int T> __device__ void stage_quantized(const float *X, int64_t K, uint
 template <int T, int XR>
 __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jobs, const float *X, int64_t ldx,
                                                                     int rpw, const int32_t *ids, int k, int x_per_pair,
-                                                                    const uint32_t *iq2tab) {
+                                                                    const uint32_t *iq2tab, ds4_prep prep) {
     typedef gs_fmt<T> F;
     constexpr int CH = F::chunk, SPB = F::epb / 32;
     constexpr bool KQ = T == T_Q2_K || T == T_Q4_K;
@@ -349,12 +368,15 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     const uint8_t *W = jb.W + jb.r0 * rb;
     float *Y = jb.Y;
     X += jb.x_off;
+    int64_t xrow = 0; /* the activations' row (for the prep's router weight) */
     if (ids) {
         const int pair = blockIdx.z;
         W = jb.W + (int64_t)ids[pair] * jb.rows * rb;
-        X += (int64_t)(x_per_pair ? pair : pair / k) * ldx;
+        xrow = x_per_pair ? pair : pair / k;
+        X += xrow * ldx;
         Y += (int64_t)pair * jb.ldy;
     }
+    const float *U = prep.u ? prep.u + jb.x_off + xrow * ldx : NULL;
     uint8_t *ring = gs_smem + (size_t)warp * GS_STAGES * CH;
 
     const int64_t r0 = rbase + (int64_t)warp * rpw;
@@ -390,17 +412,33 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     }
     for (int p = 0; p < nslots - 1; p++) issue_next();
 
-    /* stage the activations */
+    /* stage the activations (with the prep: the norm's 1/rms first, summed
+     * in rmsnorm_kernel's order when blockDim.x == row_threads(K)) */
+    float inv = 1.0f;
+    if (prep.op == DS4_PREP_NORM) {
+        __shared__ float red[32];
+        float ss = 0.0f;
+        for (int64_t i = threadIdx.x; i < K; i += blockDim.x) ss += X[i] * X[i];
+        ss = block_sum(ss, red);
+        inv = 1.0f / sqrtf(ss / (float)K + prep.eps);
+    }
+    const float wt = prep.op == DS4_PREP_SWIGLU && prep.wts ? prep.wts[xrow] : 1.0f;
     gs_x xv = {};
     xv.tab = tab;
     if (T == T_F16) {
         float *xf = (float *)xa;
         const float4 *X4 = (const float4 *)X;
-        for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x)
-            ((float4 *)xf)[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = X4[i];
+        for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
+            float4 f = X4[i];
+            if (prep.op != DS4_PREP_NONE) {
+                f.x = prep_elem(prep, f.x, U, 4 * i, inv, wt), f.y = prep_elem(prep, f.y, U, 4 * i + 1, inv, wt);
+                f.z = prep_elem(prep, f.z, U, 4 * i + 2, inv, wt), f.w = prep_elem(prep, f.w, U, 4 * i + 3, inv, wt);
+            }
+            ((float4 *)xf)[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = f;
+        }
         xv.xf = xf;
     } else {
-        stage_quantized<T>(X, K, xa, &xv);
+        stage_quantized<T>(X, K, xa, &xv, prep, U, inv, wt);
     }
     if (T == T_IQ2_XXS) cp_async_wait_n(nslots - 1);
     __syncthreads();
@@ -499,7 +537,7 @@ template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
 
 template <int T, int XR>
 static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                      int x_per_pair, int64_t max_rows, int64_t max_k, cudaStream_t s) {
+                      int x_per_pair, int64_t max_rows, int64_t max_k, cudaStream_t s, const ds4_prep &prep) {
     const size_t smem = smem_bytes<T>(max_k);
     int per_sm = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_stream_kernel<T, XR>, GS_WARPS * 32, smem) !=
@@ -513,13 +551,13 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     const int64_t rpw64 = (max_rows + GS_WARPS * slots - 1) / (GS_WARPS * slots);
     const int rpw = (int)(rpw64 > 0 ? rpw64 : 1);
     const dim3 grid((unsigned)((max_rows + GS_WARPS * rpw - 1) / (GS_WARPS * rpw)), (unsigned)jobs->n, (unsigned)z);
-    gemv_stream_kernel<T, XR><<<grid, GS_WARPS * 32, smem, s>>>(*jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab);
+    gemv_stream_kernel<T, XR><<<grid, GS_WARPS * 32, smem, s>>>(*jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab, prep);
     return true;
 }
 
 template <int T>
 static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                     int x_per_pair, cudaStream_t s) {
+                     int x_per_pair, cudaStream_t s, const ds4_prep &prep) {
     int64_t max_rows = 0, max_k = 0;
     for (int i = 0; i < jobs->n; i++) {
         const gemv_job *j = &jobs->j[i];
@@ -532,25 +570,29 @@ static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const i
     if (gs_x_bytes<T>(max_k) > GS_X_MAX || ((uintptr_t)X % 16) != 0 || (ids && ldx % 4 != 0))
         return false;
     switch (pick_xr<T>(jobs, max_k)) {
-    case 1: return launch_xr<T, T == T_F16 ? 0 : 1>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
-    case 2: return launch_xr<T, T == T_F16 ? 0 : 2>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
-    case 4: return launch_xr<T, T == T_F16 ? 0 : 4>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
-    default: return launch_xr<T, 0>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s);
+    case 1: return launch_xr<T, T == T_F16 ? 0 : 1>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
+    case 2: return launch_xr<T, T == T_F16 ? 0 : 2>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
+    case 4: return launch_xr<T, T == T_F16 ? 0 : 4>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
+    default: return launch_xr<T, 0>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
     }
 }
 
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                 int x_per_pair, cudaStream_t s) {
+                 int x_per_pair, cudaStream_t s, const ds4_prep *prep_in) {
     if (g_stream_on != 1 || jobs->n < 1) return false;
+    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f}, &prep = prep_in ? *prep_in : none;
+    /* the prep's other inputs are read with the activations' layout */
+    if (prep.op == DS4_PREP_SWIGLU && (!prep.u || ((uintptr_t)prep.u % 16) != 0)) return false;
+    if (prep.op == DS4_PREP_NORM && (!prep.w || jobs->n != 1)) return false;
     const int type = jobs->j[0].type;
     for (int i = 1; i < jobs->n; i++)
         if (jobs->j[i].type != type) return false;
     switch (type) {
-    case T_Q8_0: return launch_t<T_Q8_0>(jobs, X, ldx, ids, pairs, k, x_per_pair, s);
-    case T_Q2_K: return launch_t<T_Q2_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s);
-    case T_Q4_K: return launch_t<T_Q4_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s);
-    case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(jobs, X, ldx, ids, pairs, k, x_per_pair, s);
-    case T_F16: return launch_t<T_F16>(jobs, X, ldx, ids, pairs, k, x_per_pair, s);
+    case T_Q8_0: return launch_t<T_Q8_0>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
+    case T_Q2_K: return launch_t<T_Q2_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
+    case T_Q4_K: return launch_t<T_Q4_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
+    case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
+    case T_F16: return launch_t<T_F16>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
     default: return false;
     }
 }

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "cuda/cuda_kernels.h"
+
 /* One matrix of a launch: rows [r0, r0 + rows) of W (rb bytes per row, K
  * elements), activations X + x_off, outputs Y[t * ldy + r]. Several matrices
  * that read the same activations share a launch (blockIdx.y picks the job);
@@ -28,7 +30,7 @@ typedef struct gemv_jobs {
  * launches and returns true when every job's type and row layout suit it,
  * else returns false and launches nothing. */
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                 int x_per_pair, cudaStream_t s);
+                 int x_per_pair, cudaStream_t s, const ds4_prep *prep = NULL);
 
 /* Shared-memory set-up of the streaming kernels; before any graph capture. */
 int gemv_stream_init(void);

@@ -86,6 +86,30 @@ void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *id
 void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X, int64_t ldx,
                      int x_per_pair, float *Y, int64_t ldy, ds4_stream st);
 
+/* The last step that makes a one-token product's activations, done while
+ * the streaming GEMV stages them (decode), so it needs no launch of its own:
+ *   DS4_PREP_NORM:   x = rmsnorm_w(x, w, eps) over the K elements (as
+ *                    ds4k_rmsnorm computes it for K = 1024: the same sums);
+ *   DS4_PREP_SWIGLU: x = silu(min(x, clamp)) * clamp(u, -clamp, clamp)
+ *                    (* wts[pair] with wts), as ds4k_swiglu; u has x's layout.
+ * The result is the same as the separate kernel's. */
+enum { DS4_PREP_NONE = 0, DS4_PREP_NORM = 1, DS4_PREP_SWIGLU = 2 };
+typedef struct ds4_prep {
+    int op;
+    const float *w; /* norm weight */
+    float eps;
+    const float *u;   /* up projection */
+    const float *wts; /* router weight per pair, or NULL */
+    float clamp;
+} ds4_prep;
+
+/* ds4k_matmul (one token) or ds4k_moe_matmul (ids != NULL: n tokens, k
+ * slots) with prep applied to X. Returns -1 and launches nothing when the
+ * streaming kernel cannot take it (then run the step and the product
+ * separately). DS4_GEMV_PREP=0 in the environment: always -1 (A/B). */
+int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
+                     const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy, ds4_stream st);
+
 /* Routed experts of a large batch, one launch per matrix. seg_dev holds
  * n_segs segments {int64 row0 = expert * rows, int x0, int count}: rows
  * [x0, x0+count) of X (gathered inputs) are multiplied with that expert's

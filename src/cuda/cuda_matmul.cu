@@ -487,6 +487,22 @@ extern "C" void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *id
     launch_gemv(W, 0, rows, X, ldx, 1, Y, ldy, ids, n * k, k, x_per_pair, (cudaStream_t)st);
 }
 
+extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
+                                const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy,
+                                ds4_stream st) {
+    static int on = -1; /* DS4_GEMV_PREP=0: the separate kernels (A/B) */
+    if (on < 0) {
+        const char *e = getenv("DS4_GEMV_PREP");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    const int64_t rb = row_bytes_dev(W->type, W->K);
+    if (!on || rows <= 0 || n < 1 || (!ids && n != 1) || !stageable(W, rb)) return -1;
+    gemv_jobs jobs;
+    jobs.n = 1;
+    jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, rows, W->K, 0, Y, ldy, W->type};
+    return gemv_stream(&jobs, X, ldx, ids, ids ? n * k : 1, k, x_per_pair, (cudaStream_t)st, prep) ? 0 : -1;
+}
+
 /* ------------------------------------------------------------------ row gather / scatter */
 
 __global__ void gather_kernel(const float *src, int64_t lds, const int32_t *idx, int D, float *dst) {

@@ -154,6 +154,91 @@ void test_gemv_stream(ds4_rng *r) {
     }
 }
 
+/* ------------------------------------------------------------------ activation prep */
+
+static float swiglu_ref(float g, float u, float lim) {
+    const float gg = g < lim ? g : lim;
+    const float uu = u > lim ? lim : u < -lim ? -lim : u;
+    return ds4_silu(gg) * uu;
+}
+
+/* ds4k_matmul_prep: the norm (q_b, the indexer's queries) and the SwiGLU
+ * (shared and routed down) done while the GEMV stages its input, against
+ * the C reference (the step, then the product), and bitwise against the
+ * separate GPU kernels it replaces (the same expressions and sum order). */
+void test_gemv_prep(ds4_rng *r) {
+    /* norm: q_lora = 1024 wide, Q8_0 (q_b) and F16 (indexer queries) */
+    static const int norm_types[2] = {DS4_TYPE_Q8_0, DS4_TYPE_F16};
+    for (int i = 0; i < 2; i++) {
+        const int64_t K = 1024, rows = 200;
+        host_w h = make_w(r, norm_types[i], K, rows);
+        float *x = rnd(r, (size_t)K, 3.0f), *w = rnd(r, (size_t)K, 0.2f), *xn = malloc(sizeof(float) * K);
+        for (int64_t k = 0; k < K; k++) w[k] += 1.0f;
+        ds4_rmsnorm(x, w, (int)K, 1e-6f, xn);
+        float *yc = malloc(sizeof(float) * rows), *yg = malloc(sizeof(float) * rows), *ys = malloc(sizeof(float) * rows);
+        cpu_rows(&h, 0, rows, xn, yc);
+        float *dx = to_dev(x, sizeof(float) * K), *dw = to_dev(w, sizeof(float) * K);
+        float *dy = to_dev(NULL, sizeof(float) * rows), *dy2 = to_dev(NULL, sizeof(float) * rows);
+        const ds4_prep pp = {DS4_PREP_NORM, dw, 1e-6f, NULL, NULL, 0.0f};
+        const int rc = ds4k_matmul_prep(&h.d, rows, dx, K, &pp, NULL, 1, 1, 0, dy, rows, NULL);
+        from_dev(yg, dy, sizeof(float) * rows);
+        ds4k_rmsnorm(dx, K, dw, 1, (int)K, 1e-6f, dx, K, NULL); /* the separate kernels */
+        ds4k_matmul(&h.d, 0, rows, dx, K, 1, dy2, rows, NULL);
+        from_dev(ys, dy2, sizeof(float) * rows);
+        const double e = dot_error(&h.t, 0, rows, xn, yg, yc);
+        const bool same = memcmp(yg, ys, sizeof(float) * rows) == 0;
+        check(rc == 0 && e < gemv_tolerance(norm_types[i]) && same,
+              "gemv with the norm while staging, %-4s K=%lld: max |diff| / (|w| |x|) %.2e, vs rmsnorm + gemv %s",
+              ds4_type_name(norm_types[i]), (long long)K, e, same ? "bitwise identical" : "DIFFER");
+        cudaFree(dx), cudaFree(dw), cudaFree(dy), cudaFree(dy2);
+        free(x), free(w), free(xn), free(yc), free(yg), free(ys);
+        free_w(&h);
+    }
+    /* SwiGLU: shared down (Q8_0, one token) and routed down (Q2_K, input and
+     * router weight per pair) */
+    for (int routed = 0; routed < 2; routed++) {
+        const int E = 4, k = routed ? 3 : 1, n = routed ? 2 : 1, type = routed ? DS4_TYPE_Q2_K : DS4_TYPE_Q8_0;
+        const int64_t K = 2048, rows = 96;
+        const float lim = 2.5f;
+        host_w h = make_w(r, type, K, (routed ? E : 1) * rows);
+        const int32_t ids[6] = {3, 1, 3, 0, 2, 1};
+        const int nx = n * k;
+        float *g = rnd(r, (size_t)nx * K, 2.0f), *u = rnd(r, (size_t)nx * K, 2.0f), *wts = rnd(r, (size_t)nx, 0.5f);
+        float *hx = malloc(sizeof(float) * nx * K);
+        for (int p = 0; p < nx; p++)
+            for (int64_t c = 0; c < K; c++) {
+                const float v = swiglu_ref(g[p * K + c], u[p * K + c], lim);
+                hx[p * K + c] = routed ? v * wts[p] : v;
+            }
+        float *yc = malloc(sizeof(float) * nx * rows), *yg = malloc(sizeof(float) * nx * rows);
+        float *ys = malloc(sizeof(float) * nx * rows);
+        float *dg = to_dev(g, sizeof(float) * nx * K), *du = to_dev(u, sizeof(float) * nx * K);
+        float *dwts = to_dev(wts, sizeof(float) * nx), *dy = to_dev(NULL, sizeof(float) * nx * rows);
+        float *dy2 = to_dev(NULL, sizeof(float) * nx * rows);
+        int32_t *dids = to_dev(ids, sizeof(ids));
+        const ds4_prep pp = {DS4_PREP_SWIGLU, NULL, 0.0f, du, routed ? dwts : NULL, lim};
+        const int rc = ds4k_matmul_prep(&h.d, rows, dg, K, &pp, routed ? dids : NULL, n, k, routed, dy, rows, NULL);
+        from_dev(yg, dy, sizeof(float) * nx * rows);
+        ds4k_swiglu(dg, du, nx, (int)K, lim, routed ? dwts : NULL, NULL); /* the separate kernels */
+        if (routed) ds4k_moe_matmul(&h.d, rows, dids, n, k, dg, K, 1, dy2, rows, NULL);
+        else ds4k_matmul(&h.d, 0, rows, dg, K, 1, dy2, rows, NULL);
+        from_dev(ys, dy2, sizeof(float) * nx * rows);
+        double e = 0;
+        for (int p = 0; p < nx; p++) {
+            const int64_t r0 = routed ? (int64_t)ids[p] * rows : 0;
+            cpu_rows(&h, r0, rows, hx + p * K, yc + p * rows);
+            e = fmax(e, dot_error(&h.t, r0, rows, hx + p * K, yg + p * rows, yc + p * rows));
+        }
+        const bool same = memcmp(yg, ys, sizeof(float) * nx * rows) == 0;
+        check(rc == 0 && e < gemv_tolerance(type) && same,
+              "gemv with the SwiGLU while staging, %s: max |diff| / (|w| |x|) %.2e, vs swiglu + gemv %s",
+              routed ? "routed (Q2_K, router weights)" : "shared (Q8_0)", e, same ? "bitwise identical" : "DIFFER");
+        cudaFree(dg), cudaFree(du), cudaFree(dwts), cudaFree(dy), cudaFree(dy2), cudaFree(dids);
+        free(g), free(u), free(wts), free(hx), free(yc), free(yg), free(ys);
+        free_w(&h);
+    }
+}
+
 /* ------------------------------------------------------------------ timing */
 
 static void *random_dev(size_t bytes, uint64_t seed) {
