@@ -26,8 +26,6 @@ extern "C" {
 
 /* HC pre: the mixer in HC_PARTS stretches of K (cuda_layers.inc hc_pre) */
 #define HC_PARTS 8
-/* decode: most blocks of the split-collapse a token (hc_split_collapse_raw) */
-#define HC_RAW_MAX_BLOCKS 64
 
 /* Sub-batch of the per-token buffers of attention (q, o, indexer scores,
  * HC mixer): prefill runs q_b, the indexer, attention and o_a 512 tokens at
@@ -165,9 +163,6 @@ typedef struct cu_sess {
     float *gw, *h_gw, *h_rw;
     cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
-    bool a_raw;     /* decode: hc_pre leaves a without its norm; its products apply a_prep */
-    ds4_prep a_prep;
-    float *a_ss;    /* the partial sums of squares of a (up to HC_RAW_MAX_BLOCKS) */
     bool graph_ok[2];
     int graph_failed;
     size_t attn_smem;
@@ -293,7 +288,6 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->mix, sb * (2 + HC) * HC * 4);
     DA(c->mix_parts, (size_t)HC_PARTS * sb * (2 + HC) * HC * 4);
     DA(c->mix_ss, (size_t)HC_PARTS * sb * 4);
-    DA(c->a_ss, (size_t)HC_RAW_MAX_BLOCKS * 4);
     DA(c->q, sb * QD * 4);
     DA(c->o, sb * QD * 4);
     DA(c->iq, sb * hp->idx_heads * id * 4);
@@ -511,7 +505,7 @@ static void cu_destroy(ds4_session *s) {
         }
     }
     void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H, c->a, c->qr, c->pre, c->post, c->M,
-                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->mix_parts, c->mix_ss, c->a_ss, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
+                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->mix_parts, c->mix_ss, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
                     c->S, c->sel, c->n_sel, c->router, c->ids, c->rw, c->eg, c->eu, c->ex, c->eo, c->shg, c->shu,
                     c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw, c->segs, c->att_part};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);

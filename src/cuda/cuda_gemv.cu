@@ -415,11 +415,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     /* stage the activations (with the prep: the norm's 1/rms first, summed
      * in rmsnorm_kernel's order when blockDim.x == row_threads(K)) */
     float inv = 1.0f;
-    if (prep.op == DS4_PREP_NORM && prep.ssq) {
-        float ss = 0.0f; /* the producer's partial sums, in order */
-        for (int b = 0; b < prep.nssq; b++) ss += prep.ssq[xrow * prep.nssq + b];
-        inv = 1.0f / sqrtf(ss / (float)K + prep.eps);
-    } else if (prep.op == DS4_PREP_NORM) {
+    if (prep.op == DS4_PREP_NORM) {
         __shared__ float red[32];
         float ss = 0.0f;
         for (int64_t i = threadIdx.x; i < K; i += blockDim.x) ss += X[i] * X[i];
@@ -584,14 +580,10 @@ static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const i
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
                  int x_per_pair, cudaStream_t s, const ds4_prep *prep_in) {
     if (g_stream_on != 1 || jobs->n < 1) return false;
-    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, NULL, 0}, &prep = prep_in ? *prep_in : none;
-    /* the prep's other inputs are read with the activations' layout; a norm
-     * covers one job's K elements (or, from partial sums, every job's) */
+    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f}, &prep = prep_in ? *prep_in : none;
+    /* the prep's other inputs are read with the activations' layout */
     if (prep.op == DS4_PREP_SWIGLU && (!prep.u || ((uintptr_t)prep.u % 16) != 0)) return false;
-    if (prep.op == DS4_PREP_NORM && (!prep.w || (jobs->n != 1 && !prep.ssq))) return false;
-    if (prep.op == DS4_PREP_NORM)
-        for (int i = 0; i < jobs->n; i++)
-            if (jobs->j[i].x_off != 0 || jobs->j[i].K != jobs->j[0].K) return false;
+    if (prep.op == DS4_PREP_NORM && (!prep.w || jobs->n != 1)) return false;
     const int type = jobs->j[0].type;
     for (int i = 1; i < jobs->n; i++)
         if (jobs->j[i].type != type) return false;
@@ -631,8 +623,6 @@ int gemv_stream_init(void) {
         return -1;
     return 0;
 }
-
-bool gemv_stream_on(void) { return g_stream_on == 1; }
 
 extern "C" int ds4k_gemv_xreg_enable(int on) {
     const int was = g_xreg;

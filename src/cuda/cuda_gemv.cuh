@@ -34,8 +34,6 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
 
 /* Shared-memory set-up of the streaming kernels; before any graph capture. */
 int gemv_stream_init(void);
-/* Whether the streaming kernel is on (ds4k_gemv_stream_enable). */
-bool gemv_stream_on(void);
 
 /* Routed-expert segment of a batch: weight rows start at row0 (the expert's
  * block), inputs and outputs are rows [x0, x0 + count) of X and Y. */

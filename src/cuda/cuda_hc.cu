@@ -140,39 +140,6 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
     for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
 }
 
-/* Token t's mixer outputs from n_parts partial products with the raw
- * streams and the parts' sums of squares (ds4k_hc_mix_parts), all loaded at
- * once (a thread each: a decode step waited on 16 dependent loads here),
- * then added in part order, with the streams' rmsnorm scale applied to the
- * sums: s_mix = mixer(rmsnorm(H[t])). Ends with a barrier. */
-__device__ void mix_from_parts(const float *parts, const float *ss, int n_parts, int n, int t, float flat_eps, int hc,
-                               int D, float *s_parts, float *s_mix) {
-    const int MIX = (2 + hc) * hc, W = MIX + 1;
-    for (int i = threadIdx.x; i < n_parts * W; i += blockDim.x) {
-        const int s = i / W, j = i - s * W;
-        s_parts[i] = j < MIX ? parts[((int64_t)s * n + t) * MIX + j] : ss[s * n + t];
-    }
-    __syncthreads();
-    float sq = 0.0f; /* every thread adds the sums of squares itself */
-    for (int s = 0; s < n_parts; s++) sq += s_parts[s * W + MIX];
-    const float inv = 1.0f / sqrtf(sq / (float)(hc * D) + flat_eps);
-    for (int j = threadIdx.x; j < MIX; j += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < n_parts; s++) acc += s_parts[s * W + j];
-        s_mix[j] = acc * inv;
-    }
-    __syncthreads();
-}
-
-/* Sinkhorn of one token on warp 0 (one thread where hc * hc > 32). */
-__device__ __forceinline__ void sinkhorn_block(const float *mx, const float *scale, const float *base, int hc,
-                                               int iters, float hc_eps, float *s_M) {
-    if (threadIdx.x < 32) {
-        if (hc * hc <= 32) hc_sinkhorn_warp(mx, scale, base, hc, iters, hc_eps, s_M);
-        else if (threadIdx.x == 0) hc_sinkhorn_one(mx, scale, base, hc, iters, hc_eps, s_M);
-    }
-}
-
 __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps,
                                          const float *scale, const float *base, int hc, int iters, float hc_eps,
                                          const float *H, int D, const float *norm, float rms_eps, float *pre,
@@ -183,14 +150,35 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
     const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
     const float *mx = mix + (int64_t)t * MIX;
     if (ss) {
-        mix_from_parts(mix, ss, n_parts, n, t, flat_eps, hc, D, s_parts, s_mix);
+        /* partial products of the mixer with the raw streams and the parts'
+         * sums of squares, all loaded at once (a thread each: a decode step
+         * waited on 16 dependent loads here), then added in part order; the
+         * streams' rmsnorm scale is applied to the sums */
+        const int W = MIX + 1;
+        for (int i = threadIdx.x; i < n_parts * W; i += blockDim.x) {
+            const int s = i / W, j = i - s * W;
+            s_parts[i] = j < MIX ? mix[((int64_t)s * n + t) * MIX + j] : ss[s * n + t];
+        }
+        __syncthreads();
+        float sq = 0.0f; /* every thread adds the sums of squares itself */
+        for (int s = 0; s < n_parts; s++) sq += s_parts[s * W + MIX];
+        const float inv = 1.0f / sqrtf(sq / (float)(hc * D) + flat_eps);
+        for (int j = threadIdx.x; j < MIX; j += blockDim.x) {
+            float acc = 0.0f;
+            for (int s = 0; s < n_parts; s++) acc += s_parts[s * W + j];
+            s_mix[j] = acc * inv;
+        }
+        __syncthreads();
         mx = s_mix;
     }
     if (threadIdx.x < hc) hc_pre_post(mx, scale, base, hc, hc_eps, threadIdx.x, s_pre, s_post);
     __syncthreads();
     /* warp 0 runs the Sinkhorn iterations while the other warps collapse
      * the streams with pre (the collapse does not need M) */
-    sinkhorn_block(mx, scale, base, hc, iters, hc_eps, s_M);
+    if (threadIdx.x < 32) {
+        if (hc * hc <= 32) hc_sinkhorn_warp(mx, scale, base, hc, iters, hc_eps, s_M);
+        else if (threadIdx.x == 0) hc_sinkhorn_one(mx, scale, base, hc, iters, hc_eps, s_M);
+    }
     collapse_norm(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red,
                   blockDim.x > 32 ? 32 : 0);
     for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
@@ -198,55 +186,6 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
         pre[(int64_t)t * hc + i] = s_pre[i];
         post[(int64_t)t * hc + i] = s_post[i];
     }
-}
-
-/* Decode: the split and collapse of token t spread over gridDim.x blocks,
- * each with its stretch of D (one element a thread) and its sum of squares;
- * the norm of a is left to the products that read it (ds4_prep NORM with
- * these sums), so no block waits on a reduction over the whole of D. Every
- * block computes the mixer sums and pre itself (a few hundred loads); block
- * 0 also runs Sinkhorn and stores pre/post/M. */
-__global__ void hc_split_collapse_raw_kernel(const float *parts, const float *ss, int n_parts, float flat_eps,
-                                             const float *scale, const float *base, int hc, int iters, float hc_eps,
-                                             const float *H, int D, float *pre, float *post, float *M, float *a,
-                                             float *a_ss) {
-    __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
-    __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
-    __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
-    const int b = blockIdx.x, nb = gridDim.x, t = blockIdx.y, n = gridDim.y;
-    const int d = b * blockDim.x + threadIdx.x;
-    const float *h = H + (int64_t)t * hc * D;
-    float hv[DS4K_MAX_HC]; /* this thread's stream elements, loaded beside the parts */
-    for (int s = 0; s < hc; s++) hv[s] = h[(int64_t)s * D + d];
-    mix_from_parts(parts, ss, n_parts, n, t, flat_eps, hc, D, s_parts, s_mix);
-    if (threadIdx.x < hc) hc_pre_post(s_mix, scale, base, hc, hc_eps, threadIdx.x, s_pre, s_post);
-    __syncthreads();
-    if (b == 0) sinkhorn_block(s_mix, scale, base, hc, iters, hc_eps, s_M);
-    float v = 0.0f;
-    for (int s = 0; s < hc; s++) v += s_pre[s] * hv[s];
-    a[(int64_t)t * D + d] = v;
-    const float sq = block_sum(v * v, red);
-    if (threadIdx.x == 0) a_ss[(int64_t)t * nb + b] = sq;
-    if (b == 0) {
-        __syncthreads(); /* s_M from warp 0 */
-        for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
-        for (int i = threadIdx.x; i < hc; i += blockDim.x) {
-            pre[(int64_t)t * hc + i] = s_pre[i];
-            post[(int64_t)t * hc + i] = s_post[i];
-        }
-    }
-}
-
-extern "C" int ds4k_hc_split_collapse_raw(const float *parts, const float *ss, int n_parts, float flat_eps,
-                                          const float *scale, const float *base, int hc, int iters, float hc_eps,
-                                          const float *H, int D, int n, int nblk, float *pre, float *post, float *M,
-                                          float *a, float *a_ss, ds4_stream st) {
-    if (n < 1 || nblk < 1 || D % nblk != 0 || D / nblk > 1024 || (D / nblk) % 32 != 0 || hc > DS4K_MAX_HC ||
-        n_parts > DS4K_MAX_HC_PARTS)
-        return -1;
-    hc_split_collapse_raw_kernel<<<dim3(nblk, n), D / nblk, 0, (cudaStream_t)st>>>(
-        parts, ss, n_parts, flat_eps, scale, base, hc, iters, hc_eps, H, D, pre, post, M, a, a_ss);
-    return 0;
 }
 
 extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,

@@ -89,9 +89,7 @@ void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, i
 /* The last step that makes a one-token product's activations, done while
  * the streaming GEMV stages them (decode), so it needs no launch of its own:
  *   DS4_PREP_NORM:   x = rmsnorm_w(x, w, eps) over the K elements (as
- *                    ds4k_rmsnorm computes it for K = 1024: the same sums),
- *                    or, with ssq, with sum x^2 given as nssq partial sums
- *                    per activation row (added in order);
+ *                    ds4k_rmsnorm computes it for K = 1024: the same sums);
  *   DS4_PREP_SWIGLU: x = silu(min(x, clamp)) * clamp(u, -clamp, clamp)
  *                    (* wts[pair] with wts), as ds4k_swiglu; u has x's layout.
  * The result is the same as the separate kernel's. */
@@ -103,8 +101,6 @@ typedef struct ds4_prep {
     const float *u;   /* up projection */
     const float *wts; /* router weight per pair, or NULL */
     float clamp;
-    const float *ssq; /* NORM: partial sums of squares, nssq per row, or NULL */
-    int nssq;
 } ds4_prep;
 
 /* ds4k_matmul (one token) or ds4k_moe_matmul (ids != NULL: n tokens, k
@@ -113,19 +109,6 @@ typedef struct ds4_prep {
  * separately). DS4_GEMV_PREP=0 in the environment: always -1 (A/B). */
 int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
                      const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy, ds4_stream st);
-
-/* Whether ds4k_matmul_prep and the _prep multi products run at all (the
- * streaming kernel on, DS4_GEMV_PREP not 0): a decode step that leaves an
- * activation for its products to finish asks this first. */
-int ds4k_matmul_prep_ready(void);
-/* ds4k_matmul_multi and ds4k_moe_matmul_multi for one token with prep on
- * their shared activations (NORM with ssq: every job's x_off must be 0).
- * Return -1 when a job could not take the prep (then nothing was launched
- * for it). */
-int ds4k_matmul_multi_prep(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, const ds4_prep *prep,
-                           ds4_stream st);
-int ds4k_moe_matmul_multi_prep(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
-                               int64_t ldx, const ds4_prep *prep, ds4_stream st);
 
 /* Routed experts of a large batch, one launch per matrix. seg_dev holds
  * n_segs segments {int64 row0 = expert * rows, int x0, int count}: rows
@@ -154,15 +137,6 @@ void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *b
  * 8 * S; returns -1 (nothing launched) otherwise. */
 int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts, float *ss,
                       ds4_stream st);
-
-/* The decode form of ds4k_hc_split_collapse_parts over nblk blocks a token:
- * a gets the collapse without its rmsnorm, a_ss[t * nblk + b] the sum of
- * squares of block b's stretch of D (D / nblk elements); the products that
- * read a apply the norm (ds4_prep NORM with ssq = a_ss). Returns -1
- * (nothing launched) unless D is a multiple of nblk with D / nblk <= 1024. */
-int ds4k_hc_split_collapse_raw(const float *parts, const float *ss, int n_parts, float flat_eps, const float *scale,
-                               const float *base, int hc, int iters, float hc_eps, const float *H, int D, int n,
-                               int nblk, float *pre, float *post, float *M, float *a, float *a_ss, ds4_stream st);
 
 /* ds4k_hc_split_collapse whose mix is those parts: mix = (sum_s parts) /
  * sqrt(sum_s ss / (hc * D) + flat_eps), the mixer of rmsnorm(H). */

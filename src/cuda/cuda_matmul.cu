@@ -487,61 +487,20 @@ extern "C" void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *id
     launch_gemv(W, 0, rows, X, ldx, 1, Y, ldy, ids, n * k, k, x_per_pair, (cudaStream_t)st);
 }
 
-static bool prep_on(void) {
+extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
+                                const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy,
+                                ds4_stream st) {
     static int on = -1; /* DS4_GEMV_PREP=0: the separate kernels (A/B) */
     if (on < 0) {
         const char *e = getenv("DS4_GEMV_PREP");
         on = !(e && strcmp(e, "0") == 0);
     }
-    return on == 1;
-}
-
-extern "C" int ds4k_matmul_prep_ready(void) { return prep_on() && gemv_stream_on(); }
-
-static gemv_job stream_job(const ds4_dw *W, int64_t r0, int64_t rows, int64_t x_off, float *Y, int64_t ldy) {
-    return (gemv_job){(const uint8_t *)W->ptr, row_bytes_dev(W->type, W->K), r0, rows, W->K, x_off, Y, ldy, W->type};
-}
-
-extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
-                                const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy,
-                                ds4_stream st) {
-    if (!prep_on() || rows <= 0 || n < 1 || (!ids && n != 1) || !stageable(W, row_bytes_dev(W->type, W->K)))
-        return -1;
+    const int64_t rb = row_bytes_dev(W->type, W->K);
+    if (!on || rows <= 0 || n < 1 || (!ids && n != 1) || !stageable(W, rb)) return -1;
     gemv_jobs jobs;
     jobs.n = 1;
-    jobs.j[0] = stream_job(W, 0, rows, 0, Y, ldy);
+    jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, rows, W->K, 0, Y, ldy, W->type};
     return gemv_stream(&jobs, X, ldx, ids, ids ? n * k : 1, k, x_per_pair, (cudaStream_t)st, prep) ? 0 : -1;
-}
-
-/* The jobs of one weight type share a launch, as in ds4k_matmul_multi. */
-static int multi_prep(const ds4_mm_job *mj, int n_jobs, const float *X, int64_t ldx, const int32_t *ids, int n, int k,
-                      const ds4_prep *prep, cudaStream_t s) {
-    if (!prep_on() || n_jobs > GEMV_MAX_JOBS) return -1;
-    bool done[GEMV_MAX_JOBS] = {false};
-    int rc = 0;
-    for (int i = 0; i < n_jobs; i++) {
-        if (done[i]) continue;
-        gemv_jobs group;
-        group.n = 0;
-        for (int j = i; j < n_jobs; j++) {
-            if (done[j] || mj[j].W->type != mj[i].W->type) continue;
-            if (!stageable(mj[j].W, row_bytes_dev(mj[j].W->type, mj[j].W->K))) return -1;
-            done[j] = true;
-            group.j[group.n++] = stream_job(mj[j].W, mj[j].r0, mj[j].rows, mj[j].x_off, mj[j].Y, mj[j].ldy);
-        }
-        if (!gemv_stream(&group, X, ldx, ids, ids ? n * k : 1, k, 0, s, prep)) rc = -1;
-    }
-    return rc;
-}
-
-extern "C" int ds4k_matmul_multi_prep(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx,
-                                      const ds4_prep *prep, ds4_stream st) {
-    return multi_prep(jobs, n_jobs, X, ldx, NULL, 1, 1, prep, (cudaStream_t)st);
-}
-
-extern "C" int ds4k_moe_matmul_multi_prep(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k,
-                                          const float *X, int64_t ldx, const ds4_prep *prep, ds4_stream st) {
-    return multi_prep(jobs, n_jobs, X, ldx, ids, n, k, prep, (cudaStream_t)st);
 }
 
 /* ------------------------------------------------------------------ row gather / scatter */
