@@ -138,13 +138,9 @@ typedef struct cu_layer {
 typedef struct cu_sess {
     cudaStream_t st;
     /* decode steps run a layer's independent branches on st2 beside st
-     * (cuda_layers.inc side_begin / side_end / side_join) */
+     * (cuda_layers.inc fork_side / join_side) */
     cudaStream_t st2;
     cudaEvent_t ev_fork, ev_join;
-    /* a CSA layer's KV row and indexer compressor run on st3, beside its
-     * attention compressor on st2 */
-    cudaStream_t st3;
-    cudaEvent_t ev_join3;
     const ds4_hparams *hp;
     const ds4_weights *w;
     bool f16; /* KV rows as half (default) or f32 (oracle mode) */
@@ -454,8 +450,6 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     c->max_rows = max_attended_rows(c->hp, s->state);
     if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess ||
         cudaStreamCreateWithFlags(&c->st2, cudaStreamNonBlocking) != cudaSuccess ||
-        cudaStreamCreateWithFlags(&c->st3, cudaStreamNonBlocking) != cudaSuccess ||
-        cudaEventCreateWithFlags(&c->ev_join3, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) != cudaSuccess) {
         cu_destroy(s);
@@ -496,7 +490,6 @@ static void cu_destroy(ds4_session *s) {
     prof_print();
     cudaStreamSynchronize(c->st);
     if (c->st2) cudaStreamSynchronize(c->st2);
-    if (c->st3) cudaStreamSynchronize(c->st3);
     for (int g = 0; g < 2; g++)
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
     if (c->L) {
@@ -528,8 +521,6 @@ static void cu_destroy(ds4_session *s) {
     free(c->L);
     if (c->st) cudaStreamDestroy(c->st);
     if (c->st2) cudaStreamDestroy(c->st2);
-    if (c->st3) cudaStreamDestroy(c->st3);
-    if (c->ev_join3) cudaEventDestroy(c->ev_join3);
     if (c->ev_fork) cudaEventDestroy(c->ev_fork);
     if (c->ev_join) cudaEventDestroy(c->ev_join);
     /* the device weights stay with the model (released by ds4_model_close), so
