@@ -138,7 +138,7 @@ typedef struct cu_layer {
 typedef struct cu_sess {
     cudaStream_t st;
     /* decode steps run a layer's independent branches on st2 beside st
-     * (cuda_layers.inc fork_side / join_side) */
+     * (cuda_layers.inc side_begin / side_end / side_join) */
     cudaStream_t st2;
     cudaEvent_t ev_fork, ev_join;
     const ds4_hparams *hp;
