@@ -21,9 +21,13 @@
  *
  * Where a whole row fits in one chunk and K <= 4096 (the routed experts, q_b,
  * the shared down projection), each lane keeps the activations of its slices
- * in registers for every row it visits (GS_XREG). Reading them from shared
- * memory per row and slice made the 2-bit experts shared-memory bound: a
- * 32-weight IQ2_XXS slice is 8.25 weight bytes but 64 activation bytes.
+ * in registers for every row it visits (template parameter XR; off with
+ * DS4_GEMV_XREG=0). Read from shared memory per row and slice, they cost a
+ * 32-weight IQ2_XXS slice 64 bytes of shared loads for its 8.25 weight bytes.
+ *
+ * A ds4_prep finishes the activations while they are staged (q_a's rmsnorm,
+ * the SwiGLU before a down projection), with the separate kernels' exact
+ * expressions, so a decode step needs no launch for them.
  *
  * Determinism: every output is one warp's sum over fixed lane slices, added
  * with a fixed butterfly; no atomics. */
@@ -267,8 +271,8 @@ template <> __device__ __forceinline__ float slice_dot<T_Q4_K>(const uint8_t *bu
 
 /* Shared bytes of the activations for K elements (after the rings). */
 template <int T> __host__ __device__ constexpr size_t gs_x_bytes(int64_t K) {
-    return T == T_F16 ? (size_t)K * 4
-                      : (size_t)K * 2 + (size_t)(K / 32) * 4 + (size_t)(K / 16) * 4 + (T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0);
+    const size_t tables = T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0;
+    return T == T_F16 ? (size_t)K * 4 : (size_t)K * 2 + (size_t)(K / 32) * 4 + (size_t)(K / 16) * 4 + tables;
 }
 
 /* ds4_prep on element i of the activations (inv: the norm's 1/rms; wt: the
