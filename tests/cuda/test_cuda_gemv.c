@@ -68,6 +68,7 @@ void test_gemv_stream(ds4_rng *r) {
         int type;
         int64_t K, N;
     } shapes[] = {{DS4_TYPE_Q8_0, 4096, 300},     {DS4_TYPE_Q8_0, 1024, 260},   {DS4_TYPE_Q8_0, 1536, 50},
+                  {DS4_TYPE_Q8_0, 8192, 40}, /* rows of several ring chunks (o_b) */
                   {DS4_TYPE_Q2_K, 2048, 200},     {DS4_TYPE_Q2_K, 4096, 90},    {DS4_TYPE_Q4_K, 4096, 120},
                   {DS4_TYPE_IQ2_XXS, 4096, 100}, {DS4_TYPE_IQ2_XXS, 1536, 70}, {DS4_TYPE_F16, 4096, 300}};
     /* every shape with the activations in registers (where the rows allow:
