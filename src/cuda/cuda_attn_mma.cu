@@ -208,8 +208,7 @@ static int g_att_mma = -1, g_att_mma_env = 1; /* ds4k_attention_mma_enable; DS4_
 extern "C" int ds4k_attention_mma_enable(int on) {
     const int was = g_att_mma == 1;
     if (g_att_mma < 0) { /* first use: read the environment and set the shared-memory limit */
-        const char *e = getenv("DS4_ATT_MMA");
-        g_att_mma_env = !(e && strcmp(e, "0") == 0);
+        g_att_mma_env = env_switch_on("DS4_ATT_MMA");
     }
     g_att_mma = on && g_att_mma_env &&
                         cudaFuncSetAttribute(attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

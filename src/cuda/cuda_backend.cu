@@ -16,6 +16,7 @@ extern "C" {
 #include "gguf/quant.h"
 #include "util/f16.h"
 }
+#include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
 
 /* The architecture the kernels were compiled for (Makefile CUDA_ARCH). */
@@ -535,10 +536,6 @@ static size_t cu_memory(const ds4_session *s) {
     return c ? c->bytes : 0;
 }
 
-/* Default prefill chunk: 4096 where GPU memory allows, else 2048. Take 4096
- * when, after the weights (if not resident yet), a generous estimate of the
- * f16 KV cache of ctx and the batch buffers of a 4096-token chunk, 1 GiB is
- * still free. */
 /* Bytes of the sub-batch buffers cu_alloc makes (the same for any chunk of
  * at least SB tokens): HC scratch, q and o, the indexer's queries and its
  * scores over every compressed row, the selection, the head's input and
@@ -550,6 +547,10 @@ static size_t sub_batch_bytes(const ds4_hparams *hp, size_t comp_cap) {
     return (size_t)SB * per * 4;
 }
 
+/* Default prefill chunk: 4096 where GPU memory allows, else 2048. Take 4096
+ * when, after the weights (if not resident yet), a generous estimate of the
+ * f16 KV cache of ctx and the batch buffers of a 4096-token chunk, 1 GiB is
+ * still free. */
 static int cu_default_chunk(const ds4_model *m, int ctx) {
     const ds4_hparams *hp = &m->hp;
     size_t free_b = 0, total_b = 0;

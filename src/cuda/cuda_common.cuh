@@ -10,6 +10,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An A/B switch of a kernel family: on unless the environment sets NAME=0. */
+static inline bool env_switch_on(const char *name) {
+    const char *e = getenv(name);
+    return !(e && strcmp(e, "0") == 0);
+}
 
 #define DS4_WARP 32
 

@@ -280,10 +280,7 @@ template <int T> __host__ __device__ constexpr size_t gs_x_bytes(int64_t K) {
 __device__ __forceinline__ float prep_elem(const ds4_prep &pp, float x, const float *U, int64_t i, float inv,
                                            float wt) {
     if (pp.op == DS4_PREP_NORM) return x * inv * pp.w[i];
-    const float L = pp.clamp, u = U[i];
-    const float gg = x < L ? x : L;
-    const float uu = u > L ? L : u < -L ? -L : u;
-    float h = dev_silu(gg) * uu;
+    float h = dev_swiglu(x, U[i], pp.clamp);
     if (pp.wts) h *= wt;
     return h;
 }
@@ -421,10 +418,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     float inv = 1.0f;
     if (prep.op == DS4_PREP_NORM) {
         __shared__ float red[32];
-        float ss = 0.0f;
-        for (int64_t i = threadIdx.x; i < K; i += blockDim.x) ss += X[i] * X[i];
-        ss = block_sum(ss, red);
-        inv = 1.0f / sqrtf(ss / (float)K + prep.eps);
+        inv = block_inv_rms(X, K, prep.eps, red);
     }
     const float wt = prep.op == DS4_PREP_SWIGLU && prep.wts ? prep.wts[xrow] : 1.0f;
     gs_x xv = {};
@@ -613,11 +607,9 @@ template <int T> static bool allow_smem(void) {
 
 int gemv_stream_init(void) {
     if (!g_iq2tab && iq2_tables_upload() != 0) return -1;
-    const char *e = getenv("DS4_GEMV_STREAM");
-    g_stream_env = !(e && strcmp(e, "0") == 0);
+    g_stream_env = env_switch_on("DS4_GEMV_STREAM");
     g_stream_on = g_stream_env;
-    e = getenv("DS4_GEMV_XREG");
-    g_xreg = !(e && strcmp(e, "0") == 0);
+    g_xreg = env_switch_on("DS4_GEMV_XREG");
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)

@@ -491,10 +491,7 @@ extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, i
                                 const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy,
                                 ds4_stream st) {
     static int on = -1; /* DS4_GEMV_PREP=0: the separate kernels (A/B) */
-    if (on < 0) {
-        const char *e = getenv("DS4_GEMV_PREP");
-        on = !(e && strcmp(e, "0") == 0);
-    }
+    if (on < 0) on = env_switch_on("DS4_GEMV_PREP");
     const int64_t rb = row_bytes_dev(W->type, W->K);
     if (!on || rows <= 0 || n < 1 || (!ids && n != 1) || !stageable(W, rb)) return -1;
     gemv_jobs jobs;

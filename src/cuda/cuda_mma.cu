@@ -469,8 +469,7 @@ int mma_init(void) {
     if (!allow_smem<T_Q8_0>() || !allow_smem<T_Q2_K>() || !allow_smem<T_Q4_K>() || !allow_smem<T_IQ2_XXS>() ||
         !allow_smem<T_F16>())
         return -1;
-    const char *e = getenv("DS4_MMA");
-    g_mma_env = !(e && strcmp(e, "0") == 0);
+    g_mma_env = env_switch_on("DS4_MMA");
     g_mma_on = g_mma_env;
     static uint4 *signs;
     if (!signs) {

@@ -16,10 +16,7 @@ __global__ void rmsnorm_kernel(const float *X, int64_t ldx, const float *w, int 
     __shared__ float red[32];
     const float *x = X + (int64_t)blockIdx.x * ldx;
     float *y = Y + (int64_t)blockIdx.x * ldy;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) ss += x[i] * x[i];
-    ss = block_sum(ss, red);
-    const float inv = 1.0f / sqrtf(ss / (float)len + eps);
+    const float inv = block_inv_rms(x, len, eps, red);
     for (int i = threadIdx.x; i < len; i += blockDim.x) y[i] = w ? x[i] * inv * w[i] : x[i] * inv;
 }
 
@@ -145,9 +142,7 @@ extern "C" void ds4k_router(float *logits, int n, int E, int k, const float *bia
 
 __global__ void swiglu_kernel(float *g, const float *u, int64_t total, int FF, float L, const float *wts) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        const float gg = g[i] < L ? g[i] : L;
-        const float uu = u[i] > L ? L : u[i] < -L ? -L : u[i];
-        float h = dev_silu(gg) * uu;
+        float h = dev_swiglu(g[i], u[i], L);
         if (wts) h *= wts[i / FF];
         g[i] = h;
     }

@@ -138,6 +138,25 @@ __device__ __forceinline__ void block_rmsnorm(float *x, int n, const float *w, f
 
 __device__ __forceinline__ float dev_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 __device__ __forceinline__ float dev_silu(float z) { return z * dev_sigmoid(z); }
+
+/* silu(min(g, L)) * clamp(u, -L, L): one SwiGLU element (ds4k_swiglu and
+ * the down projections' staged input use this one expression). */
+__device__ __forceinline__ float dev_swiglu(float g, float u, float L) {
+    const float gg = g < L ? g : L;
+    const float uu = u > L ? L : u < -L ? -L : u;
+    return dev_silu(gg) * uu;
+}
+
+/* 1 / sqrt(mean(x^2) + eps) over x[0..len), summed by the whole block in a
+ * fixed order (thread i adds x[i], x[i + blockDim.x], ...; then block_sum):
+ * rmsnorm_kernel and the GEMV's staged norm share it, so for the same block
+ * width they give the same bits. */
+__device__ __forceinline__ float block_inv_rms(const float *x, int64_t len, float eps, float *red) {
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < len; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss, red);
+    return 1.0f / sqrtf(ss / (float)len + eps);
+}
 __device__ __forceinline__ float dev_softplus(float z) {
     if (z > 20.0f) return z;
     if (z < -20.0f) return expf(z);
