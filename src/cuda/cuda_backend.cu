@@ -154,7 +154,7 @@ typedef struct cu_sess {
     int32_t *d_tok, *h_tok;
     float *H, *a, *qr, *pre, *post, *M, *ck, *cg, *ik, *ig;
     float *mix_parts, *mix_ss; /* HC mixer partials of a sub-batch (cuda_layers.inc hc_pre) */
-    float *flat, *mix, *kvb, *q, *o, *low, *y, *iq, *iw, *S, *router, *rw, *eg, *eu, *ex, *eo, *shg, *shu, *sh, *z;
+    float *flat, *mix, *kvb, *q, *o, *low, *y, *iq, *iw, *S, *router, *rw, *eg, *eu, *ex, *exa, *eo, *shg, *shu, *sh, *z;
     float *logits, *h_logits; /* device [SB][V]; pinned [V] */
     float *att_part;          /* split-row attention partials */
     int32_t *sel, *ids, *h_ids;
@@ -198,13 +198,17 @@ typedef struct batch_buf {
     void **ptr;
     size_t per_token;
 } batch_buf;
-#define BATCH_BUFS_MAX 24
+#define BATCH_BUFS_MAX 32
 
 static int batch_buffers(cu_sess *c, const ds4_hparams *hp, batch_buf *b) {
     const size_t D = (size_t)hp->n_embd, HC = (size_t)hp->n_hc, hd = (size_t)hp->head_dim, id = (size_t)hp->idx_dim;
     const size_t K = (size_t)hp->n_expert_used, FF = (size_t)hp->n_ff;
     int n = 0;
-#define BB(field, count) b[n++] = (batch_buf){(void **)&c->field, (size_t)(count) * 4}
+#define BB(field, count)                                                    \
+    do {                                                                    \
+        if (n == BATCH_BUFS_MAX) return -1; /* the table must grow */       \
+        b[n++] = (batch_buf){(void **)&c->field, (size_t)(count) * 4};      \
+    } while (0)
     BB(d_tok, 1);
     BB(H, HC * D);
     BB(a, D);
@@ -229,6 +233,7 @@ static int batch_buffers(cu_sess *c, const ds4_hparams *hp, batch_buf *b) {
     BB(eu, K * FF);
     BB(ex, K * D);
     BB(eo, K * D);
+    BB(exa, K * (1 + (D > FF ? D : FF) / 16)); /* scales and 16-sums of split expert inputs (ds4k_expert_split) */
     BB(gtok, K);
     BB(gpair, K);
     BB(gw, K);
@@ -280,6 +285,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     }
     batch_buf bb[BATCH_BUFS_MAX] = {};
     const int nbb = batch_buffers(c, hp, bb);
+    if (nbb < 0) return ds4_errf(err, "CUDA: internal error: BATCH_BUFS_MAX is too small");
     for (int i = 0; i < nbb; i++) DA(*bb[i].ptr, B * bb[i].per_token);
     DA(c->freq_main, sizeof(double) * c->n_pairs);
     DA(c->freq_cmp, sizeof(double) * c->n_pairs);
@@ -560,6 +566,7 @@ static int cu_default_chunk(const ds4_model *m, int ctx) {
     cu_sess sizes = {}; /* only the list's sizes are read */
     batch_buf bb[BATCH_BUFS_MAX] = {};
     const int nbb = batch_buffers(&sizes, hp, bb);
+    if (nbb < 0) return DS4_DEFAULT_PREFILL_CHUNK;
     size_t per_token = 0;
     for (int i = 0; i < nbb; i++) per_token += bb[i].per_token;
     size_t kv = 0;

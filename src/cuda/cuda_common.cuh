@@ -102,4 +102,45 @@ __device__ __forceinline__ void kv_store(void *base, int64_t i, float v, bool f1
     else ((float *)base)[i] = v;
 }
 
+/* ------------------------------------------------------------------ asynchronous copies */
+
+/* cp.async global -> shared (sm_80+; a plain copy on older targets). */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
+#else
+    *(uint4 *)dst = *(const uint4 *)src;
+#endif
+}
+/* The same, reading only src_bytes (0 or 16) and filling the rest with zeros:
+ * rows past the end of a segment stage as zeros without a branch. */
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(src_bytes));
+#else
+    *(uint4 *)dst = src_bytes ? *(const uint4 *)src : make_uint4(0, 0, 0, 0);
+#endif
+}
+/* 8 bytes (through L1: .cg takes only 16), zero-filled past src_bytes. */
+__device__ __forceinline__ void cp_async8_zfill(void *dst, const void *src, int src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(src), "r"(src_bytes));
+#else
+    *(uint2 *)dst = src_bytes ? *(const uint2 *)src : make_uint2(0, 0);
+#endif
+}
+__device__ __forceinline__ void cp_async_commit(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_async_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
 #endif

@@ -65,26 +65,6 @@ template <> struct gs_fmt<T_F16> {
 
 template <int T> static constexpr size_t gs_stage_bytes() { return (size_t)GS_WARPS * GS_STAGES * gs_fmt<T>::chunk; }
 
-/* ------------------------------------------------------------------ asynchronous copies */
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
-#else
-    *(uint4 *)dst = *(const uint4 *)src;
-#endif
-}
-__device__ __forceinline__ void cp_async_commit(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-template <int N> __device__ __forceinline__ void cp_async_wait(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
 /* Wait until at most n copy groups are pending (n < GS_MAX_SLOTS); the
  * instruction takes an immediate, hence the switch (n is warp-uniform). */
 __device__ __forceinline__ void cp_async_wait_n(int n) {

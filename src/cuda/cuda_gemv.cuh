@@ -46,11 +46,19 @@ typedef struct seg3 {
  * it handles (Q8_0, Q2_K, Q4_K, IQ2_XXS, F16). With segs (device memory,
  * n_segs of them, counts <= max_count, n = rows of X in all): per expert
  * segment. With groups > 1: group g multiplies rows r0 + g * rows.. with
- * X + g * gx into Y + g * gy. Returns false and launches nothing for other
- * types or layouts. DS4_MMA=0 turns it off. */
+ * X + g * gx into Y + g * gy. With split_aux: X's rows were split by
+ * mma_split_rows (aux holds their scales and sums). Returns false and
+ * launches nothing for other types or layouts. DS4_MMA=0 turns it off. */
 bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
                 int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count, int groups, int64_t gx,
-                int64_t gy, cudaStream_t s);
+                int64_t gy, const float *split_aux, cudaStream_t s);
+/* Whether mma_matmul takes this weight (type, alignment, K) at all. */
+bool mma_takes(int type, const void *W, int64_t rb, int64_t K);
+/* Each of the n rows of X (K values, stride ldx) rewritten in place as the
+ * tiles' split input: f16 hi[K] then lo[K]; aux gets n * K / 16 sums
+ * (first: their 8-byte copies stay aligned), then the n row scales. False (nothing launched, X unchanged) where the tiles are
+ * off or the layout does not fit. */
+bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, cudaStream_t s);
 int mma_init(void);
 
 #endif

@@ -114,9 +114,21 @@ int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx,
  * n_segs segments {int64 row0 = expert * rows, int x0, int count}: rows
  * [x0, x0+count) of X (gathered inputs) are multiplied with that expert's
  * rows and written to the same rows of Y. max_count bounds every count; X has
- * n_x rows in all. */
+ * n_x rows in all. split_aux: NULL for f32 rows, or the aux of
+ * ds4k_expert_split when X was split by it. */
 void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
-                        const float *X, int n_x, int64_t ldx, float *Y, int64_t ldy, ds4_stream st);
+                        const float *X, const float *split_aux, int n_x, int64_t ldx, float *Y, int64_t ldy,
+                        ds4_stream st);
+
+/* The n gathered rows of X (stride ldx) split in place, once, into the input
+ * form of the tensor-core tiles of every reader (gate and up read the same
+ * rows): f16 hi and lo halves of each row times a power of two, with the
+ * row scales and 16-sums in aux (n * (1 + K / 16) floats, K = the readers'
+ * width). The rows' floats are gone afterwards: pass aux to
+ * ds4k_expert_matmul. Returns 0, or -1 and changes nothing where the tiles
+ * are off (DS4_MMA=0) or some reader's type or layout is not theirs. */
+int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx, float *aux,
+                      ds4_stream st);
 
 /* Y = rmsnorm(X) * w (w may be NULL) row by row. */
 void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,

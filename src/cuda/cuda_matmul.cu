@@ -433,12 +433,28 @@ __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, i
 /* Routed experts of a batch in one launch per matrix: segment e covers the
  * gathered rows [x0, x0 + count) that chose expert expert_id (its rows start at
  * expert_id * rows of the 3-D weight). */
+extern "C" int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx,
+                                 float *aux, ds4_stream st) {
+    if (n <= 0 || n_readers <= 0) return -1;
+    const int64_t K = readers[0]->K;
+    for (int i = 0; i < n_readers; i++) {
+        const ds4_dw *W = readers[i];
+        if (W->K != K || !mma_takes(W->type, W->ptr, row_bytes_dev(W->type, W->K), W->K)) return -1;
+    }
+    return mma_split_rows(X, n, K, ldx, aux, (cudaStream_t)st) ? 0 : -1;
+}
+
 extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
-                                   const float *X, int n_x, int64_t ldx, float *Y, int64_t ldy, ds4_stream st) {
+                                   const float *X, const float *split_aux, int n_x, int64_t ldx, float *Y, int64_t ldy,
+                                   ds4_stream st) {
     if (n_segs <= 0 || max_count <= 0) return;
     if (mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n_x, Y, ldy, seg_dev, n_segs,
-                   max_count, 1, 0, 0, (cudaStream_t)st))
+                   max_count, 1, 0, 0, split_aux, (cudaStream_t)st))
         return;
+    if (split_aux) { /* ds4k_expert_split checked this reader: not reached */
+        g_last_error = "ds4k_expert_matmul: split rows but no tensor-core tiles for this weight";
+        return;
+    }
     const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((max_count + TN - 1) / TN), (unsigned)n_segs);
     tile_kernel<<<grid, 256, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr, row_bytes_dev(W->type, W->K), 0,
                                                     rows, W->K, X, ldx, 0, Y, ldy, (const seg3 *)seg_dev);
@@ -457,7 +473,7 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
     cudaStream_t s = (cudaStream_t)st;
     if (n <= GEMV_MAX_TOK) {
         launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
-    } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, 1, 0, 0, s)) {
+    } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, 1, 0, 0, NULL, s)) {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
         tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL);
     }
@@ -533,7 +549,7 @@ extern "C" void ds4k_matmul_groups(const ds4_dw *W, int64_t rows, int groups, co
     if (rows <= 0 || n <= 0 || groups <= 0) return;
     if (n > GEMV_MAX_TOK && W->K == gx &&
         mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, groups,
-                   gx, gy, (cudaStream_t)st))
+                   gx, gy, NULL, (cudaStream_t)st))
         return;
     for (int g = 0; g < groups; g++) ds4k_matmul(W, (int64_t)g * rows, rows, X + g * gx, ldx, n, Y + g * gy, ldy, st);
 }

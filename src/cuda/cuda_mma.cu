@@ -65,7 +65,17 @@ typedef struct wraw {
 } wraw;
 
 template <int T> __device__ __forceinline__ void wload(const uint8_t *row, int s, int hf, wraw &r);
-template <int T> __device__ __forceinline__ void wdecode(const wraw &r, int s, int hf, uint32_t *q8, float *sc, float *mn);
+/* IQ2_XXS lookup tables as the block sees them: copies in shared memory
+ * (random 8- and 16-byte reads from the 2 KiB global tables replayed one
+ * L1 line at a time; from shared memory they cost a few bank passes). */
+typedef struct iq2_tabs {
+    const uint64_t *grid;
+    const uint4 *signs;
+} iq2_tabs;
+
+template <int T>
+__device__ __forceinline__ void wdecode(const wraw &r, int s, int hf, const iq2_tabs &tb, uint32_t *q8, float *sc,
+                                        float *mn);
 
 template <> __device__ __forceinline__ void wload<T_Q8_0>(const uint8_t *row, int s, int hf, wraw &r) {
     const uint8_t *b = row + 34 * s;
@@ -74,7 +84,8 @@ template <> __device__ __forceinline__ void wload<T_Q8_0>(const uint8_t *row, in
     r.d = ld_a16(b);
 }
 template <>
-__device__ __forceinline__ void wdecode<T_Q8_0>(const wraw &r, int, int, uint32_t *q8, float *sc, float *mn) {
+__device__ __forceinline__ void wdecode<T_Q8_0>(const wraw &r, int, int, const iq2_tabs &,
+                                                    uint32_t *q8, float *sc, float *mn) {
 #pragma unroll
     for (int i = 0; i < 8; i++) q8[i] = bytes_to_h2(r.w[i] ^ 0x8080u, 0, 1152.0f);
     *sc = h2f((uint16_t)r.d);
@@ -89,13 +100,14 @@ template <> __device__ __forceinline__ void wload<T_IQ2_XXS>(const uint8_t *row,
     r.d = ld_a16(b);
 }
 template <>
-__device__ __forceinline__ void wdecode<T_IQ2_XXS>(const wraw &r, int, int hf, uint32_t *q8, float *sc, float *mn) {
+__device__ __forceinline__ void wdecode<T_IQ2_XXS>(const wraw &r, int, int hf, const iq2_tabs &tb,
+                                                    uint32_t *q8, float *sc, float *mn) {
     const uint32_t idx = r.w[0], a1 = r.w[1];
 #pragma unroll
     for (int e = 0; e < 2; e++) { /* grid entries 2hf, 2hf+1: 8 values each */
         const int i = 2 * hf + e;
-        const uint64_t gv = d_iq2xxs_grid[(idx >> (8 * i)) & 0xff];
-        const uint4 sg = d_iq2_pair_signs[(a1 >> (7 * i)) & 127];
+        const uint64_t gv = tb.grid[(idx >> (8 * i)) & 0xff];
+        const uint4 sg = tb.signs[(a1 >> (7 * i)) & 127];
         const uint32_t lo = (uint32_t)gv, hi = (uint32_t)(gv >> 32);
         q8[4 * e + 0] = bytes_to_h2(lo, 0, 1024.0f) ^ sg.x;
         q8[4 * e + 1] = bytes_to_h2(lo, 2, 1024.0f) ^ sg.y;
@@ -127,7 +139,8 @@ template <> __device__ __forceinline__ void wload<T_Q2_K>(const uint8_t *row, in
     r.x = b[2 * j + hf];
 }
 template <>
-__device__ __forceinline__ void wdecode<T_Q2_K>(const wraw &r, int s, int, uint32_t *q8, float *sc, float *mn) {
+__device__ __forceinline__ void wdecode<T_Q2_K>(const wraw &r, int s, int, const iq2_tabs &,
+                                                    uint32_t *q8, float *sc, float *mn) {
     levels_to_h2(r.w, 2 * (s & 3), 0x03030303u, q8);
     *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 15));
     *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 4));
@@ -145,7 +158,8 @@ template <> __device__ __forceinline__ void wload<T_Q4_K>(const uint8_t *row, in
     r.x = (uint32_t)scale | ((uint32_t)m << 8);
 }
 template <>
-__device__ __forceinline__ void wdecode<T_Q4_K>(const wraw &r, int s, int, uint32_t *q8, float *sc, float *mn) {
+__device__ __forceinline__ void wdecode<T_Q4_K>(const wraw &r, int s, int, const iq2_tabs &,
+                                                    uint32_t *q8, float *sc, float *mn) {
     levels_to_h2(r.w, 4 * (s & 1), 0x0f0f0f0fu, q8);
     *sc = __fmul_rn(h2f((uint16_t)(r.d & 0xffff)), (float)(r.x & 0xff));
     *mn = __fmul_rn(h2f((uint16_t)(r.d >> 16)), (float)(r.x >> 8));
@@ -158,7 +172,8 @@ template <> __device__ __forceinline__ void wload<T_F16>(const uint8_t *row, int
     r.w[4] = u1.x, r.w[5] = u1.y, r.w[6] = u1.z, r.w[7] = u1.w;
 }
 template <>
-__device__ __forceinline__ void wdecode<T_F16>(const wraw &r, int, int, uint32_t *q8, float *sc, float *mn) {
+__device__ __forceinline__ void wdecode<T_F16>(const wraw &r, int, int, const iq2_tabs &,
+                                                    uint32_t *q8, float *sc, float *mn) {
 #pragma unroll
     for (int i = 0; i < 8; i++) q8[i] = r.w[i];
     *sc = 1.0f;
@@ -212,13 +227,34 @@ template <int BN> struct mm_stage {
  * capped at 128 (a few bytes spill, ~180 for the K-quants), which measured
  * 5% faster on the whole prefill than one 255-register block (8 warps could
  * not hide the staging and barrier of each slice). */
-template <int T, int BN>
+/* Stages of the pipeline: two when the block splits the activations itself
+ * (their next slice waits in registers), three when they come split
+ * (PRE: cp.async two slices ahead, nothing held in registers). */
+template <bool PRE> constexpr int mm_stages() { return PRE ? 3 : 2; }
+
+/* Dynamic shared memory of a launch: the stages, plus the IQ2_XXS tables. */
+template <int T, int BN, bool PRE> constexpr size_t mm_smem_bytes() {
+    return mm_stages<PRE>() * sizeof(mm_stage<BN>) +
+           (T == T_IQ2_XXS ? 256 * sizeof(uint64_t) + 128 * sizeof(uint4) : 0);
+}
+
+/* The activations as PRE tiles read them (split_rows_kernel wrote them in
+ * place of the f32 rows): row t is f16 hi[K] then lo[K] at X + t * ldx
+ * floats; down[t] undoes the row's power-of-two scale; xsum[t][K/16] holds
+ * the scaled 16-sums the K-quants' minimums need. */
+typedef struct mm_split {
+    const float *down, *xsum;
+} mm_split;
+
+template <int T, int BN, bool PRE>
 __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int64_t rb, int64_t r0,
                                                                           int64_t rows, int64_t K, const float *X,
                                                                           int64_t ldx, int n, float *Y, int64_t ldy,
                                                                           const seg3 *segs, int64_t gx, int64_t gy,
-                                                                          const float *tup, const float *tdown) {
+                                                                          const float *tup, const float *tdown,
+                                                                          mm_split sp) {
     constexpr int NT = BN / 16; /* n-tiles per warp */
+    constexpr int NS = mm_stages<PRE>();
     extern __shared__ __align__(16) uint8_t mm_smem[];
     mm_stage<BN> *stg = (mm_stage<BN> *)mm_smem;
     const int tbase = blockIdx.y * BN;
@@ -238,8 +274,9 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
     }
     X += (int64_t)tok0 * ldx;
     Y += (int64_t)tok0 * ldy;
-    tup += tok0;
-    tdown += tok0;
+    const float *xsums = PRE ? sp.xsum + (int64_t)tok0 * (K / 16) : NULL;
+    tup += PRE ? 0 : tok0;
+    tdown = PRE ? sp.down + tok0 : tdown + tok0;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int wm = warp >> 1, wn = warp & 1;
     const int64_t rbase = (int64_t)blockIdx.x * MM_BM;
@@ -247,9 +284,19 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
     const int64_t wrow = rbase + sr;
     const uint8_t *wptr = wrow < rows ? W + (r0 + wrow) * rb : NULL;
     const int xt = tbase + sr;
-    const bool stage_x = sr < BN;
+    const bool stage_x = !PRE && sr < BN;
     const float *xptr = stage_x && xt < n ? X + (int64_t)xt * ldx : NULL;
     const float up = xptr ? tup[xt] : 0.0f;
+    iq2_tabs tabs = {NULL, NULL};
+    if (T == T_IQ2_XXS) { /* after the stages: 256 grid entries, 128 sign patterns */
+        uint64_t *grid = (uint64_t *)(stg + NS);
+        uint4 *signs = (uint4 *)(grid + 256);
+        grid[tid] = d_iq2xxs_grid[tid];
+        if (tid < 128) signs[tid] = d_iq2_pair_signs[tid];
+        tabs.grid = grid;
+        tabs.signs = signs;
+        __syncthreads(); /* read by the first stage() below */
+    }
 
     float acc[2][NT][4];
 #pragma unroll
@@ -261,9 +308,10 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
 
     const int nsl = (int)(K / 32);
     wraw wr = {};
-    float4 xr[4];
+    float4 xr[PRE ? 1 : 4];
     auto load = [&](int s) {
         if (wptr) wload<T>(wptr, s, shf, wr);
+        if (PRE) return;
         if (xptr) {
             const float4 *p = (const float4 *)(xptr + 32 * s + 16 * shf);
 #pragma unroll
@@ -273,12 +321,33 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
             for (int i = 0; i < 4; i++) xr[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     };
+    /* PRE: slice s of the split activations into stage st, one copy group:
+     * a token's hi and lo are 4 + 4 16-byte pieces; tokens past n fill with
+     * zeros. */
+    auto fetch_x = [&](mm_stage<BN> &st, int s) {
+        if (s < nsl) {
+#pragma unroll
+            for (int j = 0; j < BN * 8 / 256; j++) {
+                const int c = tid + 256 * j, tt = c >> 3, part = c & 7;
+                const int t = tbase + tt;
+                const __half *row = (const __half *)(X + (int64_t)(t < n ? t : 0) * ldx);
+                const __half *src = row + (part < 4 ? 0 : K) + 32 * s + 8 * (part & 3);
+                __half *dst = (part < 4 ? st.xh : st.xl) + tt * MM_LD + 8 * (part & 3);
+                cp_async16_zfill(dst, src, t < n ? 16 : 0);
+            }
+            if (mm_traits<T>::has_min && tid < BN) {
+                const int t = tbase + tid;
+                cp_async8_zfill(&st.xsum[tid][0], xsums + (int64_t)(t < n ? t : 0) * (K / 16) + 2 * s, t < n ? 8 : 0);
+            }
+        }
+        cp_async_commit(); /* empty past the end: the wait count stays uniform */
+    };
     /* slice s (its raw data in wr / xr) into stage st */
     auto stage = [&](mm_stage<BN> &st, int s) {
         uint32_t q8[8];
         float sc = 0.0f, mn = 0.0f;
         if (wptr) {
-            wdecode<T>(wr, s, shf, q8, &sc, &mn);
+            wdecode<T>(wr, s, shf, tabs, q8, &sc, &mn);
         } else {
 #pragma unroll
             for (int i = 0; i < 8; i++) q8[i] = 0;
@@ -288,7 +357,7 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
         dst[1] = make_uint4(q8[4], q8[5], q8[6], q8[7]);
         st.wsc[sr][shf] = sc;
         st.wmn[sr][shf] = mn;
-        if (stage_x) {
+        if (!PRE && stage_x) {
             const float v[16] = {xr[0].x, xr[0].y, xr[0].z, xr[0].w, xr[1].x, xr[1].y, xr[1].z, xr[1].w,
                                  xr[2].x, xr[2].y, xr[2].z, xr[2].w, xr[3].x, xr[3].y, xr[3].z, xr[3].w};
             uint32_t hi[8], lo[8];
@@ -314,12 +383,20 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
         }
     };
     const int g = lane >> 2, t4 = lane & 3;
+    if (PRE) {
+        fetch_x(stg[0], 0);
+        fetch_x(stg[1], 1);
+    }
     load(0);
     stage(stg[0], 0);
     if (nsl > 1) load(1);
+    if (PRE) cp_async_wait<1>(); /* slice 0's activations are in */
     __syncthreads();
     for (int s = 0; s < nsl; s++) {
-        const mm_stage<BN> &st = stg[s & 1];
+        const mm_stage<BN> &st = stg[s % NS];
+        /* PRE: slice s + 2 into the stage read by iteration s - 1 (free since
+         * its closing barrier) */
+        if (PRE) fetch_x(stg[(s + 2) % NS], s + 2);
         uint32_t a[2][2][4];
 #pragma unroll
         for (int mt = 0; mt < 2; mt++)
@@ -376,12 +453,13 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
                 }
             }
         }
-        /* the next slice into the other stage (free since the last barrier),
-         * then its successor's loads */
+        /* the next slice's weights into their stage (free since the last
+         * barrier), then its successor's loads */
         if (s + 1 < nsl) {
-            stage(stg[(s + 1) & 1], s + 1);
+            stage(stg[(s + 1) % NS], s + 1);
             if (s + 2 < nsl) load(s + 2);
         }
+        if (PRE) cp_async_wait<1>(); /* slice s + 1's activations are in (s + 2's may fly) */
         __syncthreads();
     }
 
@@ -397,6 +475,42 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
             }
 }
 
+/* Routed experts: every gathered row split once, in place, for the tiles of
+ * every product that reads it (gate and up read the same rows): the same
+ * power-of-two scale and hi/lo halves a tile would make of it (bitwise), and
+ * the scaled 16-sums. One block per row; the row goes through shared memory
+ * because its halves overwrite its floats. */
+__global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, float *xsum) {
+    extern __shared__ float row_s[];
+    __shared__ float red[32];
+    float *x = X + (int64_t)blockIdx.x * ldx;
+    float m = 0.0f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        row_s[k] = x[k];
+        m = fmaxf(m, fabsf(row_s[k]));
+    }
+    m = block_max(m, red); /* its barriers also order every read of x before the writes */
+    int e = 0;
+    if (m > 0.0f && m <= 3.0e38f) frexpf(m, &e);
+    e = e < -100 ? -100 : e;
+    const float up = ldexpf(1.0f, 14 - e);
+    if (threadIdx.x == 0) down[blockIdx.x] = ldexpf(1.0f, e - 14);
+    __half2 *hi = (__half2 *)x, *lo = hi + K / 2;
+    for (int k = threadIdx.x; k < K / 2; k += blockDim.x) {
+        const float a = row_s[2 * k] * up, b = row_s[2 * k + 1] * up;
+        const __half2 h = __floats2half2_rn(a, b);
+        const float2 hf = __half22float2(h);
+        hi[k] = h;
+        lo[k] = __floats2half2_rn(a - hf.x, b - hf.y);
+    }
+    if (xsum)
+        for (int gi = threadIdx.x; gi < K / 16; gi += blockDim.x) {
+            float sum = 0.0f;
+            for (int i = 0; i < 16; i++) sum += row_s[16 * gi + i];
+            xsum[(int64_t)blockIdx.x * (K / 16) + gi] = sum * up;
+        }
+}
+
 /* ------------------------------------------------------------------ launch */
 
 static int g_mma_on = 1;  /* ds4k_mma_enable */
@@ -407,67 +521,108 @@ static int g_mma_env = 1; /* DS4_MMA=0 in the environment: always off (A/B timin
 static float *g_scales;
 static size_t g_scales_cap;
 
+template <int T, int BN, bool PRE>
+static void launch_tiles(dim3 grid, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
+                         int64_t ldx, int n, float *Y, int64_t ldy, const seg3 *segs, int64_t gx, int64_t gy,
+                         const float *up, const float *down, mm_split sp, cudaStream_t s) {
+    mma_tile_kernel<T, BN, PRE><<<grid, 256, mm_smem_bytes<T, BN, PRE>(), s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy,
+                                                                              segs, gx, gy, up, down, sp);
+}
+
 template <int T>
 static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
                      int n, float *Y, int64_t ldy, const seg3 *segs, int n_segs, int max_count, int groups, int64_t gx,
-                     int64_t gy, cudaStream_t s) {
-    if ((size_t)n * 2 > g_scales_cap) {
-        cudaStreamSynchronize(s);
-        cudaFree(g_scales);
-        g_scales = NULL;
-        g_scales_cap = 0;
-        if (cudaMalloc(&g_scales, (size_t)n * 2 * sizeof(float)) != cudaSuccess) return false;
-        g_scales_cap = (size_t)n * 2;
+                     int64_t gy, const float *split_aux, cudaStream_t s) {
+    float *up = NULL, *down = NULL;
+    const mm_split sp = {split_aux ? split_aux + (int64_t)n * (K / 16) : NULL, split_aux}; /* sums first: 8-byte copies */
+    if (!split_aux) {
+        if ((size_t)n * 2 > g_scales_cap) {
+            cudaStreamSynchronize(s);
+            cudaFree(g_scales);
+            g_scales = NULL;
+            g_scales_cap = 0;
+            if (cudaMalloc(&g_scales, (size_t)n * 2 * sizeof(float)) != cudaSuccess) return false;
+            g_scales_cap = (size_t)n * 2;
+        }
+        up = g_scales, down = g_scales + n;
+        /* one scale per token over every element any group reads */
+        token_scale_kernel<<<n, 256, 0, s>>>(X, ldx, (int64_t)(groups - 1) * gx + K, up, down);
     }
-    float *up = g_scales, *down = g_scales + n;
-    /* one scale per token over every element any group reads */
-    token_scale_kernel<<<n, 256, 0, s>>>(X, ldx, (int64_t)(groups - 1) * gx + K, up, down);
     const int cols = segs ? max_count : n;
     const unsigned z = (unsigned)(segs ? n_segs : groups);
     /* 128-token tiles for wide batches, 64 for the routed experts' small
      * segments (less padding) */
+#define MM_TILE_ARGS W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down, sp, s
     if (cols > 64) {
         const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128), z);
-        mma_tile_kernel<T, 128><<<grid, 256, 2 * sizeof(mm_stage<128>), s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
+        if (split_aux) launch_tiles<T, 128, true>(grid, MM_TILE_ARGS);
+        else launch_tiles<T, 128, false>(grid, MM_TILE_ARGS);
     } else {
         const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 63) / 64), z);
-        mma_tile_kernel<T, 64><<<grid, 256, 2 * sizeof(mm_stage<64>), s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down);
+        if (split_aux) launch_tiles<T, 64, true>(grid, MM_TILE_ARGS);
+        else launch_tiles<T, 64, false>(grid, MM_TILE_ARGS);
     }
+#undef MM_TILE_ARGS
     return true;
+}
+
+bool mma_takes(int type, const void *W, int64_t rb, int64_t K) {
+    if (!g_mma_on || K % 32 != 0) return false;
+    switch (type) {
+    case T_Q8_0:
+    case T_Q2_K:
+    case T_Q4_K:
+    case T_IQ2_XXS: return true;
+    case T_F16: return ((uintptr_t)W % 16) == 0 && rb % 16 == 0; /* 16-byte weight loads */
+    default: return false;
+    }
 }
 
 bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X, int64_t ldx,
                 int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count, int groups, int64_t gx,
-                int64_t gy, cudaStream_t s) {
-    /* float4 activation loads, 16-byte F16 weight loads */
-    if (!g_mma_on || n <= 0 || K % 32 != 0 || ldx % 4 != 0 || gx % 4 != 0 || ((uintptr_t)X % 16) != 0) return false;
-    if (groups < 1 || (segs && groups != 1)) return false;
+                int64_t gy, const float *split_aux, cudaStream_t s) {
+    /* float4 activation loads (16-byte copies of split rows) */
+    if (!mma_takes(type, W, rb, K) || n <= 0 || ldx % 4 != 0 || gx % 4 != 0 || ((uintptr_t)X % 16) != 0) return false;
+    if (groups < 1 || (segs && groups != 1) || (split_aux && groups != 1)) return false;
     const uint8_t *w = (const uint8_t *)W;
     const seg3 *sg = (const seg3 *)segs;
-#define MM_ARGS w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, groups, gx, gy, s
+#define MM_ARGS w, rb, r0, rows, K, X, ldx, n, Y, ldy, sg, n_segs, max_count, groups, gx, gy, split_aux, s
     switch (type) {
     case T_Q8_0: return launch_t<T_Q8_0>(MM_ARGS);
     case T_Q2_K: return launch_t<T_Q2_K>(MM_ARGS);
     case T_Q4_K: return launch_t<T_Q4_K>(MM_ARGS);
     case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(MM_ARGS);
-    case T_F16:
-        if (((uintptr_t)W % 16) != 0 || rb % 16 != 0) return false;
-        return launch_t<T_F16>(MM_ARGS);
+    case T_F16: return launch_t<T_F16>(MM_ARGS);
     default: return false;
     }
 #undef MM_ARGS
 }
 
+/* Rows of at most this many values can be split (the row passes through
+ * shared memory): the model's widest expert input is n_embd = 4096. */
+#define MM_SPLIT_MAX_K 12288
+
+bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, cudaStream_t s) {
+    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
+        return false;
+    split_rows_kernel<<<n, 256, (size_t)K * sizeof(float), s>>>(X, ldx, (int)K, aux + (int64_t)n * (K / 16), aux);
+    return true;
+}
+
+template <int T, int BN, bool PRE> static bool allow_smem_1(void) {
+    return cudaFuncSetAttribute(mma_tile_kernel<T, BN, PRE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)mm_smem_bytes<T, BN, PRE>()) == cudaSuccess;
+}
 template <int T> static bool allow_smem(void) {
-    return cudaFuncSetAttribute(mma_tile_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)(2 * sizeof(mm_stage<128>))) == cudaSuccess &&
-           cudaFuncSetAttribute(mma_tile_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)(2 * sizeof(mm_stage<64>))) == cudaSuccess;
+    return allow_smem_1<T, 128, false>() && allow_smem_1<T, 64, false>() && allow_smem_1<T, 128, true>() &&
+           allow_smem_1<T, 64, true>();
 }
 
 int mma_init(void) {
     if (!allow_smem<T_Q8_0>() || !allow_smem<T_Q2_K>() || !allow_smem<T_Q4_K>() || !allow_smem<T_IQ2_XXS>() ||
-        !allow_smem<T_F16>())
+        !allow_smem<T_F16>() ||
+        cudaFuncSetAttribute(split_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)(MM_SPLIT_MAX_K * sizeof(float))) != cudaSuccess)
         return -1;
     g_mma_env = env_switch_on("DS4_MMA");
     g_mma_on = g_mma_env;

@@ -7,12 +7,18 @@
  *               (rows and state), so a prompt's compressed rows do not depend
  *               on its chunking;
  *   attention   the tensor-core flash attention vs the SIMT kernel on random
- *               f16 rows: same sums in another order, bounded relative error. */
+ *               f16 rows: same sums in another order, bounded relative error;
+ *   experts     the routed experts' segment products on gathered rows split
+ *               once in place (ds4k_expert_split) vs the same tiles splitting
+ *               the f32 rows themselves: must be bitwise identical; and both
+ *               against the CPU's products. */
 #include <math.h>
 #include <string.h>
 
+#include "cpu/matmul.h"
 #include "cpu/ops.h"
 #include "cuda_test_util.h"
+#include "gguf/quant.h"
 #include "model/model.h"
 #include "util/f16.h"
 
@@ -115,6 +121,106 @@ static void test_attention_mma(ds4_rng *r, int H, int hd, int ratio, bool csa) {
     free(q), free(sinks), free(ringf), free(compf), free(ring), free(comp), free(n_sel), free(out[0]), free(out[1]);
 }
 
+
+/* The segment table as the device reads it (cuda_layers.inc seg3h). */
+typedef struct test_seg {
+    int64_t row0;
+    int x0, count;
+} test_seg;
+
+/* Routed-expert products over segments of gathered rows (one expert each,
+ * counts up to 150: both tile widths, a second token tile, rows not a
+ * multiple of the 128-row block). */
+static void test_expert_split(ds4_rng *r, int type, const int *counts, int n_segs) {
+    const int E = 4, rows = 40;
+    const int64_t K = 512;
+    const size_t rb = ds4_row_bytes(type, K);
+    float *wf = rnd(r, (size_t)E * rows * K, 0.05f);
+    uint8_t *w = malloc(rb * E * rows);
+    for (int i = 0; i < E * rows; i++) ds4_quantize_row(type, wf + (size_t)i * K, w + (size_t)i * rb, K);
+    ds4_tensor t = {.name = "e", .type = type, .n_dims = 3, .ne = {K, rows, E, 1}, .data = w, .size = rb * E * rows};
+    ds4_dw d = {type, to_dev(w, rb * E * rows), K, E * rows};
+    test_seg segs[8];
+    int pairs = 0, max_count = 0;
+    for (int i = 0; i < n_segs; i++) {
+        segs[i] = (test_seg){(int64_t)((i * 3 + 1) % E) * rows, pairs, counts[i]};
+        pairs += counts[i];
+        max_count = counts[i] > max_count ? counts[i] : max_count;
+    }
+    float *x = rnd(r, (size_t)pairs * K, 1.0f);
+    for (int64_t k = 0; k < K; k++) x[k] *= 1e-3f; /* a row of small values: its own scale */
+    float *dx = to_dev(x, sizeof(float) * pairs * K), *dx2 = to_dev(x, sizeof(float) * pairs * K);
+    float *daux = to_dev(NULL, sizeof(float) * pairs * (1 + K / 16));
+    float *dy = to_dev(NULL, sizeof(float) * pairs * rows), *dy2 = to_dev(NULL, sizeof(float) * pairs * rows);
+    int32_t *dsegs = to_dev(segs, sizeof(test_seg) * n_segs);
+    ds4k_expert_matmul(&d, rows, dsegs, n_segs, max_count, dx, NULL, pairs, K, dy, rows, NULL);
+    const ds4_dw *readers[1] = {&d};
+    const int rc = ds4k_expert_split(readers, 1, dx2, pairs, K, daux, NULL);
+    ds4k_expert_matmul(&d, rows, dsegs, n_segs, max_count, dx2, daux, pairs, K, dy2, rows, NULL);
+    float *y = malloc(sizeof(float) * pairs * rows), *y2 = malloc(sizeof(float) * pairs * rows);
+    float *yc = malloc(sizeof(float) * pairs * rows), *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+    from_dev(y, dy, sizeof(float) * pairs * rows);
+    from_dev(y2, dy2, sizeof(float) * pairs * rows);
+    float *row = malloc(sizeof(float) * K);
+    double worst = 0;
+    for (int i = 0; i < n_segs; i++) {
+        const test_seg *sg = &segs[i];
+        ds4_matmul_serial(&t, sg->row0, rows, x + (size_t)sg->x0 * K, K, sg->count, yc + (size_t)sg->x0 * rows, rows,
+                          scratch);
+        for (int tk = sg->x0; tk < sg->x0 + sg->count; tk++) {
+            double xx = 0;
+            for (int64_t k = 0; k < K; k++) xx += (double)x[tk * K + k] * x[tk * K + k];
+            for (int r2 = 0; r2 < rows; r2++) {
+                ds4_tensor_row(&t, sg->row0 + r2, row);
+                double ww = 0;
+                for (int64_t k = 0; k < K; k++) ww += (double)row[k] * row[k];
+                const size_t o = (size_t)tk * rows + r2;
+                worst = fmax(worst, fabs((double)y[o] - yc[o]) / (sqrt(ww * xx) + 1e-30));
+            }
+        }
+    }
+    const bool same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
+    check(rc == 0 && same && worst < 1e-6,
+          "expert tiles %-8s (%d segments, up to %3d rows each): split once == split per tile: %s, "
+          "max |diff| / (|w| |x|) vs CPU %.2e",
+          ds4_type_name(type), n_segs, max_count, same ? "bitwise" : "DIFFER", worst);
+    free(row);
+    free(scratch);
+    free(yc);
+    free(y2);
+    free(y);
+    cudaFree(dsegs);
+    cudaFree(dy2);
+    cudaFree(dy);
+    cudaFree(daux);
+    cudaFree(dx2);
+    cudaFree(dx);
+    cudaFree((void *)d.ptr);
+    free(x);
+    free(w);
+    free(wf);
+}
+
+/* A reader whose weights the tiles do not take: the split declines and the
+ * rows keep their floats. */
+static void test_expert_split_declines(ds4_rng *r) {
+    const int n = 3;
+    const int64_t K = 64;
+    float *x = rnd(r, (size_t)n * K, 1.0f), *back = malloc(sizeof(float) * n * K);
+    float *dx = to_dev(x, sizeof(float) * n * K), *daux = to_dev(NULL, sizeof(float) * n * (1 + K / 16));
+    ds4_dw d = {DS4_TYPE_F32, to_dev(NULL, sizeof(float) * K * 8), K, 8};
+    const ds4_dw *readers[1] = {&d};
+    const int rc = ds4k_expert_split(readers, 1, dx, n, K, daux, NULL);
+    from_dev(back, dx, sizeof(float) * n * K);
+    check(rc == -1 && memcmp(back, x, sizeof(float) * n * K) == 0,
+          "expert split declines F32 readers and leaves the rows as they were");
+    cudaFree((void *)d.ptr);
+    cudaFree(daux);
+    cudaFree(dx);
+    free(back);
+    free(x);
+}
+
 void test_prefill_kernels(ds4_rng *r) {
     test_compressor_chunk(r, 4, true, 512, true);     /* CSA attention compressor (FP8 rows) */
     test_compressor_chunk(r, 128, false, 512, true);  /* HCA */
@@ -122,4 +228,11 @@ void test_prefill_kernels(ds4_rng *r) {
     test_attention_mma(r, 64, 512, 4, true);          /* the published shape: CSA rows */
     test_attention_mma(r, 64, 512, 128, false);       /* HCA rows */
     test_attention_mma(r, 4, 128, 4, true);           /* the fixture models: 28 of 32 heads masked */
+    const int wide[] = {150, 5, 33}, narrow[] = {40, 7, 64, 1};
+    const int types[] = {DS4_TYPE_IQ2_XXS, DS4_TYPE_Q2_K, DS4_TYPE_Q4_K, DS4_TYPE_Q8_0};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        test_expert_split(r, types[i], wide, 3);   /* 128-token tiles */
+        test_expert_split(r, types[i], narrow, 4); /* 64-token tiles */
+    }
+    test_expert_split_declines(r);
 }
