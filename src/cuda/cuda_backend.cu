@@ -25,6 +25,10 @@ extern "C" {
 #define DS4_CUDA_ARCH_MIN 90
 #endif
 
+/* Token-tile widths (128, 64, 32) of the routed experts' prefill products
+ * (cuda_layers.inc ffn_layer; cuda_mma.cu picks a launch's width from its
+ * largest segment count) */
+#define EXP_TILES 3
 /* HC pre: the mixer in HC_PARTS stretches of K (cuda_layers.inc hc_pre) */
 #define HC_PARTS 8
 
@@ -160,7 +164,7 @@ typedef struct cu_sess {
     int32_t *sel, *ids, *h_ids;
     int *n_sel;
     int32_t *gtok, *gpair, *h_gtok, *h_gpair;
-    void *segs, *h_segs; /* expert segments: 4 tables of E x 16 bytes (cuda_layers.inc ffn_layer) */
+    void *segs, *h_segs; /* expert segments: 2 * EXP_TILES tables of E x 16 bytes (cuda_layers.inc ffn_layer) */
     float *gw, *h_gw, *h_rw;
     cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
@@ -302,7 +306,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->S, sb * (size_t)(c->comp_cap_max + 1) * 4);
     DA(c->sel, sb * hp->idx_topk * 4);
     DA(c->n_sel, sb * 4);
-    DA(c->segs, 4 * (size_t)hp->n_expert * 16);
+    DA(c->segs, 2 * EXP_TILES * (size_t)hp->n_expert * 16);
     DA(c->z, sb * D * 4);
     DA(c->logits, sb * hp->n_vocab * 4);
     DA(c->att_part, ds4k_attention_part_floats(hp->n_head, hd, c->max_rows) * 4);
@@ -315,7 +319,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     c->h_gtok = (int32_t *)malloc(B * K * 4);
     c->h_gpair = (int32_t *)malloc(B * K * 4);
     c->h_gw = (float *)malloc(B * K * 4);
-    c->h_segs = calloc(4 * (size_t)hp->n_expert, 16);
+    c->h_segs = calloc(2 * EXP_TILES * (size_t)hp->n_expert, 16);
     if (!c->h_ids || !c->h_rw || !c->h_gtok || !c->h_gpair || !c->h_gw || !c->h_segs)
         return ds4_errf(err, "CUDA: out of host memory for the routing buffers");
     return 0;

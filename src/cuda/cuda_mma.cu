@@ -557,10 +557,14 @@ static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int
         const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128), z);
         if (split_aux) launch_tiles<T, 128, true>(grid, MM_TILE_ARGS);
         else launch_tiles<T, 128, false>(grid, MM_TILE_ARGS);
-    } else {
+    } else if (cols > 32 || !segs) {
         const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 63) / 64), z);
         if (split_aux) launch_tiles<T, 64, true>(grid, MM_TILE_ARGS);
         else launch_tiles<T, 64, false>(grid, MM_TILE_ARGS);
+    } else {
+        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), 1, z);
+        if (split_aux) launch_tiles<T, 32, true>(grid, MM_TILE_ARGS);
+        else launch_tiles<T, 32, false>(grid, MM_TILE_ARGS);
     }
 #undef MM_TILE_ARGS
     return true;
@@ -614,8 +618,8 @@ template <int T, int BN, bool PRE> static bool allow_smem_1(void) {
                                 (int)mm_smem_bytes<T, BN, PRE>()) == cudaSuccess;
 }
 template <int T> static bool allow_smem(void) {
-    return allow_smem_1<T, 128, false>() && allow_smem_1<T, 64, false>() && allow_smem_1<T, 128, true>() &&
-           allow_smem_1<T, 64, true>();
+    return allow_smem_1<T, 128, false>() && allow_smem_1<T, 64, false>() && allow_smem_1<T, 32, false>() &&
+           allow_smem_1<T, 128, true>() && allow_smem_1<T, 64, true>() && allow_smem_1<T, 32, true>();
 }
 
 int mma_init(void) {

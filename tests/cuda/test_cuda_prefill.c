@@ -129,7 +129,7 @@ typedef struct test_seg {
 } test_seg;
 
 /* Routed-expert products over segments of gathered rows (one expert each,
- * counts up to 150: both tile widths, a second token tile, rows not a
+ * counts up to 150: every tile width, a second token tile, rows not a
  * multiple of the 128-row block). */
 static void test_expert_split(ds4_rng *r, int type, const int *counts, int n_segs) {
     const int E = 4, rows = 40;
@@ -228,11 +228,12 @@ void test_prefill_kernels(ds4_rng *r) {
     test_attention_mma(r, 64, 512, 4, true);          /* the published shape: CSA rows */
     test_attention_mma(r, 64, 512, 128, false);       /* HCA rows */
     test_attention_mma(r, 4, 128, 4, true);           /* the fixture models: 28 of 32 heads masked */
-    const int wide[] = {150, 5, 33}, narrow[] = {40, 7, 64, 1};
+    const int wide[] = {150, 5, 33}, mid[] = {40, 7, 64, 1}, narrow[] = {20, 3, 32};
     const int types[] = {DS4_TYPE_IQ2_XXS, DS4_TYPE_Q2_K, DS4_TYPE_Q4_K, DS4_TYPE_Q8_0};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         test_expert_split(r, types[i], wide, 3);   /* 128-token tiles */
-        test_expert_split(r, types[i], narrow, 4); /* 64-token tiles */
+        test_expert_split(r, types[i], mid, 4);    /* 64-token tiles */
+        test_expert_split(r, types[i], narrow, 3); /* 32-token tiles */
     }
     test_expert_split_declines(r);
 }
