@@ -1,11 +1,12 @@
 /* ds4 — prefill matrix products on the tensor cores, weights dequantized
  * tile by tile (no expanded copy of any weight).
  *
- * A block computes 128 weight rows x 128 tokens (64 for the routed experts'
- * small segments); its 8 warps each own 32 rows x 64 (or 32) tokens as
- * mma.m16n8k16 tiles. K is walked one 32-element slice at a time, through
- * two shared-memory stages (the next slice is staged while this one is
- * multiplied):
+ * A block computes 128 weight rows x 128 tokens (64 or 32 for small batches
+ * and the routed experts' segment remainders); its 8 warps each own 32 rows
+ * x a quarter of the tokens as mma.m16n8k16 tiles. K is walked one
+ * 32-element slice at a time, through two shared-memory stages (the next
+ * slice is staged while this one is multiplied), or three where the
+ * activations come split already (below):
  *
  *   weights  the slice's quantized values go to shared memory as f16 (they
  *            are small integers — Q8_0 bytes, K-quant levels, IQ2 grid
@@ -14,7 +15,10 @@
  *   tokens   each token is scaled by the power of two that brings its
  *            largest element to [2^13, 2^14) (a pre-pass, token_scale_kernel)
  *            and each value split into two f16 terms, hi + lo, which
- *            together keep ~22 bits (f16 alone would keep 11);
+ *            together keep ~22 bits (f16 alone would keep 11) — by every
+ *            block as it stages a slice, or once for all readers by
+ *            split_rows_kernel (the routed experts' gathered rows, which
+ *            then arrive by cp.async two slices ahead, bitwise the same);
  *   product  integer-valued weights times hi and lo on the tensor cores with
  *            f32 accumulation, then acc += w_scale * dot - w_min * sum(x)
  *            per row and token in f32; the token's scale is undone at the end.
@@ -550,8 +554,9 @@ static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int
     }
     const int cols = segs ? max_count : n;
     const unsigned z = (unsigned)(segs ? n_segs : groups);
-    /* 128-token tiles for wide batches, 64 for the routed experts' small
-     * segments (less padding) */
+    /* 128-token tiles for wide batches, 64 for small ones, 32 for segment
+     * tables whose counts are all <= 32 (the routed experts' remainders:
+     * less padding) */
 #define MM_TILE_ARGS W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down, sp, s
     if (cols > 64) {
         const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128), z);
