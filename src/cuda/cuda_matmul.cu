@@ -437,11 +437,13 @@ extern "C" int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, fl
                                  float *aux, ds4_stream st) {
     if (n <= 0 || n_readers <= 0) return -1;
     const int64_t K = readers[0]->K;
+    bool sums = false; /* the K-quants' minimums need the 16-sums */
     for (int i = 0; i < n_readers; i++) {
         const ds4_dw *W = readers[i];
         if (W->K != K || !mma_takes(W->type, W->ptr, row_bytes_dev(W->type, W->K), W->K)) return -1;
+        sums |= W->type == T_Q2_K || W->type == T_Q4_K;
     }
-    return mma_split_rows(X, n, K, ldx, aux, (cudaStream_t)st) ? 0 : -1;
+    return mma_split_rows(X, n, K, ldx, aux, sums, (cudaStream_t)st) ? 0 : -1;
 }
 
 extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,

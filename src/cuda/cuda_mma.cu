@@ -312,17 +312,18 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
 
     const int nsl = (int)(K / 32);
     wraw wr = {};
-    float4 xr[PRE ? 1 : 4];
+    float4 xr[4]; /* !PRE: the next slice's activations (unused with PRE) */
     auto load = [&](int s) {
         if (wptr) wload<T>(wptr, s, shf, wr);
-        if (PRE) return;
-        if (xptr) {
-            const float4 *p = (const float4 *)(xptr + 32 * s + 16 * shf);
+        if constexpr (!PRE) {
+            if (xptr) {
+                const float4 *p = (const float4 *)(xptr + 32 * s + 16 * shf);
 #pragma unroll
-            for (int i = 0; i < 4; i++) xr[i] = p[i];
-        } else {
+                for (int i = 0; i < 4; i++) xr[i] = p[i];
+            } else {
 #pragma unroll
-            for (int i = 0; i < 4; i++) xr[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                for (int i = 0; i < 4; i++) xr[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
         }
     };
     /* PRE: slice s of the split activations into stage st, one copy group:
@@ -361,7 +362,8 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
         dst[1] = make_uint4(q8[4], q8[5], q8[6], q8[7]);
         st.wsc[sr][shf] = sc;
         st.wmn[sr][shf] = mn;
-        if (!PRE && stage_x) {
+        if constexpr (!PRE) {
+            if (!stage_x) return;
             const float v[16] = {xr[0].x, xr[0].y, xr[0].z, xr[0].w, xr[1].x, xr[1].y, xr[1].z, xr[1].w,
                                  xr[2].x, xr[2].y, xr[2].z, xr[2].w, xr[3].x, xr[3].y, xr[3].z, xr[3].w};
             uint32_t hi[8], lo[8];
@@ -482,16 +484,20 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
 /* Routed experts: every gathered row split once, in place, for the tiles of
  * every product that reads it (gate and up read the same rows): the same
  * power-of-two scale and hi/lo halves a tile would make of it (bitwise), and
- * the scaled 16-sums. One block per row; the row goes through shared memory
- * because its halves overwrite its floats. */
+ * (xsum non-NULL) the scaled 16-sums. One block per row; the row goes through
+ * shared memory because its halves overwrite its floats, with a padding float
+ * after every 16 so the 16-sums (one group a thread) read distinct banks. */
+__device__ __forceinline__ int split_slot(int k) { return k + (k >> 4); }
+
 __global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, float *xsum) {
     extern __shared__ float row_s[];
     __shared__ float red[32];
     float *x = X + (int64_t)blockIdx.x * ldx;
     float m = 0.0f;
     for (int k = threadIdx.x; k < K; k += blockDim.x) {
-        row_s[k] = x[k];
-        m = fmaxf(m, fabsf(row_s[k]));
+        const float v = x[k];
+        row_s[split_slot(k)] = v;
+        m = fmaxf(m, fabsf(v));
     }
     m = block_max(m, red); /* its barriers also order every read of x before the writes */
     int e = 0;
@@ -501,7 +507,7 @@ __global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, flo
     if (threadIdx.x == 0) down[blockIdx.x] = ldexpf(1.0f, e - 14);
     __half2 *hi = (__half2 *)x, *lo = hi + K / 2;
     for (int k = threadIdx.x; k < K / 2; k += blockDim.x) {
-        const float a = row_s[2 * k] * up, b = row_s[2 * k + 1] * up;
+        const float a = row_s[split_slot(2 * k)] * up, b = row_s[split_slot(2 * k + 1)] * up;
         const __half2 h = __floats2half2_rn(a, b);
         const float2 hf = __half22float2(h);
         hi[k] = h;
@@ -510,7 +516,7 @@ __global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, flo
     if (xsum)
         for (int gi = threadIdx.x; gi < K / 16; gi += blockDim.x) {
             float sum = 0.0f;
-            for (int i = 0; i < 16; i++) sum += row_s[16 * gi + i];
+            for (int i = 0; i < 16; i++) sum += row_s[17 * gi + i];
             xsum[(int64_t)blockIdx.x * (K / 16) + gi] = sum * up;
         }
 }
@@ -611,10 +617,13 @@ bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, i
  * shared memory): the model's widest expert input is n_embd = 4096. */
 #define MM_SPLIT_MAX_K 12288
 
-bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, cudaStream_t s) {
+static size_t split_smem_bytes(int64_t K) { return (size_t)(K + K / 16) * sizeof(float); }
+
+bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, cudaStream_t s) {
     if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
         return false;
-    split_rows_kernel<<<n, 256, (size_t)K * sizeof(float), s>>>(X, ldx, (int)K, aux + (int64_t)n * (K / 16), aux);
+    split_rows_kernel<<<n, 256, split_smem_bytes(K), s>>>(X, ldx, (int)K, aux + (int64_t)n * (K / 16),
+                                                          sums ? aux : NULL);
     return true;
 }
 
@@ -631,7 +640,7 @@ int mma_init(void) {
     if (!allow_smem<T_Q8_0>() || !allow_smem<T_Q2_K>() || !allow_smem<T_Q4_K>() || !allow_smem<T_IQ2_XXS>() ||
         !allow_smem<T_F16>() ||
         cudaFuncSetAttribute(split_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)(MM_SPLIT_MAX_K * sizeof(float))) != cudaSuccess)
+                             (int)split_smem_bytes(MM_SPLIT_MAX_K)) != cudaSuccess)
         return -1;
     g_mma_env = env_switch_on("DS4_MMA");
     g_mma_on = g_mma_env;

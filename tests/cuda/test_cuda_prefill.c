@@ -131,9 +131,8 @@ typedef struct test_seg {
 /* Routed-expert products over segments of gathered rows (one expert each,
  * counts up to 150: every tile width, a second token tile, rows not a
  * multiple of the 128-row block). */
-static void test_expert_split(ds4_rng *r, int type, const int *counts, int n_segs) {
+static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts, int n_segs) {
     const int E = 4, rows = 40;
-    const int64_t K = 512;
     const size_t rb = ds4_row_bytes(type, K);
     float *wf = rnd(r, (size_t)E * rows * K, 0.05f);
     uint8_t *w = malloc(rb * E * rows);
@@ -181,9 +180,9 @@ static void test_expert_split(ds4_rng *r, int type, const int *counts, int n_seg
     }
     const bool same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
     check(rc == 0 && same && worst < 1e-6,
-          "expert tiles %-8s (%d segments, up to %3d rows each): split once == split per tile: %s, "
+          "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each): split once == split per tile: %s, "
           "max |diff| / (|w| |x|) vs CPU %.2e",
-          ds4_type_name(type), n_segs, max_count, same ? "bitwise" : "DIFFER", worst);
+          ds4_type_name(type), (long long)K, n_segs, max_count, same ? "bitwise" : "DIFFER", worst);
     free(row);
     free(scratch);
     free(yc);
@@ -231,9 +230,13 @@ void test_prefill_kernels(ds4_rng *r) {
     const int wide[] = {150, 5, 33}, mid[] = {40, 7, 64, 1}, narrow[] = {20, 3, 32};
     const int types[] = {DS4_TYPE_IQ2_XXS, DS4_TYPE_Q2_K, DS4_TYPE_Q4_K, DS4_TYPE_Q8_0};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        test_expert_split(r, types[i], wide, 3);   /* 128-token tiles */
-        test_expert_split(r, types[i], mid, 4);    /* 64-token tiles */
-        test_expert_split(r, types[i], narrow, 3); /* 32-token tiles */
+        test_expert_split(r, types[i], 512, wide, 3);   /* 128-token tiles */
+        test_expert_split(r, types[i], 512, mid, 4);    /* 64-token tiles */
+        test_expert_split(r, types[i], 512, narrow, 3); /* 32-token tiles */
     }
+    /* the pipeline's edges: one and two slices (three stages, two prefetched) */
+    test_expert_split(r, DS4_TYPE_Q8_0, 32, wide, 3);
+    test_expert_split(r, DS4_TYPE_Q8_0, 64, mid, 4);
+    test_expert_split(r, DS4_TYPE_F16, 32, narrow, 3);
     test_expert_split_declines(r);
 }
