@@ -231,14 +231,78 @@ __global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, cons
     }
 }
 
+/* The same parts for a batch of tokens (prefill): the kernel above spends a
+ * block, its launch and two block reductions on 2,048 products (one row, one
+ * stretch, one token) and reads every token's streams once per mixer row.
+ * Here block (s, g) keeps stretch s of all R mixer rows in shared memory and
+ * walks MIX_TOK tokens: each thread forms the same 8-element partial dots
+ * and every sum takes block_sum's tree (a lane butterfly, then warp 0 over the
+ * warps in order), so the parts are bitwise those of hc_mix_parts_kernel. */
+#define MIX_TOK 16
+#define MIX_ROWS_MAX 24
+#define MIX_SMEM_MAX (96 * 1024) /* 24 rows x a 2,048-wide stretch (the published model) */
+static size_t hc_mix_smem_max(void) { return MIX_SMEM_MAX; }
+
+template <int R>
+__global__ void hc_mix_parts_tok_kernel(const uint16_t *W, int64_t K, const float *H, int64_t ldh, int S, int n,
+                                        float *parts, float *ss) {
+    extern __shared__ __align__(16) uint16_t w_s[]; /* [R][stretch] */
+    __shared__ float red[(R + 1) * (NT / 32)];
+    const int s = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = NT / 32;
+    const int64_t k0 = K * s / S, k1 = K * (s + 1) / S, len = k1 - k0;
+    for (int64_t i = threadIdx.x; i < R * len / 8; i += NT) {
+        const int64_t r = i / (len / 8), j = i % (len / 8);
+        ((uint4 *)w_s)[i] = *(const uint4 *)(W + r * K + k0 + 8 * j);
+    }
+    __syncthreads();
+    const int t_end = min(n, (int)(blockIdx.y + 1) * MIX_TOK);
+    for (int t = blockIdx.y * MIX_TOK; t < t_end; t++) {
+        const float *h = H + (int64_t)t * ldh;
+        float acc[R], sq = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = 0.0f;
+        for (int64_t k = k0 + 8 * threadIdx.x; k < k1; k += 8 * NT) {
+            const float4 a = *(const float4 *)(h + k), b = *(const float4 *)(h + k + 4);
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r] = dot8_h(*(const uint4 *)(w_s + r * len + (k - k0)), a, b, acc[r]);
+            sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+        }
+        /* block_sum of R + 1 values at once: same tree, one barrier pair */
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
+        sq = warp_sum(sq);
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < R; r++) red[r * nw + warp] = acc[r];
+            red[R * nw + warp] = sq;
+        }
+        __syncthreads();
+        for (int v = warp; v <= R; v += nw) {
+            float x = lane < nw ? red[v * nw + lane] : 0.0f;
+            x = warp_sum(x);
+            if (lane == 0) {
+                if (v < R) parts[((int64_t)s * n + t) * R + v] = x;
+                else ss[(int64_t)s * n + t] = x;
+            }
+        }
+        __syncthreads(); /* red is rewritten for the next token */
+    }
+}
+
 extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts,
                                  float *ss, ds4_stream st) {
     if (W->type != 1 /* F16 */ || S > DS4K_MAX_HC_PARTS || W->K % (8 * S) != 0 || ((uintptr_t)W->ptr % 16) != 0 ||
         ((uintptr_t)H % 16) != 0 || ldh % 4 != 0)
         return -1;
-    if (n > 0)
-        hc_mix_parts_kernel<<<dim3(rows, S, n), NT, 0, (cudaStream_t)st>>>((const uint16_t *)W->ptr, rows, W->K, H, ldh,
-                                                                         S, parts, ss);
+    if (n <= 0) return 0;
+    const size_t w_bytes = (size_t)rows * (size_t)(W->K / S) * 2;
+    if (n > 8 && rows == MIX_ROWS_MAX && (W->K / S) % 8 == 0 && w_bytes <= hc_mix_smem_max()) {
+        hc_mix_parts_tok_kernel<MIX_ROWS_MAX><<<dim3(S, (n + MIX_TOK - 1) / MIX_TOK), NT, w_bytes, (cudaStream_t)st>>>(
+            (const uint16_t *)W->ptr, W->K, H, ldh, S, n, parts, ss);
+        return 0;
+    }
+    hc_mix_parts_kernel<<<dim3(rows, S, n), NT, 0, (cudaStream_t)st>>>((const uint16_t *)W->ptr, rows, W->K, H, ldh, S,
+                                                                     parts, ss);
     return 0;
 }
 
@@ -317,3 +381,11 @@ extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *
     if (n > 0) hc_head_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(mix, scale, base, hc, hc_eps, H, D, norm, rms_eps, z);
 }
 
+/* Shared-memory limit of the batched mixer, set once at start-up (before any
+ * graph capture). */
+extern "C" int ds4k_hc_init(void) {
+    return cudaFuncSetAttribute(hc_mix_parts_tok_kernel<MIX_ROWS_MAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                MIX_SMEM_MAX) == cudaSuccess
+               ? 0
+               : -1;
+}

@@ -24,6 +24,7 @@ extern "C" const char *ds4k_last_error(void) {
 }
 
 extern "C" int ds4k_ops_init(void);
+extern "C" int ds4k_hc_init(void);
 
 #define GEMV_WARPS 8
 #define GEMV_MAX_TOK 8
@@ -463,7 +464,9 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
 }
 
 extern "C" int ds4k_init(void) {
-    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0 || gemv_stream_init() != 0 || mma_init() != 0) return -1;
+    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0 || ds4k_hc_init() != 0 || gemv_stream_init() != 0 ||
+        mma_init() != 0)
+        return -1;
     /* set before any graph capture: attributes cannot change inside one */
     return cudaFuncSetAttribute(gemv_multi, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;
 }

@@ -672,6 +672,7 @@ int main(int argc, char **argv) {
         test_moe_matmul(&r);
         test_gemv_stream(&r);
         test_hc_mix_parts(&r);
+        test_hc_mix_batched(&r);
         test_gemv_prep(&r);
         test_prefill_kernels(&r);
         test_attention_kernels(&r);

@@ -435,3 +435,37 @@ void test_hc_mix_parts(ds4_rng *r) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg), free(flat), free(mix), free(a), free(scratch);
 }
+
+/* The prefill mixer (a block per stretch and 16 tokens, all rows) against the
+ * per-(row, stretch, token) kernel the decode step uses, token by token: the
+ * parts and square sums must be bitwise the same. */
+void test_hc_mix_batched(ds4_rng *r) {
+    const int n = 37, hc = 4, D = 4096, MIX = (2 + hc) * hc, S = 8; /* the published widths */
+    const int64_t K = (int64_t)hc * D;
+    float *H = rnd(r, (size_t)n * K, 1.0f), *wf = rnd(r, (size_t)MIX * K, 1.0f / 64.0f);
+    uint16_t *wh = malloc(sizeof(uint16_t) * MIX * K);
+    for (int64_t i = 0; i < MIX * K; i++) wh[i] = ds4_f32_to_f16(wf[i]);
+    ds4_dw d = {DS4_TYPE_F16, to_dev(wh, 2 * MIX * K), K, MIX};
+    float *dH = to_dev(H, sizeof(float) * n * K);
+    float *dparts = to_dev(NULL, sizeof(float) * S * n * MIX), *dss = to_dev(NULL, sizeof(float) * S * n);
+    float *dp1 = to_dev(NULL, sizeof(float) * S * MIX), *ds1 = to_dev(NULL, sizeof(float) * S);
+    const int rc = ds4k_hc_mix_parts(&d, MIX, dH, K, n, S, dparts, dss, NULL);
+    float *parts = malloc(sizeof(float) * S * n * MIX), *ss = malloc(sizeof(float) * S * n);
+    float p1[8 * 24], s1[8];
+    from_dev(parts, dparts, sizeof(float) * S * n * MIX);
+    from_dev(ss, dss, sizeof(float) * S * n);
+    bool same = rc == 0;
+    for (int t = 0; t < n; t++) {
+        ds4k_hc_mix_parts(&d, MIX, dH + (int64_t)t * K, K, 1, S, dp1, ds1, NULL);
+        from_dev(p1, dp1, sizeof(float) * S * MIX);
+        from_dev(s1, ds1, sizeof(float) * S);
+        for (int s = 0; s < S; s++) {
+            same &= memcmp(&parts[((size_t)s * n + t) * MIX], &p1[s * MIX], sizeof(float) * MIX) == 0;
+            same &= memcmp(&ss[(size_t)s * n + t], &s1[s], sizeof(float)) == 0;
+        }
+    }
+    check(same, "hc mixer, %d tokens batched (a block per stretch and 16 tokens): parts bitwise those of one token", n);
+    void *bufs[] = {(void *)d.ptr, dH, dparts, dss, dp1, ds1};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+    free(H), free(wf), free(wh), free(parts), free(ss);
+}
