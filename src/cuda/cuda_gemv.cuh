@@ -54,11 +54,14 @@ bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, i
                 int64_t gy, const float *split_aux, cudaStream_t s);
 /* Whether mma_matmul takes this weight (type, alignment, K) at all. */
 bool mma_takes(int type, const void *W, int64_t rb, int64_t K);
+/* Whether the tiles of this weight type read the 16-sums of split rows
+ * (the K-quants' minimums). */
+bool mma_needs_sums(int type);
 /* Each of the n rows of X (K values, stride ldx) rewritten in place as the
  * tiles' split input: f16 hi[K] then lo[K]; aux gets n * K / 16 sums
- * (first: their 8-byte copies stay aligned; written only with `sums`, for
- * readers with K-quant minimums), then the n row scales. False (nothing launched, X unchanged) where the tiles are
- * off or the layout does not fit. */
+ * (first: their 8-byte copies stay aligned; written only with `sums`), then
+ * the n row scales. False (nothing launched, X unchanged) where the tiles
+ * are off or the layout does not fit. */
 bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, cudaStream_t s);
 int mma_init(void);
 

@@ -239,9 +239,8 @@ __global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, cons
  * and every sum takes block_sum's tree (a lane butterfly, then warp 0 over the
  * warps in order), so the parts are bitwise those of hc_mix_parts_kernel. */
 #define MIX_TOK 16
-#define MIX_ROWS_MAX 24
+#define MIX_ROWS 24 /* (2 + 4) x 4 mixer rows: 4 streams, as the published model */
 #define MIX_SMEM_MAX (96 * 1024) /* 24 rows x a 2,048-wide stretch (the published model) */
-static size_t hc_mix_smem_max(void) { return MIX_SMEM_MAX; }
 
 template <int R>
 __global__ void hc_mix_parts_tok_kernel(const uint16_t *W, int64_t K, const float *H, int64_t ldh, int S, int n,
@@ -296,8 +295,8 @@ extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int6
         return -1;
     if (n <= 0) return 0;
     const size_t w_bytes = (size_t)rows * (size_t)(W->K / S) * 2;
-    if (n > 8 && rows == MIX_ROWS_MAX && (W->K / S) % 8 == 0 && w_bytes <= hc_mix_smem_max()) {
-        hc_mix_parts_tok_kernel<MIX_ROWS_MAX><<<dim3(S, (n + MIX_TOK - 1) / MIX_TOK), NT, w_bytes, (cudaStream_t)st>>>(
+    if (n > 8 && rows == MIX_ROWS && w_bytes <= MIX_SMEM_MAX) {
+        hc_mix_parts_tok_kernel<MIX_ROWS><<<dim3(S, (n + MIX_TOK - 1) / MIX_TOK), NT, w_bytes, (cudaStream_t)st>>>(
             (const uint16_t *)W->ptr, W->K, H, ldh, S, n, parts, ss);
         return 0;
     }
@@ -384,7 +383,7 @@ extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *
 /* Shared-memory limit of the batched mixer, set once at start-up (before any
  * graph capture). */
 extern "C" int ds4k_hc_init(void) {
-    return cudaFuncSetAttribute(hc_mix_parts_tok_kernel<MIX_ROWS_MAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    return cudaFuncSetAttribute(hc_mix_parts_tok_kernel<MIX_ROWS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 MIX_SMEM_MAX) == cudaSuccess
                ? 0
                : -1;

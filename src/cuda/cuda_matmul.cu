@@ -431,22 +431,22 @@ __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, i
     }
 }
 
-/* Routed experts of a batch in one launch per matrix: segment e covers the
- * gathered rows [x0, x0 + count) that chose expert expert_id (its rows start at
- * expert_id * rows of the 3-D weight). */
 extern "C" int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx,
                                  float *aux, ds4_stream st) {
     if (n <= 0 || n_readers <= 0) return -1;
     const int64_t K = readers[0]->K;
-    bool sums = false; /* the K-quants' minimums need the 16-sums */
+    bool sums = false;
     for (int i = 0; i < n_readers; i++) {
         const ds4_dw *W = readers[i];
         if (W->K != K || !mma_takes(W->type, W->ptr, row_bytes_dev(W->type, W->K), W->K)) return -1;
-        sums |= W->type == T_Q2_K || W->type == T_Q4_K;
+        sums |= mma_needs_sums(W->type);
     }
     return mma_split_rows(X, n, K, ldx, aux, sums, (cudaStream_t)st) ? 0 : -1;
 }
 
+/* Routed experts of a batch in one launch per matrix: segment e covers the
+ * gathered rows [x0, x0 + count) that chose expert expert_id (its rows start at
+ * expert_id * rows of the 3-D weight). */
 extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
                                    const float *X, const float *split_aux, int n_x, int64_t ldx, float *Y, int64_t ldy,
                                    ds4_stream st) {

@@ -194,19 +194,32 @@ template <int T> struct mm_traits {
 /* Per token, the power of two that brings its largest |x| to [2^13, 2^14):
  * up[t] scales x into the f16 range before the hi/lo split, down[t] = 1/up
  * scales the product back (both exact). One block per token. */
+/* The token scale for largest |x| = m: up brings m to [2^13, 2^14), down
+ * undoes it (token_scale_kernel and split_rows_kernel). */
+__device__ __forceinline__ void pow2_scales(float m, float *up, float *down) {
+    int e = 0;
+    if (m > 0.0f && m <= 3.0e38f) frexpf(m, &e);
+    e = e < -100 ? -100 : e; /* below 2^-100 the token is zero for any product */
+    *up = ldexpf(1.0f, 14 - e);
+    *down = ldexpf(1.0f, e - 14);
+}
+
+/* Two scaled activations as f16 hi and lo terms, a + b ~= hi + lo to ~22
+ * bits (the tiles' staging and split_rows_kernel: the same bits). */
+__device__ __forceinline__ void split_hilo(float a, float b, uint32_t *hi, uint32_t *lo) {
+    const __half2 h = __floats2half2_rn(a, b);
+    const float2 hf = __half22float2(h);
+    *hi = *(const uint32_t *)&h;
+    *lo = pack_h2(a - hf.x, b - hf.y);
+}
+
 __global__ void token_scale_kernel(const float *X, int64_t ldx, int64_t K, float *up, float *down) {
     __shared__ float red[32];
     const float *x = X + (int64_t)blockIdx.x * ldx;
     float m = 0.0f;
     for (int64_t k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(x[k]));
     m = block_max(m, red);
-    if (threadIdx.x == 0) {
-        int e = 0;
-        if (m > 0.0f && m <= 3.0e38f) frexpf(m, &e);
-        e = e < -100 ? -100 : e; /* below 2^-100 the token is zero for any product */
-        up[blockIdx.x] = ldexpf(1.0f, 14 - e);
-        down[blockIdx.x] = ldexpf(1.0f, e - 14);
-    }
+    if (threadIdx.x == 0) pow2_scales(m, &up[blockIdx.x], &down[blockIdx.x]);
 }
 
 /* ------------------------------------------------------------------ the kernel */
@@ -368,13 +381,7 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
                                  xr[2].x, xr[2].y, xr[2].z, xr[2].w, xr[3].x, xr[3].y, xr[3].z, xr[3].w};
             uint32_t hi[8], lo[8];
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const float a = v[2 * i] * up, b = v[2 * i + 1] * up;
-                const __half2 h = __floats2half2_rn(a, b);
-                const float2 hf = __half22float2(h);
-                hi[i] = *(const uint32_t *)&h;
-                lo[i] = pack_h2(a - hf.x, b - hf.y);
-            }
+            for (int i = 0; i < 8; i++) split_hilo(v[2 * i] * up, v[2 * i + 1] * up, &hi[i], &lo[i]);
             if (mm_traits<T>::has_min) {
                 float sum = 0.0f;
 #pragma unroll
@@ -500,19 +507,12 @@ __global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, flo
         m = fmaxf(m, fabsf(v));
     }
     m = block_max(m, red); /* its barriers also order every read of x before the writes */
-    int e = 0;
-    if (m > 0.0f && m <= 3.0e38f) frexpf(m, &e);
-    e = e < -100 ? -100 : e;
-    const float up = ldexpf(1.0f, 14 - e);
-    if (threadIdx.x == 0) down[blockIdx.x] = ldexpf(1.0f, e - 14);
-    __half2 *hi = (__half2 *)x, *lo = hi + K / 2;
-    for (int k = threadIdx.x; k < K / 2; k += blockDim.x) {
-        const float a = row_s[split_slot(2 * k)] * up, b = row_s[split_slot(2 * k + 1)] * up;
-        const __half2 h = __floats2half2_rn(a, b);
-        const float2 hf = __half22float2(h);
-        hi[k] = h;
-        lo[k] = __floats2half2_rn(a - hf.x, b - hf.y);
-    }
+    float up, dn;
+    pow2_scales(m, &up, &dn);
+    if (threadIdx.x == 0) down[blockIdx.x] = dn;
+    uint32_t *hi = (uint32_t *)x, *lo = hi + K / 2; /* half2 pairs */
+    for (int k = threadIdx.x; k < K / 2; k += blockDim.x)
+        split_hilo(row_s[split_slot(2 * k)] * up, row_s[split_slot(2 * k + 1)] * up, &hi[k], &lo[k]);
     if (xsum)
         for (int gi = threadIdx.x; gi < K / 16; gi += blockDim.x) {
             float sum = 0.0f;
@@ -579,6 +579,14 @@ static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int
     }
 #undef MM_TILE_ARGS
     return true;
+}
+
+bool mma_needs_sums(int type) {
+    switch (type) {
+    case T_Q2_K: return mm_traits<T_Q2_K>::has_min;
+    case T_Q4_K: return mm_traits<T_Q4_K>::has_min;
+    default: return false;
+    }
 }
 
 bool mma_takes(int type, const void *W, int64_t rb, int64_t K) {
