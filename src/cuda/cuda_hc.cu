@@ -99,36 +99,58 @@ __device__ void hc_sinkhorn_warp(const float *mix, const float *scale, const flo
 /* x = rmsnorm(sum_s w[s] * h[s]) * norm over the D elements of one token's
  * hc streams (threads from `first` on split d; block-wide sum of squares,
  * which every thread of the block joins). A thread keeps its (at most
- * CN_MAX) sums in registers with every load of a pass issued together: in a
- * decode step this block is all the GPU does, and a loop that waited on one
- * global round trip per element cost more than the arithmetic. */
+ * CN_MAX) elements in registers: the stream values and norm weights are
+ * loaded by collapse_load before the weights w are known (the split-collapse
+ * kernel issues them together with the mixer's parts, so the block waits on
+ * one global round trip instead of three), then collapse_finish adds them.
+ * The registers hold CN_HC = 4 streams (the model's); another hc, or a D
+ * too long for the registers, takes the plain loop (collapse_norm_loop),
+ * which adds the same terms in the same order. */
 #define CN_MAX 8
-__device__ void collapse_norm(const float *h, const float *w, int hc, int D, const float *norm, float rms_eps, float *x,
-                              float *red, int first) {
+#define CN_HC 4 /* the model's 4 streams: collapse_load's register arrays */
+struct collapse_regs {
+    float h[CN_MAX][CN_HC], norm[CN_MAX];
+};
+__device__ __forceinline__ bool collapse_in_regs(int hc, int D, int first) {
+    return hc == CN_HC && D <= CN_MAX * ((int)blockDim.x - first);
+}
+__device__ __forceinline__ void collapse_load(const float *h, int D, const float *norm, int first, collapse_regs &r) {
+    const int nt = (int)blockDim.x - first, me = (int)threadIdx.x - first;
+#pragma unroll
+    for (int k = 0; k < CN_MAX; k++) {
+        const int d = me + k * nt;
+        const bool on = me >= 0 && d < D;
+#pragma unroll
+        for (int s = 0; s < CN_HC; s++) r.h[k][s] = on ? h[(int64_t)s * D + d] : 0.0f;
+        r.norm[k] = on ? norm[d] : 0.0f;
+    }
+}
+__device__ __forceinline__ void collapse_finish(const collapse_regs &r, const float *w, int D, float rms_eps, float *x,
+                                                float *red, int first) {
+    const int nt = (int)blockDim.x - first, me = (int)threadIdx.x - first;
+    float v[CN_MAX], ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CN_MAX; k++) {
+        v[k] = 0.0f;
+#pragma unroll
+        for (int s = 0; s < CN_HC; s++) v[k] = __fmaf_rn(w[s], r.h[k][s], v[k]); /* 0 beyond D: adds nothing */
+    }
+    /* the same terms, in d order, as the loop below; the rounding steps are
+     * spelled out, since an unrolled a*b + c*d may be contracted either way */
+#pragma unroll
+    for (int k = 0; k < CN_MAX; k++) ss = __fmaf_rn(v[k], v[k], ss);
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
+#pragma unroll
+    for (int k = 0; k < CN_MAX; k++) {
+        const int d = me + k * nt;
+        if (me >= 0 && d < D) x[d] = __fmul_rn(__fmul_rn(v[k], inv), r.norm[k]);
+    }
+}
+__device__ void collapse_norm_loop(const float *h, const float *w, int hc, int D, const float *norm, float rms_eps,
+                                   float *x, float *red, int first) {
     const int nt = (int)blockDim.x - first, me = (int)threadIdx.x - first;
     float ss = 0.0f;
-    if (D <= CN_MAX * nt) {
-        float v[CN_MAX];
-#pragma unroll
-        for (int k = 0; k < CN_MAX; k++) {
-            const int d = me + k * nt;
-            v[k] = 0.0f;
-            if (me >= 0 && d < D) {
-#pragma unroll 4
-                for (int s = 0; s < hc; s++) v[k] += w[s] * h[(int64_t)s * D + d];
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < CN_MAX; k++) ss += v[k] * v[k]; /* the same terms, in d order, as the loop below */
-        ss = block_sum(ss, red);
-        const float inv = 1.0f / sqrtf(ss / (float)D + rms_eps);
-#pragma unroll
-        for (int k = 0; k < CN_MAX; k++) {
-            const int d = me + k * nt;
-            if (me >= 0 && d < D) x[d] = v[k] * inv * norm[d];
-        }
-        return;
-    }
     for (int d = me; d >= 0 && d < D; d += nt) {
         float acc = 0.0f;
         for (int s = 0; s < hc; s++) acc += w[s] * h[(int64_t)s * D + d];
@@ -140,6 +162,25 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
     for (int d = threadIdx.x; d < D; d += blockDim.x) x[d] = x[d] * inv * norm[d];
 }
 
+__device__ void collapse_norm(const float *h, const float *w, int hc, int D, const float *norm, float rms_eps, float *x,
+                              float *red, int first) {
+    if (collapse_in_regs(hc, D, first)) {
+        collapse_regs r;
+        collapse_load(h, D, norm, first, r);
+        collapse_finish(r, w, D, rms_eps, x, red, first);
+    } else {
+        collapse_norm_loop(h, w, hc, D, norm, rms_eps, x, red, first);
+    }
+}
+
+/* Split and collapse of token blockIdx.x, in two blocks that run side by
+ * side: blockIdx.y == 0 collapses the streams into the sub-layer's input
+ * with pre (and writes pre), blockIdx.y == 1 runs the Sinkhorn iterations on
+ * one warp and writes post and M. Both form the same mixer sums with the same
+ * code. (One block used to do both, and the collapse's block-wide sum waited
+ * for the Sinkhorn warp: 40 dependent passes on the critical path of every
+ * decode sub-layer.) Threads from 32 on collapse, so the sums of squares
+ * keep the order they had beside the Sinkhorn warp. */
 __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps,
                                          const float *scale, const float *base, int hc, int iters, float hc_eps,
                                          const float *H, int D, const float *norm, float rms_eps, float *pre,
@@ -148,6 +189,12 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
     __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
     __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
     const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
+    const bool sinkhorn = blockIdx.y == 1;
+    const int first = blockDim.x > 32 ? 32 : 0;
+    const float *h = H + (int64_t)t * hc * D;
+    const bool regs = !sinkhorn && collapse_in_regs(hc, D, first);
+    collapse_regs r;
+    if (regs) collapse_load(h, D, norm, first, r);
     const float *mx = mix + (int64_t)t * MIX;
     if (ss) {
         /* partial products of the mixer with the raw streams and the parts'
@@ -173,26 +220,27 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
     }
     if (threadIdx.x < hc) hc_pre_post(mx, scale, base, hc, hc_eps, threadIdx.x, s_pre, s_post);
     __syncthreads();
-    /* warp 0 runs the Sinkhorn iterations while the other warps collapse
-     * the streams with pre (the collapse does not need M) */
-    if (threadIdx.x < 32) {
-        if (hc * hc <= 32) hc_sinkhorn_warp(mx, scale, base, hc, iters, hc_eps, s_M);
-        else if (threadIdx.x == 0) hc_sinkhorn_one(mx, scale, base, hc, iters, hc_eps, s_M);
+    if (sinkhorn) {
+        if (threadIdx.x < 32) {
+            if (hc * hc <= 32) hc_sinkhorn_warp(mx, scale, base, hc, iters, hc_eps, s_M);
+            else if (threadIdx.x == 0) hc_sinkhorn_one(mx, scale, base, hc, iters, hc_eps, s_M);
+            __syncwarp();
+            for (int i = threadIdx.x; i < hc * hc; i += 32) M[(int64_t)t * hc * hc + i] = s_M[i];
+            for (int i = threadIdx.x; i < hc; i += 32) post[(int64_t)t * hc + i] = s_post[i];
+        }
+        return;
     }
-    collapse_norm(H + (int64_t)t * hc * D, s_pre, hc, D, norm, rms_eps, a + (int64_t)t * D, red,
-                  blockDim.x > 32 ? 32 : 0);
-    for (int i = threadIdx.x; i < hc * hc; i += blockDim.x) M[(int64_t)t * hc * hc + i] = s_M[i];
-    for (int i = threadIdx.x; i < hc; i += blockDim.x) {
-        pre[(int64_t)t * hc + i] = s_pre[i];
-        post[(int64_t)t * hc + i] = s_post[i];
-    }
+    float *x = a + (int64_t)t * D;
+    if (regs) collapse_finish(r, s_pre, D, rms_eps, x, red, first);
+    else collapse_norm_loop(h, s_pre, hc, D, norm, rms_eps, x, red, first);
+    for (int i = threadIdx.x; i < hc; i += blockDim.x) pre[(int64_t)t * hc + i] = s_pre[i];
 }
 
 extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,
                                        float hc_eps, const float *H, int D, const float *norm, float rms_eps, int n,
                                        float *pre, float *post, float *M, float *a, ds4_stream st) {
     if (n > 0)
-        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(
+        hc_split_collapse_kernel<<<dim3(n, 2), row_threads(D), 0, (cudaStream_t)st>>>(
             mix, NULL, 0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
 }
 
@@ -201,7 +249,7 @@ extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss
                                              const float *H, int D, const float *norm, float rms_eps, int n, float *pre,
                                              float *post, float *M, float *a, ds4_stream st) {
     if (n > 0)
-        hc_split_collapse_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(
+        hc_split_collapse_kernel<<<dim3(n, 2), row_threads(D), 0, (cudaStream_t)st>>>(
             parts, ss, n_parts, flat_eps, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
 }
 
@@ -352,18 +400,85 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
     }
 }
 
+/* hc_post_kernel for the model's shape (4 streams, at most 8 routed experts)
+ * with every load issued before any is used: the streams, post, M, the k
+ * routed outputs (in slot order) and the shared expert's, then the MoE sum
+ * taken in moe_order by rank (ascending id, ties in slot order) with
+ * register selects. The same additions in the same order as hc_post_kernel;
+ * that one sorted through dependent loads of the ids and kept the streams in
+ * an array indexed at run time (local memory), several round trips a decode
+ * step waited on twice a layer. */
+#define POST_HC 4
+#define POST_KMAX 8
+__global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                                    const int32_t *ids, const float *sh, int k, int D, float *H) {
+    const int t = blockIdx.y, d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    const float *p = post + (int64_t)t * POST_HC, *m = M + (int64_t)t * POST_HC * POST_HC;
+    float *h = H + (int64_t)t * POST_HC * D;
+    float in[POST_HC], pv[POST_HC], mv[POST_HC * POST_HC];
+#pragma unroll
+    for (int s = 0; s < POST_HC; s++) in[s] = h[(int64_t)s * D + d], pv[s] = p[s];
+#pragma unroll
+    for (int i = 0; i < POST_HC * POST_HC; i++) mv[i] = m[i];
+    float yd;
+    if (eo) {
+        int id[POST_KMAX], rank[POST_KMAX];
+        float v[POST_KMAX];
+        const int32_t *ti = ids + (int64_t)t * k;
+#pragma unroll
+        for (int j = 0; j < POST_KMAX; j++) {
+            id[j] = j < k ? ti[j] : INT_MAX;
+            v[j] = j < k ? eo[((int64_t)t * k + j) * D + d] : 0.0f;
+        }
+        const float shd = sh[(int64_t)t * D + d];
+#pragma unroll
+        for (int j = 0; j < POST_KMAX; j++) {
+            int r = 0;
+#pragma unroll
+            for (int i = 0; i < POST_KMAX; i++) r += i < k && (id[i] < id[j] || (id[i] == id[j] && i < j));
+            rank[j] = r;
+        }
+        float acc = 0.0f;
+#pragma unroll
+        for (int r = 0; r < POST_KMAX; r++) {
+            if (r >= k) break;
+            float x = 0.0f;
+#pragma unroll
+            for (int j = 0; j < POST_KMAX; j++) x = rank[j] == r ? v[j] : x;
+            acc += x;
+        }
+        yd = acc + shd;
+    } else {
+        yd = y[(int64_t)t * ldy + d];
+    }
+#pragma unroll
+    for (int j = 0; j < POST_HC; j++) {
+        float acc = __fmul_rn(pv[j], yd); /* rounding steps spelled out: see collapse_finish */
+#pragma unroll
+        for (int s = 0; s < POST_HC; s++) acc = __fmaf_rn(mv[s * POST_HC + j], in[s], acc);
+        h[(int64_t)j * D + d] = acc;
+    }
+}
+
+static void hc_post_launch(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                           const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H, ds4_stream st) {
+    if (n <= 0) return;
+    const dim3 grid((D + NT - 1) / NT, n);
+    if (hc == POST_HC && (!eo || k <= POST_KMAX))
+        hc_post_fast_kernel<<<grid, NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, eo, ids, sh, k, D, H);
+    else
+        hc_post_kernel<<<grid, NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, eo, ids, sh, k, hc, D, H);
+}
+
 extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D,
                              float *H, ds4_stream st) {
-    if (n > 0)
-        hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, NULL, NULL, NULL, 0, hc,
-                                                                               D, H);
+    hc_post_launch(post, M, y, ldy, NULL, NULL, NULL, n, 0, hc, D, H, st);
 }
 
 extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh,
                                  int n, int k, int hc, int D, float *H, ds4_stream st) {
-    if (n > 0)
-        hc_post_kernel<<<dim3((D + NT - 1) / NT, n), NT, 0, (cudaStream_t)st>>>(post, M, NULL, 0, eo, ids, sh, k, hc,
-                                                                               D, H);
+    hc_post_launch(post, M, NULL, 0, eo, ids, sh, n, k, hc, D, H, st);
 }
 
 __global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
