@@ -265,61 +265,91 @@ __device__ __forceinline__ float prep_elem(const ds4_prep &pp, float x, const fl
     return h;
 }
 
+/* The prep of one element whose second operand (the norm weight, or the up
+ * projection's value) was loaded with it; the expressions of prep_elem. */
+__device__ __forceinline__ float prep_val(const ds4_prep &pp, float x, float aux, float inv, float wt) {
+    if (pp.op == DS4_PREP_NORM) return x * inv * aux;
+    float h = dev_swiglu(x, aux, pp.clamp);
+    if (pp.wts) h *= wt;
+    return h;
+}
+
 /* Quantize the K activations into shared memory (see gs_x): four threads a
  * slice, eight elements each, the slice's max|x| and 16-sums shared through
- * shuffles (the loop is uniform over the block, so every lane takes part). */
+ * shuffles (the loop is uniform over the block, so every lane takes part).
+ * A thread's elements of up to SQ_BATCH passes, and the prep's second
+ * operand, are loaded before any is used, and a norm's sum of squares is
+ * taken while they arrive: the staging waits on one round trip to L2, not
+ * one a pass (o_b's K = 8,192 took four). */
+#define SQ_BATCH 2
 template <int T>
 __device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv, const ds4_prep &pp, const float *U,
-                                float inv, float wt) {
+                                float wt, float *red) {
     int8_t *xq = (int8_t *)xa;
     float *sx = (float *)(xa + K * 2), *g16 = sx + K / 32;
     const int64_t tasks = K / 32 * 4;
-    for (int64_t base = 0; base < tasks; base += blockDim.x) {
-        const int64_t i = base + threadIdx.x;
-        const bool on = i < tasks;
-        const int64_t g = i >> 2;
-        const int t = (int)(i & 3);
-        float v[8];
-        if (on) {
-            const float4 f0 = ((const float4 *)X)[2 * i], f1 = ((const float4 *)X)[2 * i + 1];
-            v[0] = f0.x, v[1] = f0.y, v[2] = f0.z, v[3] = f0.w, v[4] = f1.x, v[5] = f1.y, v[6] = f1.z, v[7] = f1.w;
-            if (pp.op != DS4_PREP_NONE)
+    const float *aux = pp.op == DS4_PREP_NORM ? pp.w : pp.op == DS4_PREP_SWIGLU ? U : NULL;
+    const float4 *X4 = (const float4 *)X, *A4 = (const float4 *)aux;
+    float inv = 1.0f;
+    for (int64_t base0 = 0; base0 < tasks; base0 += SQ_BATCH * blockDim.x) {
+        float4 f[SQ_BATCH][2], ax[SQ_BATCH][2];
 #pragma unroll
-                for (int e = 0; e < 8; e++) v[e] = prep_elem(pp, v[e], U, 8 * i + e, inv, wt);
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; e++) v[e] = 0.0f;
+        for (int p = 0; p < SQ_BATCH; p++) {
+            const int64_t i = base0 + p * blockDim.x + threadIdx.x;
+            const bool on = i < tasks;
+            f[p][0] = on ? X4[2 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            f[p][1] = on ? X4[2 * i + 1] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            ax[p][0] = on && aux ? A4[2 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            ax[p][1] = on && aux ? A4[2 * i + 1] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
-        float amax = 0.0f;
+        /* the norm's 1/rms (summed in rmsnorm_kernel's order when
+         * blockDim.x == row_threads(K)), once, while the loads are in flight */
+        if (base0 == 0 && pp.op == DS4_PREP_NORM) inv = block_inv_rms(X, K, pp.eps, red);
 #pragma unroll
-        for (int e = 0; e < 8; e++) amax = fmaxf(amax, fabsf(v[e]));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-        const float is = amax > 0.0f ? 127.0f / amax : 0.0f;
-        uint32_t w1[2], w2[2];
+        for (int p = 0; p < SQ_BATCH; p++) {
+            const int64_t base = base0 + p * blockDim.x;
+            if (base >= tasks) break; /* uniform over the block */
+            const int64_t i = base + threadIdx.x;
+            const bool on = i < tasks;
+            const int64_t g = i >> 2;
+            const int t = (int)(i & 3);
+            float v[8] = {f[p][0].x, f[p][0].y, f[p][0].z, f[p][0].w, f[p][1].x, f[p][1].y, f[p][1].z, f[p][1].w};
+            const float a[8] = {ax[p][0].x, ax[p][0].y, ax[p][0].z, ax[p][0].w,
+                                ax[p][1].x, ax[p][1].y, ax[p][1].z, ax[p][1].w};
+            if (on && pp.op != DS4_PREP_NONE)
 #pragma unroll
-        for (int w = 0; w < 2; w++) {
-            w1[w] = w2[w] = 0;
+                for (int e = 0; e < 8; e++) v[e] = prep_val(pp, v[e], a[e], inv, wt);
+            float amax = 0.0f;
 #pragma unroll
-            for (int b2 = 0; b2 < 4; b2++) {
-                const float tq = v[4 * w + b2] * is, q1 = rintf(tq);
-                const float q2 = fminf(fmaxf(rintf((tq - q1) * 256.0f), -128.0f), 127.0f);
-                w1[w] |= (uint32_t)((int)q1 & 0xff) << (8 * b2);
-                w2[w] |= (uint32_t)((int)q2 & 0xff) << (8 * b2);
+            for (int e = 0; e < 8; e++) amax = fmaxf(amax, fabsf(v[e]));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+            const float is = amax > 0.0f ? 127.0f / amax : 0.0f;
+            uint32_t w1[2], w2[2];
+#pragma unroll
+            for (int w = 0; w < 2; w++) {
+                w1[w] = w2[w] = 0;
+#pragma unroll
+                for (int b2 = 0; b2 < 4; b2++) {
+                    const float tq = v[4 * w + b2] * is, q1 = rintf(tq);
+                    const float q2 = fminf(fmaxf(rintf((tq - q1) * 256.0f), -128.0f), 127.0f);
+                    w1[w] |= (uint32_t)((int)q1 & 0xff) << (8 * b2);
+                    w2[w] |= (uint32_t)((int)q2 & 0xff) << (8 * b2);
+                }
             }
-        }
-        float part = 0.0f;
+            float part = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 8; e++) part += v[e];
-        const float pair_sum = part + __shfl_xor_sync(0xffffffffu, part, 1);
-        if (on) {
-            /* words 2t, 2t+1 of q1 (and q2): half of unit t >> 1 (2 + (t >> 1)) */
-            const int sw = (int)((g >> 1) & 3);
-            int2 *u = (int2 *)((int4 *)xq + 4 * g);
-            u[2 * ((t >> 1) ^ sw) + (t & 1)] = make_int2((int)w1[0], (int)w1[1]);
-            u[2 * ((2 + (t >> 1)) ^ sw) + (t & 1)] = make_int2((int)w2[0], (int)w2[1]);
-            if (t == 0) sx[g] = amax * (1.0f / 127.0f);
-            if ((T == T_Q2_K || T == T_Q4_K) && (t & 1) == 0) g16[2 * g + (t >> 1)] = pair_sum;
+            for (int e = 0; e < 8; e++) part += v[e];
+            const float pair_sum = part + __shfl_xor_sync(0xffffffffu, part, 1);
+            if (on) {
+                /* words 2t, 2t+1 of q1 (and q2): half of unit t >> 1 (2 + (t >> 1)) */
+                const int sw = (int)((g >> 1) & 3);
+                int2 *u = (int2 *)((int4 *)xq + 4 * g);
+                u[2 * ((t >> 1) ^ sw) + (t & 1)] = make_int2((int)w1[0], (int)w1[1]);
+                u[2 * ((2 + (t >> 1)) ^ sw) + (t & 1)] = make_int2((int)w2[0], (int)w2[1]);
+                if (t == 0) sx[g] = amax * (1.0f / 127.0f);
+                if ((T == T_Q2_K || T == T_Q4_K) && (t & 1) == 0) g16[2 * g + (t >> 1)] = pair_sum;
+            }
         }
     }
     xv->xq = (const int4 *)xq;
@@ -393,30 +423,38 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     }
     for (int p = 0; p < nslots - 1; p++) issue_next();
 
-    /* stage the activations (with the prep: the norm's 1/rms first, summed
-     * in rmsnorm_kernel's order when blockDim.x == row_threads(K)) */
-    float inv = 1.0f;
-    if (prep.op == DS4_PREP_NORM) {
-        __shared__ float red[32];
-        inv = block_inv_rms(X, K, prep.eps, red);
-    }
+    /* stage the activations (with the prep: the norm's 1/rms summed in
+     * rmsnorm_kernel's order when blockDim.x == row_threads(K)) */
+    __shared__ float red[32];
     const float wt = prep.op == DS4_PREP_SWIGLU && prep.wts ? prep.wts[xrow] : 1.0f;
     gs_x xv = {};
     xv.tab = tab;
     if (T == T_F16) {
+        const float inv = prep.op == DS4_PREP_NORM ? block_inv_rms(X, K, prep.eps, red) : 1.0f;
         float *xf = (float *)xa;
         const float4 *X4 = (const float4 *)X;
-        for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
-            float4 f = X4[i];
-            if (prep.op != DS4_PREP_NONE) {
-                f.x = prep_elem(prep, f.x, U, 4 * i, inv, wt), f.y = prep_elem(prep, f.y, U, 4 * i + 1, inv, wt);
-                f.z = prep_elem(prep, f.z, U, 4 * i + 2, inv, wt), f.w = prep_elem(prep, f.w, U, 4 * i + 3, inv, wt);
+        for (int64_t i0 = threadIdx.x; i0 < K / 4; i0 += 4 * blockDim.x) {
+            float4 fb[4]; /* four passes' loads at once (one round trip) */
+#pragma unroll
+            for (int p = 0; p < 4; p++) {
+                const int64_t i = i0 + p * blockDim.x;
+                if (i < K / 4) fb[p] = X4[i];
             }
-            ((float4 *)xf)[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = f;
+#pragma unroll
+            for (int p = 0; p < 4; p++) {
+                const int64_t i = i0 + p * blockDim.x;
+                if (i >= K / 4) break;
+                float4 f = fb[p];
+                if (prep.op != DS4_PREP_NONE) {
+                    f.x = prep_elem(prep, f.x, U, 4 * i, inv, wt), f.y = prep_elem(prep, f.y, U, 4 * i + 1, inv, wt);
+                    f.z = prep_elem(prep, f.z, U, 4 * i + 2, inv, wt), f.w = prep_elem(prep, f.w, U, 4 * i + 3, inv, wt);
+                }
+                ((float4 *)xf)[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = f;
+            }
         }
         xv.xf = xf;
     } else {
-        stage_quantized<T>(X, K, xa, &xv, prep, U, inv, wt);
+        stage_quantized<T>(X, K, xa, &xv, prep, U, wt, red);
     }
     if (T == T_IQ2_XXS) cp_async_wait_n(nslots - 1);
     __syncthreads();
@@ -561,7 +599,7 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
     const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f}, &prep = prep_in ? *prep_in : none;
     /* the prep's other inputs are read with the activations' layout */
     if (prep.op == DS4_PREP_SWIGLU && (!prep.u || ((uintptr_t)prep.u % 16) != 0)) return false;
-    if (prep.op == DS4_PREP_NORM && (!prep.w || jobs->n != 1)) return false;
+    if (prep.op == DS4_PREP_NORM && (!prep.w || jobs->n != 1 || ((uintptr_t)prep.w % 16) != 0)) return false;
     const int type = jobs->j[0].type;
     for (int i = 1; i < jobs->n; i++)
         if (jobs->j[i].type != type) return false;
