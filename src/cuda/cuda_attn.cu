@@ -597,6 +597,7 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
                                          int n_chunks, const double *freqs, int n_pairs, float *o) {
     extern __shared__ float wc[]; /* n_chunks weights */
     __shared__ float so[DS4K_MAX_HEAD_DIM], red[32];
+    pdl_trigger(); /* the output projection may start loading its weights */
     const int t = blockIdx.x, h = blockIdx.y;
     const int64_t p = (int64_t)d_pos[0] + t;
     const float *pp = part + ((int64_t)t * H + h) * n_chunks * (hd + 2);

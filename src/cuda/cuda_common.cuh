@@ -132,6 +132,26 @@ __device__ __forceinline__ void cp_async8_zfill(void *dst, const void *src, int 
     *(uint2 *)dst = src_bytes ? *(const uint2 *)src : make_uint2(0, 0);
 #endif
 }
+/* Programmatic dependent launch (sm_90). A kernel launched with the
+ * programmatic-serialization attribute may start before the kernel ahead of
+ * it in the stream has finished: it does what needs none of that kernel's
+ * results (weight loads), then pdl_wait() returns once that kernel has
+ * completed and its writes are visible. pdl_trigger() lets the next such
+ * kernel start early. Both do nothing for a kernel launched without the
+ * attribute. Every block of a kernel launched with it waits before it reads
+ * another kernel's output or returns, so its completion still implies its
+ * predecessors'. */
+__device__ __forceinline__ void pdl_wait(void) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger(void) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ void cp_async_commit(void) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.commit_group;\n" ::);

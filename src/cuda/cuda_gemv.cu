@@ -29,6 +29,13 @@
  * the SwiGLU before a down projection), with the separate kernels' exact
  * expressions, so a decode step needs no launch for them.
  *
+ * Launched with programmatic dependent launch (pdl_wait in cuda_common.cuh;
+ * off with DS4_PDL=0): a block may start while the kernel before it still
+ * runs, and it issues its first weight copies before it waits for that
+ * kernel's output (a routed launch waits first: the ids choose its weights).
+ * The small kernels that feed a GEMV (split-collapse, attention combine,
+ * router, norms) let it start early with pdl_trigger.
+ *
  * Determinism: every output is one warp's sum over fixed lane slices, added
  * with a fixed butterfly; no atomics. */
 #include "cuda/cuda_gemv.cuh"
@@ -374,12 +381,16 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     const gemv_job jb = jobs.j[blockIdx.y];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t rbase = (int64_t)blockIdx.x * GS_WARPS * rpw;
-    if (rbase >= jb.rows) return; /* the whole block is past this job's rows */
+    if (rbase >= jb.rows) { /* the whole block is past this job's rows */
+        pdl_wait();
+        return;
+    }
     const int64_t rb = jb.rb, K = jb.K;
     const uint8_t *W = jb.W + jb.r0 * rb;
     float *Y = jb.Y;
     X += jb.x_off;
     int64_t xrow = 0; /* the activations' row (for the prep's router weight) */
+    if (ids) pdl_wait(); /* the routing is the previous kernel's output */
     if (ids) {
         const int pair = blockIdx.z;
         W = jb.W + (int64_t)ids[pair] * jb.rows * rb;
@@ -422,6 +433,9 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         cp_async_commit();
     }
     for (int p = 0; p < nslots - 1; p++) issue_next();
+    /* weights are in flight; from here on the previous kernel's output */
+    if (!ids) pdl_wait();
+    pdl_trigger();
 
     /* stage the activations (with the prep: the norm's 1/rms summed in
      * rmsnorm_kernel's order when blockDim.x == row_threads(K)) */
@@ -543,6 +557,7 @@ static int iq2_tables_upload(void) {
 /* Activations in registers (XR slices a lane) when every row is one chunk
  * and K <= 4096; DS4_GEMV_XREG=0 keeps them in shared memory (A/B timing). */
 static int g_xreg = 1;
+static int g_pdl = 1;      /* DS4_PDL=0: launched after the previous kernel completes (A/B timing) */
 
 template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
     bool one_chunk = true;
@@ -567,7 +582,19 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     const int64_t rpw64 = (max_rows + GS_WARPS * slots - 1) / (GS_WARPS * slots);
     const int rpw = (int)(rpw64 > 0 ? rpw64 : 1);
     const dim3 grid((unsigned)((max_rows + GS_WARPS * rpw - 1) / (GS_WARPS * rpw)), (unsigned)jobs->n, (unsigned)z);
-    gemv_stream_kernel<T, XR><<<grid, GS_WARPS * 32, smem, s>>>(*jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab, prep);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(GS_WARPS * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    if (cudaLaunchKernelEx(&cfg, gemv_stream_kernel<T, XR>, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab, prep) !=
+        cudaSuccess)
+        return false;
     return true;
 }
 
@@ -628,6 +655,7 @@ int gemv_stream_init(void) {
     g_stream_env = env_switch_on("DS4_GEMV_STREAM");
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
+    g_pdl = env_switch_on("DS4_PDL");
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)

@@ -188,6 +188,7 @@ __global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int 
     __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
     __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
     __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
+    pdl_trigger(); /* the projections of the collapsed input may start loading their weights */
     const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
     const bool sinkhorn = blockIdx.y == 1;
     const int first = blockDim.x > 32 ? 32 : 0;
@@ -484,6 +485,7 @@ extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float 
 __global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
                                const float *H, int D, const float *norm, float rms_eps, float *z) {
     __shared__ float wts[DS4K_MAX_HC], red[32];
+    pdl_trigger(); /* the output head's GEMV may start loading its weights */
     const int t = blockIdx.x;
     if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
     __syncthreads();

@@ -14,6 +14,7 @@ extern "C" int ds4k_ops_init(void) { return quant_tables_upload(); }
 
 __global__ void rmsnorm_kernel(const float *X, int64_t ldx, const float *w, int len, float eps, float *Y, int64_t ldy) {
     __shared__ float red[32];
+    pdl_trigger(); /* a GEMV after it may start loading its weights */
     const float *x = X + (int64_t)blockIdx.x * ldx;
     float *y = Y + (int64_t)blockIdx.x * ldy;
     const float inv = block_inv_rms(x, len, eps, red);
@@ -93,6 +94,7 @@ extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, f
 __global__ void router_kernel(float *logits, int E, int k, const float *bias, const int32_t *tid2eid,
                               const int32_t *tok, float scale, int32_t *ids, float *w) {
     extern __shared__ float sel[];
+    pdl_trigger(); /* the routed experts' GEMV may launch (it waits for the ids) */
     const int t = blockIdx.x;
     float *prob = logits + (int64_t)t * E;
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
