@@ -9,6 +9,8 @@
 
 /* ------------------------------------------------------------------ compressor */
 
+#define CMP_THREADS 512 /* a compressor block (serial and windows kernels alike: see ds4k_compressor) */
+
 /* Channel j of a closing window: softmax over the candidate slots' scores
  * (column j, or width + j for the current window's half with overlap)
  * weighting their kv values; 0 when no candidate has a score. cand(s, col,
@@ -157,17 +159,23 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
                                 bool f16, ds4_stream st) {
     if (n <= 0) return;
     cudaStream_t s = (cudaStream_t)st;
+    /* both kernels normalize a row with block_rmsnorm, whose sum of squares
+     * is taken in an order set by the block's width: the same width for
+     * both, so their rows are bitwise the same (with 256 threads for the
+     * windows, 512-wide rows differed from the serial kernel's in the last
+     * bit for some inputs) */
+    const int threads = CMP_THREADS;
     if (n <= 8) { /* decode: one block walks the tokens */
-        compressor_kernel<<<1, 512, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate, ape->type,
-                                                               ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n,
-                                                               fp8, fp4, rows, f16);
+        compressor_kernel<<<1, threads, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
+                                                                   ape->type, ape->ptr, norm, rms_eps, width, freqs,
+                                                                   n_pairs, d_pos, n, fp8, fp4, rows, f16);
         return;
     }
     /* windows closing in [p0, p0 + n): at most n / ratio + 1, whatever p0 */
     const int nw = n / ratio + 1;
-    compressor_windows_kernel<<<nw, 256, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
-                                                                     ape->type, ape->ptr, norm, rms_eps, width, freqs,
-                                                                     n_pairs, d_pos, n, fp8, fp4, rows, f16);
+    compressor_windows_kernel<<<nw, threads, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
+                                                                         ape->type, ape->ptr, norm, rms_eps, width,
+                                                                         freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
     compressor_state_kernel<<<1, 512, 0, s>>>(st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr, d_pos, n);
 }
 
