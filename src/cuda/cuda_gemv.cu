@@ -364,6 +364,84 @@ __device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv
     xv->g16 = g16;
 }
 
+/* The K activations as floats in shared memory for F16 rows, swizzled (see
+ * gs_x), with the prep applied; four passes' loads at once (one round trip). */
+__device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, const ds4_prep &prep, const float *U,
+                                     float inv, float wt) {
+    float *xf = (float *)xa;
+    const float4 *X4 = (const float4 *)X;
+    for (int64_t i0 = threadIdx.x; i0 < K / 4; i0 += 4 * blockDim.x) {
+        float4 fb[4];
+#pragma unroll
+        for (int p = 0; p < 4; p++) {
+            const int64_t i = i0 + p * blockDim.x;
+            if (i < K / 4) fb[p] = X4[i];
+        }
+#pragma unroll
+        for (int p = 0; p < 4; p++) {
+            const int64_t i = i0 + p * blockDim.x;
+            if (i >= K / 4) break;
+            float4 f = fb[p];
+            if (prep.op != DS4_PREP_NONE) {
+                f.x = prep_elem(prep, f.x, U, 4 * i, inv, wt), f.y = prep_elem(prep, f.y, U, 4 * i + 1, inv, wt);
+                f.z = prep_elem(prep, f.z, U, 4 * i + 2, inv, wt), f.w = prep_elem(prep, f.w, U, 4 * i + 3, inv, wt);
+            }
+            ((float4 *)xf)[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = f;
+        }
+    }
+    return xf;
+}
+
+/* F16 rows of at most FS_PARTS chunks (K <= 4096: the router, the compressor
+ * projections), FS_PARTS warps a row, each copying and multiplying one
+ * chunk, so a row's bytes are all in flight at once: the streaming kernel
+ * gives such a matrix (256 rows for the router) a warp a row, which walks
+ * its chunks one round trip after another on a few multiprocessors. Lane
+ * l's dot with slice l of each chunk is kept per chunk (an absent slice adds
+ * -0, which changes nothing) and the row's first warp adds them in chunk
+ * order, then the butterfly: the streaming kernel's sums, bitwise. */
+#define FS_PARTS 4
+#define FS_WARPS 16
+#define FS_ROWS (FS_WARPS / FS_PARTS)
+__global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs jobs, const float *X) {
+    typedef gs_fmt<T_F16> F;
+    constexpr int CH = F::chunk;
+    extern __shared__ __align__(16) uint8_t gs_smem[];
+    __shared__ float part[FS_ROWS][FS_PARTS][32];
+    const gemv_job jb = jobs.j[blockIdx.y];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rloc = warp / FS_PARTS, c = warp % FS_PARTS;
+    const int64_t row = (int64_t)blockIdx.x * FS_ROWS + rloc, rb = jb.rb, K = jb.K;
+    if ((int64_t)blockIdx.x * FS_ROWS >= jb.rows) { /* the whole block is past this job's rows */
+        pdl_wait();
+        return;
+    }
+    const int cpr = (int)((rb + CH - 1) / CH);
+    const bool on = row < jb.rows && c < cpr;
+    const int nb = on ? (int)(rb - (int64_t)c * CH < CH ? rb - (int64_t)c * CH : CH) : 0;
+    uint8_t *buf = gs_smem + (size_t)warp * CH;
+    if (on) {
+        const uint8_t *src = jb.W + (jb.r0 + row) * rb + (int64_t)c * CH;
+        for (int i = lane; i < nb / 16; i += 32) cp_async16(buf + 16 * i, src + 16 * i);
+    }
+    cp_async_commit();
+    pdl_wait(); /* the weights are in flight; the activations are the previous kernel's */
+    pdl_trigger();
+    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f};
+    gs_x xv = {};
+    xv.xf = stage_floats(X + jb.x_off, K, gs_smem + (size_t)FS_WARPS * CH, none, NULL, 1.0f, 1.0f);
+    cp_async_wait<0>();
+    __syncthreads();
+    const int ns = nb / F::bpb; /* slices in this chunk (32 in a whole one) */
+    part[rloc][c][lane] = lane < ns ? slice_dot_f16(buf, lane, (int64_t)c * 32 + lane, xv) : -0.0f;
+    __syncthreads();
+    if (c == 0 && row < jb.rows) {
+        float acc = 0.0f;
+        for (int q = 0; q < cpr; q++) acc += part[rloc][q][lane];
+        const float sum = warp_sum(acc);
+        if (lane == 0) jb.Y[row] = sum;
+    }
+}
+
 /* Block: GS_WARPS warps over GS_WARPS * rpw consecutive rows of one job (and
  * one routed pair); warp w streams rows [w * rpw, (w + 1) * rpw) chunk by
  * chunk. The first copies are issued before the activations are staged, so
@@ -445,28 +523,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     xv.tab = tab;
     if (T == T_F16) {
         const float inv = prep.op == DS4_PREP_NORM ? block_inv_rms(X, K, prep.eps, red) : 1.0f;
-        float *xf = (float *)xa;
-        const float4 *X4 = (const float4 *)X;
-        for (int64_t i0 = threadIdx.x; i0 < K / 4; i0 += 4 * blockDim.x) {
-            float4 fb[4]; /* four passes' loads at once (one round trip) */
-#pragma unroll
-            for (int p = 0; p < 4; p++) {
-                const int64_t i = i0 + p * blockDim.x;
-                if (i < K / 4) fb[p] = X4[i];
-            }
-#pragma unroll
-            for (int p = 0; p < 4; p++) {
-                const int64_t i = i0 + p * blockDim.x;
-                if (i >= K / 4) break;
-                float4 f = fb[p];
-                if (prep.op != DS4_PREP_NONE) {
-                    f.x = prep_elem(prep, f.x, U, 4 * i, inv, wt), f.y = prep_elem(prep, f.y, U, 4 * i + 1, inv, wt);
-                    f.z = prep_elem(prep, f.z, U, 4 * i + 2, inv, wt), f.w = prep_elem(prep, f.w, U, 4 * i + 3, inv, wt);
-                }
-                ((float4 *)xf)[(i & ~7) | ((i & 7) ^ ((i >> 3) & 7))] = f;
-            }
-        }
-        xv.xf = xf;
+        xv.xf = stage_floats(X, K, xa, prep, U, inv, wt);
     } else {
         stage_quantized<T>(X, K, xa, &xv, prep, U, wt, red);
     }
@@ -557,7 +614,8 @@ static int iq2_tables_upload(void) {
 /* Activations in registers (XR slices a lane) when every row is one chunk
  * and K <= 4096; DS4_GEMV_XREG=0 keeps them in shared memory (A/B timing). */
 static int g_xreg = 1;
-static int g_pdl = 1;      /* DS4_PDL=0: launched after the previous kernel completes (A/B timing) */
+static int g_pdl = 1;       /* DS4_PDL=0: launched after the previous kernel completes (A/B timing) */
+static int g_f16_split = 1; /* DS4_GEMV_F16_SPLIT=0: F16 rows by the streaming kernel (A/B timing) */
 
 template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
     bool one_chunk = true;
@@ -620,6 +678,33 @@ static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const i
     }
 }
 
+/* gemv_f16_split_kernel for F16 jobs of at most FS_PARTS chunks a row, no
+ * routing and no prep (else false: the streaming kernel takes them). */
+static bool launch_f16_split(const gemv_jobs *jobs, const float *X, const int32_t *ids, cudaStream_t s,
+                             const ds4_prep &prep) {
+    if (!g_f16_split || ids || prep.op != DS4_PREP_NONE) return false;
+    int64_t max_rows = 0;
+    for (int i = 0; i < jobs->n; i++) {
+        const gemv_job *j = &jobs->j[i];
+        if (j->rb > (int64_t)FS_PARTS * gs_fmt<T_F16>::chunk || j->rb % 16 != 0 || ((uintptr_t)j->W % 16) != 0 ||
+            j->x_off % 4 != 0 || j->K % 32 != 0)
+            return false;
+        max_rows = j->rows > max_rows ? j->rows : max_rows;
+    }
+    if (((uintptr_t)X % 16) != 0) return false;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((max_rows + FS_ROWS - 1) / FS_ROWS), (unsigned)jobs->n);
+    cfg.blockDim = dim3(FS_WARPS * 32);
+    cfg.dynamicSmemBytes = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk + (size_t)FS_PARTS * gs_fmt<T_F16>::chunk / 2 * 4;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel, *jobs, X) == cudaSuccess;
+}
+
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
                  int x_per_pair, cudaStream_t s, const ds4_prep *prep_in) {
     if (g_stream_on != 1 || jobs->n < 1) return false;
@@ -635,7 +720,8 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
     case T_Q2_K: return launch_t<T_Q2_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
     case T_Q4_K: return launch_t<T_Q4_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
     case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
-    case T_F16: return launch_t<T_F16>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
+    case T_F16:
+        return launch_f16_split(jobs, X, ids, s, prep) || launch_t<T_F16>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
     default: return false;
     }
 }
@@ -656,14 +742,24 @@ int gemv_stream_init(void) {
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
     g_pdl = env_switch_on("DS4_PDL");
+    g_f16_split = env_switch_on("DS4_GEMV_F16_SPLIT");
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        return -1;
+    if (cudaFuncSetAttribute(gemv_f16_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) !=
+        cudaSuccess)
         return -1;
     if (!allow_smem<T_Q8_0>() || !allow_smem<T_Q2_K>() || !allow_smem<T_Q4_K>() || !allow_smem<T_IQ2_XXS>() ||
         !allow_smem<T_F16>())
         return -1;
     return 0;
+}
+
+extern "C" int ds4k_gemv_f16_split_enable(int on) {
+    const int was = g_f16_split;
+    g_f16_split = on ? 1 : 0;
+    return was;
 }
 
 extern "C" int ds4k_gemv_xreg_enable(int on) {

@@ -46,6 +46,10 @@ int ds4k_gemv_stream_enable(int on);
 /* Whether the streaming kernel keeps activations in registers where rows
  * allow (on by default; DS4_GEMV_XREG=0 keeps them in shared memory). */
 int ds4k_gemv_xreg_enable(int on);
+/* Whether F16 rows of K <= 4096 take the kernel that splits a row over four
+ * warps (bitwise the streaming kernel's sums; on by default,
+ * DS4_GEMV_F16_SPLIT=0 keeps them on the streaming kernel). */
+int ds4k_gemv_f16_split_enable(int on);
 
 /* The same for the tensor-core prefill tiles (cuda_mma.cu); DS4_MMA=0 keeps
  * them off (the float tile kernel runs instead). */

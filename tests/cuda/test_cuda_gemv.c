@@ -97,6 +97,30 @@ void test_gemv_stream(ds4_rng *r) {
     }
     ds4k_gemv_xreg_enable(1);
 
+    /* F16 rows of at most four chunks split over four warps: bitwise the
+     * streaming kernel (whole chunks, a half chunk, two jobs in one call) */
+    {
+        static const int64_t fk[3][2] = {{4096, 300}, {1536, 70}, {2048, 33}};
+        for (int i = 0; i < 3; i++) {
+            const int64_t K = fk[i][0], N = fk[i][1];
+            host_w h = make_w(r, DS4_TYPE_F16, K, N), h2 = make_w(r, DS4_TYPE_F16, K, 17);
+            float *x = rnd(r, (size_t)K, 1.0f), *dx = to_dev(x, sizeof(float) * K);
+            float *dy = to_dev(NULL, sizeof(float) * 2 * (N + 17)), *y = malloc(sizeof(float) * 2 * (N + 17));
+            for (int split = 0; split < 2; split++) {
+                ds4k_gemv_f16_split_enable(split);
+                ds4_mm_job j[2] = {{&h.d, 0, N, 0, dy + split * (N + 17), N},
+                                   {&h2.d, 0, 17, 0, dy + split * (N + 17) + N, 17}};
+                ds4k_matmul_multi(j, 2, dx, K, 1, NULL);
+            }
+            ds4k_gemv_f16_split_enable(1);
+            from_dev(y, dy, sizeof(float) * 2 * (N + 17));
+            check(memcmp(y, y + N + 17, sizeof(float) * (N + 17)) == 0,
+                  "F16 gemv split over warps, K=%lld, %lld + 17 rows: bitwise the streaming kernel", (long long)K,
+                  (long long)N);
+            cudaFree(dx), cudaFree(dy), free(x), free(y), free_w(&h), free_w(&h2);
+        }
+    }
+
     /* mixed types in one call (the attention inputs): F16, Q8_0, F16 on a
      * second stretch of the activations */
     {
