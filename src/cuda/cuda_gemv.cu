@@ -617,6 +617,21 @@ static int g_xreg = 1;
 static int g_pdl = 1;       /* DS4_PDL=0: launched after the previous kernel completes (A/B timing) */
 static int g_f16_split = 1; /* DS4_GEMV_F16_SPLIT=0: F16 rows by the streaming kernel (A/B timing) */
 
+/* A launch of a GEMV kernel: by programmatic dependent launch unless
+ * DS4_PDL=0 (attr: the caller's storage for the attribute). */
+static cudaLaunchConfig_t pdl_config(dim3 grid, dim3 block, size_t smem, cudaStream_t s, cudaLaunchAttribute *attr) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr->val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = g_pdl ? 1 : 0;
+    return cfg;
+}
+
 template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
     bool one_chunk = true;
     for (int i = 0; i < jobs->n; i++) one_chunk &= jobs->j[i].rb <= gs_fmt<T>::chunk;
@@ -640,20 +655,10 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     const int64_t rpw64 = (max_rows + GS_WARPS * slots - 1) / (GS_WARPS * slots);
     const int rpw = (int)(rpw64 > 0 ? rpw64 : 1);
     const dim3 grid((unsigned)((max_rows + GS_WARPS * rpw - 1) / (GS_WARPS * rpw)), (unsigned)jobs->n, (unsigned)z);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(GS_WARPS * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = g_pdl ? 1 : 0;
-    if (cudaLaunchKernelEx(&cfg, gemv_stream_kernel<T, XR>, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab, prep) !=
-        cudaSuccess)
-        return false;
-    return true;
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(GS_WARPS * 32), smem, s, &attr);
+    return cudaLaunchKernelEx(&cfg, gemv_stream_kernel<T, XR>, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab,
+                              prep) == cudaSuccess;
 }
 
 template <int T>
@@ -692,16 +697,12 @@ static bool launch_f16_split(const gemv_jobs *jobs, const float *X, const int32_
         max_rows = j->rows > max_rows ? j->rows : max_rows;
     }
     if (((uintptr_t)X % 16) != 0) return false;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((max_rows + FS_ROWS - 1) / FS_ROWS), (unsigned)jobs->n);
-    cfg.blockDim = dim3(FS_WARPS * 32);
-    cfg.dynamicSmemBytes = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk + (size_t)FS_PARTS * gs_fmt<T_F16>::chunk / 2 * 4;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = g_pdl ? 1 : 0;
+    /* smem: a chunk a warp, then the activations as floats (K <= FS_PARTS chunks of F16) */
+    const size_t smem = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk + (size_t)FS_PARTS * gs_fmt<T_F16>::chunk / 2 * 4;
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg =
+        pdl_config(dim3((unsigned)((max_rows + FS_ROWS - 1) / FS_ROWS), (unsigned)jobs->n), dim3(FS_WARPS * 32), smem, s,
+                   &attr);
     return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel, *jobs, X) == cudaSuccess;
 }
 
