@@ -262,23 +262,19 @@ template <int T> __host__ __device__ constexpr size_t gs_x_bytes(int64_t K) {
     return T == T_F16 ? (size_t)K * 4 : (size_t)K * 2 + (size_t)(K / 32) * 4 + (size_t)(K / 16) * 4 + tables;
 }
 
-/* ds4_prep on element i of the activations (inv: the norm's 1/rms; wt: the
- * pair's router weight), with the separate kernels' expressions. */
-__device__ __forceinline__ float prep_elem(const ds4_prep &pp, float x, const float *U, int64_t i, float inv,
-                                           float wt) {
-    if (pp.op == DS4_PREP_NORM) return x * inv * pp.w[i];
-    float h = dev_swiglu(x, U[i], pp.clamp);
-    if (pp.wts) h *= wt;
-    return h;
-}
-
-/* The prep of one element whose second operand (the norm weight, or the up
- * projection's value) was loaded with it; the expressions of prep_elem. */
+/* ds4_prep on one element x of the activations, with the separate kernels'
+ * expressions; aux is its second operand (the norm weight, or the up
+ * projection's value), inv the norm's 1/rms, wt the pair's router weight. */
 __device__ __forceinline__ float prep_val(const ds4_prep &pp, float x, float aux, float inv, float wt) {
     if (pp.op == DS4_PREP_NORM) return x * inv * aux;
     float h = dev_swiglu(x, aux, pp.clamp);
     if (pp.wts) h *= wt;
     return h;
+}
+/* The same on element i, reading its second operand. */
+__device__ __forceinline__ float prep_elem(const ds4_prep &pp, float x, const float *U, int64_t i, float inv,
+                                           float wt) {
+    return prep_val(pp, x, pp.op == DS4_PREP_NORM ? pp.w[i] : U[i], inv, wt);
 }
 
 /* Quantize the K activations into shared memory (see gs_x): four threads a
@@ -697,8 +693,8 @@ static bool launch_f16_split(const gemv_jobs *jobs, const float *X, const int32_
         max_rows = j->rows > max_rows ? j->rows : max_rows;
     }
     if (((uintptr_t)X % 16) != 0) return false;
-    /* smem: a chunk a warp, then the activations as floats (K <= FS_PARTS chunks of F16) */
-    const size_t smem = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk + (size_t)FS_PARTS * gs_fmt<T_F16>::chunk / 2 * 4;
+    /* smem: a chunk a warp, then the activations (K <= FS_PARTS chunks of F16) */
+    const size_t smem = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk + gs_x_bytes<T_F16>(FS_PARTS * gs_fmt<T_F16>::chunk / 2);
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg =
         pdl_config(dim3((unsigned)((max_rows + FS_ROWS - 1) / FS_ROWS), (unsigned)jobs->n), dim3(FS_WARPS * 32), smem, s,
