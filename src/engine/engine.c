@@ -95,14 +95,7 @@ int ds4_engine_sync(ds4_engine *e, const int32_t *prompt, int n, ds4_sync_stats 
 /* ---------------------------------------------------------------- generate */
 
 int32_t ds4_engine_argmax(const ds4_engine *e, int32_t exclude) {
-    const float *l = ds4_session_logits(e->sess);
-    const int V = e->model->hp.n_vocab;
-    int32_t best = -1;
-    for (int32_t i = 0; i < V; i++) {
-        if (i == exclude) continue;
-        if (best < 0 || l[i] > l[best]) best = i;
-    }
-    return best;
+    return ds4_sampler_argmax_except(ds4_session_logits(e->sess), e->model->hp.n_vocab, exclude);
 }
 
 int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r, ds4_err *err) {

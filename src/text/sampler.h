@@ -103,6 +103,9 @@ int ds4_sampler_distribution(ds4_sampler *s, const float *logits, int32_t *ids, 
 
 /* First index of the largest finite logit (NaN ignored); 0 if none. */
 int32_t ds4_sampler_argmax(const float *logits, int n);
+/* The same with index skip (-1: none) left out; 0 (1 if skip is 0) if no
+ * other logit is a number. */
+int32_t ds4_sampler_argmax_except(const float *logits, int n, int32_t skip);
 
 /* One uniform float in [0, 1) with 24 random bits from the sampler's
  * generator (exposed for tests). */

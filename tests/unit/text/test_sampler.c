@@ -433,6 +433,65 @@ static void test_full_vocab(void **state) {
     assert_int_equal(ds4_sampler_init(&s, 0, &err), -1);
 }
 
+/* The greedy pick and the min-p set on a whole vocabulary against plain
+ * loops written from the definitions (every expf taken; index kept while
+ * scanning), with ties, NaN, infinities, the excluded id and tokens placed
+ * right at the min-p boundary. */
+static int32_t naive_argmax(const float *l, int n, int32_t skip) {
+    int32_t best = -1;
+    for (int i = 0; i < n; i++)
+        if (i != skip && !isnan(l[i]) && (best < 0 || l[i] > l[best])) best = i;
+    return best >= 0 ? best : skip == 0 && n > 1 ? 1 : 0;
+}
+
+static void test_fast_paths(void **state) {
+    (void)state;
+    enum { V = 129280 };
+    float *l = malloc(V * sizeof(float));
+    int32_t *ids = malloc(V * sizeof(int32_t));
+    double *probs = malloc(V * sizeof(double));
+    ds4_rng r;
+    ds4_rng_seed(&r, 11);
+    ds4_sampler s = make(V, 1.0f, 1.0f, 0.05f, 0, 3);
+    for (int trial = 0; trial < 12; trial++) {
+        for (int i = 0; i < V; i++) l[i] = ds4_rng_normal(&r) * 2.0f;
+        const int top = (int)(ds4_rng_uniform(&r) * V);
+        l[top] = 12.0f;
+        if (trial % 3 == 1) l[(top + 977) % V] = 12.0f;  /* a tie: the lower id wins */
+        if (trial % 4 == 2) l[(top + 5) % V] = NAN;
+        if (trial % 4 == 3) l[(top + 7) % V] = -INFINITY;
+        const float temp = trial < 6 ? 1.0f : 0.37f, min_p = trial % 2 ? 0.05f : 0.002f;
+        /* tokens whose weight lands just above and just below min_p */
+        for (int j = 1; j <= 8; j++) l[(top + 31 * j) % V] = 12.0f + temp * logf(min_p) + (j - 4.5f) * 1e-6f;
+        for (int skip = -1; skip < 2; skip++) {
+            const int32_t sk = skip < 0 ? -1 : skip ? top : 0;
+            assert_int_equal(ds4_sampler_argmax_except(l, V, sk), naive_argmax(l, V, sk));
+        }
+        ds4_sampling q = {temp, 1.0f, min_p, 0, 0};
+        ds4_sampler_set_params(&s, &q);
+        const int k = ds4_sampler_distribution(&s, l, ids, probs, V);
+        float lmax = -INFINITY;
+        for (int i = 0; i < V; i++)
+            if (isfinite(l[i]) && l[i] > lmax) lmax = l[i];
+        int want = 0;
+        for (int i = 0; i < V; i++) {
+            if (!isfinite(l[i])) continue;
+            const float w = expf((l[i] - lmax) * (1.0f / temp));
+            if (w <= 0.0f || w < min_p) continue;
+            if (want >= k || ids[want] != i) fail_msg("trial %d: token %d (w %.9g) missing from the kept set", trial, i, w);
+            want++;
+        }
+        assert_int_equal(k, want);
+    }
+    float nan3[3] = {NAN, NAN, NAN};
+    assert_int_equal(ds4_sampler_argmax_except(nan3, 3, 0), 1);
+    assert_int_equal(ds4_sampler_argmax(nan3, 3), 0);
+    free(l);
+    free(ids);
+    free(probs);
+    ds4_sampler_free(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_normalize),
@@ -447,6 +506,7 @@ int main(void) {
         cmocka_unit_test(test_reference_walk),
         cmocka_unit_test(test_structural_forcing),
         cmocka_unit_test(test_full_vocab),
+        cmocka_unit_test(test_fast_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
