@@ -41,6 +41,7 @@ __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool
                                   const float *gate, int ape_type, const void *ape, const float *norm, float rms_eps,
                                   int width, const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8,
                                   bool fp4, void *rows, bool f16) {
+    pdl_enter();
     extern __shared__ float row[];
     __shared__ float red[32], amax[64];
     const int64_t p0 = d_pos[0];
@@ -105,6 +106,7 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
                                           const float *kv, const float *gate, int ape_type, const void *ape,
                                           const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
                                           const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16) {
+    pdl_enter();
     extern __shared__ float row[];
     __shared__ float red[32], amax[64];
     const int64_t p0 = d_pos[0], w_open = p0 / ratio;
@@ -135,6 +137,7 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
  * slots. A slot whose token would come from its own old value is skipped. */
 __global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                         const float *gate, int ape_type, const void *ape, const int *d_pos, int n) {
+    pdl_enter();
     const int64_t p0 = d_pos[0], w_open = p0 / ratio, pe = p0 + n, w_end = pe / ratio;
     for (int part = overlap ? 0 : 1; part < 2; part++) {
         for (int64_t i = threadIdx.x; i < (int64_t)ratio * W; i += blockDim.x) {
@@ -166,17 +169,16 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
      * bit for some inputs) */
     const int threads = CMP_THREADS;
     if (n <= 8) { /* decode: one block walks the tokens */
-        compressor_kernel<<<1, threads, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
-                                                                   ape->type, ape->ptr, norm, rms_eps, width, freqs,
-                                                                   n_pairs, d_pos, n, fp8, fp4, rows, f16);
+        launch_pdl(compressor_kernel, 1, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
+                   gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
         return;
     }
     /* windows closing in [p0, p0 + n): at most n / ratio + 1, whatever p0 */
     const int nw = n / ratio + 1;
-    compressor_windows_kernel<<<nw, threads, width * sizeof(float), s>>>(st_kv, st_score, ratio, overlap, W, kv, gate,
-                                                                         ape->type, ape->ptr, norm, rms_eps, width,
-                                                                         freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
-    compressor_state_kernel<<<1, 512, 0, s>>>(st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr, d_pos, n);
+    launch_pdl(compressor_windows_kernel, nw, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
+               gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
+    launch_pdl(compressor_state_kernel, 1, 512, 0, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr,
+               d_pos, n);
 }
 
 /* ------------------------------------------------------------------ indexer scores */
@@ -222,6 +224,7 @@ static size_t idx_smem(int IH, int ID) {
 __global__ void __launch_bounds__(32 * IDX_WARPS) indexer_scores_kernel(const float *q, const float *w, const void *keys,
                                                                           bool f16, const int *d_pos, int IH, int ID,
                                                                           int topk, float *S, int64_t lds, float scale) {
+    pdl_enter();
     extern __shared__ float sh[];
     const int t = blockIdx.x;
     const int64_t p = (int64_t)d_pos[0] + t;
@@ -281,8 +284,8 @@ extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *
     if (n <= 0 || cap <= 0) return;
     const float scale = (float)(1.0 / sqrt((double)ID * IH));
     const dim3 grid(n, (unsigned)((cap + IDX_ROWS - 1) / IDX_ROWS));
-    indexer_scores_kernel<<<grid, 32 * IDX_WARPS, idx_smem(IH, ID), (cudaStream_t)st>>>(q, w, keys, f16, d_pos, IH, ID,
-                                                                                         topk, S, lds, scale);
+    launch_pdl(indexer_scores_kernel, grid, 32 * IDX_WARPS, idx_smem(IH, ID), (cudaStream_t)st, q, w, keys, f16, d_pos,
+               IH, ID, topk, S, lds, scale);
 }
 
 /* ------------------------------------------------------------------ causal top-k */
@@ -331,6 +334,7 @@ __device__ __forceinline__ int block_exscan(int v, int *red, int *total) {
 #define TOPK_THREADS 1024
 __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(const float *S, int64_t lds, const int *d_pos, int K,
                                                             int32_t *sel, int *n_sel) {
+    pdl_enter();
     __shared__ int hist[256], red[64], s_need;
     __shared__ uint32_t s_prefix;
     const int t = blockIdx.x;
@@ -403,7 +407,7 @@ __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(const float *S, int6
 
 extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel,
                           ds4_stream st) {
-    if (n > 0) topk_kernel<<<n, TOPK_THREADS, 0, (cudaStream_t)st>>>(S, lds, d_pos, topk, sel, n_sel);
+    if (n > 0) launch_pdl(topk_kernel, n, TOPK_THREADS, 0, (cudaStream_t)st, S, lds, d_pos, topk, sel, n_sel);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -419,6 +423,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
     int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16,
     const double *freqs, int n_pairs, float *o, int HG, int max_rows) {
+    pdl_enter();
     extern __shared__ float sh[];
     const int t = blockIdx.x, h0 = blockIdx.y * HG;
     const int64_t p = (int64_t)d_pos[0] + t;
@@ -515,6 +520,7 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
     const float *q, const int *d_pos, int H, int hd, int hg, float scale, const void *ring, int raw_cap, int window,
     const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16, float *part,
     int n_chunks) {
+    pdl_enter();
     extern __shared__ float sh[];
     const int ks = hd + 4; /* row stride: lanes' 16-byte reads of different rows hit different banks */
     float *Ks = sh, *Qs = sh + ATT_SPLIT * ks, *Ps = Qs + ATT_SPLIT_HG * hd;
@@ -603,9 +609,9 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
  * order; the output is un-rotated at the query position. */
 __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part,
                                          int n_chunks, const double *freqs, int n_pairs, float *o) {
+    pdl_enter();
     extern __shared__ float wc[]; /* n_chunks weights */
     __shared__ float so[DS4K_MAX_HEAD_DIM], red[32];
-    pdl_trigger(); /* the output projection may start loading its weights */
     const int t = blockIdx.x, h = blockIdx.y;
     const int64_t p = (int64_t)d_pos[0] + t;
     const float *pp = part + ((int64_t)t * H + h) * n_chunks * (hd + 2);
@@ -665,13 +671,13 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
         int hg = ATT_SPLIT_HG;
         while (H % hg) hg /= 2;
         const int n_chunks = (max_rows + ATT_SPLIT - 1) / ATT_SPLIT;
-        attention_split_kernel<<<dim3(n, H / hg, n_chunks), 32 * ATT_SPLIT_WARPS, att_split_smem(hd),
-                                 (cudaStream_t)st>>>(q, d_pos, H, hd, hg, scale, ring, raw_cap, window, comp, ratio, csa,
-                                                     sel, n_sel, topk, f16, part, n_chunks);
+        launch_pdl(attention_split_kernel, dim3(n, H / hg, n_chunks), 32 * ATT_SPLIT_WARPS, att_split_smem(hd),
+                   (cudaStream_t)st, q, d_pos, H, hd, hg, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel,
+                   topk, f16, part, n_chunks);
         /* the chunk weights' array rounded up to whole 16-byte words: the
          * compiler reads its tail with one 16-byte load */
-        attention_combine_kernel<<<dim3(n, H), 256, sizeof(float) * ((n_chunks + 3) & ~3), (cudaStream_t)st>>>(
-            d_pos, H, hd, sinks, part, n_chunks, freqs, n_pairs, o);
+        launch_pdl(attention_combine_kernel, dim3(n, H), 256, sizeof(float) * ((n_chunks + 3) & ~3), (cudaStream_t)st,
+                   d_pos, H, hd, sinks, part, n_chunks, freqs, n_pairs, o);
         return;
     }
     if (attention_mma(q, n, d_pos, H, hd, scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16,
@@ -679,9 +685,8 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
         return;
     size_t smem;
     const int hg = att_group(H, hd, max_rows, &smem);
-    attention_kernel<<<dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st>>>(q, d_pos, H, hd, scale, sinks, ring,
-                                                                             raw_cap, window, comp, ratio, csa, sel, n_sel,
-                                                                             topk, f16, freqs, n_pairs, o, hg, max_rows);
+    launch_pdl(attention_kernel, dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st, q, d_pos, H, hd, scale, sinks,
+               ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16, freqs, n_pairs, o, hg, max_rows);
 }
 
 /* Shared memory above 48 KB must be allowed per kernel before launches (and

@@ -42,6 +42,7 @@ __global__ void __launch_bounds__(AM_THREADS) attention_mma_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
     int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk,
     const double *freqs, int n_pairs, float *o) {
+    pdl_enter();
     extern __shared__ __align__(16) uint8_t am_sm[];
     const int LD = hd + 8;
     __half *qh = (__half *)am_sm, *ql = qh + AM_HB * LD, *kc = ql + AM_HB * LD;
@@ -230,7 +231,7 @@ bool attention_mma(const float *q, int n, const int *d_pos, int H, int hd, float
     if (!allowed || !f16 || hd % 64 != 0 || hd > DS4K_MAX_HEAD_DIM || ((uintptr_t)ring % 16) != 0 ||
         (comp && ((uintptr_t)comp % 16) != 0))
         return false;
-    attention_mma_kernel<<<dim3(n, (H + AM_HB - 1) / AM_HB), AM_THREADS, am_smem(hd), st>>>(
-        q, d_pos, H, hd, scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
+    launch_pdl(attention_mma_kernel, dim3(n, (H + AM_HB - 1) / AM_HB), AM_THREADS, am_smem(hd), st, q, d_pos, H, hd,
+               scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
     return true;
 }

@@ -151,6 +151,51 @@ __device__ __forceinline__ void pdl_trigger(void) {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+/* The first statement of every kernel but the GEMVs (which issue weight
+ * copies first): wait for the kernel ahead, then let the next one launch.
+ * Triggering after the wait keeps the look-ahead to one kernel, so a chain
+ * of launches never fills the GPU with blocks that only wait. */
+__device__ __forceinline__ void pdl_enter(void) {
+    pdl_wait();
+    pdl_trigger();
+}
+
+/* Programmatic launch (on unless DS4_PDL=0, read at init in cuda_gemv.cu):
+ * a launch's blocks start while the kernel ahead of it runs and wait in
+ * pdl_wait(). The GEMVs always use it (they copy weights before they wait);
+ * every other kernel only in batches of at most PDL_SMALL_BATCH tokens
+ * (g_pdl_small_batch, set per forward pass): there the kernels are short
+ * and each launch overlaps the one before it (12-layer model, H200: decode
+ * +1%), while prefill's chunks ran 2-3% slower with it. Every kernel of the
+ * backend begins with pdl_wait(), so each launch is correct either way. */
+#define PDL_SMALL_BATCH 16
+extern int g_pdl_on;
+extern int g_pdl_small_batch;
+
+/* A launch configuration, programmatic if `programmatic` (attr: the
+ * caller's storage for the attribute). */
+static inline cudaLaunchConfig_t pdl_config(dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                                            cudaLaunchAttribute *attr, bool programmatic) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr->val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = g_pdl_on && programmatic ? 1 : 0;
+    return cfg;
+}
+
+/* kernel<<<grid, block, smem, st>>>(args...), programmatic in small
+ * batches; errors surface through cudaGetLastError like a <<<>>> launch's. */
+#define launch_pdl(kernel, grid, block, smem, st, ...)                                                                 \
+    do {                                                                                                               \
+        cudaLaunchAttribute pdl_attr_;                                                                                 \
+        const cudaLaunchConfig_t pdl_cfg_ = pdl_config((grid), (block), (smem), (st), &pdl_attr_, g_pdl_small_batch);                     \
+        (void)cudaLaunchKernelEx(&pdl_cfg_, kernel, __VA_ARGS__);                                                      \
+    } while (0)
 
 __device__ __forceinline__ void cp_async_commit(void) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

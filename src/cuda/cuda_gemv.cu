@@ -33,8 +33,8 @@
  * off with DS4_PDL=0): a block may start while the kernel before it still
  * runs, and it issues its first weight copies before it waits for that
  * kernel's output (a routed launch waits first: the ids choose its weights).
- * The small kernels that feed a GEMV (split-collapse, attention combine,
- * router, norms) let it start early with pdl_trigger.
+ * Every other kernel begins with pdl_enter (cuda_common.cuh), so it lets
+ * the GEMV after it launch as soon as it runs.
  *
  * Determinism: every output is one warp's sum over fixed lane slices, added
  * with a fixed butterfly; no atomics. */
@@ -610,23 +610,9 @@ static int iq2_tables_upload(void) {
 /* Activations in registers (XR slices a lane) when every row is one chunk
  * and K <= 4096; DS4_GEMV_XREG=0 keeps them in shared memory (A/B timing). */
 static int g_xreg = 1;
-static int g_pdl = 1;       /* DS4_PDL=0: launched after the previous kernel completes (A/B timing) */
+int g_pdl_on = 1;           /* DS4_PDL=0: each kernel after the previous one completes (A/B timing) */
+int g_pdl_small_batch = 1;   /* set per forward pass (cuda_layers.inc) */
 static int g_f16_split = 1; /* DS4_GEMV_F16_SPLIT=0: F16 rows by the streaming kernel (A/B timing) */
-
-/* A launch of a GEMV kernel: by programmatic dependent launch unless
- * DS4_PDL=0 (attr: the caller's storage for the attribute). */
-static cudaLaunchConfig_t pdl_config(dim3 grid, dim3 block, size_t smem, cudaStream_t s, cudaLaunchAttribute *attr) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr->val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = g_pdl ? 1 : 0;
-    return cfg;
-}
 
 template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
     bool one_chunk = true;
@@ -652,7 +638,7 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     const int rpw = (int)(rpw64 > 0 ? rpw64 : 1);
     const dim3 grid((unsigned)((max_rows + GS_WARPS * rpw - 1) / (GS_WARPS * rpw)), (unsigned)jobs->n, (unsigned)z);
     cudaLaunchAttribute attr;
-    const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(GS_WARPS * 32), smem, s, &attr);
+    const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(GS_WARPS * 32), smem, s, &attr, true);
     return cudaLaunchKernelEx(&cfg, gemv_stream_kernel<T, XR>, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab,
                               prep) == cudaSuccess;
 }
@@ -698,7 +684,7 @@ static bool launch_f16_split(const gemv_jobs *jobs, const float *X, const int32_
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg =
         pdl_config(dim3((unsigned)((max_rows + FS_ROWS - 1) / FS_ROWS), (unsigned)jobs->n), dim3(FS_WARPS * 32), smem, s,
-                   &attr);
+                   &attr, true);
     return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel, *jobs, X) == cudaSuccess;
 }
 
@@ -738,7 +724,7 @@ int gemv_stream_init(void) {
     g_stream_env = env_switch_on("DS4_GEMV_STREAM");
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
-    g_pdl = env_switch_on("DS4_PDL");
+    g_pdl_on = env_switch_on("DS4_PDL");
     g_f16_split = env_switch_on("DS4_GEMV_F16_SPLIT");
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||

@@ -181,14 +181,14 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
  * for the Sinkhorn warp: 40 dependent passes on the critical path of every
  * decode sub-layer.) Threads from 32 on collapse, so the sums of squares
  * keep the order they had beside the Sinkhorn warp. */
-__global__ void hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps,
-                                         const float *scale, const float *base, int hc, int iters, float hc_eps,
-                                         const float *H, int D, const float *norm, float rms_eps, float *pre,
-                                         float *post, float *M, float *a) {
+__global__ void __launch_bounds__(1024)
+    hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps, const float *scale,
+                             const float *base, int hc, int iters, float hc_eps, const float *H, int D,
+                             const float *norm, float rms_eps, float *pre, float *post, float *M, float *a) {
+    pdl_enter();
     __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
     __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
     __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
-    pdl_trigger(); /* the projections of the collapsed input may start loading their weights */
     const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
     const bool sinkhorn = blockIdx.y == 1;
     const int first = blockDim.x > 32 ? 32 : 0;
@@ -241,8 +241,8 @@ extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, con
                                        float hc_eps, const float *H, int D, const float *norm, float rms_eps, int n,
                                        float *pre, float *post, float *M, float *a, ds4_stream st) {
     if (n > 0)
-        hc_split_collapse_kernel<<<dim3(n, 2), row_threads(D), 0, (cudaStream_t)st>>>(
-            mix, NULL, 0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+        launch_pdl(hc_split_collapse_kernel, dim3(n, 2), row_threads(D), 0, (cudaStream_t)st, mix, (const float *)NULL,
+                   0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
 }
 
 extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_parts, float flat_eps,
@@ -250,8 +250,8 @@ extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss
                                              const float *H, int D, const float *norm, float rms_eps, int n, float *pre,
                                              float *post, float *M, float *a, ds4_stream st) {
     if (n > 0)
-        hc_split_collapse_kernel<<<dim3(n, 2), row_threads(D), 0, (cudaStream_t)st>>>(
-            parts, ss, n_parts, flat_eps, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+        launch_pdl(hc_split_collapse_kernel, dim3(n, 2), row_threads(D), 0, (cudaStream_t)st, parts, ss, n_parts,
+                   flat_eps, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
 }
 
 /* The HC mixer of a few tokens without the normalized copy of the streams:
@@ -260,6 +260,7 @@ extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss
  * the parts in order. 8 halves and 8 floats per thread and step. */
 __global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, const float *H, int64_t ldh, int S,
                                     float *parts, float *ss) {
+    pdl_enter();
     __shared__ float red[32];
     const int r = blockIdx.x, s = blockIdx.y, t = blockIdx.z, n = gridDim.z;
     const int64_t k0 = K * s / S, k1 = K * (s + 1) / S;
@@ -294,6 +295,7 @@ __global__ void hc_mix_parts_kernel(const uint16_t *W, int rows, int64_t K, cons
 template <int R>
 __global__ void hc_mix_parts_tok_kernel(const uint16_t *W, int64_t K, const float *H, int64_t ldh, int S, int n,
                                         float *parts, float *ss) {
+    pdl_enter();
     extern __shared__ __align__(16) uint16_t w_s[]; /* [R][stretch] */
     __shared__ float red[(R + 1) * (NT / 32)];
     const int s = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = NT / 32;
@@ -345,12 +347,12 @@ extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int6
     if (n <= 0) return 0;
     const size_t w_bytes = (size_t)rows * (size_t)(W->K / S) * 2;
     if (n > 8 && rows == MIX_ROWS && w_bytes <= MIX_SMEM_MAX) {
-        hc_mix_parts_tok_kernel<MIX_ROWS><<<dim3(S, (n + MIX_TOK - 1) / MIX_TOK), NT, w_bytes, (cudaStream_t)st>>>(
-            (const uint16_t *)W->ptr, W->K, H, ldh, S, n, parts, ss);
+        launch_pdl(hc_mix_parts_tok_kernel<MIX_ROWS>, dim3(S, (n + MIX_TOK - 1) / MIX_TOK), NT, w_bytes,
+                   (cudaStream_t)st, (const uint16_t *)W->ptr, W->K, H, ldh, S, n, parts, ss);
         return 0;
     }
-    hc_mix_parts_kernel<<<dim3(rows, S, n), NT, 0, (cudaStream_t)st>>>((const uint16_t *)W->ptr, rows, W->K, H, ldh, S,
-                                                                     parts, ss);
+    launch_pdl(hc_mix_parts_kernel, dim3(rows, S, n), NT, 0, (cudaStream_t)st, (const uint16_t *)W->ptr, rows, W->K, H,
+               ldh, S, parts, ss);
     return 0;
 }
 
@@ -376,6 +378,7 @@ __device__ __forceinline__ void moe_order(const int32_t *ids, int k, int *ord) {
  * one round trip less a layer). */
 __global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
                                const int32_t *ids, const float *sh, int k, int hc, int D, float *H) {
+    pdl_enter();
     const int t = blockIdx.y;
     const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc;
     float *h = H + (int64_t)t * hc * D;
@@ -413,6 +416,7 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
 #define POST_KMAX 8
 __global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
                                     const int32_t *ids, const float *sh, int k, int D, float *H) {
+    pdl_enter();
     const int t = blockIdx.y, d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d >= D) return;
     const float *p = post + (int64_t)t * POST_HC, *m = M + (int64_t)t * POST_HC * POST_HC;
@@ -467,9 +471,9 @@ static void hc_post_launch(const float *post, const float *M, const float *y, in
     if (n <= 0) return;
     const dim3 grid((D + NT - 1) / NT, n);
     if (hc == POST_HC && (!eo || k <= POST_KMAX))
-        hc_post_fast_kernel<<<grid, NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, eo, ids, sh, k, D, H);
+        launch_pdl(hc_post_fast_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, eo, ids, sh, k, D, H);
     else
-        hc_post_kernel<<<grid, NT, 0, (cudaStream_t)st>>>(post, M, y, ldy, eo, ids, sh, k, hc, D, H);
+        launch_pdl(hc_post_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, eo, ids, sh, k, hc, D, H);
 }
 
 extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D,
@@ -482,10 +486,11 @@ extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float 
     hc_post_launch(post, M, NULL, 0, eo, ids, sh, n, k, hc, D, H, st);
 }
 
-__global__ void hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
-                               const float *H, int D, const float *norm, float rms_eps, float *z) {
+__global__ void __launch_bounds__(1024)
+    hc_head_kernel(const float *mix, const float *scale, const float *base, int hc, float hc_eps, const float *H, int D,
+                   const float *norm, float rms_eps, float *z) {
+    pdl_enter();
     __shared__ float wts[DS4K_MAX_HC], red[32];
-    pdl_trigger(); /* the output head's GEMV may start loading its weights */
     const int t = blockIdx.x;
     if (threadIdx.x < hc) wts[threadIdx.x] = dev_sigmoid(mix[(int64_t)t * hc + threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
     __syncthreads();
@@ -494,7 +499,9 @@ __global__ void hc_head_kernel(const float *mix, const float *scale, const float
 
 extern "C" void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps,
                              const float *H, int D, const float *norm, float rms_eps, int n, float *z, ds4_stream st) {
-    if (n > 0) hc_head_kernel<<<n, row_threads(D), 0, (cudaStream_t)st>>>(mix, scale, base, hc, hc_eps, H, D, norm, rms_eps, z);
+    if (n > 0)
+        launch_pdl(hc_head_kernel, n, row_threads(D), 0, (cudaStream_t)st, mix, scale, base, hc, hc_eps, H, D, norm,
+                   rms_eps, z);
 }
 
 /* Shared-memory limit of the batched mixer, set once at start-up (before any

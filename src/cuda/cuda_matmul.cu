@@ -90,6 +90,7 @@ __host__ __device__ __forceinline__ int stage_unit(int type) {
 
 __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X, int64_t ldx, int n, int wpr, int rpw,
                                                  const int32_t *ids, int k, int x_per_pair, int x_in_smem) {
+    pdl_enter();
     extern __shared__ __align__(16) float xs[];
     __shared__ __align__(16) uint8_t stage[8][STAGE_MAX];
     __shared__ uint64_t grid_s[256];
@@ -187,6 +188,7 @@ __global__ void __launch_bounds__(256) gemv_multi(gemv_jobs jobs, const float *X
 #define ROWBLK_THREADS 256
 __global__ void __launch_bounds__(ROWBLK_THREADS) gemv_rowblock(int type, const uint8_t *W, int64_t rb, int64_t r0,
                                                                 int64_t K, const float *X, float *Y) {
+    pdl_enter();
     __shared__ float part[ROWBLK_THREADS / 32];
     const int64_t r = blockIdx.x;
     const uint8_t *row = W + (r0 + r) * rb;
@@ -212,6 +214,7 @@ __global__ void __launch_bounds__(ROWBLK_THREADS) gemv_rowblock(int type, const 
 __global__ void gemv_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K,
                             const float *X, int64_t ldx, int n, float *Y, int64_t ldy, const int32_t *ids, int k,
                             int x_per_pair) {
+    pdl_enter();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + warp;
     if (r >= rows) return;
@@ -284,14 +287,16 @@ static void launch_multi(const gemv_jobs *jobs, const float *X, int64_t ldx, int
     while (rpw < 8 && (int64_t)(8 / wpr) * rpw * min_rb < 4 * (int64_t)xbytes && blocks_total / (2 * rpw) >= 528) rpw *= 2;
     const int rpb = 8 / wpr * rpw;
     const dim3 grid((unsigned)((max_rows + rpb - 1) / rpb), (unsigned)jobs->n, (unsigned)(ids ? pairs : 1));
-    gemv_multi<<<grid, 256, x_in_smem ? xbytes : 0, s>>>(*jobs, X, ldx, n, wpr, rpw, ids, k, x_per_pair, x_in_smem);
+    launch_pdl(gemv_multi, grid, 256, x_in_smem ? xbytes : 0, s, *jobs, X, ldx, n, wpr, rpw, ids, k, x_per_pair,
+               x_in_smem);
 }
 
 static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
                         int64_t ldy, const int32_t *ids, int pairs, int k, int x_per_pair, cudaStream_t s) {
     const int64_t rb = row_bytes_dev(W->type, W->K);
     if (!ids && n == 1 && rows <= 64 && W->K >= 4096) {
-        gemv_rowblock<<<(unsigned)rows, ROWBLK_THREADS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, W->K, X, Y);
+        launch_pdl(gemv_rowblock, (unsigned)rows, ROWBLK_THREADS, 0, s, W->type, (const uint8_t *)W->ptr, rb, r0, W->K,
+                   X, Y);
         return;
     }
     if (stageable(W, rb)) {
@@ -301,8 +306,8 @@ static void launch_gemv(const ds4_dw *W, int64_t r0, int64_t rows, const float *
         launch_multi(&jobs, X, ldx, n, ids, pairs, k, x_per_pair, s);
     } else {
         const dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), (unsigned)(ids ? pairs : 1));
-        gemv_kernel<<<grid, 32 * GEMV_WARPS, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
-                                                    ldy, ids, k, x_per_pair);
+        launch_pdl(gemv_kernel, grid, 32 * GEMV_WARPS, 0, s, W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X,
+                   ldx, n, Y, ldy, ids, k, x_per_pair);
     }
 }
 
@@ -370,6 +375,7 @@ extern "C" void ds4k_matmul_multi(const ds4_mm_job *mj_in, int n_jobs_in, const 
 __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows,
                                                    int64_t K, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                                                    const seg3 *segs) {
+    pdl_enter();
     __shared__ __align__(16) float Ws[TK][TM + 4];
     __shared__ __align__(16) float Xs[TK][TN + 4];
     int tbase = blockIdx.y * TN;
@@ -459,8 +465,8 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
         return;
     }
     const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((max_count + TN - 1) / TN), (unsigned)n_segs);
-    tile_kernel<<<grid, 256, 0, (cudaStream_t)st>>>(W->type, (const uint8_t *)W->ptr, row_bytes_dev(W->type, W->K), 0,
-                                                    rows, W->K, X, ldx, 0, Y, ldy, (const seg3 *)seg_dev);
+    launch_pdl(tile_kernel, grid, 256, 0, (cudaStream_t)st, W->type, (const uint8_t *)W->ptr,
+               row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, 0, Y, ldy, (const seg3 *)seg_dev);
 }
 
 extern "C" int ds4k_init(void) {
@@ -480,7 +486,8 @@ extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const flo
         launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
     } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, 1, 0, 0, NULL, s)) {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
-        tile_kernel<<<grid, 256, 0, s>>>(W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL);
+        launch_pdl(tile_kernel, grid, 256, 0, s, W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
+                   ldy, (const seg3 *)NULL);
     }
 }
 
@@ -524,6 +531,7 @@ extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, i
 /* ------------------------------------------------------------------ row gather / scatter */
 
 __global__ void gather_kernel(const float *src, int64_t lds, const int32_t *idx, int D, float *dst) {
+    pdl_enter();
     const int i = blockIdx.x;
     const float *s = src + (int64_t)idx[i] * lds;
     float *d = dst + (int64_t)i * D;
@@ -531,6 +539,7 @@ __global__ void gather_kernel(const float *src, int64_t lds, const int32_t *idx,
 }
 
 __global__ void scatter_kernel(const float *src, const int32_t *idx, int D, float *dst, int64_t ldd) {
+    pdl_enter();
     const int i = blockIdx.x;
     const float *s = src + (int64_t)i * D;
     float *d = dst + (int64_t)idx[i] * ldd;
@@ -539,12 +548,12 @@ __global__ void scatter_kernel(const float *src, const int32_t *idx, int D, floa
 
 extern "C" void ds4k_gather_rows(const float *src, int64_t lds, const int32_t *idx, int n, int D, float *dst,
                                  ds4_stream st) {
-    if (n > 0) gather_kernel<<<n, 256, 0, (cudaStream_t)st>>>(src, lds, idx, D, dst);
+    if (n > 0) launch_pdl(gather_kernel, n, 256, 0, (cudaStream_t)st, src, lds, idx, D, dst);
 }
 
 extern "C" void ds4k_scatter_rows(const float *src, const int32_t *idx, int n, int D, float *dst, int64_t ldd,
                                   ds4_stream st) {
-    if (n > 0) scatter_kernel<<<n, 256, 0, (cudaStream_t)st>>>(src, idx, D, dst, ldd);
+    if (n > 0) launch_pdl(scatter_kernel, n, 256, 0, (cudaStream_t)st, src, idx, D, dst, ldd);
 }
 
 /* ------------------------------------------------------------------ grouped products */

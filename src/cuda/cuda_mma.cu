@@ -214,6 +214,7 @@ __device__ __forceinline__ void split_hilo(float a, float b, uint32_t *hi, uint3
 }
 
 __global__ void token_scale_kernel(const float *X, int64_t ldx, int64_t K, float *up, float *down) {
+    pdl_enter();
     __shared__ float red[32];
     const float *x = X + (int64_t)blockIdx.x * ldx;
     float m = 0.0f;
@@ -270,6 +271,7 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
                                                                           const seg3 *segs, int64_t gx, int64_t gy,
                                                                           const float *tup, const float *tdown,
                                                                           mm_split sp) {
+    pdl_enter();
     constexpr int NT = BN / 16; /* n-tiles per warp */
     constexpr int NS = mm_stages<PRE>();
     extern __shared__ __align__(16) uint8_t mm_smem[];
@@ -497,6 +499,7 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
 __device__ __forceinline__ int split_slot(int k) { return k + (k >> 4); }
 
 __global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, float *xsum) {
+    pdl_enter();
     extern __shared__ float row_s[];
     __shared__ float red[32];
     float *x = X + (int64_t)blockIdx.x * ldx;
@@ -535,8 +538,8 @@ template <int T, int BN, bool PRE>
 static void launch_tiles(dim3 grid, const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
                          int64_t ldx, int n, float *Y, int64_t ldy, const seg3 *segs, int64_t gx, int64_t gy,
                          const float *up, const float *down, mm_split sp, cudaStream_t s) {
-    mma_tile_kernel<T, BN, PRE><<<grid, 256, mm_smem_bytes<T, BN, PRE>(), s>>>(W, rb, r0, rows, K, X, ldx, n, Y, ldy,
-                                                                              segs, gx, gy, up, down, sp);
+    launch_pdl((mma_tile_kernel<T, BN, PRE>), grid, 256, (mm_smem_bytes<T, BN, PRE>()), s, W, rb, r0, rows, K, X, ldx,
+               n, Y, ldy, segs, gx, gy, up, down, sp);
 }
 
 template <int T>
@@ -556,7 +559,7 @@ static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int
         }
         up = g_scales, down = g_scales + n;
         /* one scale per token over every element any group reads */
-        token_scale_kernel<<<n, 256, 0, s>>>(X, ldx, (int64_t)(groups - 1) * gx + K, up, down);
+        launch_pdl(token_scale_kernel, n, 256, 0, s, X, ldx, (int64_t)(groups - 1) * gx + K, up, down);
     }
     const int cols = segs ? max_count : n;
     const unsigned z = (unsigned)(segs ? n_segs : groups);
@@ -630,8 +633,8 @@ static size_t split_smem_bytes(int64_t K) { return (size_t)(K + K / 16) * sizeof
 bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, cudaStream_t s) {
     if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
         return false;
-    split_rows_kernel<<<n, 256, split_smem_bytes(K), s>>>(X, ldx, (int)K, aux + (int64_t)n * (K / 16),
-                                                          sums ? aux : NULL);
+    launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, X, ldx, (int)K, aux + (int64_t)n * (K / 16),
+               sums ? aux : NULL);
     return true;
 }
 

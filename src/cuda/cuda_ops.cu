@@ -13,8 +13,8 @@ extern "C" int ds4k_ops_init(void) { return quant_tables_upload(); }
 /* ------------------------------------------------------------------ norms, embedding */
 
 __global__ void rmsnorm_kernel(const float *X, int64_t ldx, const float *w, int len, float eps, float *Y, int64_t ldy) {
+    pdl_enter();
     __shared__ float red[32];
-    pdl_trigger(); /* a GEMV after it may start loading its weights */
     const float *x = X + (int64_t)blockIdx.x * ldx;
     float *y = Y + (int64_t)blockIdx.x * ldy;
     const float inv = block_inv_rms(x, len, eps, red);
@@ -23,10 +23,11 @@ __global__ void rmsnorm_kernel(const float *X, int64_t ldx, const float *w, int 
 
 extern "C" void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y,
                              int64_t ldy, ds4_stream st) {
-    if (n > 0) rmsnorm_kernel<<<n, row_threads(len), 0, (cudaStream_t)st>>>(X, ldx, w, len, eps, Y, ldy);
+    if (n > 0) launch_pdl(rmsnorm_kernel, n, row_threads(len), 0, (cudaStream_t)st, X, ldx, w, len, eps, Y, ldy);
 }
 
 __global__ void embed_kernel(int type, const void *emb, const int32_t *tok, int hc, int D, float *H) {
+    pdl_enter();
     const int t = blockIdx.x;
     float *h = H + (int64_t)t * hc * D;
     const int64_t base = (int64_t)tok[t] * D;
@@ -37,13 +38,14 @@ __global__ void embed_kernel(int type, const void *emb, const int32_t *tok, int 
 }
 
 extern "C" void ds4k_embed(const ds4_dw *emb, const int32_t *tok, int n, int hc, int D, float *H, ds4_stream st) {
-    if (n > 0) embed_kernel<<<n, NT, 0, (cudaStream_t)st>>>(emb->type, emb->ptr, tok, hc, D, H);
+    if (n > 0) launch_pdl(embed_kernel, n, NT, 0, (cudaStream_t)st, emb->type, emb->ptr, tok, hc, D, H);
 }
 
 /* ------------------------------------------------------------------ KV rows and queries */
 
 __global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
                                 const int *d_pos, int hd, bool fp8, void *ring, int raw_cap, bool f16) {
+    pdl_enter();
     extern __shared__ float sh[];
     __shared__ float red[32], amax[64];
     const int t = blockIdx.x;
@@ -62,12 +64,13 @@ extern "C" void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const
                               const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, bool f16,
                               ds4_stream st) {
     if (n > 0)
-        kv_store_kernel<<<n, NT, hd * sizeof(float), (cudaStream_t)st>>>(kv, norm, rms_eps, freqs, n_pairs, d_pos, hd,
-                                                                         fp8, ring, raw_cap, f16);
+        launch_pdl(kv_store_kernel, n, NT, hd * sizeof(float), (cudaStream_t)st, kv, norm, rms_eps, freqs, n_pairs,
+                   d_pos, hd, fp8, ring, raw_cap, f16);
 }
 
 __global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float rms_eps, const double *freqs,
                                   int n_pairs, const int *d_pos, bool fp4) {
+    pdl_enter();
     extern __shared__ float sh[];
     __shared__ float red[32], amax[64];
     const int t = blockIdx.x, h = blockIdx.y;
@@ -85,16 +88,16 @@ __global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float 
 extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs,
                                 int n_pairs, const int *d_pos, bool fp4, ds4_stream st) {
     if (n > 0)
-        heads_rope_kernel<<<dim3(n, heads), 128, hd * sizeof(float), (cudaStream_t)st>>>(q, heads, hd, norm, rms_eps,
-                                                                                         freqs, n_pairs, d_pos, fp4);
+        launch_pdl(heads_rope_kernel, dim3(n, heads), 128, hd * sizeof(float), (cudaStream_t)st, q, heads, hd, norm,
+                   rms_eps, freqs, n_pairs, d_pos, fp4);
 }
 
 /* ------------------------------------------------------------------ MoE */
 
 __global__ void router_kernel(float *logits, int E, int k, const float *bias, const int32_t *tid2eid,
                               const int32_t *tok, float scale, int32_t *ids, float *w) {
+    pdl_enter();
     extern __shared__ float sel[];
-    pdl_trigger(); /* the routed experts' GEMV may launch (it waits for the ids) */
     const int t = blockIdx.x;
     float *prob = logits + (int64_t)t * E;
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
@@ -139,10 +142,12 @@ __global__ void router_kernel(float *logits, int E, int k, const float *bias, co
 extern "C" void ds4k_router(float *logits, int n, int E, int k, const float *bias, const int32_t *tid2eid,
                             const int32_t *tok, float scale, int32_t *ids, float *w, ds4_stream st) {
     if (n > 0)
-        router_kernel<<<n, NT, E * sizeof(float), (cudaStream_t)st>>>(logits, E, k, bias, tid2eid, tok, scale, ids, w);
+        launch_pdl(router_kernel, n, NT, E * sizeof(float), (cudaStream_t)st, logits, E, k, bias, tid2eid, tok, scale,
+                   ids, w);
 }
 
 __global__ void swiglu_kernel(float *g, const float *u, int64_t total, int FF, float L, const float *wts) {
+    pdl_enter();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         float h = dev_swiglu(g[i], u[i], L);
         if (wts) h *= wts[i / FF];
@@ -155,6 +160,6 @@ extern "C" void ds4k_swiglu(float *g, const float *u, int64_t rows, int FF, floa
     if (total <= 0) return;
     int64_t blocks = (total + NT - 1) / NT;
     if (blocks > 65535) blocks = 65535;
-    swiglu_kernel<<<(unsigned)blocks, NT, 0, (cudaStream_t)st>>>(g, u, total, FF, L, wts);
+    launch_pdl(swiglu_kernel, (unsigned)blocks, NT, 0, (cudaStream_t)st, g, u, total, FF, L, wts);
 }
 
