@@ -8,7 +8,8 @@ CUDA=${CUDA_HOME:-/usr/local/cuda}
 CUPTI=$CUDA/extras/CUPTI
 [ -d "$CUPTI/include" ] || CUPTI=$CUDA
 KREC=$(grep -oh 'CUpti_ActivityKernel[0-9]*' "$CUPTI"/include/cupti_activity*.h | sort -V | tail -1)
+MREC=$(grep -oh 'CUpti_ActivityMemcpy[0-9]*' "$CUPTI"/include/cupti_activity*.h | sort -V | tail -1)
 mkdir -p build-cuda
-cc -O2 -fPIC -shared -DKREC="$KREC" -I"$CUPTI/include" -I"$CUDA/include" scripts/cupti-trace.c \
+cc -O2 -fPIC -shared -DKREC="$KREC" -DMREC="$MREC" -I"$CUPTI/include" -I"$CUDA/include" scripts/cupti-trace.c \
     -L"$CUPTI/lib64" -Wl,-rpath,"$CUPTI/lib64" -lcupti -o build-cuda/libds4trace.so
 CUDA_INJECTION64_PATH=$PWD/build-cuda/libds4trace.so DS4_TRACE_OUT=$OUTCSV "$@"

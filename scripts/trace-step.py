@@ -3,7 +3,9 @@
 start and end relative to the step's first kernel, its duration, its stream,
 and the idle time on its stream before it (negative: it was launched early
 by programmatic dependent launch and waited). A step is the span between two
-launches of the embedding kernel; the last complete one is shown.
+launches of the embedding kernel; the last complete one is shown, then what
+happens between its last GPU work and the next step's first kernel (copies,
+and the host's CUDA runtime calls, stream "host").
     python3 scripts/trace-step.py trace.csv [step-from-end]"""
 import re
 import sys
@@ -35,15 +37,23 @@ def main():
         sys.exit("trace-step: fewer than %d steps in the trace" % (back + 1))
     a, b = starts[-back - 1], starts[-back]
     step, t0 = rows[a:b], rows[a][0]
-    end = max(r[1] for r in step)
-    print("step: %.1f us of kernels, then %.1f us until the next step's first kernel"
-          % ((end - t0) / 1e3, (rows[b][0] - end) / 1e3))
+    end = max(r[1] for r in step if r[2] != 0 and not r[3].startswith("memcpy:"))
+    nxt = rows[b][0]
+    print("step: %.1f us of kernels, then %.1f us until the next step's first kernel" % ((end - t0) / 1e3,
+                                                                                      (nxt - end) / 1e3))
     last = {}
     for s, e, st, name in step:
+        if st == 0 or name.startswith("memcpy:"):
+            continue
         idle = (s - last[st]) / 1e3 if st in last else 0.0
         last[st] = e
-        print("%8.1f %8.1f  %6.1f us  idle %6.1f  stream %-3d %s" % ((s - t0) / 1e3, (e - t0) / 1e3, (e - s) / 1e3,
-                                                                    idle, st, name))
+        print("%8.1f %8.1f  %6.1f us  idle %6.1f  stream %-4d %s" % ((s - t0) / 1e3, (e - t0) / 1e3, (e - s) / 1e3,
+                                                                     idle, st, name))
+    print("between steps (times from the step's last kernel):")
+    for s, e, st, name in rows[a:b + 1]:
+        if e > end and s < nxt or (s, e, st, name) == rows[b]:
+            print("%8.1f %8.1f  %6.1f us  %-6s %s" % ((s - end) / 1e3, (e - end) / 1e3, (e - s) / 1e3,
+                                                   "host" if st == 0 else "s%d" % st, name))
 
 
 if __name__ == "__main__":
