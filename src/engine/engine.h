@@ -90,7 +90,8 @@ typedef struct ds4_gen_result {
  * the session always ends with valid logits for its last token. */
 int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r, ds4_err *err);
 
-/* Greedy argmax of the current logits, optionally excluding one token id. */
+/* Greedy argmax of the current logits, optionally excluding one token id
+ * (-1: none); NaN logits are never chosen. */
 int32_t ds4_engine_argmax(const ds4_engine *e, int32_t exclude);
 
 double ds4_now(void); /* monotonic seconds */

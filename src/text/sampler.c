@@ -219,11 +219,14 @@ static int prepare(ds4_sampler *s, const float *l) {
          * skipped, and a whole stretch is when its largest logit fails (the
          * exponent is monotone in the logit). The default sampling keeps a
          * handful of 129k tokens; taking every expf cost ~1 ms a token. Below
-         * -110, expf is 0. */
-        const float x_cut = min_p > 0.0f ? logf(min_p) - 1e-3f : -110.0f;
+         * -110, expf is 0; near a subnormal min_p expf's relative error is
+         * large, so such a min_p gets that bound too. An exponent that is NaN
+         * (a temperature so small that 1/T is inf, or so large that it is 0)
+         * is never skipped: the test below decides, as it always did. */
+        const float x_cut = min_p >= 1e-37f ? logf(min_p) - 1e-3f : -110.0f;
         for (int a = 0; a < n; a += MINP_RUN) {
             const int b = n - a < MINP_RUN ? n : a + MINP_RUN;
-            if (!((max_run(l, a, b, -INFINITY) - lmax) * inv_t >= x_cut)) continue;
+            if ((max_run(l, a, b, -INFINITY) - lmax) * inv_t < x_cut) continue;
             for (int i = a; i < b; i++) {
                 if (!isfinite(l[i])) continue;
                 const float x = (l[i] - lmax) * inv_t;

@@ -103,8 +103,8 @@ int ds4_sampler_distribution(ds4_sampler *s, const float *logits, int32_t *ids, 
 
 /* First index of the largest finite logit (NaN ignored); 0 if none. */
 int32_t ds4_sampler_argmax(const float *logits, int n);
-/* The same with index skip (-1: none) left out; 0 (1 if skip is 0) if no
- * other logit is a number. */
+/* The same with index skip (-1: none) left out. If no other logit is a
+ * number: 0, or 1 when skip is 0 and n > 1 (n == 1 gives 0 even then). */
 int32_t ds4_sampler_argmax_except(const float *logits, int n, int32_t skip);
 
 /* One uniform float in [0, 1) with 24 random bits from the sampler's

@@ -7,6 +7,8 @@
 
 #include "text/sampler.h"
 
+#include <float.h>
+
 /* Logits for probabilities p[0..n) (log p; p = 0 gives -inf). */
 static void logits_of(float *l, const double *p, int n) {
     for (int i = 0; i < n; i++) l[i] = p[i] > 0 ? (float)log(p[i]) : -INFINITY;
@@ -444,6 +446,29 @@ static int32_t naive_argmax(const float *l, int n, int32_t skip) {
     return best >= 0 ? best : skip == 0 && n > 1 ? 1 : 0;
 }
 
+/* The kept set of plain min-p sampling (top-p 1, top-k 0) against the loop
+ * written from the definition: every expf taken, vocabulary order. */
+static void expect_plain_min_p(ds4_sampler *s, const float *l, int n, float temp, float min_p, int32_t *ids,
+                               double *probs) {
+    ds4_sampling q = {temp, 1.0f, min_p, 0, 0};
+    ds4_sampler_set_params(s, &q);
+    s->n_vocab = n;
+    const int k = ds4_sampler_distribution(s, l, ids, probs, n);
+    float lmax = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (isfinite(l[i]) && l[i] > lmax) lmax = l[i];
+    int want = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isfinite(l[i])) continue;
+        const float w = expf((l[i] - lmax) * (1.0f / temp));
+        if (w <= 0.0f || w < min_p) continue;
+        if (want >= k || ids[want] != i) fail_msg("T %g, min_p %g: token %d (w %.9g) missing from the kept set", temp,
+                                                  min_p, i, w);
+        want++;
+    }
+    assert_int_equal(k, want);
+}
+
 static void test_fast_paths(void **state) {
     (void)state;
     enum { V = 129280 };
@@ -467,22 +492,17 @@ static void test_fast_paths(void **state) {
             const int32_t sk = skip < 0 ? -1 : skip ? top : 0;
             assert_int_equal(ds4_sampler_argmax_except(l, V, sk), naive_argmax(l, V, sk));
         }
-        ds4_sampling q = {temp, 1.0f, min_p, 0, 0};
-        ds4_sampler_set_params(&s, &q);
-        const int k = ds4_sampler_distribution(&s, l, ids, probs, V);
-        float lmax = -INFINITY;
-        for (int i = 0; i < V; i++)
-            if (isfinite(l[i]) && l[i] > lmax) lmax = l[i];
-        int want = 0;
-        for (int i = 0; i < V; i++) {
-            if (!isfinite(l[i])) continue;
-            const float w = expf((l[i] - lmax) * (1.0f / temp));
-            if (w <= 0.0f || w < min_p) continue;
-            if (want >= k || ids[want] != i) fail_msg("trial %d: token %d (w %.9g) missing from the kept set", trial, i, w);
-            want++;
-        }
-        assert_int_equal(k, want);
+        expect_plain_min_p(&s, l, V, temp, min_p, ids, probs);
     }
+    /* extreme parameters: 1/T overflows to inf (the top token's exponent is
+     * NaN), 1/T is 0 with logits more than FLT_MAX apart, a subnormal min_p */
+    float two[2] = {0.0f, -103.5f}, wide[130];
+    expect_plain_min_p(&s, two, 2, 1.0f, 1.4e-45f, ids, probs);
+    expect_plain_min_p(&s, two, 2, 1e-40f, 0.05f, ids, probs);
+    wide[0] = FLT_MAX;
+    for (int i = 1; i < 130; i++) wide[i] = i == 100 ? FLT_MAX : -FLT_MAX;
+    expect_plain_min_p(&s, wide, 130, INFINITY, 0.05f, ids, probs);
+    expect_plain_min_p(&s, wide, 130, 1e-40f, 0.05f, ids, probs);
     float nan3[3] = {NAN, NAN, NAN};
     assert_int_equal(ds4_sampler_argmax_except(nan3, 3, 0), 1);
     assert_int_equal(ds4_sampler_argmax(nan3, 3), 0);
