@@ -160,7 +160,8 @@ __device__ __forceinline__ void pdl_enter(void) {
     pdl_trigger();
 }
 
-/* Programmatic launch (on unless DS4_PDL=0, read at init in cuda_gemv.cu):
+/* Programmatic launch (on unless DS4_PDL=0 or the build's CUDA_ARCH is below
+ * sm_90, where pdl_wait compiles to nothing; set at init in cuda_gemv.cu):
  * a launch's blocks start while the kernel ahead of it runs and wait in
  * pdl_wait(). The GEMVs always use it (they copy weights before they wait);
  * every other kernel only in batches of at most PDL_SMALL_BATCH tokens

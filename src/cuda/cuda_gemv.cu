@@ -45,6 +45,10 @@
 
 #include <stdlib.h>
 
+#ifndef DS4_CUDA_ARCH_MIN
+#define DS4_CUDA_ARCH_MIN 90 /* the Makefile passes the arch it builds for */
+#endif
+
 #define GS_WARPS 8
 #define GS_STAGES 3   /* ring of a warp: GS_STAGES chunks */
 #define GS_MAX_SLOTS 8 /* rows shorter than a chunk: up to 8 of them in the ring */
@@ -724,7 +728,10 @@ int gemv_stream_init(void) {
     g_stream_env = env_switch_on("DS4_GEMV_STREAM");
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
-    g_pdl_on = env_switch_on("DS4_PDL");
+    /* pdl_wait is compiled only for sm_90 and later: code built for an older
+     * architecture (and JIT-compiled from its PTX on a newer GPU) must not
+     * be launched early, it would not wait */
+    g_pdl_on = env_switch_on("DS4_PDL") && DS4_CUDA_ARCH_MIN >= 90;
     g_f16_split = env_switch_on("DS4_GEMV_F16_SPLIT");
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
