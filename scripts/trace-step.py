@@ -4,7 +4,7 @@ start and end relative to the step's first kernel, its duration, its stream,
 and the idle time on its stream before it (negative: it was launched early
 by programmatic dependent launch and waited). A step is the span between two
 launches of the embedding kernel; the last complete one is shown, then what
-happens between its last GPU work and the next step's first kernel (copies,
+happens between its last kernel and the next step's first kernel (copies,
 and the host's CUDA runtime calls, stream "host").
     python3 scripts/trace-step.py trace.csv [step-from-end]"""
 import re

@@ -191,11 +191,12 @@ static inline cudaLaunchConfig_t pdl_config(dim3 grid, dim3 block, size_t smem, 
 
 /* kernel<<<grid, block, smem, st>>>(args...), programmatic in small
  * batches; errors surface through cudaGetLastError like a <<<>>> launch's. */
-#define launch_pdl(kernel, grid, block, smem, st, ...)                                                                 \
-    do {                                                                                                               \
-        cudaLaunchAttribute pdl_attr_;                                                                                 \
-        const cudaLaunchConfig_t pdl_cfg_ = pdl_config((grid), (block), (smem), (st), &pdl_attr_, g_pdl_small_batch);                     \
-        (void)cudaLaunchKernelEx(&pdl_cfg_, kernel, __VA_ARGS__);                                                      \
+#define launch_pdl(kernel, grid, block, smem, st, ...)                                                 \
+    do {                                                                                               \
+        cudaLaunchAttribute pdl_attr_;                                                                 \
+        const cudaLaunchConfig_t pdl_cfg_ =                                                            \
+            pdl_config((grid), (block), (smem), (st), &pdl_attr_, g_pdl_small_batch);                  \
+        (void)cudaLaunchKernelEx(&pdl_cfg_, kernel, __VA_ARGS__);                                      \
     } while (0)
 
 __device__ __forceinline__ void cp_async_commit(void) {

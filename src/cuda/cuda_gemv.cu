@@ -468,8 +468,8 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     float *Y = jb.Y;
     X += jb.x_off;
     int64_t xrow = 0; /* the activations' row (for the prep's router weight) */
-    if (ids) pdl_wait(); /* the routing is the previous kernel's output */
     if (ids) {
+        pdl_wait(); /* the routing is the previous kernel's output */
         const int pair = blockIdx.z;
         W = jb.W + (int64_t)ids[pair] * jb.rows * rb;
         xrow = x_per_pair ? pair : pair / k;

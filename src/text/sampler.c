@@ -118,7 +118,7 @@ static float max_run(const float *l, int a, int b, float m) {
  * 512-logit stretch by vector code, then the first index holding the largest
  * of them, searched in the first stretch that has it: 0.6 ms -> 0.04 ms for
  * 129k logits on this project's 2-core development machine. */
-enum { ARGMAX_RUN = 512, MINP_RUN = 64 };
+enum { ARGMAX_RUN = 512 };
 
 int32_t ds4_sampler_argmax_except(const float *logits, int n, int32_t skip) {
     float best = -INFINITY;
@@ -223,6 +223,7 @@ static int prepare(ds4_sampler *s, const float *l) {
          * large, so such a min_p gets that bound too. An exponent that is NaN
          * (a temperature so small that 1/T is inf, or so large that it is 0)
          * is never skipped: the test below decides, as it always did. */
+        enum { MINP_RUN = 64 };
         const float x_cut = min_p >= 1e-37f ? logf(min_p) - 1e-3f : -110.0f;
         for (int a = 0; a < n; a += MINP_RUN) {
             const int b = n - a < MINP_RUN ? n : a + MINP_RUN;

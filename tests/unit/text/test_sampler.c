@@ -448,12 +448,10 @@ static int32_t naive_argmax(const float *l, int n, int32_t skip) {
 
 /* The kept set of plain min-p sampling (top-p 1, top-k 0) against the loop
  * written from the definition: every expf taken, vocabulary order. */
-static void expect_plain_min_p(ds4_sampler *s, const float *l, int n, float temp, float min_p, int32_t *ids,
-                               double *probs) {
-    ds4_sampling q = {temp, 1.0f, min_p, 0, 0};
-    ds4_sampler_set_params(s, &q);
-    s->n_vocab = n;
-    const int k = ds4_sampler_distribution(s, l, ids, probs, n);
+static void expect_plain_min_p(const float *l, int n, float temp, float min_p, int32_t *ids, double *probs) {
+    ds4_sampler s = make(n, temp, 1.0f, min_p, 0, 1);
+    const int k = ds4_sampler_distribution(&s, l, ids, probs, n);
+    ds4_sampler_free(&s);
     float lmax = -INFINITY;
     for (int i = 0; i < n; i++)
         if (isfinite(l[i]) && l[i] > lmax) lmax = l[i];
@@ -477,7 +475,6 @@ static void test_fast_paths(void **state) {
     double *probs = malloc(V * sizeof(double));
     ds4_rng r;
     ds4_rng_seed(&r, 11);
-    ds4_sampler s = make(V, 1.0f, 1.0f, 0.05f, 0, 3);
     for (int trial = 0; trial < 12; trial++) {
         for (int i = 0; i < V; i++) l[i] = ds4_rng_normal(&r) * 2.0f;
         const int top = (int)(ds4_rng_uniform(&r) * V);
@@ -492,24 +489,23 @@ static void test_fast_paths(void **state) {
             const int32_t sk = skip < 0 ? -1 : skip ? top : 0;
             assert_int_equal(ds4_sampler_argmax_except(l, V, sk), naive_argmax(l, V, sk));
         }
-        expect_plain_min_p(&s, l, V, temp, min_p, ids, probs);
+        expect_plain_min_p(l, V, temp, min_p, ids, probs);
     }
     /* extreme parameters: 1/T overflows to inf (the top token's exponent is
      * NaN), 1/T is 0 with logits more than FLT_MAX apart, a subnormal min_p */
     float two[2] = {0.0f, -103.5f}, wide[130];
-    expect_plain_min_p(&s, two, 2, 1.0f, 1.4e-45f, ids, probs);
-    expect_plain_min_p(&s, two, 2, 1e-40f, 0.05f, ids, probs);
+    expect_plain_min_p(two, 2, 1.0f, 1.4e-45f, ids, probs);
+    expect_plain_min_p(two, 2, 1e-40f, 0.05f, ids, probs);
     wide[0] = FLT_MAX;
     for (int i = 1; i < 130; i++) wide[i] = i == 100 ? FLT_MAX : -FLT_MAX;
-    expect_plain_min_p(&s, wide, 130, INFINITY, 0.05f, ids, probs);
-    expect_plain_min_p(&s, wide, 130, 1e-40f, 0.05f, ids, probs);
+    expect_plain_min_p(wide, 130, INFINITY, 0.05f, ids, probs);
+    expect_plain_min_p(wide, 130, 1e-40f, 0.05f, ids, probs);
     float nan3[3] = {NAN, NAN, NAN};
     assert_int_equal(ds4_sampler_argmax_except(nan3, 3, 0), 1);
     assert_int_equal(ds4_sampler_argmax(nan3, 3), 0);
     free(l);
     free(ids);
     free(probs);
-    ds4_sampler_free(&s);
 }
 
 int main(void) {
