@@ -78,6 +78,13 @@ typedef struct ds4_backend_ops {
     size_t (*memory_bytes)(const ds4_session *s);
     /* Default prefill chunk for this device and context (NULL: 2048). */
     int (*default_chunk)(const ds4_model *m, int ctx);
+    /* Optional (NULL: not offered): greedy decoding chained on the device,
+     * see ds4_session_chain_begin. begin returns 1 when it cannot chain now
+     * (nothing queued, state untouched). */
+    int (*chain_begin)(ds4_session *s, int32_t token, int32_t exclude, int32_t stop_token, ds4_err *err);
+    int (*chain_queue)(ds4_session *s, ds4_err *err);
+    int (*chain_wait)(ds4_session *s, int32_t *picked, ds4_err *err);
+    int (*chain_end)(ds4_session *s, ds4_err *err);
 } ds4_backend_ops;
 
 struct ds4_session {
@@ -87,6 +94,8 @@ struct ds4_session {
     ds4_state *state;                    /* host copy / CPU working state */
     const ds4_backend_ops *ops;
     void *impl;                          /* backend private */
+    int chain_queued;                    /* chained steps queued and not yet waited for */
+    bool chain_on;                       /* between chain_begin and chain_end */
 };
 
 /* Create a session. Errors name the problem: ctx too small, chunk invalid,
@@ -112,6 +121,33 @@ const char *ds4_session_backend_name(const ds4_session *s);
 void ds4_session_reset(ds4_session *s);
 /* Replace the progress callback (per request, e.g. a server's keepalive/cancel). */
 void ds4_session_set_progress(ds4_session *s, ds4_progress_fn fn, void *ud);
+
+/* Greedy decoding chained on the device. A backend that offers it picks
+ * each step's argmax where the logits are and feeds it to the next step
+ * without a host round trip, so the host can queue step k+1 while step k
+ * runs (CUDA: the next graph launch overlaps the running step).
+ *
+ *   begin(token, exclude, stop_token)  queue the evaluation of token; every
+ *                     step then picks the argmax of its logits, never
+ *                     `exclude` (-1: none), NaN never chosen, the first
+ *                     index on ties (= ds4_sampler_argmax_except)
+ *   queue()           queue the evaluation of the token the last queued step
+ *                     picks (at most two steps queued at a time)
+ *   wait(&picked)     wait for the oldest queued step: its token joins the
+ *                     session; picked = the token its logits chose
+ *   end()             wait for what is still queued; a step fed stop_token
+ *                     (-1: none) leaves the session as it was and is
+ *                     dropped, any other is kept. The session's logits are
+ *                     then those of its last token (they are not kept up to
+ *                     date in between).
+ *
+ * begin returns 1 (nothing queued) when the backend cannot chain: no such
+ * ops, or not now (the caller then decodes and picks on the host). Every
+ * queued step must fit the context. No other session call in between. */
+int ds4_session_chain_begin(ds4_session *s, int32_t token, int32_t exclude, int32_t stop_token, ds4_err *err);
+int ds4_session_chain_queue(ds4_session *s, ds4_err *err);
+int ds4_session_chain_wait(ds4_session *s, int32_t *picked, ds4_err *err);
+int ds4_session_chain_end(ds4_session *s, ds4_err *err);
 
 /* Snapshot in the common payload format. */
 size_t ds4_session_payload_size(ds4_session *s);

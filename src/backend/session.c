@@ -116,6 +116,7 @@ void ds4_session_free(ds4_session *s) {
 }
 
 static int check_tokens(ds4_session *s, const int32_t *tokens, int n, ds4_err *err) {
+    if (s->chain_on) return ds4_errf(err, "internal error: evaluating while a chained decode runs");
     if (n < 0) return ds4_errf(err, "negative token count");
     const int have = s->state->n_tokens;
     if ((int64_t)have + n > s->state->ctx)
@@ -147,6 +148,45 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, float *all_lo
 int ds4_session_decode(ds4_session *s, int32_t token, ds4_err *err) {
     if (check_tokens(s, &token, 1, err) != 0) return -1;
     return s->ops->eval(s, &token, 1, NULL, err);
+}
+
+/* ---------------------------------------------------------------- chained greedy decoding */
+
+int ds4_session_chain_begin(ds4_session *s, int32_t token, int32_t exclude, int32_t stop_token, ds4_err *err) {
+    if (s->chain_on) return ds4_errf(err, "internal error: a chain is already running");
+    if (!s->ops->chain_begin) return 1;
+    if (check_tokens(s, &token, 1, err) != 0) return -1;
+    if (token == stop_token) return ds4_errf(err, "internal error: a chain fed its stop token first");
+    const int rc = s->ops->chain_begin(s, token, exclude, stop_token, err);
+    if (rc != 0) return rc;
+    s->chain_on = true;
+    s->chain_queued = 1;
+    return 0;
+}
+
+int ds4_session_chain_queue(ds4_session *s, ds4_err *err) {
+    if (!s->chain_on || s->chain_queued < 1 || s->chain_queued >= 2)
+        return ds4_errf(err, "internal error: chain_queue with %d steps queued", s->chain_queued);
+    if ((int64_t)s->state->n_tokens + s->chain_queued >= s->state->ctx)
+        return ds4_errf(err, "the next token does not fit: the session holds %d of its %d-token context",
+                        s->state->n_tokens + s->chain_queued, s->state->ctx);
+    if (s->ops->chain_queue(s, err) != 0) return -1;
+    s->chain_queued++;
+    return 0;
+}
+
+int ds4_session_chain_wait(ds4_session *s, int32_t *picked, ds4_err *err) {
+    if (!s->chain_on || s->chain_queued < 1) return ds4_errf(err, "internal error: chain_wait with nothing queued");
+    if (s->ops->chain_wait(s, picked, err) != 0) return -1;
+    s->chain_queued--;
+    return 0;
+}
+
+int ds4_session_chain_end(ds4_session *s, ds4_err *err) {
+    if (!s->chain_on) return 0;
+    s->chain_on = false;
+    s->chain_queued = 0;
+    return s->ops->chain_end(s, err);
 }
 
 const float *ds4_session_logits(const ds4_session *s) { return s->state->has_logits ? s->state->logits : NULL; }

@@ -40,8 +40,9 @@ __device__ __forceinline__ float cmp_pool(int j, int ratio, bool overlap, int wi
 __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                   const float *gate, int ape_type, const void *ape, const float *norm, float rms_eps,
                                   int width, const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8,
-                                  bool fp4, void *rows, bool f16) {
+                                  bool fp4, void *rows, bool f16, const int32_t *skip) {
     pdl_enter();
+    if (skip && *skip) return; /* a step that must leave the state as it is */
     extern __shared__ float row[];
     __shared__ float red[32], amax[64];
     const int64_t p0 = d_pos[0];
@@ -158,8 +159,8 @@ __global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio
 
 extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                 const float *gate, const ds4_dw *ape, const float *norm, float rms_eps, int width,
-                                const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8, bool fp4, void *rows,
-                                bool f16, ds4_stream st) {
+                                const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8, bool fp4,
+                                void *rows, bool f16, const int32_t *skip, ds4_stream st) {
     if (n <= 0) return;
     cudaStream_t s = (cudaStream_t)st;
     /* both kernels normalize a row with block_rmsnorm, whose sum of squares
@@ -170,7 +171,8 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
     const int threads = CMP_THREADS;
     if (n <= 8) { /* decode: one block walks the tokens */
         launch_pdl(compressor_kernel, 1, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
-                   gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
+                   gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16,
+                   skip);
         return;
     }
     /* windows closing in [p0, p0 + n): at most n / ratio + 1, whatever p0 */

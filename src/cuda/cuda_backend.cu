@@ -170,6 +170,21 @@ typedef struct cu_sess {
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
     bool graph_ok[2];
     int graph_failed;
+    /* chained greedy decoding (cuda_layers.inc, "chained steps"): its own
+     * two graphs, whose step ends in the pick instead of the logits copy */
+    cudaGraphExec_t chain_graph[2];
+    bool chain_graph_ok[2];
+    bool chaining;                /* capturing a chained step (forward's tail, the compressors' skip) */
+    ds4k_pick_ctl *pick, *h_pick; /* device; pinned (the first three fields, set at chain_begin) */
+    int32_t *h_picked, *d_picked; /* mapped host ring of picks, by position & 3 (host / device address) */
+    float *logits_keep;           /* a step's logits when its pick was the stop token */
+    cudaEvent_t ev_step[2];       /* the end of each queued chained step */
+    int chain_n, chain_head;      /* queued steps, and the slot of the oldest */
+    int chain_pos[2];             /* their positions */
+    int32_t chain_tok[2];         /* their tokens (-1: still on the device) */
+    int32_t chain_stop;           /* the stop token of this chain */
+    int32_t chain_last_pick;      /* the pick of the last step waited for */
+    bool chain_failed;            /* capturing its graphs failed: chain_begin declines */
     size_t attn_smem;
 } cu_sess;
 
@@ -310,10 +325,16 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->z, sb * D * 4);
     DA(c->logits, sb * hp->n_vocab * 4);
     DA(c->att_part, ds4k_attention_part_floats(hp->n_head, hd, c->max_rows) * 4);
+    DA(c->pick, sizeof(ds4k_pick_ctl));
+    DA(c->logits_keep, hp->n_vocab * 4);
+    CU(cudaMemset(c->pick, 0, sizeof(ds4k_pick_ctl)), "clearing the pick state");
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
-        cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess)
+        cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_pick, sizeof(ds4k_pick_ctl)) != cudaSuccess ||
+        cudaHostAlloc((void **)&c->h_picked, 4 * sizeof(int32_t), cudaHostAllocMapped) != cudaSuccess)
         return ds4_errf(err, "CUDA: cannot allocate pinned host buffers");
+    CU(cudaHostGetDevicePointer((void **)&c->d_picked, c->h_picked, 0), "mapping the pick ring");
     c->h_ids = (int32_t *)malloc(B * K * 4);
     c->h_rw = (float *)malloc(B * K * 4);
     c->h_gtok = (int32_t *)malloc(B * K * 4);
@@ -464,7 +485,9 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess ||
         cudaStreamCreateWithFlags(&c->st2, cudaStreamNonBlocking) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
-        cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) != cudaSuccess) {
+        cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_step[0], cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_step[1], cudaEventDisableTiming) != cudaSuccess) {
         cu_destroy(s);
         return ds4_errf(err, "CUDA: cannot create the session's streams");
     }
@@ -503,8 +526,11 @@ static void cu_destroy(ds4_session *s) {
     prof_print();
     cudaStreamSynchronize(c->st);
     if (c->st2) cudaStreamSynchronize(c->st2);
-    for (int g = 0; g < 2; g++)
+    for (int g = 0; g < 2; g++) {
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
+        if (c->chain_graph_ok[g]) cudaGraphExecDestroy(c->chain_graph[g]);
+        if (c->ev_step[g]) cudaEventDestroy(c->ev_step[g]);
+    }
     if (c->L) {
         for (int il = 0; il < c->hp->n_layer; il++) {
             cu_layer *L = &c->L[il];
@@ -517,14 +543,18 @@ static void cu_destroy(ds4_session *s) {
             cudaFree(L->icmp_score);
         }
     }
-    void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H, c->a, c->qr, c->pre, c->post, c->M,
-                    c->ck, c->cg, c->ik, c->ig, c->flat, c->mix, c->mix_parts, c->mix_ss, c->kvb, c->q, c->o, c->low, c->y, c->iq, c->iw,
-                    c->S, c->sel, c->n_sel, c->router, c->ids, c->rw, c->eg, c->eu, c->ex, c->eo, c->shg, c->shu,
-                    c->sh, c->z, c->logits, c->gtok, c->gpair, c->gw, c->segs, c->att_part};
+    void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H,        c->a,    c->qr,         c->pre,
+                    c->post,      c->M,        c->ck,    c->cg,    c->ik,       c->ig,   c->flat,       c->mix,
+                    c->mix_parts, c->mix_ss,   c->kvb,   c->q,     c->o,        c->low,  c->y,          c->iq,
+                    c->iw,        c->S,        c->sel,   c->n_sel, c->router,   c->ids,  c->rw,         c->eg,
+                    c->eu,        c->ex,       c->eo,    c->shg,   c->shu,      c->sh,   c->z,          c->logits,
+                    c->gtok,      c->gpair,    c->gw,    c->segs,  c->att_part, c->pick, c->logits_keep};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_pos);
     cudaFreeHost(c->h_tok);
+    cudaFreeHost(c->h_pick);
+    cudaFreeHost(c->h_picked);
     free(c->h_ids);
     free(c->h_rw);
     free(c->h_gtok);
@@ -585,7 +615,8 @@ static int cu_default_chunk(const ds4_model *m, int ctx) {
 }
 
 static const ds4_backend_ops g_cuda_ops = {
-    "cuda", cu_init, cu_destroy, cu_eval, cu_pull, cu_push, cu_memory, cu_default_chunk,
+    "cuda",    cu_init,          cu_destroy,     cu_eval,        cu_pull,       cu_push,
+    cu_memory, cu_default_chunk, cu_chain_begin, cu_chain_queue, cu_chain_wait, cu_chain_end,
 };
 
 extern "C" const ds4_backend_ops *ds4_cuda_backend(void) { return &g_cuda_ops; }

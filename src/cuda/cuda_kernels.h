@@ -138,6 +138,27 @@ int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int
 void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,
                   ds4_stream st);
 
+/* Greedy pick on the device for chained decoding (twin:
+ * ds4_sampler_argmax_except in src/text/sampler.c): the first index of the
+ * largest non-NaN logit other than ctl->exclude (1, or 0 when exclude is 0,
+ * if there is none). The picked token becomes the next step's input
+ * (tok[0], pos[0] + 1) and is written to host_ring[pos[0] & 3] (mapped host
+ * memory). ctl->dead is set when it equals ctl->stop_token: the next step
+ * then leaves the compressor states as they are (ds4k_compressor's skip),
+ * and these logits are copied to keep (that step overwrites the others). A
+ * step fed the stop token (dead already set) leaves dead and keep alone. */
+#define DS4K_PICK_BLOCKS 64
+typedef struct ds4k_pick_ctl {
+    int32_t exclude;    /* -1: none */
+    int32_t stop_token; /* -1: none */
+    int32_t dead;       /* the last pick was stop_token */
+    uint32_t done;      /* blocks finished; the last one resets it */
+    float part_v[DS4K_PICK_BLOCKS];
+    int32_t part_i[DS4K_PICK_BLOCKS];
+} ds4k_pick_ctl;
+void ds4k_pick_next(const float *logits, int n, ds4k_pick_ctl *ctl, int32_t *tok, int *pos, int32_t *host_ring,
+                    float *keep, ds4_stream st);
+
 /* Embedding rows of tokens, copied to every HC stream: H[t][s*D + d]. */
 void ds4k_embed(const ds4_dw *emb, const int32_t *tok, int n, int hc, int D, float *H, ds4_stream st);
 
@@ -187,10 +208,13 @@ void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_ep
 /* Feed n tokens (projections kv/gate [n][W]) through a compressor state in
  * position order; each closed window w pools a `width`-wide row, which is
  * normed (norm), RoPE'd at w*ratio, then FP8 (fp8, on width - 2*n_pairs
- * elements) or Hadamard+FP4 (fp4), and stored at row w of `rows`. */
+ * elements) or Hadamard+FP4 (fp4), and stored at row w of `rows`. A
+ * one-token step does nothing when skip is given and *skip != 0 (a chained
+ * step fed the stop token: ds4k_pick_next). */
 void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv, const float *gate,
                      const ds4_dw *ape, const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
-                     const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16, ds4_stream st);
+                     const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16, const int32_t *skip,
+                     ds4_stream st);
 
 /* Indexer scores of token t over its visible rows c < (pos+1)/4, computed only
  * when that count exceeds topk: S[t][c] = sum_h w[t][h] relu(q[t][h] . k[c]) / sqrt(ID*IH). */

@@ -41,6 +41,91 @@ extern "C" void ds4k_embed(const ds4_dw *emb, const int32_t *tok, int n, int hc,
     if (n > 0) launch_pdl(embed_kernel, n, NT, 0, (cudaStream_t)st, emb->type, emb->ptr, tok, hc, D, H);
 }
 
+/* ------------------------------------------------------------------ greedy pick (chained decoding) */
+
+#define PICK_THREADS 256
+static_assert(DS4K_PICK_BLOCKS <= PICK_THREADS, "the last block reduces one partial a thread");
+
+/* (v, i) beats the best so far (bv, bi; bi < 0: none yet): larger, or equal
+ * and earlier. Candidates are never NaN, so this is a total order and any
+ * reduction order gives the first index of the maximum, as the host's
+ * ds4_sampler_argmax_except does (== treats -0 and +0 alike there too). */
+__device__ __forceinline__ bool pick_beats(float v, int i, float bv, int bi) {
+    return i >= 0 && (bi < 0 || v > bv || (v == bv && i < bi));
+}
+
+/* The block's best (bv, bi) into thread 0's. */
+__device__ __forceinline__ void pick_block_best(float *bv, int *bi, float *sv, int *si) {
+    for (int o = DS4_WARP / 2; o > 0; o /= 2) {
+        const float ov = __shfl_xor_sync(0xffffffffu, *bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, *bi, o);
+        if (pick_beats(ov, oi, *bv, *bi)) *bv = ov, *bi = oi;
+    }
+    const int warp = threadIdx.x / DS4_WARP, lane = threadIdx.x % DS4_WARP;
+    if (lane == 0) sv[warp] = *bv, si[warp] = *bi;
+    __syncthreads();
+    if (threadIdx.x == 0)
+        for (int w = 1; w < (int)blockDim.x / DS4_WARP; w++)
+            if (pick_beats(sv[w], si[w], *bv, *bi)) *bv = sv[w], *bi = si[w];
+}
+
+/* Each block finds the best of its stretch; the last block to finish
+ * combines the blocks' results and writes the pick. */
+__global__ void __launch_bounds__(PICK_THREADS)
+    pick_kernel(const float *logits, int n, ds4k_pick_ctl *ctl, int32_t *tok, int *pos, volatile int32_t *host_ring,
+                float *keep) {
+    pdl_enter();
+    __shared__ float sv[PICK_THREADS / DS4_WARP];
+    __shared__ int si[PICK_THREADS / DS4_WARP];
+    __shared__ bool last, dead;
+    const int exclude = ctl->exclude;
+    const int per = (n + gridDim.x - 1) / gridDim.x, a = blockIdx.x * per, b = min(n, a + per);
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int i = a + threadIdx.x; i < b; i += blockDim.x) {
+        const float v = logits[i];
+        if (i != exclude && !isnan(v) && pick_beats(v, i, bv, bi)) bv = v, bi = i;
+    }
+    pick_block_best(&bv, &bi, sv, si);
+    if (threadIdx.x == 0) {
+        ctl->part_v[blockIdx.x] = bv;
+        ctl->part_i[blockIdx.x] = bi;
+        __threadfence(); /* the partial is visible before the count says so */
+        last = atomicAdd(&ctl->done, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    bv = -INFINITY, bi = -1;
+    if (threadIdx.x < gridDim.x) {
+        bv = ((volatile float *)ctl->part_v)[threadIdx.x];
+        bi = ((volatile int32_t *)ctl->part_i)[threadIdx.x];
+    }
+    __syncthreads(); /* sv/si are reused */
+    pick_block_best(&bv, &bi, sv, si);
+    if (threadIdx.x == 0) {
+        const int32_t t = bi >= 0 ? bi : (exclude == 0 && n > 1 ? 1 : 0); /* every logit NaN or excluded */
+        const int p = pos[0];
+        tok[0] = t;
+        pos[0] = p + 1;
+        host_ring[p & 3] = t;
+        __threadfence_system();               /* the host reads it once the step's event completes */
+        const bool fed_stop = ctl->dead != 0; /* this step's output is dropped: keep what keep holds */
+        dead = !fed_stop && ctl->stop_token >= 0 && t == ctl->stop_token;
+        if (!fed_stop) ctl->dead = dead;
+        ctl->done = 0; /* ready for the next step */
+    }
+    __syncthreads();
+    if (dead)
+        for (int i = threadIdx.x; i < n; i += blockDim.x) keep[i] = logits[i];
+}
+
+extern "C" void ds4k_pick_next(const float *logits, int n, ds4k_pick_ctl *ctl, int32_t *tok, int *pos,
+                               int32_t *host_ring, float *keep, ds4_stream st) {
+    launch_pdl(pick_kernel, DS4K_PICK_BLOCKS, PICK_THREADS, 0, (cudaStream_t)st, logits, n, ctl, tok, pos, host_ring,
+               keep);
+}
+
 /* ------------------------------------------------------------------ KV rows and queries */
 
 __global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,

@@ -1,6 +1,8 @@
 /* ds4 — engine: session sync with prefix reuse, and generation (engine.h). */
 #include "engine/engine.h"
 
+#include "engine/greedy.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -98,6 +100,74 @@ int32_t ds4_engine_argmax(const ds4_engine *e, int32_t exclude) {
     return ds4_sampler_argmax_except(ds4_session_logits(e->sess), e->model->hp.n_vocab, exclude);
 }
 
+/* One produced token to the caller: counted, detokenized, on_token. */
+static int emit(const ds4_gen_opts *o, ds4_gen_result *r, ds4_detok_stream *ds, int32_t tok, int32_t eos) {
+    r->n_tokens++;
+    size_t len = 0;
+    const char *text = tok == eos ? "" : ds4_detok_push(ds, tok, &len);
+    return o->on_token ? o->on_token(o->ud, tok, text, len) : 0;
+}
+
+/* Greedy generation through ds4_greedy: the same tokens, stops and session
+ * as the loop in ds4_engine_generate, but each step's successor is queued
+ * before the host waits for it (on CUDA the next step's launch then overlaps
+ * the running one, and the pick never leaves the GPU). The first token comes
+ * from the session's logits on the host, as there. */
+static int generate_greedy(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r, ds4_detok_stream *ds,
+                           ds4_err *err) {
+    ds4_session *s = e->sess;
+    const int32_t eos = ds4_tokenizer_specials(e->tok)->eos;
+    const int32_t exclude = o->ban_eos ? eos : -1, stop_token = o->ban_eos ? -1 : eos;
+    const int ctx = ds4_session_ctx(s), n0 = ds4_session_n_tokens(s);
+    r->stop = DS4_STOP_LENGTH;
+    if (o->max_tokens > 0 && r->n_tokens >= o->max_tokens) return 0;
+    if (n0 >= ctx) {
+        r->stop = DS4_STOP_CONTEXT;
+        return 0;
+    }
+    int32_t tok = ds4_engine_argmax(e, exclude);
+    ds4_greedy g;
+    if (tok != eos && ds4_greedy_begin(&g, s, tok, exclude, stop_token, err) != 0) return -1;
+    int stop = emit(o, r, ds, tok, eos);
+    if (tok == eos) {
+        r->stop = DS4_STOP_EOS;
+        return 0;
+    }
+    int rc = 0;
+    for (;;) {
+        /* the step fed `tok` is queued */
+        if (stop) {
+            r->stop = DS4_STOP_CALLBACK;
+            break;
+        }
+        const bool length = o->max_tokens > 0 && r->n_tokens >= o->max_tokens;
+        const bool full = n0 + r->n_tokens >= ctx; /* the session's tokens once this step is in */
+        if (!length && !full && (rc = ds4_greedy_queue(&g, err)) != 0) break;
+        int32_t next;
+        if ((rc = ds4_greedy_wait(&g, &next, err)) != 0) break;
+        if (length || full) {
+            r->stop = length ? DS4_STOP_LENGTH : DS4_STOP_CONTEXT;
+            break;
+        }
+        tok = next;
+        stop = emit(o, r, ds, tok, eos);
+        if (tok == eos) { /* its queued step is dropped by greedy_end */
+            r->stop = DS4_STOP_EOS;
+            break;
+        }
+    }
+    const int erc = ds4_greedy_end(&g, rc == 0 ? err : NULL);
+    return rc != 0 ? rc : erc;
+}
+
+/* Greedy generation goes through generate_greedy unless DS4_GREEDY_CHAIN=0
+ * (A/B timing and bisecting: the plain loop below). */
+static bool greedy_chain(const ds4_gen_opts *o) {
+    if (o->pick || (!o->ban_eos && o->sampling.temperature > 0.0f)) return false;
+    const char *v = getenv("DS4_GREEDY_CHAIN");
+    return !(v && strcmp(v, "0") == 0);
+}
+
 int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r, ds4_err *err) {
     ds4_gen_result local;
     if (!r) r = &local;
@@ -111,6 +181,10 @@ int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r,
     const double t0 = ds4_now();
     int rc = 0;
     r->stop = DS4_STOP_LENGTH;
+    if (greedy_chain(o)) {
+        rc = generate_greedy(e, o, r, &ds, err);
+        goto done;
+    }
     for (;;) {
         if (o->max_tokens > 0 && r->n_tokens >= o->max_tokens) {
             r->stop = DS4_STOP_LENGTH;
@@ -130,10 +204,7 @@ int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r,
         } else {
             tok = ds4_sampler_sample(&e->sampler, ds4_session_logits(s), ds_state);
         }
-        r->n_tokens++;
-        size_t len = 0;
-        const char *text = tok == eos ? "" : ds4_detok_push(&ds, tok, &len);
-        int stop = o->on_token ? o->on_token(o->ud, tok, text, len) : 0;
+        const int stop = emit(o, r, &ds, tok, eos);
         if (tok == eos) {
             r->stop = DS4_STOP_EOS;
             break;
@@ -144,6 +215,7 @@ int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r,
             break;
         }
     }
+done:;
     size_t len = 0;
     const char *rest = ds4_detok_flush(&ds, &len);
     if (len && o->on_token) o->on_token(o->ud, -1, rest, len);

@@ -254,7 +254,6 @@ int main(int argc, char **argv) {
             ds4_session_backend_name(e->sess), b.ctx_alloc, ds4_session_chunk(e->sess), toks.n);
     fprintf(csv, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes\n");
     fflush(csv);
-    const int32_t eos = ds4_tokenizer_specials(e->tok)->eos;
     int prev = 0;
     for (int F = b.ctx_start;;) {
         ds4_sync_stats st;
@@ -269,13 +268,18 @@ int main(int argc, char **argv) {
             fprintf(stderr, "ds4-bench: snapshot: %s\n", err.msg);
             goto out;
         }
+        /* greedy with EOS banned, every token evaluated: the engine's
+         * generation path (chained on the device where the backend can) */
+        ds4_gen_opts go = {.max_tokens = b.gen_tokens, .ban_eos = true};
+        go.sampling = ds4_sampling_defaults();
+        go.sampling.temperature = 0.0f;
+        ds4_gen_result gr;
         const double t0 = ds4_now();
-        for (int g = 0; g < b.gen_tokens; g++) {
-            const int32_t t = ds4_engine_argmax(e, eos);
-            if (ds4_session_decode(e->sess, t, &err) != 0) {
-                fprintf(stderr, "ds4-bench: decode: %s\n", err.msg);
-                goto out;
-            }
+        const int grc = ds4_engine_generate(e, &go, &gr, &err);
+        if (grc != 0 || gr.n_tokens != b.gen_tokens) {
+            fprintf(stderr, "ds4-bench: generation at ctx %d: %s\n", F,
+                    grc != 0 ? err.msg : "stopped before --gen-tokens (context full)");
+            goto out;
         }
         const double gen_s = ds4_now() - t0;
         if (ds4_session_load(e->sess, snap, snap_len, &err) != 0) {

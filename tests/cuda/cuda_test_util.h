@@ -8,13 +8,52 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
+#include "backend/backend.h"
 #include "cuda/cuda_kernels.h"
 #include "gguf/gguf.h"
 #include "util/rng.h"
 
 extern int g_fail; /* failed checks so far */
 
+extern char g_bin_dir[4096]; /* where ds4-synth is (this program's directory) */
+
+/* Run a shell command; its exit status (-1: did not exit). */
+static inline int run(const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    const int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A session or exit: the tests cannot go on without one. */
+static inline ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle) {
+    ds4_session_opts o;
+    ds4_session_opts_default(&o);
+    o.ctx = ctx;
+    o.prefill_chunk = chunk;
+    o.oracle = oracle;
+    o.backend = be;
+    ds4_err err = {{0}};
+    ds4_session *s = ds4_session_create(m, &o, &err);
+    if (!s) {
+        fprintf(stderr, "session: %s\n", err.msg);
+        exit(1);
+    }
+    return s;
+}
+
+static inline int32_t *rand_tokens(int n, int V, uint64_t seed) {
+    ds4_rng r;
+    ds4_rng_seed(&r, seed);
+    int32_t *t = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) t[i] = (int32_t)ds4_rng_below(&r, (uint32_t)V);
+    return t;
+}
 
 static inline void check(bool ok, const char *fmt, ...) {
     va_list ap;
@@ -77,6 +116,12 @@ void test_prefill_kernels(ds4_rng *r);
 /* Decode attention, indexer scores and top-k vs plain C references
  * (test_cuda_attn.c). */
 void test_attention_kernels(ds4_rng *r);
+
+/* The device pick vs the host argmax, and chained greedy decoding vs one
+ * step at a time (test_cuda_chain.c). */
+void test_pick_kernel(ds4_rng *r);
+void test_chained_decode(void);
+void pick_bench(void);
 int gemv_bench(void);
 
 #endif

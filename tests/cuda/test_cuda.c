@@ -4,9 +4,11 @@
  *   ds4-cuda-test model     tiny models: CUDA vs the transformers fixtures
  *                           (oracle mode) and vs the CPU backend (default
  *                           mode) for prefill chunks 1/7/2048/4096, decode,
- *                           snapshot/restore; bitwise determinism
+ *                           snapshot/restore; bitwise determinism;
+ *                           chained greedy decoding vs one step at a time
  *   ds4-cuda-test           both
- *   ds4-cuda-test gemv-bench  decode-shaped GEMV timings (not a test)
+ *   ds4-cuda-test chain     only the pick kernel and the chained decoding
+ *   ds4-cuda-test gemv-bench  decode-shaped GEMV and pick timings (not a test)
  *
  * Plain C (the GPU machine has no cmocka). Run from the source tree; the
  * ds4-synth of the same build directory makes the models. Prints one line
@@ -33,7 +35,7 @@
 #include "cuda_test_util.h"
 
 int g_fail;
-static char g_bin_dir[4096] = "build-cuda/bin";
+char g_bin_dir[4096] = "build-cuda/bin";
 
 /* ------------------------------------------------------------------ kernels */
 
@@ -318,16 +320,6 @@ static void test_kv_and_heads(ds4_rng *r) {
 
 /* ------------------------------------------------------------------ model level */
 
-static int run(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    const int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -339,22 +331,6 @@ static void *read_all(const char *path, size_t *len) {
     fclose(f);
     *len = (size_t)n;
     return b;
-}
-
-static ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle) {
-    ds4_session_opts o;
-    ds4_session_opts_default(&o);
-    o.ctx = ctx;
-    o.prefill_chunk = chunk;
-    o.oracle = oracle;
-    o.backend = be;
-    ds4_err err = {{0}};
-    ds4_session *s = ds4_session_create(m, &o, &err);
-    if (!s) {
-        fprintf(stderr, "session: %s\n", err.msg);
-        exit(1);
-    }
-    return s;
 }
 
 /* logits of every position: prefill in one call (the session's chunk splits it),
@@ -484,14 +460,6 @@ static void test_default_mode_fixtures(void) {
         free(toks);
         ds4_model_close(m);
     }
-}
-
-static int32_t *rand_tokens(int n, int V, uint64_t seed) {
-    ds4_rng r;
-    ds4_rng_seed(&r, seed);
-    int32_t *t = malloc(sizeof(int32_t) * n);
-    for (int i = 0; i < n; i++) t[i] = (int32_t)ds4_rng_below(&r, (uint32_t)V);
-    return t;
 }
 
 static void test_cpu_vs_cuda(void) {
@@ -657,7 +625,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-cuda-test: no usable GPU (%s)\n", ds4k_last_error() ? ds4k_last_error() : "?");
         return 2;
     }
-    if (!strcmp(what, "gemv-bench")) return gemv_bench();
+    if (!strcmp(what, "gemv-bench")) {
+        pick_bench();
+        return gemv_bench();
+    }
     if (!strcmp(what, "compare")) {
         if (argc < 3) {
             fprintf(stderr, "usage: ds4-cuda-test compare MODEL [prompts] [max_len]\n");
@@ -667,6 +638,10 @@ int main(int argc, char **argv) {
     }
     ds4_rng r;
     ds4_rng_seed(&r, 42);
+    if (!strcmp(what, "chain")) { /* only the chained-decoding checks */
+        test_pick_kernel(&r);
+        test_chained_decode();
+    }
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
         test_matmul(&r);
         test_moe_matmul(&r);
@@ -678,11 +653,13 @@ int main(int argc, char **argv) {
         test_attention_kernels(&r);
         test_norm_hc(&r);
         test_kv_and_heads(&r);
+        test_pick_kernel(&r);
     }
     if (!strcmp(what, "all") || !strcmp(what, "model")) {
         test_oracle_fixtures();
         test_default_mode_fixtures();
         test_cpu_vs_cuda();
+        test_chained_decode();
     }
     printf("%s: %d failure(s)\n", g_fail ? "FAILED" : "passed", g_fail);
     return g_fail ? 1 : 0;

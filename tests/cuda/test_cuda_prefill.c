@@ -50,11 +50,11 @@ static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width
     /* 0: the whole chunk at once (parallel windows); 1: one token at a time */
     set_pos(dpos, p0);
     ds4k_compressor(dst[0], dst[0] + slots * W, ratio, overlap, W, dkv, dgate, &dape, dnorm, 1e-6f, width, dfr, n_pairs,
-                    dpos, n, fp8, false, drows[0], true, NULL);
+                    dpos, n, fp8, false, drows[0], true, NULL, NULL);
     for (int t = 0; t < n; t++) {
         set_pos(dpos, p0 + t);
-        ds4k_compressor(dst[1], dst[1] + slots * W, ratio, overlap, W, dkv + (size_t)t * W, dgate + (size_t)t * W, &dape,
-                        dnorm, 1e-6f, width, dfr, n_pairs, dpos, 1, fp8, false, drows[1], true, NULL);
+        ds4k_compressor(dst[1], dst[1] + slots * W, ratio, overlap, W, dkv + (size_t)t * W, dgate + (size_t)t * W,
+                        &dape, dnorm, 1e-6f, width, dfr, n_pairs, dpos, 1, fp8, false, drows[1], true, NULL, NULL);
     }
     for (int k = 0; k < 2; k++) {
         rows[k] = malloc(2 * (size_t)n_rows * width);

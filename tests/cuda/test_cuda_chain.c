@@ -1,0 +1,269 @@
+/* ds4-cuda-test: chained greedy decoding. The device pick (ds4k_pick_next)
+ * against its twin, the host's ds4_sampler_argmax_except; then whole chains
+ * on a tiny model against decoding one token at a time with the host pick:
+ * the same tokens, and bitwise the same logits and session snapshot, also
+ * when the chain ends on its stop token (the dropped step must leave the
+ * state untouched). */
+#include <math.h>
+#include <string.h>
+
+#include "cuda_test_util.h"
+#include "model/model.h"
+#include "text/sampler.h"
+
+/* ------------------------------------------------------------------ the pick kernel */
+
+typedef struct pick_rig {
+    ds4k_pick_ctl *ctl;
+    int32_t *tok, *ring, *dring;
+    int *pos;
+    float *logits, *keep;
+    int cap;
+} pick_rig;
+
+/* One launch on logits h[n]; returns the pick the device reports in tok
+ * (and checks pos, the host ring and the dead flag against it). */
+static int32_t run_pick(pick_rig *g, const float *h, int n, int32_t exclude, int32_t stop, int32_t dead_before, int pos,
+                        const char *what) {
+    ds4k_pick_ctl c = {exclude, stop, dead_before, 0, {0}, {0}};
+    cudaMemcpy(g->ctl, &c, 3 * sizeof(int32_t), cudaMemcpyHostToDevice);
+    cudaMemcpy(g->pos, &pos, sizeof(int), cudaMemcpyHostToDevice);
+    cudaMemcpy(g->logits, h, sizeof(float) * n, cudaMemcpyHostToDevice);
+    ds4k_pick_next(g->logits, n, g->ctl, g->tok, g->pos, g->dring, g->keep, NULL);
+    int32_t tok = -1;
+    int pos_after = -1;
+    from_dev(&tok, g->tok, sizeof(tok));
+    from_dev(&pos_after, g->pos, sizeof(pos_after));
+    from_dev(&c, g->ctl, sizeof(c));
+    const int32_t want = ds4_sampler_argmax_except(h, n, exclude);
+    const int32_t want_dead = dead_before ? 1 : (stop >= 0 && want == stop);
+    check(tok == want && pos_after == pos + 1 && g->ring[pos & 3] == tok && c.dead == want_dead && c.done == 0,
+          "pick %-26s n %6d exclude %6d: device %6d, host %6d; pos %d -> %d, ring %d, dead %d (want %d)", what, n,
+          exclude, tok, want, pos, pos_after, g->ring[pos & 3], c.dead, want_dead);
+    return tok;
+}
+
+void test_pick_kernel(ds4_rng *r) {
+    const int NMAX = 129280;
+    pick_rig g = {0};
+    g.cap = NMAX;
+    g.ctl = to_dev(NULL, sizeof(ds4k_pick_ctl));
+    cudaMemset(g.ctl, 0, sizeof(ds4k_pick_ctl));
+    g.tok = to_dev(NULL, 4);
+    g.pos = to_dev(NULL, 4);
+    g.logits = to_dev(NULL, sizeof(float) * NMAX);
+    g.keep = to_dev(NULL, sizeof(float) * NMAX);
+    if (cudaHostAlloc((void **)&g.ring, 16, cudaHostAllocMapped) != cudaSuccess ||
+        cudaHostGetDevicePointer((void **)&g.dring, g.ring, 0) != cudaSuccess) {
+        check(false, "pick: mapped host memory");
+        return;
+    }
+    float *h = malloc(sizeof(float) * NMAX), *k = malloc(sizeof(float) * NMAX);
+    const int ns[] = {NMAX, 1000, 3, 1};
+    int pos = 5;
+    for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+        const int n = ns[ni];
+        for (int variant = 0; variant < 6; variant++) {
+            const char *what = "";
+            for (int i = 0; i < n; i++) {
+                const float x = ds4_rng_normal(r) * 4.0f;
+                switch (variant) {
+                case 0: h[i] = x, what = "(random)"; break;
+                case 1: h[i] = roundf(x), what = "(ties: whole numbers)"; break;
+                case 2: h[i] = ds4_rng_below(r, 10) == 0 ? NAN : x, what = "(10% NaN)"; break;
+                case 3: h[i] = NAN, what = "(all NaN)"; break;
+                case 4: h[i] = -INFINITY, what = "(all -inf)"; break;
+                default:
+                    h[i] = ds4_rng_below(r, 50) == 0 ? INFINITY : ds4_rng_below(r, 2) ? -0.0f : 0.0f;
+                    what = "(+inf, +-0)";
+                }
+            }
+            const int32_t top = ds4_sampler_argmax_except(h, n, -1);
+            const int32_t excludes[] = {-1, 0, top, (int32_t)ds4_rng_below(r, (uint32_t)n)};
+            for (int e = 0; e < 4; e++) run_pick(&g, h, n, excludes[e], -1, 0, pos++, what);
+        }
+    }
+    /* the stop token: dead set, these logits kept; then a step fed it
+     * (dead already set) leaves dead and the kept logits alone */
+    const int n = NMAX;
+    for (int i = 0; i < n; i++) h[i] = ds4_rng_normal(r);
+    const int32_t stop = ds4_sampler_argmax_except(h, n, -1);
+    run_pick(&g, h, n, -1, stop, 0, pos++, "(picks the stop token)");
+    from_dev(k, g.keep, sizeof(float) * n);
+    check(memcmp(k, h, sizeof(float) * n) == 0, "pick: the stop token's step copies its logits to keep");
+    float *h2 = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++) h2[i] = h[i] * 0.5f - 1.0f; /* same argmax: the stop token again */
+    run_pick(&g, h2, n, -1, stop, 1, pos++, "(fed the stop token)");
+    from_dev(k, g.keep, sizeof(float) * n);
+    check(memcmp(k, h, sizeof(float) * n) == 0, "pick: a step fed the stop token leaves keep alone");
+    run_pick(&g, h, n, -1, (stop + 1) % n, 0, pos++, "(stop token not picked)");
+    free(h2);
+    free(h);
+    free(k);
+    cudaFreeHost(g.ring);
+    cudaFree(g.ctl);
+    cudaFree(g.tok);
+    cudaFree(g.pos);
+    cudaFree(g.logits);
+    cudaFree(g.keep);
+}
+
+/* GPU time of one pick over the published vocabulary (gemv-bench). */
+void pick_bench(void) {
+    const int n = 129280, reps = 2000;
+    ds4_rng r;
+    ds4_rng_seed(&r, 3);
+    float *h = rnd(&r, (size_t)n, 1.0f);
+    float *logits = to_dev(h, sizeof(float) * n), *keep = to_dev(NULL, sizeof(float) * n);
+    ds4k_pick_ctl *ctl = to_dev(NULL, sizeof(ds4k_pick_ctl));
+    cudaMemset(ctl, 0, sizeof(ds4k_pick_ctl));
+    const ds4k_pick_ctl c0 = {-1, -1, 0, 0, {0}, {0}};
+    cudaMemcpy(ctl, &c0, 3 * sizeof(int32_t), cudaMemcpyHostToDevice);
+    int32_t *tok = to_dev(NULL, 4), *ring = NULL, *dring = NULL;
+    int *pos = to_dev(NULL, 4);
+    cudaMemset(pos, 0, 4);
+    cudaHostAlloc((void **)&ring, 16, cudaHostAllocMapped);
+    cudaHostGetDevicePointer((void **)&dring, ring, 0);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    for (int i = 0; i < 10; i++) ds4k_pick_next(logits, n, ctl, tok, pos, dring, keep, NULL);
+    cudaEventRecord(e0, NULL);
+    for (int i = 0; i < reps; i++) ds4k_pick_next(logits, n, ctl, tok, pos, dring, keep, NULL);
+    cudaEventRecord(e1, NULL);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    printf("pick over %d logits: %.2f us a launch (%d back-to-back launches)\n", n, 1000.0 * ms / reps, reps);
+    cudaFreeHost(ring);
+    cudaFree(logits);
+    cudaFree(keep);
+    cudaFree(ctl);
+    cudaFree(tok);
+    cudaFree(pos);
+    free(h);
+}
+
+/* ------------------------------------------------------------------ chains on a model */
+
+#define STEPS 48
+
+typedef struct ref_run {
+    int32_t tok[STEPS];       /* tok[k]: fed at step k (tok[0] from the prompt's logits) */
+    uint8_t *snap[STEPS + 1]; /* the session after steps 0 .. k-1 */
+    size_t len[STEPS + 1];
+    float *logits[STEPS + 1];
+} ref_run;
+
+static void snapshot_into(ds4_session *s, uint8_t **out, size_t *len, float **logits, int64_t V) {
+    ds4_err err = {{0}};
+    if (ds4_session_snapshot(s, out, len, &err) != 0) {
+        fprintf(stderr, "snapshot: %s\n", err.msg);
+        exit(1);
+    }
+    *logits = malloc(sizeof(float) * V);
+    memcpy(*logits, ds4_session_logits(s), sizeof(float) * V);
+}
+
+/* One token at a time, picked on the host: the reference. */
+static void reference(ds4_model *m, const int32_t *prompt, int np, int ctx, int32_t exclude, ref_run *ref) {
+    const int64_t V = m->hp.n_vocab;
+    ds4_err err = {{0}};
+    ds4_session *s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    ds4_session_eval(s, prompt, np, NULL, &err);
+    for (int k = 0; k <= STEPS; k++) {
+        snapshot_into(s, &ref->snap[k], &ref->len[k], &ref->logits[k], V);
+        if (k == STEPS) break;
+        ref->tok[k] = ds4_sampler_argmax_except(ds4_session_logits(s), (int)V, exclude);
+        if (ds4_session_decode(s, ref->tok[k], &err) != 0) {
+            fprintf(stderr, "decode: %s\n", err.msg);
+            exit(1);
+        }
+    }
+    ds4_session_free(s);
+}
+
+/* A chain from the same prompt, stopping at `stop` (-1: after STEPS steps);
+ * checks it against the reference after the steps it kept. */
+static void chain_vs_reference(ds4_model *m, const int32_t *prompt, int np, int ctx, int32_t exclude, int32_t stop,
+                               const ref_run *ref) {
+    const int64_t V = m->hp.n_vocab;
+    ds4_err err = {{0}};
+    ds4_session *s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    ds4_session_eval(s, prompt, np, NULL, &err);
+    int32_t got[STEPS];
+    got[0] = ds4_sampler_argmax_except(ds4_session_logits(s), (int)V, exclude);
+    int rc = ds4_session_chain_begin(s, got[0], exclude, stop, &err);
+    int k = 1, same = got[0] == ref->tok[0];
+    for (; rc == 0 && k < STEPS; k++) {
+        rc = ds4_session_chain_queue(s, &err);
+        if (rc == 0) rc = ds4_session_chain_wait(s, &got[k], &err);
+        same &= rc == 0 && got[k] == ref->tok[k];
+        if (rc == 0 && got[k] == stop) break; /* its queued step is dropped by end */
+    }
+    if (rc == 0) rc = ds4_session_chain_end(s, &err);
+    /* kept: the steps fed got[0 .. k-1], or all of them */
+    const int kept = k < STEPS ? k : STEPS;
+    uint8_t *snap = NULL;
+    size_t len = 0;
+    float *logits = NULL;
+    if (rc == 0) snapshot_into(s, &snap, &len, &logits, V);
+    const bool ok = rc == 0 && same && ds4_session_n_tokens(s) == np + kept && len == ref->len[kept] &&
+                    memcmp(snap, ref->snap[kept], len) == 0 &&
+                    memcmp(logits, ref->logits[kept], sizeof(float) * V) == 0;
+    check(ok,
+          "chained greedy, exclude %d, stop token %d: %d steps kept (position %d), tokens %s, snapshot and "
+          "logits bitwise %s the one-at-a-time run%s%s",
+          exclude, stop, kept, np + kept, same ? "equal" : "DIFFER", ok ? "equal to" : "NOT equal to", rc ? ": " : "",
+          rc ? err.msg : "");
+    free(snap);
+    free(logits);
+    ds4_session_free(s);
+}
+
+void test_chained_decode(void) {
+    const char *path = "/tmp/ds4cu_chain.gguf";
+    /* top-8 of ratio-4 rows: the indexer starts selecting at 36 tokens, so a
+     * chain from a 20-token prompt switches between both step graphs */
+    if (run("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
+        check(false, "synth");
+        return;
+    }
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_open(path, 0, &err);
+    const int np = 20, ctx = 256;
+    int32_t *prompt = rand_tokens(np, (int)m->hp.n_vocab, 77);
+    int32_t exclude = -1;
+    for (int pass = 0; pass < 2; pass++) {
+        ref_run ref;
+        reference(m, prompt, np, ctx, exclude, &ref);
+        chain_vs_reference(m, prompt, np, ctx, exclude, -1, &ref);
+        /* stop tokens whose first use is at step k: the chain keeps k steps;
+         * positions of every residue mod 4 drop a step that would close a
+         * ratio-4 window */
+        int cand[STEPS], nc = 0;
+        for (int k = 1; k < STEPS; k++) {
+            bool first = true;
+            for (int i = 0; i < k; i++) first &= ref.tok[i] != ref.tok[k];
+            if (first) cand[nc++] = k;
+        }
+        /* up to 10 of them, spread over the run (before and after the
+         * indexer starts selecting) */
+        int tested = 0, residues = 0, late = 0;
+        for (int j = 0; j < 10 && j < nc; j++) {
+            const int k = cand[nc <= 10 ? j : j * (nc - 1) / 9];
+            residues |= 1 << ((np + k) % 4);
+            late += np + k >= 36;
+            chain_vs_reference(m, prompt, np, ctx, exclude, ref.tok[k], &ref);
+            tested++;
+        }
+        check(tested > 0,
+              "chained greedy, exclude %d: %d stop positions tested (%d with the indexer selecting; "
+              "residues mod 4 seen: 0x%x)",
+              exclude, tested, late, residues);
+        for (int k = 0; k <= STEPS; k++) free(ref.snap[k]), free(ref.logits[k]);
+        exclude = ref.tok[3]; /* the second pass never picks it, as ds4-bench bans EOS */
+    }
+    free(prompt);
+    ds4_model_close(m);
+}
