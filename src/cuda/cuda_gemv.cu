@@ -544,7 +544,16 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         cp_async_wait_n(nslots - 1);
         __syncwarp();
         const uint8_t *buf = ring + cur * slot;
-        if (XR > 0) {
+        if (XR > 0 && nsl == 32 * XR) {
+            /* every lane has all XR slices (K = 1024 * XR: the usual case):
+             * without a bounds test per slice the compiler interleaves the
+             * slices' dependent dp4a chains; the sum order is unchanged */
+            float d[XR > 0 ? XR : 1];
+#pragma unroll
+            for (int j = 0; j < XR; j++) d[j] = slice_dot<TQ>(buf, lane + 32 * j, xr[j], xv);
+#pragma unroll
+            for (int j = 0; j < XR; j++) acc += d[j];
+        } else if (XR > 0) {
 #pragma unroll
             for (int j = 0; j < XR; j++)
                 if (lane + 32 * j < nsl) acc += slice_dot<TQ>(buf, lane + 32 * j, xr[j], xv);
