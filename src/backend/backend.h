@@ -96,6 +96,8 @@ struct ds4_session {
     void *impl;                          /* backend private */
     int chain_queued;                    /* chained steps queued and not yet waited for */
     bool chain_on;                       /* between chain_begin and chain_end */
+    bool chain_stopped;                  /* a wait returned the stop token: nothing more may be queued */
+    int32_t chain_stop;                  /* this chain's stop token (-1: none) */
 };
 
 /* Create a session. Errors name the problem: ctx too small, chunk invalid,
@@ -143,7 +145,9 @@ void ds4_session_set_progress(ds4_session *s, ds4_progress_fn fn, void *ud);
  *
  * begin returns 1 (nothing queued) when the backend cannot chain: no such
  * ops, or not now (the caller then decodes and picks on the host). Every
- * queued step must fit the context. No other session call in between. */
+ * queued step must fit the context; after a wait has returned the stop
+ * token only end is accepted. In between, eval, decode, save, snapshot and
+ * load fail; reset ends the chain first. */
 int ds4_session_chain_begin(ds4_session *s, int32_t token, int32_t exclude, int32_t stop_token, ds4_err *err);
 int ds4_session_chain_queue(ds4_session *s, ds4_err *err);
 int ds4_session_chain_wait(ds4_session *s, int32_t *picked, ds4_err *err);

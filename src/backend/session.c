@@ -161,12 +161,15 @@ int ds4_session_chain_begin(ds4_session *s, int32_t token, int32_t exclude, int3
     if (rc != 0) return rc;
     s->chain_on = true;
     s->chain_queued = 1;
+    s->chain_stopped = false;
+    s->chain_stop = stop_token;
     return 0;
 }
 
 int ds4_session_chain_queue(ds4_session *s, ds4_err *err) {
     if (!s->chain_on || s->chain_queued < 1 || s->chain_queued >= 2)
         return ds4_errf(err, "internal error: chain_queue with %d steps queued", s->chain_queued);
+    if (s->chain_stopped) return ds4_errf(err, "internal error: chain_queue after the stop token was picked");
     if ((int64_t)s->state->n_tokens + s->chain_queued >= s->state->ctx)
         return ds4_errf(err, "the next token does not fit: the session holds %d of its %d-token context",
                         s->state->n_tokens + s->chain_queued, s->state->ctx);
@@ -177,8 +180,11 @@ int ds4_session_chain_queue(ds4_session *s, ds4_err *err) {
 
 int ds4_session_chain_wait(ds4_session *s, int32_t *picked, ds4_err *err) {
     if (!s->chain_on || s->chain_queued < 1) return ds4_errf(err, "internal error: chain_wait with nothing queued");
+    /* the step after a stop pick was fed the stop token: only end drops it */
+    if (s->chain_stopped) return ds4_errf(err, "internal error: chain_wait on the step fed the stop token");
     if (s->ops->chain_wait(s, picked, err) != 0) return -1;
     s->chain_queued--;
+    if (s->chain_stop >= 0 && *picked == s->chain_stop) s->chain_stopped = true;
     return 0;
 }
 
@@ -201,7 +207,13 @@ void ds4_session_set_progress(ds4_session *s, ds4_progress_fn fn, void *ud) {
     s->opts.progress_ud = ud;
 }
 
+/* Save, snapshot and load need the session between two tokens. */
+static int chain_idle(const ds4_session *s, ds4_err *err) {
+    return s->chain_on ? ds4_errf(err, "internal error: the session is in the middle of a chained decode") : 0;
+}
+
 void ds4_session_reset(ds4_session *s) {
+    if (s->chain_on) ds4_session_chain_end(s, NULL); /* nothing may still run on the state */
     ds4_state_reset(s->state);
     if (s->ops->push_state) s->ops->push_state(s, NULL);
 }
@@ -209,11 +221,13 @@ void ds4_session_reset(ds4_session *s) {
 size_t ds4_session_payload_size(ds4_session *s) { return ds4_state_payload_size(s->state); }
 
 int ds4_session_save(ds4_session *s, uint8_t *buf, size_t cap, ds4_err *err) {
+    if (chain_idle(s, err) != 0) return -1;
     if (s->ops->pull_state && s->ops->pull_state(s, err) != 0) return -1;
     return ds4_state_save(s->state, buf, cap, err);
 }
 
 int ds4_session_snapshot(ds4_session *s, uint8_t **out, size_t *len, ds4_err *err) {
+    if (chain_idle(s, err) != 0) return -1;
     if (s->ops->pull_state && s->ops->pull_state(s, err) != 0) return -1;
     const size_t n = ds4_state_payload_size(s->state);
     uint8_t *buf = malloc(n);
@@ -228,6 +242,7 @@ int ds4_session_snapshot(ds4_session *s, uint8_t **out, size_t *len, ds4_err *er
 }
 
 int ds4_session_load(ds4_session *s, const uint8_t *buf, size_t len, ds4_err *err) {
+    if (chain_idle(s, err) != 0) return -1;
     const int rc = ds4_state_load(s->state, buf, len, err);
     if (s->ops->push_state && s->ops->push_state(s, rc == 0 ? err : NULL) != 0) return -1;
     return rc;

@@ -379,6 +379,9 @@ static int copy_rows_to_host(float *dst, const void *src, size_t n, bool f16, ds
 static int cu_push(ds4_session *s, ds4_err *err) {
     cu_sess *c = (cu_sess *)s->impl;
     const ds4_state *st = s->state;
+    /* the copies below run on the legacy stream, which does not wait for
+     * the session's non-blocking one */
+    CU(cudaStreamSynchronize(c->st), "synchronizing");
     const size_t hd = (size_t)st->head_dim, id = (size_t)st->idx_dim;
     for (int il = 0; il < st->n_layer; il++) {
         const ds4_layer_state *ls = &st->layers[il];

@@ -120,7 +120,6 @@ static int generate_greedy(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result 
     const int32_t exclude = o->ban_eos ? eos : -1, stop_token = o->ban_eos ? -1 : eos;
     const int ctx = ds4_session_ctx(s), n0 = ds4_session_n_tokens(s);
     r->stop = DS4_STOP_LENGTH;
-    if (o->max_tokens > 0 && r->n_tokens >= o->max_tokens) return 0;
     if (n0 >= ctx) {
         r->stop = DS4_STOP_CONTEXT;
         return 0;
@@ -161,9 +160,10 @@ static int generate_greedy(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result 
 }
 
 /* Greedy generation goes through generate_greedy unless DS4_GREEDY_CHAIN=0
- * (A/B timing and bisecting: the plain loop below). */
-static bool greedy_chain(const ds4_gen_opts *o) {
-    if (o->pick || (!o->ban_eos && o->sampling.temperature > 0.0f)) return false;
+ * (A/B timing and bisecting: the plain loop below). Greedy as the sampler
+ * sees it: its normalized parameters (a NaN temperature samples at 1). */
+static bool greedy_chain(const ds4_engine *e, const ds4_gen_opts *o) {
+    if (o->pick || (!o->ban_eos && e->sampler.params.temperature > 0.0f)) return false;
     const char *v = getenv("DS4_GREEDY_CHAIN");
     return !(v && strcmp(v, "0") == 0);
 }
@@ -181,7 +181,7 @@ int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r,
     const double t0 = ds4_now();
     int rc = 0;
     r->stop = DS4_STOP_LENGTH;
-    if (greedy_chain(o)) {
+    if (greedy_chain(e, o)) {
         rc = generate_greedy(e, o, r, &ds, err);
         goto done;
     }

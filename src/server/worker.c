@@ -452,7 +452,9 @@ static void run_job(srv_server *S, srv_job *j) {
                            .dsml = g.dsml,
                            .on_token = on_token,
                            .ud = &g,
-                           .pick = pick};
+                           /* the hook runs between tokens (checkpoints, scripts); without one
+                            * a greedy request may chain its steps on the GPU */
+                           .pick = S->kv || g.script ? pick : NULL};
         g.t_gen = ds4_now();
         gen_rc = ds4_engine_generate(e, &go, &gr, &err);
     }

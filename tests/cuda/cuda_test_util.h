@@ -121,6 +121,7 @@ void test_attention_kernels(ds4_rng *r);
  * step at a time (test_cuda_chain.c). */
 void test_pick_kernel(ds4_rng *r);
 void test_chained_decode(void);
+void test_engine_chain(void);
 void pick_bench(void);
 int gemv_bench(void);
 

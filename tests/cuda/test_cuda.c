@@ -641,6 +641,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "chain")) { /* only the chained-decoding checks */
         test_pick_kernel(&r);
         test_chained_decode();
+        test_engine_chain();
     }
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
         test_matmul(&r);
@@ -660,6 +661,7 @@ int main(int argc, char **argv) {
         test_default_mode_fixtures();
         test_cpu_vs_cuda();
         test_chained_decode();
+        test_engine_chain();
     }
     printf("%s: %d failure(s)\n", g_fail ? "FAILED" : "passed", g_fail);
     return g_fail ? 1 : 0;

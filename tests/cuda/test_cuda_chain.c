@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cuda_test_util.h"
+#include "engine/engine.h"
 #include "model/model.h"
 #include "text/sampler.h"
 
@@ -266,4 +267,115 @@ void test_chained_decode(void) {
     }
     free(prompt);
     ds4_model_close(m);
+}
+
+/* ------------------------------------------------------------------ the engine's greedy loop on CUDA */
+
+typedef struct gen_out {
+    int32_t tok[64];
+    int n_cb, stop_after;
+    ds4_gen_result res[2];
+    int n_tokens;
+    uint8_t *snap;
+    size_t len;
+    float *logits;
+} gen_out;
+
+static int on_tok(void *ud, int32_t id, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    gen_out *o = ud;
+    if (id < 0) return 0;
+    if (o->n_cb < 64) o->tok[o->n_cb] = id;
+    o->n_cb++;
+    return o->stop_after > 0 && o->n_cb == o->stop_after;
+}
+
+/* A CUDA engine: 20 prompt tokens, a greedy run (chained or the plain loop),
+ * then 8 more tokens by the plain loop with EOS banned (a plain decode after
+ * whatever the chain left); eos >= 0 makes that token end-of-sentence. */
+static bool engine_run(const char *path, bool chained, int ctx, int max_tokens, bool ban_eos, int stop_after,
+                       int32_t eos, gen_out *o) {
+    memset(o, 0, sizeof(*o));
+    o->stop_after = stop_after;
+    ds4_session_opts so;
+    ds4_session_opts_default(&so);
+    so.ctx = ctx;
+    so.backend = DS4_BACKEND_CUDA;
+    ds4_err err = {{0}};
+    ds4_engine *e = ds4_engine_open(path, &so, &err);
+    if (!e) return false;
+    if (eos >= 0) ((ds4_tok_specials *)ds4_tokenizer_specials(e->tok))->eos = eos;
+    int32_t prompt[20];
+    for (int i = 0; i < 20; i++) prompt[i] = (int32_t)((i * 7919 + 13) % e->model->hp.n_vocab);
+    bool ok = ds4_engine_sync(e, prompt, 20, NULL, &err) == 0;
+    ds4_gen_opts go = {.max_tokens = max_tokens, .ban_eos = ban_eos, .on_token = on_tok, .ud = o};
+    go.sampling = ds4_sampling_defaults();
+    go.sampling.temperature = 0.0f;
+    setenv("DS4_GREEDY_CHAIN", chained ? "1" : "0", 1);
+    ok = ok && ds4_engine_generate(e, &go, &o->res[0], &err) == 0;
+    setenv("DS4_GREEDY_CHAIN", "0", 1);
+    ds4_gen_opts go2 = {.max_tokens = 8, .ban_eos = true, .on_token = on_tok, .ud = o};
+    go2.sampling = go.sampling;
+    o->stop_after = 0;
+    if (ok && ds4_session_n_tokens(e->sess) + 8 < ctx) ok = ds4_engine_generate(e, &go2, &o->res[1], &err) == 0;
+    unsetenv("DS4_GREEDY_CHAIN");
+    o->n_tokens = ds4_session_n_tokens(e->sess);
+    ok = ok && ds4_session_snapshot(e->sess, &o->snap, &o->len, &err) == 0;
+    if (ok) {
+        o->logits = malloc(sizeof(float) * e->model->hp.n_vocab);
+        memcpy(o->logits, ds4_session_logits(e->sess), sizeof(float) * e->model->hp.n_vocab);
+    }
+    if (!ok) fprintf(stderr, "engine run: %s\n", err.msg);
+    ds4_engine_close(e);
+    return ok;
+}
+
+static void engine_case(const char *path, const char *what, int ctx, int max_tokens, bool ban_eos, int stop_after,
+                        int32_t eos, int64_t V) {
+    gen_out a, b;
+    const bool ok_a = engine_run(path, false, ctx, max_tokens, ban_eos, stop_after, eos, &a);
+    const bool ok_b = engine_run(path, true, ctx, max_tokens, ban_eos, stop_after, eos, &b);
+    const int ncb = a.n_cb < 64 ? a.n_cb : 64;
+    const bool ok = ok_a && ok_b && a.res[0].stop == b.res[0].stop && a.res[0].n_tokens == b.res[0].n_tokens &&
+                    a.n_cb == b.n_cb && memcmp(a.tok, b.tok, sizeof(int32_t) * ncb) == 0 && a.n_tokens == b.n_tokens &&
+                    a.len == b.len && memcmp(a.snap, b.snap, a.len) == 0 &&
+                    memcmp(a.logits, b.logits, sizeof(float) * V) == 0;
+    check(ok,
+          "engine greedy on CUDA, %s: chained == plain loop (stop %d, %d tokens, then 8 plain; session %d tokens, "
+          "snapshot and logits bitwise)",
+          what, a.res[0].stop, a.res[0].n_tokens, a.n_tokens);
+    free(a.snap), free(a.logits), free(b.snap), free(b.logits);
+}
+
+void test_engine_chain(void) {
+    const char *path = "/tmp/ds4cu_chain.gguf"; /* made by test_chained_decode */
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_open(path, 0, &err);
+    if (!m) {
+        check(false, "engine chain: %s", err.msg);
+        return;
+    }
+    const int64_t V = m->hp.n_vocab;
+    ds4_model_close(m);
+    engine_case(path, "length 40", 256, 40, false, 0, -1, V);
+    engine_case(path, "callback stop at 7", 256, 40, false, 7, -1, V);
+    engine_case(path, "context full", 50, 0, false, 0, -1, V);
+    /* a token first produced after a few steps becomes "EOS": the chain ends
+     * on it with the step fed it dropped; banned, the run goes past it */
+    gen_out g;
+    if (!engine_run(path, false, 256, 40, false, 0, -1, &g)) {
+        check(false, "engine chain: reference run");
+        return;
+    }
+    int k = 4;
+    for (; k < 40; k++) {
+        bool first = true;
+        for (int i = 0; i < k; i++) first &= g.tok[i] != g.tok[k];
+        if (first) break;
+    }
+    const int32_t eos = k < 40 ? g.tok[k] : g.tok[4];
+    free(g.snap), free(g.logits);
+    engine_case(path, "EOS", 256, 40, false, 0, eos, V);
+    engine_case(path, "EOS banned", 256, 30, true, 0, eos, V);
 }

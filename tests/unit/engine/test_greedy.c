@@ -1,20 +1,82 @@
-/* Greedy generation through ds4_greedy (engine.c generate_greedy, on the CPU
- * its host steps) against the plain one-token-at-a-time loop
- * (DS4_GREEDY_CHAIN=0): the same tokens, stop reason and count, and bitwise
- * the same session afterwards (snapshot and logits), for every way a run
- * ends: length, full context, the callback, EOS (evaluated never), and with
- * EOS banned. The CUDA chain is checked the same way by ds4-cuda-test. */
+/* Greedy generation through ds4_greedy (engine.c generate_greedy) against
+ * the plain one-token-at-a-time loop (DS4_GREEDY_CHAIN=0): the same tokens,
+ * stop reason and count, and bitwise the same session afterwards (snapshot
+ * and logits), for every way a run ends: length, full context, the callback,
+ * EOS (evaluated never), and with EOS banned. Each case runs three ways: the
+ * plain loop; the chained loop on the CPU backend (greedy.c's host steps);
+ * and the chained loop on a backend that offers the session's chain ops
+ * (the CPU's eval behind ops that commit each step at its wait, as the CUDA
+ * backend does), so session.c's chain wrappers and the engine's device path
+ * run here too. The CUDA chain itself is checked by ds4-cuda-test. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/engine.h"
 #include "engine_test_util.h"
+#include "text/sampler.h"
+
+/* ------------------------------------------------------------------ a backend with chain ops */
+
+static struct {
+    int n, head;    /* queued steps, the oldest's slot */
+    int32_t tok[2]; /* their tokens (-1: the previous step's pick) */
+    int32_t last_pick, exclude, stop;
+} g_fake;
+static ds4_backend_ops g_fake_ops;
+
+static int fake_begin(ds4_session *s, int32_t token, int32_t exclude, int32_t stop, ds4_err *err) {
+    (void)s;
+    (void)err;
+    memset(&g_fake, 0, sizeof(g_fake));
+    g_fake.tok[0] = token;
+    g_fake.n = 1;
+    g_fake.last_pick = -1;
+    g_fake.exclude = exclude;
+    g_fake.stop = stop;
+    return 0;
+}
+
+static int fake_queue(ds4_session *s, ds4_err *err) {
+    (void)s;
+    (void)err;
+    g_fake.tok[(g_fake.head + g_fake.n) & 1] = -1;
+    g_fake.n++;
+    return 0;
+}
+
+/* The oldest step: evaluated now (or dropped when fed the stop token). */
+static int fake_pop(ds4_session *s, int32_t *picked, ds4_err *err) {
+    const int32_t t = g_fake.tok[g_fake.head] >= 0 ? g_fake.tok[g_fake.head] : g_fake.last_pick;
+    g_fake.head ^= 1;
+    g_fake.n--;
+    *picked = -1;
+    if (g_fake.stop >= 0 && t == g_fake.stop) return 0;
+    if (ds4_cpu_backend.eval(s, &t, 1, NULL, err) != 0) return -1;
+    *picked = g_fake.last_pick = ds4_sampler_argmax_except(s->state->logits, s->model->hp.n_vocab, g_fake.exclude);
+    return 0;
+}
+
+static int fake_wait(ds4_session *s, int32_t *picked, ds4_err *err) { return fake_pop(s, picked, err); }
+
+static int fake_end(ds4_session *s, ds4_err *err) {
+    int32_t picked;
+    while (g_fake.n > 0)
+        if (fake_pop(s, &picked, err) != 0) return -1;
+    return 0;
+}
 
 static const char *g_path;
 
 static int setup(void **state) {
     (void)state;
     g_path = test_synth("greedy", "--seed 31 --ffn-gain 3 --index-topk 8");
+    g_fake_ops = ds4_cpu_backend;
+    g_fake_ops.name = "cpu+chain";
+    g_fake_ops.chain_begin = fake_begin;
+    g_fake_ops.chain_queue = fake_queue;
+    g_fake_ops.chain_wait = fake_wait;
+    g_fake_ops.chain_end = fake_end;
     return 0;
 }
 
@@ -42,9 +104,13 @@ static int on_token(void *ud, int32_t id, const char *text, size_t len) {
 
 /* A fresh engine: prompt, then generate; eos_override >= 0 makes that token
  * the end-of-sentence id (to reach the EOS stop on a random model). */
-static void generate(bool chained, int ctx, int max_tokens, bool ban_eos, int stop_after, int32_t eos_override,
+enum { PLAIN, CHAINED_HOST, CHAINED_OPS };
+
+static float g_temperature = 0.0f; /* of the runs below (NaN: a request that samples) */
+
+static void generate(int mode, int ctx, int max_tokens, bool ban_eos, int stop_after, int32_t eos_override,
                      run_out *o) {
-    setenv("DS4_GREEDY_CHAIN", chained ? "1" : "0", 1);
+    setenv("DS4_GREEDY_CHAIN", mode == PLAIN ? "0" : "1", 1);
     ds4_session_opts so;
     ds4_session_opts_default(&so);
     so.ctx = ctx;
@@ -54,6 +120,7 @@ static void generate(bool chained, int ctx, int max_tokens, bool ban_eos, int st
     ds4_engine *e = ds4_engine_open(g_path, &so, &err);
     if (!e) fail_msg("engine: %s", err.msg);
     if (eos_override >= 0) ((ds4_tok_specials *)ds4_tokenizer_specials(e->tok))->eos = eos_override;
+    if (mode == CHAINED_OPS) e->sess->ops = &g_fake_ops;
     int32_t prompt[20];
     for (int i = 0; i < 20; i++) prompt[i] = (int32_t)((i * 7919 + 13) % e->model->hp.n_vocab);
     if (ds4_engine_sync(e, prompt, 20, NULL, &err) != 0) fail_msg("sync: %s", err.msg);
@@ -61,7 +128,8 @@ static void generate(bool chained, int ctx, int max_tokens, bool ban_eos, int st
     o->stop_after = stop_after;
     ds4_gen_opts go = {.max_tokens = max_tokens, .ban_eos = ban_eos, .on_token = on_token, .ud = o};
     go.sampling = ds4_sampling_defaults();
-    go.sampling.temperature = 0.0f;
+    go.sampling.temperature = g_temperature;
+    go.sampling.seed = 7;
     if (ds4_engine_generate(e, &go, &o->res, &err) != 0) fail_msg("generate: %s", err.msg);
     o->n_tokens = ds4_session_n_tokens(e->sess);
     if (ds4_session_snapshot(e->sess, &o->snap, &o->len, &err) != 0) fail_msg("snapshot: %s", err.msg);
@@ -80,18 +148,20 @@ static void free_run(run_out *o) {
 /* Both loops, then every observable compared; returns the plain run's
  * result for the caller's own checks (freed by the caller). */
 static void both(int ctx, int max_tokens, bool ban_eos, int stop_after, int32_t eos_override, run_out *plain) {
-    run_out chained;
-    generate(false, ctx, max_tokens, ban_eos, stop_after, eos_override, plain);
-    generate(true, ctx, max_tokens, ban_eos, stop_after, eos_override, &chained);
-    assert_int_equal(chained.res.stop, plain->res.stop);
-    assert_int_equal(chained.res.n_tokens, plain->res.n_tokens);
-    assert_int_equal(chained.n_cb, plain->n_cb);
-    assert_memory_equal(chained.tok, plain->tok, sizeof(int32_t) * (size_t)(plain->n_cb < 256 ? plain->n_cb : 256));
-    assert_int_equal(chained.n_tokens, plain->n_tokens);
-    assert_int_equal(chained.len, plain->len);
-    assert_memory_equal(chained.snap, plain->snap, plain->len);
-    assert_memory_equal(chained.logits, plain->logits, sizeof(float) * (size_t)plain->n_vocab);
-    free_run(&chained);
+    generate(PLAIN, ctx, max_tokens, ban_eos, stop_after, eos_override, plain);
+    for (int mode = CHAINED_HOST; mode <= CHAINED_OPS; mode++) {
+        run_out chained;
+        generate(mode, ctx, max_tokens, ban_eos, stop_after, eos_override, &chained);
+        assert_int_equal(chained.res.stop, plain->res.stop);
+        assert_int_equal(chained.res.n_tokens, plain->res.n_tokens);
+        assert_int_equal(chained.n_cb, plain->n_cb);
+        assert_memory_equal(chained.tok, plain->tok, sizeof(int32_t) * (size_t)(plain->n_cb < 256 ? plain->n_cb : 256));
+        assert_int_equal(chained.n_tokens, plain->n_tokens);
+        assert_int_equal(chained.len, plain->len);
+        assert_memory_equal(chained.snap, plain->snap, plain->len);
+        assert_memory_equal(chained.logits, plain->logits, sizeof(float) * (size_t)plain->n_vocab);
+        free_run(&chained);
+    }
 }
 
 static void test_length(void **state) {
@@ -126,7 +196,7 @@ static void test_callback_stop(void **state) {
 static void test_eos(void **state) {
     (void)state;
     run_out free_run_out;
-    generate(false, 128, 30, false, 0, -1, &free_run_out);
+    generate(PLAIN, 128, 30, false, 0, -1, &free_run_out);
     /* the first use of a token after a few steps becomes "EOS" */
     int k = 4;
     while (k < 30) {
@@ -151,12 +221,87 @@ static void test_eos(void **state) {
     free_run(&p);
 }
 
+static void test_edges(void **state) {
+    (void)state;
+    run_out p;
+    both(21, 0, false, 0, -1, &p); /* room for one token */
+    assert_int_equal(p.res.stop, DS4_STOP_CONTEXT);
+    assert_int_equal(p.res.n_tokens, 1);
+    free_run(&p);
+    both(20, 5, false, 0, -1, &p); /* the prompt fills the context */
+    assert_int_equal(p.res.stop, DS4_STOP_CONTEXT);
+    assert_int_equal(p.res.n_tokens, 0);
+    free_run(&p);
+    both(128, 1, false, 0, -1, &p);
+    assert_int_equal(p.res.n_tokens, 1);
+    free_run(&p);
+    both(128, 5, false, 5, -1, &p); /* the callback stops at the last token */
+    assert_int_equal(p.res.stop, DS4_STOP_CALLBACK);
+    free_run(&p);
+}
+
+/* A NaN temperature samples at 1 (the sampler's normalization), so it must
+ * not take the greedy path: all three runs sample the same seeded stream. */
+static void test_nan_temperature_samples(void **state) {
+    (void)state;
+    run_out p, greedy;
+    g_temperature = NAN;
+    both(128, 12, false, 0, -1, &p);
+    g_temperature = 0.0f;
+    generate(PLAIN, 128, 12, false, 0, -1, &greedy);
+    assert_int_equal(p.res.n_tokens, 12);
+    assert_true(memcmp(p.tok, greedy.tok, sizeof(int32_t) * 12) != 0); /* it did sample */
+    free_run(&p);
+    free_run(&greedy);
+}
+
+/* The session's chain calls refuse what would corrupt the session. */
+static void test_chain_misuse(void **state) {
+    (void)state;
+    ds4_model *m = test_open_model(g_path);
+    ds4_session *s = test_session(m, 64, 0, false);
+    s->ops = &g_fake_ops;
+    ds4_err err = {{0}};
+    int32_t prompt[8] = {5, 9, 13, 17, 21, 25, 29, 33}, picked = -1;
+    assert_int_equal(ds4_session_eval(s, prompt, 8, NULL, &err), 0);
+    const int32_t first = ds4_sampler_argmax_except(ds4_session_logits(s), m->hp.n_vocab, -1);
+    /* learn the pick after `first`, then use it as the stop token */
+    assert_int_equal(ds4_session_chain_begin(s, first, -1, -1, &err), 0);
+    assert_int_equal(ds4_session_chain_wait(s, &picked, &err), 0);
+    assert_int_equal(ds4_session_chain_end(s, &err), 0);
+    const int32_t stop = picked;
+    ds4_session_reset(s);
+    assert_int_equal(ds4_session_eval(s, prompt, 8, NULL, &err), 0);
+    assert_int_equal(ds4_session_chain_begin(s, first, -1, stop, &err), 0);
+    assert_int_not_equal(ds4_session_chain_begin(s, first, -1, stop, &err), 0); /* already running */
+    assert_int_not_equal(ds4_session_decode(s, first, &err), 0);
+    uint8_t *snap = NULL;
+    size_t len = 0;
+    assert_int_not_equal(ds4_session_snapshot(s, &snap, &len, &err), 0);
+    assert_int_equal(ds4_session_chain_queue(s, &err), 0);
+    assert_int_not_equal(ds4_session_chain_queue(s, &err), 0); /* two queued already */
+    assert_int_equal(ds4_session_chain_wait(s, &picked, &err), 0);
+    assert_int_equal(picked, stop);
+    assert_int_not_equal(ds4_session_chain_queue(s, &err), 0); /* after the stop pick */
+    assert_int_not_equal(ds4_session_chain_wait(s, &picked, &err), 0);
+    assert_int_equal(ds4_session_chain_end(s, &err), 0);
+    assert_int_equal(ds4_session_n_tokens(s), 9); /* `first` kept, the step fed the stop token dropped */
+    assert_non_null(ds4_session_logits(s));
+    /* reset in the middle of a chain ends it first */
+    assert_int_equal(ds4_session_chain_begin(s, first, -1, -1, &err), 0);
+    ds4_session_reset(s);
+    assert_int_equal(ds4_session_n_tokens(s), 0);
+    assert_int_equal(ds4_session_eval(s, prompt, 8, NULL, &err), 0);
+    ds4_session_free(s);
+    ds4_model_close(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_length),
-        cmocka_unit_test(test_context_full),
-        cmocka_unit_test(test_callback_stop),
-        cmocka_unit_test(test_eos),
+        cmocka_unit_test(test_length),        cmocka_unit_test(test_context_full),
+        cmocka_unit_test(test_callback_stop), cmocka_unit_test(test_eos),
+        cmocka_unit_test(test_edges),         cmocka_unit_test(test_nan_temperature_samples),
+        cmocka_unit_test(test_chain_misuse),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
