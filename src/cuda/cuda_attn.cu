@@ -206,26 +206,31 @@ __device__ __forceinline__ void stage_rows(float *dst, int ks, int nrow, int dim
     }
 }
 
-
 /* Indexer scores. A block takes IDX_ROWS key rows of one token (copied into
  * shared memory as floats with 16-byte loads) and the token's IH query
- * heads; lane r scores row r against the heads h = warp, warp + 8, ...,
- * eight at a time so every key load serves eight dot products, and the
- * block adds the warps' weighted relu sums in warp order. One token's
- * arithmetic does not depend on the batch, so prefill chunks agree. (The
- * kernel before read each key element per head with a warp reduction per
- * dot: 150 us a layer at a 4k context.) */
+ * heads; lane r scores row r against the heads h = warp, warp + W, ..., IH/W
+ * at a time so every key load serves that many dot products, and the block
+ * adds the warps' weighted relu sums in warp order. W = 8 warps for batches
+ * above 8 tokens (many blocks, and eight dot products a key load); W = 16
+ * for decode-sized batches, whose few blocks (V/32 for a token) are each a
+ * long dependent chain per warp: ncu on a 4k-context step showed 2 warps a
+ * scheduler issuing every 8.6 cycles, 16 us for 33 blocks. A token's
+ * arithmetic does not depend on its batch above 8 tokens, so prefill chunks
+ * agree. (The kernel before read each key element per head with a warp
+ * reduction per dot: 150 us a layer at a 4k context.) */
 #define IDX_ROWS 32
-#define IDX_WARPS 8
-#define IDX_HB 8 /* heads a lane scores at a time */
+#define IDX_WARPS_BATCH 8
+#define IDX_WARPS_DECODE 16
 
-static size_t idx_smem(int IH, int ID) {
-    return (size_t)(IH * ID + (IH + 3) / 4 * 4 + IDX_ROWS * (ID + 4) + IDX_WARPS * IDX_ROWS) * sizeof(float);
+static size_t idx_smem(int IH, int ID, int W) {
+    return (size_t)(IH * ID + (IH + 3) / 4 * 4 + IDX_ROWS * (ID + 4) + W * IDX_ROWS) * sizeof(float);
 }
 
-__global__ void __launch_bounds__(32 * IDX_WARPS) indexer_scores_kernel(const float *q, const float *w, const void *keys,
-                                                                          bool f16, const int *d_pos, int IH, int ID,
-                                                                          int topk, float *S, int64_t lds, float scale) {
+template <int W>
+__global__ void __launch_bounds__(32 * W)
+    indexer_scores_kernel(const float *q, const float *w, const void *keys, bool f16, const int *d_pos, int IH, int ID,
+                          int topk, float *S, int64_t lds, float scale) {
+    constexpr int HB = 64 / W; /* heads a lane scores at a time: 64 a pass of the block */
     pdl_enter();
     extern __shared__ float sh[];
     const int t = blockIdx.x;
@@ -246,16 +251,16 @@ __global__ void __launch_bounds__(32 * IDX_WARPS) indexer_scores_kernel(const fl
     float part = 0.0f;
     if (lane < nrow) {
         const float4 *kr = (const float4 *)(sk + lane * ks);
-        for (int hb = warp; hb < IH; hb += IDX_WARPS * IDX_HB) {
-            float acc[IDX_HB];
+        for (int hb = warp; hb < IH; hb += W * HB) {
+            float acc[HB];
 #pragma unroll
-            for (int j = 0; j < IDX_HB; j++) acc[j] = 0.0f;
+            for (int j = 0; j < HB; j++) acc[j] = 0.0f;
 #pragma unroll 4
             for (int i = 0; i < ID / 4; i++) {
                 const float4 k = kr[i];
 #pragma unroll
-                for (int j = 0; j < IDX_HB; j++) {
-                    const int h = hb + j * IDX_WARPS;
+                for (int j = 0; j < HB; j++) {
+                    const int h = hb + j * W;
                     if (h < IH) {
                         const float4 x = ((const float4 *)(sq + h * ID))[i];
                         acc[j] = fmaf(k.x, x.x, acc[j]);
@@ -266,8 +271,8 @@ __global__ void __launch_bounds__(32 * IDX_WARPS) indexer_scores_kernel(const fl
                 }
             }
 #pragma unroll
-            for (int j = 0; j < IDX_HB; j++) {
-                const int h = hb + j * IDX_WARPS;
+            for (int j = 0; j < HB; j++) {
+                const int h = hb + j * W;
                 if (h < IH) part += sw[h] * (acc[j] > 0.0f ? acc[j] : 0.0f);
             }
         }
@@ -276,7 +281,7 @@ __global__ void __launch_bounds__(32 * IDX_WARPS) indexer_scores_kernel(const fl
     __syncthreads();
     if (warp == 0 && lane < nrow) {
         float s = 0.0f;
-        for (int k = 0; k < IDX_WARPS; k++) s += sred[k * IDX_ROWS + lane];
+        for (int k = 0; k < W; k++) s += sred[k * IDX_ROWS + lane];
         S[(int64_t)t * lds + r0 + lane] = s * scale;
     }
 }
@@ -286,8 +291,14 @@ extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *
     if (n <= 0 || cap <= 0) return;
     const float scale = (float)(1.0 / sqrt((double)ID * IH));
     const dim3 grid(n, (unsigned)((cap + IDX_ROWS - 1) / IDX_ROWS));
-    launch_pdl(indexer_scores_kernel, grid, 32 * IDX_WARPS, idx_smem(IH, ID), (cudaStream_t)st, q, w, keys, f16, d_pos,
-               IH, ID, topk, S, lds, scale);
+    if (n <= 8)
+        launch_pdl(indexer_scores_kernel<IDX_WARPS_DECODE>, grid, 32 * IDX_WARPS_DECODE,
+                   idx_smem(IH, ID, IDX_WARPS_DECODE), (cudaStream_t)st, q, w, keys, f16, d_pos, IH, ID, topk, S, lds,
+                   scale);
+    else
+        launch_pdl(indexer_scores_kernel<IDX_WARPS_BATCH>, grid, 32 * IDX_WARPS_BATCH,
+                   idx_smem(IH, ID, IDX_WARPS_BATCH), (cudaStream_t)st, q, w, keys, f16, d_pos, IH, ID, topk, S, lds,
+                   scale);
 }
 
 /* ------------------------------------------------------------------ causal top-k */
@@ -701,12 +712,14 @@ extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
     size_t att;
     att_group(H, hd, max_rows, &att);
     if (att < 200 * 1024) att = 200 * 1024;
-    const size_t sc = idx_smem(IH, ID), split = att_split_smem(hd);
+    const size_t sc = idx_smem(IH, ID, IDX_WARPS_DECODE), split = att_split_smem(hd); /* the larger of the two */
     if (att > 48 * 1024 &&
         cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)
         return -1;
-    if (sc > 48 * 1024 &&
-        cudaFuncSetAttribute(indexer_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess)
+    if (sc > 48 * 1024 && (cudaFuncSetAttribute(indexer_scores_kernel<IDX_WARPS_BATCH>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess ||
+                           cudaFuncSetAttribute(indexer_scores_kernel<IDX_WARPS_DECODE>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess))
         return -1;
     if (split > 48 * 1024 &&
         cudaFuncSetAttribute(attention_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=

@@ -222,4 +222,5 @@ void test_attention_kernels(ds4_rng *r) {
     test_indexer_topk(r, 2, 70000, 64, 128, 512);                   /* 17,500 rows: many per thread */
     test_indexer_topk(r, 6, 2046, 64, 128, 512);                    /* around the first selection: 511 .. 513 rows */
     test_indexer_topk(r, 2, 600, 4, 32, 8);                         /* few heads, short keys */
+    test_indexer_topk(r, 12, 8000, 64, 128, 512);                   /* a batch above 8: the 8-warp blocks */
 }
