@@ -1,6 +1,7 @@
-/* ds4 — CUDA kernels for norms, the embedding, RoPE'd KV rows and queries,
- * router and SwiGLU (twins: src/cpu/ops.c, cpu_backend.c, cpu_attention.c,
- * cpu_ffn.c). The hyper-connection kernels are in cuda_hc.cu. */
+/* ds4 — CUDA kernels for norms, the embedding, the greedy pick, RoPE'd KV
+ * rows and queries, router and SwiGLU (twins: src/cpu/ops.c, cpu_backend.c,
+ * cpu_attention.c, cpu_ffn.c; the pick's is ds4_sampler_argmax_except in
+ * src/text/sampler.c). The hyper-connection kernels are in cuda_hc.cu. */
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_quant.cuh"
