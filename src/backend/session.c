@@ -154,9 +154,9 @@ int ds4_session_decode(ds4_session *s, int32_t token, ds4_err *err) {
 
 int ds4_session_chain_begin(ds4_session *s, int32_t token, int32_t exclude, int32_t stop_token, ds4_err *err) {
     if (s->chain_on) return ds4_errf(err, "internal error: a chain is already running");
+    if (token == stop_token) return ds4_errf(err, "internal error: a chain fed its stop token first");
     if (!s->ops->chain_begin) return 1;
     if (check_tokens(s, &token, 1, err) != 0) return -1;
-    if (token == stop_token) return ds4_errf(err, "internal error: a chain fed its stop token first");
     const int rc = s->ops->chain_begin(s, token, exclude, stop_token, err);
     if (rc != 0) return rc;
     s->chain_on = true;

@@ -8,7 +8,6 @@
 /* Host steps: evaluate now, remember the pick. A token equal to stop_token
  * is not evaluated, as the device chain drops such a step. */
 static int host_step(ds4_greedy *g, int32_t token, ds4_err *err) {
-    g->tok[g->n] = token;
     g->picked[g->n] = -1;
     if (token != g->stop_token) {
         if (ds4_session_decode(g->s, token, err) != 0) return -1;
@@ -26,9 +25,7 @@ int ds4_greedy_begin(ds4_greedy *g, ds4_session *s, int32_t token, int32_t exclu
     const int rc = ds4_session_chain_begin(s, token, exclude, stop_token, err);
     if (rc < 0) return -1;
     g->device = rc == 0;
-    if (g->device) return 0;
-    if (token == stop_token) return ds4_errf(err, "internal error: a greedy chain fed its stop token first");
-    return host_step(g, token, err);
+    return g->device ? 0 : host_step(g, token, err);
 }
 
 int ds4_greedy_queue(ds4_greedy *g, ds4_err *err) {
@@ -41,7 +38,6 @@ int ds4_greedy_wait(ds4_greedy *g, int32_t *picked, ds4_err *err) {
     if (g->device) return ds4_session_chain_wait(g->s, picked, err);
     if (g->n < 1 || g->picked[0] < 0) return ds4_errf(err, "internal error: greedy wait on %d steps", g->n);
     *picked = g->picked[0];
-    g->tok[0] = g->tok[1];
     g->picked[0] = g->picked[1];
     g->n--;
     return 0;

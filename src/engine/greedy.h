@@ -17,8 +17,8 @@ typedef struct ds4_greedy {
     ds4_session *s;
     int32_t exclude, stop_token;
     bool device; /* the backend chains; else the host steps below */
-    int n;       /* host steps queued: their tokens and picks (-1: fed stop_token, not evaluated) */
-    int32_t tok[2], picked[2];
+    int n;       /* host steps queued: their picks (-1: fed stop_token, not evaluated) */
+    int32_t picked[2];
 } ds4_greedy;
 
 /* The calls mirror ds4_session_chain_begin / queue / wait / end (backend.h):

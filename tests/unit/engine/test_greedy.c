@@ -19,19 +19,17 @@
 /* ------------------------------------------------------------------ a backend with chain ops */
 
 static struct {
-    int n, head;    /* queued steps, the oldest's slot */
-    int32_t tok[2]; /* their tokens (-1: the previous step's pick) */
-    int32_t last_pick, exclude, stop;
+    int n;             /* queued steps */
+    int32_t last_pick; /* the token the oldest was fed (its predecessor's pick) */
+    int32_t exclude, stop;
 } g_fake;
 static ds4_backend_ops g_fake_ops;
 
 static int fake_begin(ds4_session *s, int32_t token, int32_t exclude, int32_t stop, ds4_err *err) {
     (void)s;
     (void)err;
-    memset(&g_fake, 0, sizeof(g_fake));
-    g_fake.tok[0] = token;
     g_fake.n = 1;
-    g_fake.last_pick = -1;
+    g_fake.last_pick = token;
     g_fake.exclude = exclude;
     g_fake.stop = stop;
     return 0;
@@ -40,15 +38,13 @@ static int fake_begin(ds4_session *s, int32_t token, int32_t exclude, int32_t st
 static int fake_queue(ds4_session *s, ds4_err *err) {
     (void)s;
     (void)err;
-    g_fake.tok[(g_fake.head + g_fake.n) & 1] = -1;
     g_fake.n++;
     return 0;
 }
 
 /* The oldest step: evaluated now (or dropped when fed the stop token). */
 static int fake_pop(ds4_session *s, int32_t *picked, ds4_err *err) {
-    const int32_t t = g_fake.tok[g_fake.head] >= 0 ? g_fake.tok[g_fake.head] : g_fake.last_pick;
-    g_fake.head ^= 1;
+    const int32_t t = g_fake.last_pick;
     g_fake.n--;
     *picked = -1;
     if (g_fake.stop >= 0 && t == g_fake.stop) return 0;
