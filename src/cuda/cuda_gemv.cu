@@ -140,17 +140,15 @@ __device__ __forceinline__ float qdot(int h, int l, float sx) { return fmaf((flo
 /* IQ2_XXS without per-weight sign work: a group of 8 weights is a grid
  * entry (8 magnitudes) and 8 signs (7 stored, the 8th their parity). Two
  * tables hold every signed half-entry as 4 int8 values ready for dp4a:
- *   lo[idx][n]: weights 0..3 with sign bits n = s7 & 15;
- *   hi[idx][2q + p]: weights 4..6 with sign bits q = s7 >> 4, and weight 7
+ *   lo[n][idx]: weights 0..3 with sign bits n = s7 & 15;
+ *   hi[2q + p][idx]: weights 4..6 with sign bits q = s7 >> 4, and weight 7
  *     negative when p ^ parity(q), with p = parity(s7 & 15) (so the parity
  *     of all seven bits needs no popc).
  * 2 x 16 KiB, built once on the host and copied into each block's shared
- * memory; a group then costs two shared loads and a few bit operations
- * instead of rebuilding and negating bytes. */
+ * memory; a group then costs two shared loads. The grid index sits in the
+ * low byte of a table index and the sign nibble in the next, so one byte
+ * permute forms each index (see slice_dot). */
 #define IQ2_TAB_WORDS (2 * 256 * 16)
-
-/* parity of a 4-bit value: bit n of 0x6996 */
-__device__ __forceinline__ uint32_t parity4(uint32_t n) { return (0x6996u >> n) & 1u; }
 
 /* ------------------------------------------------------------------ one 32-element slice */
 
@@ -190,26 +188,47 @@ __device__ __forceinline__ float slice_dot_f16(const uint8_t *buf, int s, int64_
     return p;
 }
 
+/* Byte permute: byte i of a into byte 0, byte i of b into byte 1, and the
+ * sign of byte i of b replicated above (zeros: b's bytes here are at most
+ * 15), which makes the table index idx_i + 256 * nibble_i. PTX's prmt, since
+ * __byte_perm drops the sign-replicate bit of each selector nibble. */
+template <int I> __device__ __forceinline__ uint32_t iq2_index(uint32_t a, uint32_t b) {
+    constexpr uint32_t sel = I | (4 + I) << 4 | (12 + I) << 8 | (12 + I) << 12;
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "n"(sel));
+    return r;
+}
+
 template <>
 __device__ __forceinline__ float slice_dot<T_IQ2_XXS>(const uint8_t *buf, int s, const xslice &xs, const gs_x &x) {
-    const uint8_t *b = buf + 66 * (s >> 3);
-    const uint8_t *g8 = b + 2 + 8 * (s & 7);
-    const uint32_t idx = ld_a16(g8) | (ld_a16(g8 + 2) << 16); /* four grid indices */
-    const uint32_t a1 = ld_a16(g8 + 4) | (ld_a16(g8 + 6) << 16);
+    /* the slice's 8 bytes start 2 bytes past a multiple of 4 in every other
+     * block (chunks start on 16 bytes): aligned words and funnel shifts
+     * instead of four 16-bit loads. Offsets from the chunk only, so they
+     * stay in registers from one row to the next. */
+    const int o = 66 * (s >> 3) + 2 + 8 * (s & 7), mis = o & 2;
+    const uint32_t *w = (const uint32_t *)(buf + (o - mis));
+    const uint32_t w0 = w[0], w1 = w[1], w2 = w[mis ? 2 : 1]; /* w2: only its low half, where mis == 2 */
+    const uint32_t idx = __funnelshift_r(w0, w1, 8 * mis); /* four grid indices */
+    const uint32_t a1 = __funnelshift_r(w1, w2, 8 * mis);  /* 4 x 7 sign bits, the 4-bit scale */
+    /* all four groups' sign nibbles at once, one a byte: N holds n_i (bits
+     * 7i..7i+3 of a1), Q holds 2 q_i + parity(n_i) (q_i: bits 7i+4..7i+6) */
+    const uint32_t N = (a1 & 0xfu) | ((a1 << 1) & 0xf00u) | ((a1 << 2) & 0xf0000u) | ((a1 << 3) & 0xf000000u);
+    uint32_t par = N ^ (N >> 2);
+    par ^= par >> 1;
+    const uint32_t Q = ((a1 >> 3) & 0xeu) | ((a1 >> 2) & 0xe00u) | ((a1 >> 1) & 0xe0000u) | (a1 & 0xe000000u) |
+                       (par & 0x01010101u);
     const uint32_t *lo = x.tab, *hi = x.tab + 256 * 16;
     int h = 0, l = 0;
+    const int wq[8] = {(int)lo[iq2_index<0>(idx, N)], (int)hi[iq2_index<0>(idx, Q)],
+                       (int)lo[iq2_index<1>(idx, N)], (int)hi[iq2_index<1>(idx, Q)],
+                       (int)lo[iq2_index<2>(idx, N)], (int)hi[iq2_index<2>(idx, Q)],
+                       (int)lo[iq2_index<3>(idx, N)], (int)hi[iq2_index<3>(idx, Q)]};
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const uint32_t e = ((idx >> (8 * i)) & 0xff) << 4;
-        const uint32_t n = (a1 >> (7 * i)) & 15, q = (a1 >> (7 * i + 4)) & 7;
-        const int w0 = (int)lo[e | n];
-        const int w1 = (int)hi[e | (q << 1) | parity4(n)];
-        h = __dp4a(w0, qword(xs.a0, xs.a1, 2 * i), h);
-        h = __dp4a(w1, qword(xs.a0, xs.a1, 2 * i + 1), h);
-        l = __dp4a(w0, qword(xs.b0, xs.b1, 2 * i), l);
-        l = __dp4a(w1, qword(xs.b0, xs.b1, 2 * i + 1), l);
+    for (int i = 0; i < 8; i++) {
+        h = __dp4a(wq[i], qword(xs.a0, xs.a1, i), h);
+        l = __dp4a(wq[i], qword(xs.b0, xs.b1, i), l);
     }
-    const float d = h2f((uint16_t)ld_a16(b));
+    const float d = h2f((uint16_t)ld_a16(buf + 66 * (s >> 3)));
     return __fmul_rn(__fmul_rn(d, 0.5f + (float)(a1 >> 28)), 0.25f) * qdot(h, l, xs.sx);
 }
 
@@ -481,7 +500,8 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
 
     const int64_t r0 = rbase + (int64_t)warp * rpw;
     const int64_t r1 = r0 + rpw < jb.rows ? r0 + rpw : jb.rows;
-    const int cpr = (int)((rb + CH - 1) / CH); /* chunks per row */
+    /* chunks per row: XR > 0 only for rows of one chunk (pick_xr) */
+    const int cpr = XR > 0 ? 1 : (int)((rb + CH - 1) / CH);
     const int items = r1 > r0 ? (int)(r1 - r0) * cpr : 0;
     /* The ring holds GS_STAGES chunks; rows shorter than a chunk are staged
      * one per slot, with more slots, so the bytes in flight stay the same.
@@ -489,15 +509,29 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     const int slot = (int)(rb < CH ? rb : CH);
     const int nslots = GS_STAGES * CH / slot < GS_MAX_SLOTS ? GS_STAGES * CH / slot : GS_MAX_SLOTS;
     int is_n = 0, is_row = 0, is_c = 0, is_slot = 0;
+    /* XR > 0 (a row a copy): lane l copies the row's 16-byte units l, l + 32,
+     * ... from a running pointer, without the loop a general chunk needs
+     * (which made the copy most of the instructions a row costs) */
+    constexpr int UPL = (CH / 16 + 31) / 32; /* units a lane copies at most */
+    const int units = (int)(rb / 16);
+    const uint8_t *is_src = W + r0 * rb + 16 * lane;
     auto issue_next = [&]() {
         if (is_n < items) {
-            const uint8_t *src = W + (r0 + is_row) * rb + (int64_t)is_c * CH;
-            const int64_t left = rb - (int64_t)is_c * CH;
-            const int nb = (int)(left < CH ? left : CH);
-            uint8_t *dst = ring + is_slot * slot;
-            for (int i = lane; i < nb / 16; i += 32) cp_async16(dst + 16 * i, src + 16 * i);
+            if (XR > 0) {
+                uint8_t *dst = ring + is_slot * slot + 16 * lane;
+#pragma unroll
+                for (int u = 0; u < UPL; u++)
+                    if (lane + 32 * u < units) cp_async16(dst + 512 * u, is_src + 512 * u);
+                is_src += rb;
+            } else {
+                const uint8_t *src = W + (r0 + is_row) * rb + (int64_t)is_c * CH;
+                const int64_t left = rb - (int64_t)is_c * CH;
+                const int nb = (int)(left < CH ? left : CH);
+                uint8_t *dst = ring + is_slot * slot;
+                for (int i = lane; i < nb / 16; i += 32) cp_async16(dst + 16 * i, src + 16 * i);
+                if (++is_c == cpr) is_c = 0, is_row++;
+            }
             is_n++;
-            if (++is_c == cpr) is_c = 0, is_row++;
             if (++is_slot == nslots) is_slot = 0;
         }
         cp_async_commit(); /* an empty group keeps the wait count uniform */
@@ -607,8 +641,8 @@ static int iq2_tables_upload(void) {
                 lo |= (uint32_t)(uint8_t)((n >> j) & 1 ? -vl : vl) << (8 * j);
                 hi |= (uint32_t)(uint8_t)((sign_hi >> j) & 1 ? -vh : vh) << (8 * j);
             }
-            h[idx * 16 + n] = lo;
-            h[256 * 16 + idx * 16 + n] = hi;
+            h[n * 256 + idx] = lo;
+            h[256 * 16 + n * 256 + idx] = hi;
         }
     }
     void *d = NULL;

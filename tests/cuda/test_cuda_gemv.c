@@ -148,10 +148,11 @@ void test_gemv_stream(ds4_rng *r) {
     }
 
     /* routed experts: gate-like IQ2_XXS (input per token) and down-like Q2_K
-     * (input per pair) */
+     * (input per pair), several rows a warp (1,000 rows an expert, not a
+     * multiple of a block's) */
     for (int per_pair = 0; per_pair < 2; per_pair++) {
         const int E = 4, k = 3, n = 2, type = per_pair ? DS4_TYPE_Q2_K : DS4_TYPE_IQ2_XXS;
-        const int64_t K = per_pair ? 2048 : 4096, rows = 48;
+        const int64_t K = per_pair ? 2048 : 4096, rows = 1000;
         host_w h = make_w(r, type, K, E * rows);
         const int32_t ids[6] = {2, 0, 2, 3, 1, 0};
         const int nx = per_pair ? n * k : n;
@@ -159,12 +160,13 @@ void test_gemv_stream(ds4_rng *r) {
         float *yg = malloc(sizeof(float) * n * k * rows);
         float *dx = to_dev(x, sizeof(float) * nx * K), *dy = to_dev(NULL, sizeof(float) * n * k * rows);
         int32_t *dids = to_dev(ids, sizeof(ids));
+        for (int i = 0; i < n * k; i++)
+            cpu_rows(&h, (int64_t)ids[i] * rows, rows, x + (per_pair ? i : i / k) * K, yc + i * rows);
         ds4k_moe_matmul(&h.d, rows, dids, n, k, dx, K, per_pair, dy, rows, NULL);
         from_dev(yg, dy, sizeof(float) * n * k * rows);
         double e = 0;
         for (int i = 0; i < n * k; i++) {
             const float *xi = x + (per_pair ? i : i / k) * K;
-            cpu_rows(&h, (int64_t)ids[i] * rows, rows, xi, yc + i * rows);
             e = fmax(e, dot_error(&h.t, (int64_t)ids[i] * rows, rows, xi, yg + i * rows, yc + i * rows));
         }
         check(e < gemv_tolerance(type), "stream gemv, routed experts %-8s (input per %s): max |diff| / (|w| |x|) %.2e",
