@@ -29,8 +29,11 @@ extern "C" {
  * (cuda_layers.inc ffn_layer; cuda_mma.cu picks a launch's width from its
  * largest segment count) */
 #define EXP_TILES 3
-/* HC pre: the mixer in HC_PARTS stretches of K (cuda_layers.inc hc_pre) */
+/* HC pre: the mixer in HC_PARTS stretches of K (cuda_layers.inc hc_pre);
+ * batches of at most HC_FUSE_MAX tokens form it in the previous sub-layer's
+ * hc_post instead (hc_post_next) */
 #define HC_PARTS 8
+#define HC_FUSE_MAX 8
 
 /* Sub-batch of the per-token buffers of attention (q, o, indexer scores,
  * HC mixer): prefill runs q_b, the indexer, attention and o_a 512 tokens at
@@ -168,6 +171,7 @@ typedef struct cu_sess {
     float *gw, *h_gw, *h_rw;
     cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
+    int mix_ready;  /* > 0: the last hc_post also formed the next mixer's parts, this many (cuda_layers.inc) */
     bool graph_ok[2];
     int graph_failed;
     /* chained greedy decoding (cuda_layers.inc, "chained steps"): its own
@@ -312,8 +316,13 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->d_pos, sizeof(int) * nsb);
     DA(c->flat, sb * HC * D * 4);
     DA(c->mix, sb * (2 + HC) * HC * 4);
-    DA(c->mix_parts, (size_t)HC_PARTS * sb * (2 + HC) * HC * 4);
-    DA(c->mix_ss, (size_t)HC_PARTS * sb * 4);
+    /* the mixer's parts: HC_PARTS stretches of a sub-batch, or up to
+     * DS4K_MAX_HC_PARTS element ranges of a decode-sized batch (hc_post_next) */
+    const size_t parts = (size_t)HC_PARTS * sb > (size_t)DS4K_MAX_HC_PARTS * HC_FUSE_MAX
+                             ? (size_t)HC_PARTS * sb
+                             : (size_t)DS4K_MAX_HC_PARTS * HC_FUSE_MAX;
+    DA(c->mix_parts, parts * (2 + HC) * HC * 4);
+    DA(c->mix_ss, parts * 4);
     DA(c->q, sb * QD * 4);
     DA(c->o, sb * QD * 4);
     DA(c->iq, sb * hp->idx_heads * id * 4);

@@ -414,13 +414,11 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
  * step waited on twice a layer. */
 #define POST_HC 4
 #define POST_KMAX 8
-__global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
-                                    const int32_t *ids, const float *sh, int k, int D, float *H) {
-    pdl_enter();
-    const int t = blockIdx.y, d = blockIdx.x * blockDim.x + threadIdx.x;
-    if (d >= D) return;
+__device__ __forceinline__ void post_fast_d(const float *post, const float *M, const float *y, int64_t ldy,
+                                            const float *eo, const int32_t *ids, const float *sh, int k, int D,
+                                            const float *H, int t, int d, float out[POST_HC]) {
     const float *p = post + (int64_t)t * POST_HC, *m = M + (int64_t)t * POST_HC * POST_HC;
-    float *h = H + (int64_t)t * POST_HC * D;
+    const float *h = H + (int64_t)t * POST_HC * D;
     float in[POST_HC], pv[POST_HC], mv[POST_HC * POST_HC];
 #pragma unroll
     for (int s = 0; s < POST_HC; s++) in[s] = h[(int64_t)s * D + d], pv[s] = p[s];
@@ -462,8 +460,78 @@ __global__ void hc_post_fast_kernel(const float *post, const float *M, const flo
         float acc = __fmul_rn(pv[j], yd); /* rounding steps spelled out: see collapse_finish */
 #pragma unroll
         for (int s = 0; s < POST_HC; s++) acc = __fmaf_rn(mv[s * POST_HC + j], in[s], acc);
-        h[(int64_t)j * D + d] = acc;
+        out[j] = acc;
     }
+}
+
+__global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                                    const int32_t *ids, const float *sh, int k, int D, float *H) {
+    pdl_enter();
+    const int t = blockIdx.y, d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    float out[POST_HC];
+    post_fast_d(post, M, y, ldy, eo, ids, sh, k, D, H, t, d, out);
+#pragma unroll
+    for (int j = 0; j < POST_HC; j++) H[((int64_t)t * POST_HC + j) * D + d] = out[j];
+}
+
+/* A decode step's hc_post fused with the next sub-layer's HC mixer: block
+ * (p, t) owns elements [PM_DB p, PM_DB (p + 1)) of all 4 streams of token t.
+ * Its threads update the streams there (post_fast_d, one element each: the
+ * same values as hc_post_fast_kernel, in place, as no other block reads
+ * them), then its warps multiply them with the 24 mixer rows (warp w rows
+ * 3w..3w+2, lane l elements 8l..8l+7 of each stream) and the block writes
+ * part p of each row and of the streams' sum of squares; hc_split_collapse
+ * adds the parts in order. The mixer's weights are loaded before the wait
+ * for the sub-layer's output. One launch instead of two (hc_post, then
+ * hc_mix_parts over stretches of K), and the streams make one trip through
+ * the chip instead of three. The parts split K by element range, not by
+ * stretch, so a step's mixer sums associate differently from prefill's. */
+#define PM_DB 256
+#define PM_ROWS 24 /* (2 + 4) x 4 mixer rows */
+__global__ void __launch_bounds__(PM_DB)
+    hc_post_mix_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                       const int32_t *ids, const float *sh, int k, int D, float *H, const uint16_t *W, float *parts,
+                       float *ss) {
+    __shared__ __align__(16) float hn[POST_HC][PM_DB];
+    __shared__ float red[32];
+    const int p = blockIdx.x, t = blockIdx.y, n = gridDim.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t K = (int64_t)POST_HC * D, e0 = (int64_t)p * PM_DB;
+    constexpr int RPW = PM_ROWS / (PM_DB / 32); /* 3 rows a warp */
+    uint4 wv[RPW][POST_HC];
+#pragma unroll
+    for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int j = 0; j < POST_HC; j++)
+            wv[r][j] = *(const uint4 *)(W + (int64_t)(RPW * warp + r) * K + (int64_t)j * D + e0 + 8 * lane);
+    pdl_wait();
+    pdl_trigger();
+    float out[POST_HC];
+    post_fast_d(post, M, y, ldy, eo, ids, sh, k, D, H, t, (int)e0 + tid, out);
+    float sq = 0.0f;
+#pragma unroll
+    for (int j = 0; j < POST_HC; j++) {
+        H[((int64_t)t * POST_HC + j) * D + e0 + tid] = out[j];
+        hn[j][tid] = out[j];
+        sq = __fmaf_rn(out[j], out[j], sq);
+    }
+    sq = block_sum(sq, red); /* also the barrier before hn is read */
+    float acc[RPW];
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        acc[r] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < POST_HC; j++) {
+            const float4 a = *(const float4 *)&hn[j][8 * lane], b = *(const float4 *)&hn[j][8 * lane + 4];
+            acc[r] = dot8_h(wv[r][j], a, b, acc[r]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) parts[((int64_t)p * n + t) * PM_ROWS + RPW * warp + r] = v;
+    }
+    if (tid == 0) ss[p * n + t] = sq;
 }
 
 static void hc_post_launch(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
@@ -484,6 +552,18 @@ extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, 
 extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh,
                                  int n, int k, int hc, int D, float *H, ds4_stream st) {
     hc_post_launch(post, M, NULL, 0, eo, ids, sh, n, k, hc, D, H, st);
+}
+
+extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                                const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H,
+                                const ds4_dw *W, int rows, float *parts, float *ss, ds4_stream st) {
+    const int P = D / PM_DB;
+    if (hc != POST_HC || rows != PM_ROWS || (eo && k > POST_KMAX) || D % PM_DB != 0 || P > DS4K_MAX_HC_PARTS ||
+        W->type != 1 /* F16 */ || W->K != (int64_t)hc * D || ((uintptr_t)W->ptr % 16) != 0 || n < 1)
+        return -1;
+    launch_pdl(hc_post_mix_kernel, dim3(P, n), PM_DB, 0, (cudaStream_t)st, post, M, y, ldy, eo, ids, sh, k, D, H,
+               (const uint16_t *)W->ptr, parts, ss);
+    return P;
 }
 
 __global__ void __launch_bounds__(1024)

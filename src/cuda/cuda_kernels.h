@@ -25,7 +25,7 @@ typedef void *ds4_stream; /* cudaStream_t */
 #define DS4K_MAX_HC 16            /* hyper-connection streams */
 #define DS4K_MAX_HEAD_DIM 512     /* attention head dim, a multiple of 32 */
 #define DS4K_MAX_EXPERTS_USED 64  /* routed experts per token */
-#define DS4K_MAX_HC_PARTS 8       /* stretches of the HC mixer (ds4k_hc_mix_parts) */
+#define DS4K_MAX_HC_PARTS 16      /* parts of the HC mixer (ds4k_hc_mix_parts, ds4k_hc_post_mix) */
 
 /* A weight on the device: N rows of K elements of a ggml type (3-D expert
  * tensors are N = rows per expert x experts). */
@@ -190,6 +190,15 @@ void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy
  * plus the shared expert's sh[t]. */
 void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh, int n,
                       int k, int hc, int D, float *H, ds4_stream st);
+/* A decode step's hc_post (y, or the MoE sum when eo is set) fused with the
+ * next sub-layer's HC mixer: the streams H updated in place, and the mixer's
+ * partial sums over element ranges of the streams (parts [P][n][rows], the
+ * streams' sums of squares ss [P][n]) for ds4k_hc_split_collapse_parts.
+ * Returns P, or -1 where the shape is not the model's (4 streams, 24 F16
+ * mixer rows, D a multiple of 256): then nothing was launched. */
+int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+                     const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H, const ds4_dw *W,
+                     int rows, float *parts, float *ss, ds4_stream st);
 
 /* Output HC head: z[t] = rmsnorm_w(sum_s (sigmoid(mix*scale+base)+eps) H[t][s], norm). */
 void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps, const float *H, int D,

@@ -108,6 +108,7 @@ static inline double gemv_tolerance(int type) {
 void test_gemv_stream(ds4_rng *r);
 void test_hc_mix_parts(ds4_rng *r);
 void test_hc_mix_batched(ds4_rng *r);
+void test_hc_post_mix(ds4_rng *r);
 void test_gemv_prep(ds4_rng *r);
 
 /* Prefill-only kernels vs the kernels they replace (test_cuda_prefill.c). */

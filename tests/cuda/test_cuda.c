@@ -649,6 +649,7 @@ int main(int argc, char **argv) {
         test_gemv_stream(&r);
         test_hc_mix_parts(&r);
         test_hc_mix_batched(&r);
+        test_hc_post_mix(&r);
         test_gemv_prep(&r);
         test_prefill_kernels(&r);
         test_attention_kernels(&r);

@@ -495,3 +495,79 @@ void test_hc_mix_batched(ds4_rng *r) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     free(H), free(wf), free(wh), free(parts), free(ss);
 }
+
+/* The decode step's hc_post fused with the next sub-layer's mixer
+ * (ds4k_hc_post_mix), after a sub-layer output y and after the MoE sum: the
+ * streams bitwise those of ds4k_hc_post / ds4k_hc_post_moe, and the mixer's
+ * parts, through split_collapse, against the CPU order (rmsnorm, mixer,
+ * split, collapse) on the updated streams. */
+void test_hc_post_mix(ds4_rng *r) {
+    const int n = 2, hc = 4, MIX = (2 + hc) * hc, k = 6;
+    const int Ds[2] = {1024, 4096};
+    for (int moe = 0; moe < 2; moe++)
+        for (int di = 0; di < 2; di++) {
+            const int D = Ds[di];
+            const int64_t K = (int64_t)hc * D;
+            float *H = rnd(r, (size_t)n * K, 1.0f), *post = rnd(r, n * hc, 1.0f), *M = rnd(r, n * hc * hc, 0.5f);
+            float *y = rnd(r, (size_t)n * D, 1.0f), *eo = rnd(r, (size_t)n * k * D, 0.3f), *sh = rnd(r, (size_t)n * D, 1.0f);
+            const int32_t ids[12] = {40, 3, 77, 3, 120, 9, 5, 200, 1, 64, 199, 2}; /* a repeated id in token 0 */
+            float *wf = rnd(r, (size_t)MIX * K, 1.0f / 64.0f), *w = rnd(r, D, 0.1f);
+            for (int i = 0; i < D; i++) w[i] += 1.0f;
+            float scale[3] = {0.8f, 1.2f, 0.9f}, *base = rnd(r, MIX, 0.5f);
+            uint16_t *wh = malloc(sizeof(uint16_t) * MIX * K);
+            for (int64_t i = 0; i < MIX * K; i++) wh[i] = ds4_f32_to_f16(wf[i]);
+            ds4_tensor t = {.name = "hc", .type = DS4_TYPE_F16, .n_dims = 2, .ne = {K, MIX, 1, 1}, .data = wh,
+                            .size = 2 * MIX * K};
+            ds4_dw d = {DS4_TYPE_F16, to_dev(wh, 2 * MIX * K), K, MIX};
+            float *dH1 = to_dev(H, sizeof(float) * n * K), *dH2 = to_dev(H, sizeof(float) * n * K);
+            float *dpost = to_dev(post, sizeof(float) * n * hc), *dM = to_dev(M, sizeof(float) * n * hc * hc);
+            float *dy = to_dev(y, sizeof(float) * n * D), *deo = to_dev(eo, sizeof(float) * n * k * D);
+            float *dsh = to_dev(sh, sizeof(float) * n * D);
+            int32_t *dids = to_dev(ids, sizeof(ids));
+            float *dparts = to_dev(NULL, sizeof(float) * DS4K_MAX_HC_PARTS * n * MIX);
+            float *dss = to_dev(NULL, sizeof(float) * DS4K_MAX_HC_PARTS * n), *dscale = to_dev(scale, sizeof(scale));
+            float *dbase = to_dev(base, sizeof(float) * MIX), *dw = to_dev(w, sizeof(float) * D);
+            float *dpre = to_dev(NULL, sizeof(float) * n * hc), *dpost2 = to_dev(NULL, sizeof(float) * n * hc);
+            float *dM2 = to_dev(NULL, sizeof(float) * n * hc * hc), *da = to_dev(NULL, sizeof(float) * n * D);
+            if (moe) ds4k_hc_post_moe(dpost, dM, deo, dids, dsh, n, k, hc, D, dH1, NULL);
+            else ds4k_hc_post(dpost, dM, dy, D, n, hc, D, dH1, NULL);
+            const int P = ds4k_hc_post_mix(dpost, dM, moe ? NULL : dy, D, moe ? deo : NULL, dids, dsh, n, k, hc, D, dH2,
+                                           &d, MIX, dparts, dss, NULL);
+            if (P > 0)
+                ds4k_hc_split_collapse_parts(dparts, dss, P, 1e-6f, dscale, dbase, hc, 20, 1e-6f, dH2, D, dw, 1e-6f, n,
+                                             dpre, dpost2, dM2, da, NULL);
+            float *h1 = malloc(sizeof(float) * n * K), *h2 = malloc(sizeof(float) * n * K);
+            float *ag = malloc(sizeof(float) * n * D), *Mg = malloc(sizeof(float) * n * hc * hc);
+            from_dev(h1, dH1, sizeof(float) * n * K);
+            from_dev(h2, dH2, sizeof(float) * n * K);
+            from_dev(ag, da, sizeof(float) * n * D);
+            from_dev(Mg, dM2, sizeof(float) * n * hc * hc);
+            float *flat = malloc(sizeof(float) * K), *mix = malloc(sizeof(float) * MIX), *a = malloc(sizeof(float) * D);
+            float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+            double wm = 0, wa = 0;
+            for (int tk = 0; tk < n; tk++) {
+                float pre[4], pst[4], Mc[16];
+                ds4_rmsnorm(h1 + tk * K, NULL, (int)K, 1e-6f, flat);
+                ds4_matmul_serial(&t, 0, MIX, flat, K, 1, mix, MIX, scratch);
+                ds4_hc_split(mix, scale, base, hc, 20, 1e-6f, pre, pst, Mc);
+                for (int dd = 0; dd < D; dd++) {
+                    float acc = 0;
+                    for (int s = 0; s < hc; s++) acc += pre[s] * h1[tk * K + s * D + dd];
+                    a[dd] = acc;
+                }
+                ds4_rmsnorm(a, w, D, 1e-6f, a);
+                for (int i = 0; i < hc * hc; i++) wm = fmax(wm, fabs(Mg[tk * hc * hc + i] - Mc[i]));
+                for (int i = 0; i < D; i++) wa = fmax(wa, fabs(ag[tk * D + i] - a[i]));
+            }
+            const bool same = memcmp(h1, h2, sizeof(float) * n * K) == 0;
+            check(P == D / 256 && same && wm < 2e-6 && wa < 2e-5,
+                  "hc_post + next mixer fused (%s, D=%d, %d parts): streams bitwise hc_post's %s, Sinkhorn %.2e, "
+                  "collapsed+normed input %.2e",
+                  moe ? "MoE sum" : "output y", D, P, same ? "yes" : "NO", wm, wa);
+            void *bufs[] = {(void *)d.ptr, dH1, dH2, dpost, dM, dy, deo, dsh, dids, dparts, dss,
+                            dscale, dbase, dw, dpre, dpost2, dM2, da};
+            for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+            free(H), free(post), free(M), free(y), free(eo), free(sh), free(wf), free(w), free(base), free(wh);
+            free(h1), free(h2), free(ag), free(Mg), free(flat), free(mix), free(a), free(scratch);
+        }
+}
