@@ -417,6 +417,33 @@ int gemv_bench(void) {
 /* The decode HC pre (ds4k_hc_mix_parts + ds4k_hc_split_collapse_parts: the
  * mixer of the raw streams in 8 stretches, the rmsnorm scale applied to its
  * outputs) against the CPU order (rmsnorm, mixer, split, collapse). */
+/* Largest errors of a GPU hc_pre (the Sinkhorn matrices Mg and the collapsed,
+ * normed inputs ag of n tokens) against the CPU order on the streams H:
+ * rmsnorm, the mixer t, split, collapse with pre, rmsnorm with w. */
+static void hc_pre_errors(const ds4_tensor *t, const float *H, int n, int hc, int D, const float *scale,
+                          const float *base, const float *w, const float *Mg, const float *ag, double *wm, double *wa) {
+    const int64_t K = (int64_t)hc * D;
+    const int MIX = (2 + hc) * hc;
+    float *flat = malloc(sizeof(float) * K), *mix = malloc(sizeof(float) * MIX), *a = malloc(sizeof(float) * D);
+    float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+    *wm = 0, *wa = 0;
+    for (int tk = 0; tk < n; tk++) {
+        float pre[DS4K_MAX_HC], post[DS4K_MAX_HC], M[DS4K_MAX_HC * DS4K_MAX_HC];
+        ds4_rmsnorm(H + tk * K, NULL, (int)K, 1e-6f, flat);
+        ds4_matmul_serial(t, 0, MIX, flat, K, 1, mix, MIX, scratch);
+        ds4_hc_split(mix, scale, base, hc, 20, 1e-6f, pre, post, M);
+        for (int dd = 0; dd < D; dd++) {
+            float acc = 0;
+            for (int s = 0; s < hc; s++) acc += pre[s] * H[tk * K + s * D + dd];
+            a[dd] = acc;
+        }
+        ds4_rmsnorm(a, w, D, 1e-6f, a);
+        for (int i = 0; i < hc * hc; i++) *wm = fmax(*wm, fabs(Mg[tk * hc * hc + i] - M[i]));
+        for (int i = 0; i < D; i++) *wa = fmax(*wa, fabs(ag[tk * D + i] - a[i]));
+    }
+    free(flat), free(mix), free(a), free(scratch);
+}
+
 void test_hc_mix_parts(ds4_rng *r) {
     const int n = 3, hc = 4, D = 1024, MIX = (2 + hc) * hc, S = 8;
     const int64_t K = (int64_t)hc * D;
@@ -438,28 +465,13 @@ void test_hc_mix_parts(ds4_rng *r) {
     float *ag = malloc(sizeof(float) * n * D), *Mg = malloc(sizeof(float) * n * hc * hc);
     from_dev(ag, da, sizeof(float) * n * D);
     from_dev(Mg, dM, sizeof(float) * n * hc * hc);
-    float *flat = malloc(sizeof(float) * K), *mix = malloc(sizeof(float) * MIX), *a = malloc(sizeof(float) * D);
-    float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
-    double wm = 0, wa = 0;
-    for (int tk = 0; tk < n; tk++) {
-        float pre[4], post[4], M[16];
-        ds4_rmsnorm(H + tk * K, NULL, (int)K, 1e-6f, flat);
-        ds4_matmul_serial(&t, 0, MIX, flat, K, 1, mix, MIX, scratch);
-        ds4_hc_split(mix, scale, base, hc, 20, 1e-6f, pre, post, M);
-        for (int dd = 0; dd < D; dd++) {
-            float acc = 0;
-            for (int s = 0; s < hc; s++) acc += pre[s] * H[tk * K + s * D + dd];
-            a[dd] = acc;
-        }
-        ds4_rmsnorm(a, w, D, 1e-6f, a);
-        for (int i = 0; i < hc * hc; i++) wm = fmax(wm, fabs(Mg[tk * hc * hc + i] - M[i]));
-        for (int i = 0; i < D; i++) wa = fmax(wa, fabs(ag[tk * D + i] - a[i]));
-    }
+    double wm, wa;
+    hc_pre_errors(&t, H, n, hc, D, scale, base, w, Mg, ag, &wm, &wa);
     check(rc == 0 && wm < 2e-6 && wa < 2e-5, "hc mixer in parts + split_collapse: Sinkhorn %.2e, collapsed+normed input %.2e",
           wm, wa);
     void *bufs[] = {(void *)d.ptr, dH, dparts, dss, dscale, dbase, dw, dpre, dpost, dM, da};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-    free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg), free(flat), free(mix), free(a), free(scratch);
+    free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg);
 }
 
 /* The prefill mixer (a block per stretch and 16 tokens, all rows) against the
@@ -542,23 +554,8 @@ void test_hc_post_mix(ds4_rng *r) {
             from_dev(h2, dH2, sizeof(float) * n * K);
             from_dev(ag, da, sizeof(float) * n * D);
             from_dev(Mg, dM2, sizeof(float) * n * hc * hc);
-            float *flat = malloc(sizeof(float) * K), *mix = malloc(sizeof(float) * MIX), *a = malloc(sizeof(float) * D);
-            float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
-            double wm = 0, wa = 0;
-            for (int tk = 0; tk < n; tk++) {
-                float pre[4], pst[4], Mc[16];
-                ds4_rmsnorm(h1 + tk * K, NULL, (int)K, 1e-6f, flat);
-                ds4_matmul_serial(&t, 0, MIX, flat, K, 1, mix, MIX, scratch);
-                ds4_hc_split(mix, scale, base, hc, 20, 1e-6f, pre, pst, Mc);
-                for (int dd = 0; dd < D; dd++) {
-                    float acc = 0;
-                    for (int s = 0; s < hc; s++) acc += pre[s] * h1[tk * K + s * D + dd];
-                    a[dd] = acc;
-                }
-                ds4_rmsnorm(a, w, D, 1e-6f, a);
-                for (int i = 0; i < hc * hc; i++) wm = fmax(wm, fabs(Mg[tk * hc * hc + i] - Mc[i]));
-                for (int i = 0; i < D; i++) wa = fmax(wa, fabs(ag[tk * D + i] - a[i]));
-            }
+            double wm, wa;
+            hc_pre_errors(&t, h1, n, hc, D, scale, base, w, Mg, ag, &wm, &wa);
             const bool same = memcmp(h1, h2, sizeof(float) * n * K) == 0;
             check(P == D / 256 && same && wm < 2e-6 && wa < 2e-5,
                   "hc_post + next mixer fused (%s, D=%d, %d parts): streams bitwise hc_post's %s, Sinkhorn %.2e, "
@@ -568,6 +565,6 @@ void test_hc_post_mix(ds4_rng *r) {
                             dscale, dbase, dw, dpre, dpost2, dM2, da};
             for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
             free(H), free(post), free(M), free(y), free(eo), free(sh), free(wf), free(w), free(base), free(wh);
-            free(h1), free(h2), free(ag), free(Mg), free(flat), free(mix), free(a), free(scratch);
+            free(h1), free(h2), free(ag), free(Mg);
         }
 }
