@@ -341,8 +341,8 @@ __global__ void hc_mix_parts_tok_kernel(const uint16_t *W, int64_t K, const floa
 
 extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts,
                                  float *ss, ds4_stream st) {
-    if (W->type != 1 /* F16 */ || S > DS4K_MAX_HC_PARTS || W->K % (8 * S) != 0 || ((uintptr_t)W->ptr % 16) != 0 ||
-        ((uintptr_t)H % 16) != 0 || ldh % 4 != 0)
+    if (W->type != 1 /* F16 */ || W->N < rows || S > DS4K_MAX_HC_PARTS || W->K % (8 * S) != 0 ||
+        ((uintptr_t)W->ptr % 16) != 0 || ((uintptr_t)H % 16) != 0 || ldh % 4 != 0)
         return -1;
     if (n <= 0) return 0;
     const size_t w_bytes = (size_t)rows * (size_t)(W->K / S) * 2;
@@ -559,7 +559,7 @@ extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *
                                 const ds4_dw *W, int rows, float *parts, float *ss, ds4_stream st) {
     const int P = D / PM_DB;
     if (hc != POST_HC || rows != PM_ROWS || (eo && k > POST_KMAX) || D % PM_DB != 0 || P > DS4K_MAX_HC_PARTS ||
-        W->type != 1 /* F16 */ || W->K != (int64_t)hc * D || ((uintptr_t)W->ptr % 16) != 0 || n < 1)
+        W->type != 1 /* F16 */ || W->K != (int64_t)hc * D || W->N < rows || ((uintptr_t)W->ptr % 16) != 0 || n < 1)
         return -1;
     launch_pdl(hc_post_mix_kernel, dim3(P, n), PM_DB, 0, (cudaStream_t)st, post, M, y, ldy, eo, ids, sh, k, D, H,
                (const uint16_t *)W->ptr, parts, ss);

@@ -414,14 +414,20 @@ int gemv_bench(void) {
 
 /* ------------------------------------------------------------------ HC mixer from the raw streams */
 
-/* The decode HC pre (ds4k_hc_mix_parts + ds4k_hc_split_collapse_parts: the
- * mixer of the raw streams in 8 stretches, the rmsnorm scale applied to its
- * outputs) against the CPU order (rmsnorm, mixer, split, collapse). */
-/* Largest errors of a GPU hc_pre (the Sinkhorn matrices Mg and the collapsed,
- * normed inputs ag of n tokens) against the CPU order on the streams H:
- * rmsnorm, the mixer t, split, collapse with pre, rmsnorm with w. */
+/* |a - b| folded into a running maximum, a NaN as infinity (fmax would drop
+ * it and let a NaN result pass). */
+static double max_err(double m, double a, double b) {
+    const double e = fabs(a - b);
+    return e <= m ? m : isnan(e) ? INFINITY : e;
+}
+
+/* Largest errors of a GPU hc_pre (the Sinkhorn matrices Mg, post weights pg
+ * and the collapsed, normed inputs ag of n tokens) against the CPU order on
+ * the streams H: rmsnorm, the mixer t, split, collapse with pre, rmsnorm
+ * with w. wm covers M and post. */
 static void hc_pre_errors(const ds4_tensor *t, const float *H, int n, int hc, int D, const float *scale,
-                          const float *base, const float *w, const float *Mg, const float *ag, double *wm, double *wa) {
+                          const float *base, const float *w, const float *Mg, const float *pg, const float *ag,
+                          double *wm, double *wa) {
     const int64_t K = (int64_t)hc * D;
     const int MIX = (2 + hc) * hc;
     float *flat = malloc(sizeof(float) * K), *mix = malloc(sizeof(float) * MIX), *a = malloc(sizeof(float) * D);
@@ -438,12 +444,16 @@ static void hc_pre_errors(const ds4_tensor *t, const float *H, int n, int hc, in
             a[dd] = acc;
         }
         ds4_rmsnorm(a, w, D, 1e-6f, a);
-        for (int i = 0; i < hc * hc; i++) *wm = fmax(*wm, fabs(Mg[tk * hc * hc + i] - M[i]));
-        for (int i = 0; i < D; i++) *wa = fmax(*wa, fabs(ag[tk * D + i] - a[i]));
+        for (int i = 0; i < hc * hc; i++) *wm = max_err(*wm, Mg[tk * hc * hc + i], M[i]);
+        for (int i = 0; i < hc; i++) *wm = max_err(*wm, pg[tk * hc + i], post[i]);
+        for (int i = 0; i < D; i++) *wa = max_err(*wa, ag[tk * D + i], a[i]);
     }
     free(flat), free(mix), free(a), free(scratch);
 }
 
+/* The decode HC pre (ds4k_hc_mix_parts + ds4k_hc_split_collapse_parts: the
+ * mixer of the raw streams in 8 stretches, the rmsnorm scale applied to its
+ * outputs) against the CPU order (rmsnorm, mixer, split, collapse). */
 void test_hc_mix_parts(ds4_rng *r) {
     const int n = 3, hc = 4, D = 1024, MIX = (2 + hc) * hc, S = 8;
     const int64_t K = (int64_t)hc * D;
@@ -463,15 +473,17 @@ void test_hc_mix_parts(ds4_rng *r) {
     ds4k_hc_split_collapse_parts(dparts, dss, S, 1e-6f, dscale, dbase, hc, 20, 1e-6f, dH, D, dw, 1e-6f, n, dpre, dpost,
                                  dM, da, NULL);
     float *ag = malloc(sizeof(float) * n * D), *Mg = malloc(sizeof(float) * n * hc * hc);
+    float *pg = malloc(sizeof(float) * n * hc);
     from_dev(ag, da, sizeof(float) * n * D);
     from_dev(Mg, dM, sizeof(float) * n * hc * hc);
+    from_dev(pg, dpost, sizeof(float) * n * hc);
     double wm, wa;
-    hc_pre_errors(&t, H, n, hc, D, scale, base, w, Mg, ag, &wm, &wa);
-    check(rc == 0 && wm < 2e-6 && wa < 2e-5, "hc mixer in parts + split_collapse: Sinkhorn %.2e, collapsed+normed input %.2e",
-          wm, wa);
+    hc_pre_errors(&t, H, n, hc, D, scale, base, w, Mg, pg, ag, &wm, &wa);
+    check(rc == 0 && wm < 2e-6 && wa < 2e-5,
+          "hc mixer in parts + split_collapse: Sinkhorn and post %.2e, collapsed+normed input %.2e", wm, wa);
     void *bufs[] = {(void *)d.ptr, dH, dparts, dss, dscale, dbase, dw, dpre, dpost, dM, da};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-    free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg);
+    free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg), free(pg);
 }
 
 /* The prefill mixer (a block per stretch and 16 tokens, all rows) against the
@@ -550,21 +562,23 @@ void test_hc_post_mix(ds4_rng *r) {
                                              dpre, dpost2, dM2, da, NULL);
             float *h1 = malloc(sizeof(float) * n * K), *h2 = malloc(sizeof(float) * n * K);
             float *ag = malloc(sizeof(float) * n * D), *Mg = malloc(sizeof(float) * n * hc * hc);
+            float *pg = malloc(sizeof(float) * n * hc);
             from_dev(h1, dH1, sizeof(float) * n * K);
             from_dev(h2, dH2, sizeof(float) * n * K);
             from_dev(ag, da, sizeof(float) * n * D);
             from_dev(Mg, dM2, sizeof(float) * n * hc * hc);
+            from_dev(pg, dpost2, sizeof(float) * n * hc);
             double wm, wa;
-            hc_pre_errors(&t, h1, n, hc, D, scale, base, w, Mg, ag, &wm, &wa);
+            hc_pre_errors(&t, h1, n, hc, D, scale, base, w, Mg, pg, ag, &wm, &wa);
             const bool same = memcmp(h1, h2, sizeof(float) * n * K) == 0;
             check(P == D / 256 && same && wm < 2e-6 && wa < 2e-5,
-                  "hc_post + next mixer fused (%s, D=%d, %d parts): streams bitwise hc_post's %s, Sinkhorn %.2e, "
-                  "collapsed+normed input %.2e",
+                  "hc_post + next mixer fused (%s, D=%d, %d parts): streams bitwise hc_post's %s, "
+                  "Sinkhorn and post %.2e, collapsed+normed input %.2e",
                   moe ? "MoE sum" : "output y", D, P, same ? "yes" : "NO", wm, wa);
             void *bufs[] = {(void *)d.ptr, dH1, dH2, dpost, dM, dy, deo, dsh, dids, dparts, dss,
                             dscale, dbase, dw, dpre, dpost2, dM2, da};
             for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
             free(H), free(post), free(M), free(y), free(eo), free(sh), free(wf), free(w), free(base), free(wh);
-            free(h1), free(h2), free(ag), free(Mg);
+            free(h1), free(h2), free(ag), free(Mg), free(pg);
         }
 }
