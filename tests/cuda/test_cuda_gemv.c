@@ -424,15 +424,15 @@ static double max_err(double m, double a, double b) {
 /* Largest errors of a GPU hc_pre (the Sinkhorn matrices Mg, post weights pg
  * and the collapsed, normed inputs ag of n tokens) against the CPU order on
  * the streams H: rmsnorm, the mixer t, split, collapse with pre, rmsnorm
- * with w. wm covers M and post. */
+ * with w: wm over M, wp over post, wa over the inputs. */
 static void hc_pre_errors(const ds4_tensor *t, const float *H, int n, int hc, int D, const float *scale,
                           const float *base, const float *w, const float *Mg, const float *pg, const float *ag,
-                          double *wm, double *wa) {
+                          double *wm, double *wp, double *wa) {
     const int64_t K = (int64_t)hc * D;
     const int MIX = (2 + hc) * hc;
     float *flat = malloc(sizeof(float) * K), *mix = malloc(sizeof(float) * MIX), *a = malloc(sizeof(float) * D);
     float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
-    *wm = 0, *wa = 0;
+    *wm = 0, *wp = 0, *wa = 0;
     for (int tk = 0; tk < n; tk++) {
         float pre[DS4K_MAX_HC], post[DS4K_MAX_HC], M[DS4K_MAX_HC * DS4K_MAX_HC];
         ds4_rmsnorm(H + tk * K, NULL, (int)K, 1e-6f, flat);
@@ -445,7 +445,7 @@ static void hc_pre_errors(const ds4_tensor *t, const float *H, int n, int hc, in
         }
         ds4_rmsnorm(a, w, D, 1e-6f, a);
         for (int i = 0; i < hc * hc; i++) *wm = max_err(*wm, Mg[tk * hc * hc + i], M[i]);
-        for (int i = 0; i < hc; i++) *wm = max_err(*wm, pg[tk * hc + i], post[i]);
+        for (int i = 0; i < hc; i++) *wp = max_err(*wp, pg[tk * hc + i], post[i]);
         for (int i = 0; i < D; i++) *wa = max_err(*wa, ag[tk * D + i], a[i]);
     }
     free(flat), free(mix), free(a), free(scratch);
@@ -477,10 +477,10 @@ void test_hc_mix_parts(ds4_rng *r) {
     from_dev(ag, da, sizeof(float) * n * D);
     from_dev(Mg, dM, sizeof(float) * n * hc * hc);
     from_dev(pg, dpost, sizeof(float) * n * hc);
-    double wm, wa;
-    hc_pre_errors(&t, H, n, hc, D, scale, base, w, Mg, pg, ag, &wm, &wa);
-    check(rc == 0 && wm < 2e-6 && wa < 2e-5,
-          "hc mixer in parts + split_collapse: Sinkhorn and post %.2e, collapsed+normed input %.2e", wm, wa);
+    double wm, wp, wa;
+    hc_pre_errors(&t, H, n, hc, D, scale, base, w, Mg, pg, ag, &wm, &wp, &wa);
+    check(rc == 0 && wm < 2e-6 && wp < 1e-5 && wa < 2e-5,
+          "hc mixer in parts + split_collapse: Sinkhorn %.2e, post %.2e, collapsed+normed input %.2e", wm, wp, wa);
     void *bufs[] = {(void *)d.ptr, dH, dparts, dss, dscale, dbase, dw, dpre, dpost, dM, da};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg), free(pg);
@@ -568,13 +568,13 @@ void test_hc_post_mix(ds4_rng *r) {
             from_dev(ag, da, sizeof(float) * n * D);
             from_dev(Mg, dM2, sizeof(float) * n * hc * hc);
             from_dev(pg, dpost2, sizeof(float) * n * hc);
-            double wm, wa;
-            hc_pre_errors(&t, h1, n, hc, D, scale, base, w, Mg, pg, ag, &wm, &wa);
+            double wm, wp, wa;
+            hc_pre_errors(&t, h1, n, hc, D, scale, base, w, Mg, pg, ag, &wm, &wp, &wa);
             const bool same = memcmp(h1, h2, sizeof(float) * n * K) == 0;
-            check(P == D / 256 && same && wm < 2e-6 && wa < 2e-5,
+            check(P == D / 256 && same && wm < 2e-6 && wp < 1e-5 && wa < 2e-5,
                   "hc_post + next mixer fused (%s, D=%d, %d parts): streams bitwise hc_post's %s, "
-                  "Sinkhorn and post %.2e, collapsed+normed input %.2e",
-                  moe ? "MoE sum" : "output y", D, P, same ? "yes" : "NO", wm, wa);
+                  "Sinkhorn %.2e, post %.2e, collapsed+normed input %.2e",
+                  moe ? "MoE sum" : "output y", D, P, same ? "yes" : "NO", wm, wp, wa);
             void *bufs[] = {(void *)d.ptr, dH1, dH2, dpost, dM, dy, deo, dsh, dids, dparts, dss,
                             dscale, dbase, dw, dpre, dpost2, dM2, da};
             for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
