@@ -8,27 +8,16 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 
 #include "backend/backend.h"
 #include "cuda/cuda_kernels.h"
 #include "gguf/gguf.h"
+#include "test_sh.h"
 #include "util/rng.h"
 
 extern int g_fail; /* failed checks so far */
 
 extern char g_bin_dir[4096]; /* where ds4-synth is (this program's directory) */
-
-/* Run a shell command; its exit status (-1: did not exit). */
-static inline int run(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    const int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* A session or exit: the tests cannot go on without one. */
 static inline ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle) {

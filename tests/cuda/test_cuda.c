@@ -376,7 +376,7 @@ static void test_oracle_fixtures(void) {
     for (size_t c = 0; c < 4; c++) {
         char path[256], rel[256];
         snprintf(path, sizeof(path), "/tmp/ds4cu_%s.gguf", cases[c][0]);
-        if (run("%s/ds4-synth -q %s -o %s", g_bin_dir, cases[c][1], path) != 0) {
+        if (test_sh("%s/ds4-synth -q %s -o %s", g_bin_dir, cases[c][1], path) != 0) {
             check(false, "synth %s", cases[c][0]);
             continue;
         }
@@ -464,7 +464,7 @@ static void test_default_mode_fixtures(void) {
 
 static void test_cpu_vs_cuda(void) {
     const char *path = "/tmp/ds4cu_cmp.gguf";
-    if (run("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
+    if (test_sh("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
         check(false, "synth");
         return;
     }

@@ -226,7 +226,7 @@ void test_chained_decode(void) {
     const char *path = "/tmp/ds4cu_chain.gguf";
     /* top-8 of ratio-4 rows: the indexer starts selecting at 36 tokens, so a
      * chain from a 20-token prompt switches between both step graphs */
-    if (run("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
+    if (test_sh("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
         check(false, "synth");
         return;
     }

@@ -4,10 +4,10 @@
 #define DS4_ENGINE_TEST_UTIL_H
 
 #include <sha2.h>
-#include <sys/wait.h>
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "test_sh.h"
 #include "test_util.h"
 
 /* Path of a program of the normal build (DS4_BUILD_DIR, default ./build). */
@@ -18,17 +18,6 @@ static inline const char *test_bin(const char *name) {
     const char *b = getenv("DS4_BUILD_DIR");
     snprintf(buf[k], sizeof(buf[k]), "%s/bin/%s", b && *b ? b : "build", name);
     return buf[k];
-}
-
-/* Run a shell command; returns its exit status (or -1). */
-static inline int test_sh(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    const int st = system(cmd);
-    return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* Write a synthetic model with ds4-synth options; returns its path (static). */
