@@ -3,7 +3,7 @@
 #   make            library + programs (build/bin/ds4, ds4-synth, ds4-bench, ...)
 #   make test       every test: unit tests (also under ASan+UBSan), oracle
 #                   fixtures, end-to-end CLI checks
-#   make cuda       the CUDA backend (needs nvcc; CUDA_ARCH=sm_90 by default)
+#   make cuda       the CUDA backend (needs nvcc; CUDA_ARCH=sm_90a by default)
 #   make asan       the ASan+UBSan build of the library and tests only
 #   make clean
 #
@@ -57,7 +57,7 @@ AVX2_SRC := $(wildcard src/*/*_avx2.c)
 # and links the CUDA runtime; `make cuda` builds that into build-cuda/.
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) /usr)
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
-CUDA_ARCH ?= sm_90
+CUDA_ARCH ?= sm_90a
 NVFLAGS   := -O3 -arch=$(CUDA_ARCH) -Isrc -Xcompiler -Wall,-Wno-unused-function -lineinfo --expt-relaxed-constexpr \
              -DDS4_CUDA_ARCH='"$(CUDA_ARCH)"' -DDS4_CUDA_ARCH_MIN=$(subst a,,$(subst sm_,,$(subst compute_,,$(CUDA_ARCH))))
 ifeq ($(WITH_CUDA),1)

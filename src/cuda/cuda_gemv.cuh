@@ -62,7 +62,21 @@ bool mma_needs_sums(int type);
  * (first: their 8-byte copies stay aligned; written only with `sums`), then
  * the n row scales. False (nothing launched, X unchanged) where the tiles
  * are off or the layout does not fit. */
-bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, cudaStream_t s);
+bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s);
 int mma_init(void);
+/* The IQ2_XXS sign patterns as the tiles use them (set by mma_init). */
+const uint4 *mma_iq2_pair_signs(void);
+
+/* The routed experts' products on Hopper's warpgroup MMA (cuda_wgmma.cu):
+ * whether a weight of this type and K goes there (an sm_90a build on an
+ * sm_90 device, DS4_WGMMA not 0) — its readers' rows must then be split
+ * with perm — and the product itself, with mma_matmul's arguments for
+ * segments of split rows; false (nothing launched) where it does not
+ * take them. */
+bool wgmma_takes(int type, int64_t K);
+bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
+                         int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
+                         const float *split_aux, cudaStream_t s);
+int wgmma_init(void);
 
 #endif

@@ -133,6 +133,10 @@ void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, i
  * are off (DS4_MMA=0) or some reader's type or layout is not theirs. */
 int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx, float *aux,
                       ds4_stream st);
+/* 1 where ds4k_expert_matmul multiplies split rows of this weight type and K
+ * on the warpgroup MMA (sm_90a builds): not bitwise the mma.sync tiles'
+ * sums, which the kernel test then does not expect. */
+int ds4k_wgmma_takes(int type, int64_t K);
 
 /* Y = rmsnorm(X) * w (w may be NULL) row by row. */
 void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,

@@ -442,12 +442,15 @@ extern "C" int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, fl
     if (n <= 0 || n_readers <= 0) return -1;
     const int64_t K = readers[0]->K;
     bool sums = false;
+    int wg = 0; /* readers that take their rows in the wgmma order */
     for (int i = 0; i < n_readers; i++) {
         const ds4_dw *W = readers[i];
         if (W->K != K || !mma_takes(W->type, W->ptr, row_bytes_dev(W->type, W->K), W->K)) return -1;
         sums |= mma_needs_sums(W->type);
+        wg += wgmma_takes(W->type, W->K);
     }
-    return mma_split_rows(X, n, K, ldx, aux, sums, (cudaStream_t)st) ? 0 : -1;
+    if (wg != 0 && wg != n_readers) return -1; /* one order for all readers, or no split */
+    return mma_split_rows(X, n, K, ldx, aux, sums, wg != 0, (cudaStream_t)st) ? 0 : -1;
 }
 
 /* Routed experts of a batch in one launch per matrix: segment e covers the
@@ -457,6 +460,9 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
                                    const float *X, const float *split_aux, int n_x, int64_t ldx, float *Y, int64_t ldy,
                                    ds4_stream st) {
     if (n_segs <= 0 || max_count <= 0) return;
+    if (split_aux && wgmma_expert_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), rows, W->K, X, ldx, n_x, Y, ldy,
+                                         seg_dev, n_segs, max_count, split_aux, (cudaStream_t)st))
+        return;
     if (mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n_x, Y, ldy, seg_dev, n_segs,
                    max_count, 1, 0, 0, split_aux, (cudaStream_t)st))
         return;
@@ -471,7 +477,7 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
 
 extern "C" int ds4k_init(void) {
     if (quant_tables_upload() != 0 || ds4k_ops_init() != 0 || ds4k_hc_init() != 0 || gemv_stream_init() != 0 ||
-        mma_init() != 0)
+        mma_init() != 0 || wgmma_init() != 0)
         return -1;
     /* set before any graph capture: attributes cannot change inside one */
     return cudaFuncSetAttribute(gemv_multi, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;

@@ -44,17 +44,6 @@ __device__ __forceinline__ uint32_t pack_h2(float a, float b) {
 
 /* ------------------------------------------------------------------ weight slices */
 
-/* Two bytes of a word as f16 integers without conversion instructions:
- * PRMT places byte k and byte k+1 under the exponent byte 0x64, which reads
- * as the half 1024 + byte, and one packed subtraction removes the 1024
- * (bias 1024 + 128 for bytes that were int8 xor 0x80). Exact: every value
- * is an integer below 2048. */
-__device__ __forceinline__ uint32_t bytes_to_h2(uint32_t word, int k, float bias) {
-    const uint32_t v = __byte_perm(word, 0x6464u, (uint32_t)k | (4u << 4) | ((uint32_t)(k + 1) << 8) | (5u << 12));
-    const __half2 h = __hsub2(*(const __half2 *)&v, __float2half2_rn(bias));
-    return *(const uint32_t *)&h;
-}
-
 /* IQ2_XXS signs: for 7 stored sign bits (plus parity), the sign bits of the
  * four half2 pairs of a grid entry (bit 15 and 31 set where negative). */
 static __device__ const uint4 *d_iq2_pair_signs;
@@ -498,7 +487,18 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
  * after every 16 so the 16-sums (one group a thread) read distinct banks. */
 __device__ __forceinline__ int split_slot(int k) { return k + (k >> 4); }
 
-__global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, float *xsum) {
+/* Where the pair at physical position 2k of a split row comes from when the
+ * row is split for the wgmma products (cuda_wgmma.cu): inside each 32-slice,
+ * k16 step s, position p holds group t4 = (p & 7) / 2's values 4s + (p & 1)
+ * (p < 8) or 4s + 2 + (p & 1) (p >= 8), so a thread's A fragment over the
+ * slice's two steps is one 8-value group. */
+__device__ __forceinline__ int split_src_pair(int k, bool perm) {
+    if (!perm) return 2 * k;
+    const int P = 2 * k, in = P & 31, step = in >> 4, p = in & 15;
+    return (P & ~31) + 8 * ((p & 7) >> 1) + 4 * step + 2 * (p >> 3);
+}
+
+__global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, float *xsum, bool perm) {
     pdl_enter();
     extern __shared__ float row_s[];
     __shared__ float red[32];
@@ -514,8 +514,10 @@ __global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, flo
     pow2_scales(m, &up, &dn);
     if (threadIdx.x == 0) down[blockIdx.x] = dn;
     uint32_t *hi = (uint32_t *)x, *lo = hi + K / 2; /* half2 pairs */
-    for (int k = threadIdx.x; k < K / 2; k += blockDim.x)
-        split_hilo(row_s[split_slot(2 * k)] * up, row_s[split_slot(2 * k + 1)] * up, &hi[k], &lo[k]);
+    for (int k = threadIdx.x; k < K / 2; k += blockDim.x) {
+        const int src = split_src_pair(k, perm);
+        split_hilo(row_s[split_slot(src)] * up, row_s[split_slot(src + 1)] * up, &hi[k], &lo[k]);
+    }
     if (xsum)
         for (int gi = threadIdx.x; gi < K / 16; gi += blockDim.x) {
             float sum = 0.0f;
@@ -630,11 +632,11 @@ bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, i
 
 static size_t split_smem_bytes(int64_t K) { return (size_t)(K + K / 16) * sizeof(float); }
 
-bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, cudaStream_t s) {
+bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s) {
     if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
         return false;
     launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, X, ldx, (int)K, aux + (int64_t)n * (K / 16),
-               sums ? aux : NULL);
+               sums ? aux : NULL, perm);
     return true;
 }
 
@@ -647,6 +649,9 @@ template <int T> static bool allow_smem(void) {
            allow_smem_1<T, 128, true>() && allow_smem_1<T, 64, true>() && allow_smem_1<T, 32, true>();
 }
 
+static uint4 *g_pair_signs; /* d_iq2_pair_signs' device table */
+const uint4 *mma_iq2_pair_signs(void) { return g_pair_signs; }
+
 int mma_init(void) {
     if (!allow_smem<T_Q8_0>() || !allow_smem<T_Q2_K>() || !allow_smem<T_Q4_K>() || !allow_smem<T_IQ2_XXS>() ||
         !allow_smem<T_F16>() ||
@@ -655,7 +660,7 @@ int mma_init(void) {
         return -1;
     g_mma_env = env_switch_on("DS4_MMA");
     g_mma_on = g_mma_env;
-    static uint4 *signs;
+    uint4 *&signs = g_pair_signs;
     if (!signs) {
         uint4 h[128];
         for (int i = 0; i < 128; i++) {

@@ -1,0 +1,383 @@
+/* ds4 — the routed experts' IQ2_XXS prefill products on Hopper's warpgroup
+ * MMA (wgmma, sm_90a builds only; other builds keep cuda_mma.cu's tiles).
+ *
+ * Why: the mma.sync tiles (cuda_mma.cu) are latency-bound — 16 warps a
+ * multiprocessor, each holding its own fragments, with a barrier and a chain
+ * of four dependent products per 32-element slice; ncu shows the tensor
+ * pipe ~33% active. wgmma takes the activations straight from shared memory
+ * (no fragments in registers), runs asynchronously while the warps decode
+ * the next weights, and covers 64 rows x BN tokens per instruction.
+ *
+ * A block is two warpgroups, each owning 64 weight rows, and BN tokens of an
+ * expert segment (128, 64 or 32, as the tiles choose). Per 32-element slice:
+ *
+ *   weights      each thread decodes its own A fragment straight from the
+ *                IQ2_XXS bytes into registers (no shared-memory stage, no
+ *                barrier for weights). The k order inside a slice is
+ *                permuted so that a thread's 8 values of a row in the
+ *                slice's two k16 steps are exactly one grid entry (group t4
+ *                of the slice): one table lookup per row and slice. The
+ *                4-bit sub-block scale is folded in: grid x (2s + 1) <= 1333
+ *                is an exact f16 integer.
+ *   activations  the rows split once by mma_split_rows in that same
+ *                permuted order (f16 hi and lo, ~22 bits together), copied
+ *                by cp.async three slices ahead into five stages laid out as
+ *                wgmma's K-major core matrices (8 tokens x 16 bytes).
+ *   products     four wgmma per slice (two k16 steps x hi, lo) accumulate a
+ *                256-element super-block in f32; at its end the block's
+ *                scale d / 8 promotes it into the result with one FMA per
+ *                element (the way block-scaled GEMMs keep f32 accuracy).
+ *
+ * Every output is a fixed sequence of the same operations whatever the
+ * grid, so results are deterministic; they match the CPU's products to f32
+ * rounding (the kernel test bounds them at 1e-6 of |w| |x|), though not
+ * bitwise those of the mma.sync tiles (another summation order). */
+#include "cuda/cuda_gemv.cuh"
+#include "cuda/cuda_kernels.h"
+#include "cuda/cuda_quant.cuh"
+#include "cuda/cuda_tc.cuh"
+
+#include <string.h>
+#include <type_traits>
+
+#define WG_BM 128      /* weight rows a block: two warpgroups of 64 */
+#define WG_THREADS 256 /* two warpgroups */
+#define WG_NS 5        /* activation stages: slices s + 1 .. s + 3 land while s and s - 1 may be read */
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_DEVICE 1
+#endif
+
+/* ------------------------------------------------------------------ wgmma primitives */
+
+#ifdef WG_DEVICE
+__device__ __forceinline__ void wg_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wg_wait(void) {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Shared-memory writes of the generic proxy (cp.async) made visible to the
+ * async proxy that wgmma reads through. */
+__device__ __forceinline__ void fence_proxy_async(void) {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* Ties each accumulator to this point, so reads of it are not scheduled
+ * before the wgmma.wait_group that completes it. */
+template <int R> __device__ __forceinline__ void wg_hold(float (&d)[R]) {
+#pragma unroll
+    for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/* Matrix descriptor of a K-major operand without swizzle: core matrices of
+ * 8 rows x 16 bytes stored as 128 contiguous bytes, `lbo` bytes between the
+ * two k halves of a k16 step, `sbo` bytes between 8-row groups. */
+__device__ __forceinline__ uint64_t wg_desc(const void *smem, uint32_t lbo, uint32_t sbo) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    return (uint64_t)((a >> 4) & 0x3fff) | ((uint64_t)((lbo >> 4) & 0x3fff) << 16) |
+           ((uint64_t)((sbo >> 4) & 0x3fff) << 32);
+}
+
+/* D (64 x N f32, N / 2 registers a thread) (+)= A (64 x 16 f16 from
+ * registers, the m16n8k16 A fragment per warp) . B (16 x N f16, K-major in
+ * shared memory); acc = 0 overwrites D. */
+#define WG_D4(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define WG_D16_AT(d, i) WG_D4(d, i), WG_D4(d, i + 4), WG_D4(d, i + 8), WG_D4(d, i + 12)
+#define WG_D16(d) WG_D16_AT(d, 0)
+#define WG_D32(d) WG_D16_AT(d, 0), WG_D16_AT(d, 16)
+#define WG_D64(d) WG_D16_AT(d, 0), WG_D16_AT(d, 16), WG_D16_AT(d, 32), WG_D16_AT(d, 48)
+
+template <int N> struct wg_mma;
+template <> struct wg_mma<32> {
+    static __device__ __forceinline__ void run(float (&d)[16], const uint32_t (&a)[4], uint64_t desc, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %20, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {"
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+                     "}, {%16, %17, %18, %19}, %21, p, 1, 1, 0;\n}\n"
+                     : WG_D16(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(acc), "l"(desc));
+    }
+};
+template <> struct wg_mma<64> {
+    static __device__ __forceinline__ void run(float (&d)[32], const uint32_t (&a)[4], uint64_t desc, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %36, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                     "}, {%32, %33, %34, %35}, %37, p, 1, 1, 0;\n}\n"
+                     : WG_D32(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(acc), "l"(desc));
+    }
+};
+template <> struct wg_mma<128> {
+    static __device__ __forceinline__ void run(float (&d)[64], const uint32_t (&a)[4], uint64_t desc, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %68, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                     "}, {%64, %65, %66, %67}, %69, p, 1, 1, 0;\n}\n"
+                     : WG_D64(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(acc), "l"(desc));
+    }
+};
+#endif
+
+/* ------------------------------------------------------------------ IQ2_XXS weights */
+
+/* The raw bytes of one row's slice a thread needs: its grid index (group
+ * t4), the slice's sign/scale word as two halves and, at a super-block's
+ * first slice, the super-block's scale. Slice s's 8 bytes are at
+ * row + 2 + 8 s + 2 (s / 8) (66-byte super-blocks, d first; only 2-byte
+ * aligned). Loaded four slices ahead: one or two ahead, the loads were
+ * still the largest stall (ncu); through shared memory (cp.async of the
+ * rows' super-blocks in 4-byte words) the kernel was 7% slower. The halves
+ * are joined when the slice is looked up. */
+typedef struct wg_raw {
+    uint32_t idx, aux_lo, aux_hi, d;
+} wg_raw;
+
+__device__ __forceinline__ void wg_load(const uint8_t *row, int s, int t4, wg_raw &q) {
+    const uint8_t *g = row + 2 + 8 * s + 2 * (s >> 3);
+    q.idx = g[t4];
+    q.aux_lo = ld_a16(g + 4);
+    q.aux_hi = ld_a16(g + 6);
+    if ((s & 7) == 0) q.d = ld_a16(g - 2);
+}
+
+/* A row's slice after its table lookups: the grid entry (8 values), the
+ * sign bits of its four pairs, the multiplier pair (2s + 1 as 1024 + 2s + 1). */
+typedef struct wg_look {
+    uint64_t gv;
+    uint4 sg;
+    uint32_t mb, d;
+} wg_look;
+
+/* The table lookups of a row's slice, issued well before the values are
+ * needed (waiting on them at once was the next largest stall). A dead row
+ * (past the matrix) gets multiplier 0. */
+__device__ __forceinline__ void wg_lookup(const wg_raw &q, bool live, int t4, const uint64_t *grid, const uint4 *signs,
+                                          wg_look &l) {
+    const uint32_t aux = q.aux_lo | (q.aux_hi << 16);
+    l.gv = grid[q.idx];
+    l.sg = signs[(aux >> (7 * t4)) & 127];
+    l.mb = live ? 0x64006400u | (2 * (aux >> 28) + 1) * 0x10001u : 0x64006400u;
+    l.d = q.d;
+}
+
+/* A row's 8 values of grid group t4, times the sub-block's 2s + 1, signed:
+ * v[0..3] = value pairs (0,1) (2,3) (4,5) (6,7) as f16x2. Each pair is
+ * byte-permuted under the exponent of 1024 (the half 1024 + value) and one
+ * FMA gives (1024 + value) m - 1024 m = value m, exact (<= 1333). */
+__device__ __forceinline__ void wg_build(const wg_look &l, uint32_t *v) {
+    const uint32_t k1024 = 0x64006400u, km1024 = 0xe400e400u; /* 1024 and -1024 as f16 pairs */
+    const __half2 m = __hsub2(*(const __half2 *)&l.mb, *(const __half2 *)&k1024);
+    const __half2 c = __hmul2(m, *(const __half2 *)&km1024);
+    const uint32_t lo = (uint32_t)l.gv, hi = (uint32_t)(l.gv >> 32);
+    const uint32_t p[4] = {__byte_perm(lo, 0x6464u, 0x5140u), __byte_perm(lo, 0x6464u, 0x5342u),
+                           __byte_perm(hi, 0x6464u, 0x5140u), __byte_perm(hi, 0x6464u, 0x5342u)};
+    const uint32_t s4[4] = {l.sg.x, l.sg.y, l.sg.z, l.sg.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const __half2 h = __hfma2(*(const __half2 *)&p[i], m, c);
+        v[i] = (*(const uint32_t *)&h) ^ s4[i];
+    }
+}
+
+/* ------------------------------------------------------------------ the kernel */
+
+/* Halves of one activation stage: [hi, lo][k16 step][k half][BN tokens][8]. */
+template <int BN> constexpr int wg_stage_halves() { return 64 * BN; }
+template <int BN> constexpr size_t wg_smem_bytes() {
+    return WG_NS * wg_stage_halves<BN>() * sizeof(__half) + 256 * sizeof(uint64_t) + 128 * sizeof(uint4);
+}
+
+template <int BN>
+__global__ void __launch_bounds__(WG_THREADS, 1)
+    wgmma_iq2_kernel(const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const float *Xf, int64_t ldx, float *Y,
+                     int64_t ldy, const seg3 *segs, const float *tdown, const uint4 *signs_g) {
+    pdl_enter();
+#ifdef WG_DEVICE
+    constexpr int R = BN / 2, SH = wg_stage_halves<BN>();
+    extern __shared__ __align__(128) uint8_t wg_smem[];
+    __half *stages = (__half *)wg_smem;
+    uint64_t *grid = (uint64_t *)(stages + WG_NS * SH);
+    uint4 *signs = (uint4 *)(grid + 256);
+    const int tid = threadIdx.x;
+    const seg3 sg = segs[blockIdx.z];
+    const int tbase = blockIdx.y * BN, n = sg.count;
+    if (tbase >= n) return;
+    grid[tid] = d_iq2xxs_grid[tid];
+    if (tid < 128) signs[tid] = signs_g[tid];
+    const __half *X = (const __half *)(Xf + (int64_t)sg.x0 * ldx);
+    Y += (int64_t)sg.x0 * ldy;
+    tdown += sg.x0;
+    const int64_t ldh = 2 * ldx; /* halves per split row */
+    const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int64_t ra = (int64_t)blockIdx.x * WG_BM + 64 * (tid >> 7) + 16 * warp + g, rc = ra + 8;
+    /* rows past the matrix read row 0 and decode to zeros */
+    const uint8_t *wa = W + (sg.row0 + (ra < rows ? ra : 0)) * rb, *wc = W + (sg.row0 + (rc < rows ? rc : 0)) * rb;
+    const bool la = ra < rows, lc = rc < rows;
+    const int nsl = (int)(K / 32);
+
+    /* Slice s of the split rows into its stage: 8 16-byte pieces a token
+     * (hi/lo x step x k half). Two lanes copy one token's 32 contiguous
+     * bytes, a warp one (hi/lo, step) of 16 tokens (contiguous stores).
+     * Piece i of a thread is (hi/lo, step) hs0 + i 128 / BN of the same
+     * token and k half: 4096 bytes further in the stage, and in the row
+     * at xoff(i) halves from piece 0 (set once: no index math per slice). */
+    constexpr int FI = BN * 8 / WG_THREADS;
+    const int kh = tid & 1, ft = (tid >> 1) % BN, hs0 = (tid >> 1) / BN, ftok = tbase + ft;
+    const int fbytes = ftok < n ? 16 : 0;
+    const __half *fsrc = X + (int64_t)(ftok < n ? ftok : 0) * ldh + ((hs0 >> 1) ? K : 0) + 16 * (hs0 & 1) + 8 * kh;
+    const uint32_t fdst = (uint32_t)(hs0 * 32 * BN + kh * 16 * BN + 16 * ft);
+    auto xoff = [&](int i) -> int64_t { return BN == 128 ? (i >> 1) * K + 16 * (i & 1) : i * K; };
+    auto fetch = [&](int s) {
+        if (s < nsl) {
+            uint8_t *st = (uint8_t *)stages + (s % WG_NS) * (2 * SH) + fdst;
+#pragma unroll
+            for (int i = 0; i < FI; i++) cp_async16_zfill(st + 4096 * i, fsrc + xoff(i) + 32 * s, fbytes);
+        }
+        cp_async_commit(); /* empty past the end: the wait count stays uniform */
+    };
+
+    float acc[R], tmp[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i] = tmp[i] = 0.0f;
+    uint32_t areg[2][2][4];     /* [buffer][k16 step][fragment register] */
+    float da = 0.0f, dc = 0.0f; /* the current super-block's d / 8, rows ra and rc */
+    wg_raw q[4][2] = {};        /* raw bytes of rows ra and rc, slice s in q[s & 3] */
+    auto load = [&](int s, wg_raw (&qs)[2]) {
+        if (s < nsl) {
+            wg_load(wa, s, t4, qs[0]);
+            wg_load(wc, s, t4, qs[1]);
+        }
+    };
+    /* slice s: the table lookups of its raw bytes, then its fragments into a
+     * (row ra in registers 0 and 2, rc in 1 and 3; step 0 takes value pairs
+     * (0,1) (2,3), step 1 (4,5) (6,7)) and, at a super-block's start, d / 8 */
+    wg_look la_, lc_;
+    auto lookup = [&](const wg_raw (&qs)[2]) {
+        wg_lookup(qs[0], la, t4, grid, signs, la_);
+        wg_lookup(qs[1], lc, t4, grid, signs, lc_);
+    };
+    auto build = [&](int s, uint32_t (&a)[2][4]) {
+        uint32_t va[4], vc[4];
+        wg_build(la_, va);
+        wg_build(lc_, vc);
+        a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
+        a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
+        if ((s & 7) == 0) {
+            da = __fmul_rn(h2f((uint16_t)la_.d), 0.125f);
+            dc = __fmul_rn(h2f((uint16_t)lc_.d), 0.125f);
+        }
+    };
+
+    const uint64_t desc0 = wg_desc(stages, 16 * BN, 128); /* k halves 16 BN bytes apart, 8-token groups 128 */
+    fetch(0);
+    fetch(1);
+    fetch(2);
+    load(0, q[0]);
+    load(1, q[1]);
+    load(2, q[2]);
+    load(3, q[3]);
+    __syncthreads(); /* the tables */
+    lookup(q[0]);
+    build(0, areg[0]);
+    load(4, q[0]);
+    /* slice s from buffer B; then slice s + 1 decoded into the other */
+    auto slice = [&](auto Bc, int s) {
+        constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 3; /* slice s + 1's raw bytes */
+        cp_async_wait<2>(); /* this thread's pieces of slice s are in (s + 1's, s + 2's may fly) */
+        fence_proxy_async();
+        __syncthreads(); /* everyone's pieces; every warpgroup is past slice s - 2 */
+        fetch(s + 3);
+        if (s + 1 < nsl) lookup(q[Q]); /* slice s + 1's, read after the products below are issued */
+        /* the descriptor's address field counts 16 bytes: a (hi/lo, step)
+         * sub-tile is 2 BN of them, a stage 8 BN */
+        const uint64_t d0 = desc0 + (uint64_t)((s % WG_NS) * 8 * BN);
+        wg_fence();
+        wg_mma<BN>::run(tmp, areg[B][0], d0, (s & 7) != 0); /* hi, step 0 */
+        wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);   /* lo, step 0 */
+        wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);   /* hi, step 1 */
+        wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1);   /* lo, step 1 */
+        wg_commit();
+        if ((s & 7) == 7 || s == nsl - 1) { /* the super-block is complete: promote it */
+            wg_wait<0>();
+            wg_hold(tmp);
+#pragma unroll
+            for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? dc : da, tmp[i], acc[i]);
+        } else {
+            wg_wait<1>(); /* slice s - 1's products are done: its buffer is free */
+        }
+        if (s + 1 < nsl) {
+            build(s + 1, areg[B ^ 1]);
+            load(s + 5, q[Q]);
+        }
+    };
+    for (int s = 0; s < nsl; s += 4) { /* unrolled so every buffer index is static (registers) */
+        slice(std::integral_constant<int, 0>(), s);
+        if (s + 1 < nsl) slice(std::integral_constant<int, 1>(), s + 1);
+        if (s + 2 < nsl) slice(std::integral_constant<int, 2>(), s + 2);
+        if (s + 3 < nsl) slice(std::integral_constant<int, 3>(), s + 3);
+    }
+
+    /* D fragment: register 4j + e is row ra (e < 2) or rc, token 8j + 2 t4 + (e & 1) */
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        const int64_t r = i & 2 ? rc : ra;
+        const int t = tbase + 8 * (i >> 2) + 2 * t4 + (i & 1);
+        if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[i] * tdown[t];
+    }
+#endif
+}
+
+/* ------------------------------------------------------------------ launch */
+
+static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
+
+bool wgmma_takes(int type, int64_t K) { return g_wgmma_on && type == T_IQ2_XXS && K % 256 == 0; }
+
+template <int BN>
+static void wg_launch(dim3 grid, const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
+                      float *Y, int64_t ldy, const seg3 *segs, const float *down, cudaStream_t s) {
+    launch_pdl(wgmma_iq2_kernel<BN>, grid, WG_THREADS, wg_smem_bytes<BN>(), s, W, rb, rows, K, X, ldx, Y, ldy, segs,
+               down, mma_iq2_pair_signs());
+}
+
+bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
+                         int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
+                         const float *split_aux, cudaStream_t s) {
+    if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0) return false;
+    const float *down = split_aux + (int64_t)n * (K / 16);
+    const uint8_t *w = (const uint8_t *)W;
+    const seg3 *sg = (const seg3 *)segs;
+    const unsigned bx = (unsigned)((rows + WG_BM - 1) / WG_BM), z = (unsigned)n_segs;
+    /* the tile widths of cuda_mma.cu's tiles: 128 tokens, 64, or 32 for
+     * segment tables whose counts are all <= 32 */
+    if (max_count > 64)
+        wg_launch<128>(dim3(bx, (unsigned)((max_count + 127) / 128), z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, s);
+    else if (max_count > 32)
+        wg_launch<64>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, s);
+    else
+        wg_launch<32>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, s);
+    return true;
+}
+
+template <int BN> static bool wg_allow_smem(void) {
+    return cudaFuncSetAttribute(wgmma_iq2_kernel<BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)wg_smem_bytes<BN>()) == cudaSuccess;
+}
+
+int wgmma_init(void) {
+    g_wgmma_on = 0;
+    int dev = 0, major = 0;
+    if (strcmp(DS4_CUDA_ARCH, "sm_90a") != 0 || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
+        return 0; /* not an error: the mma.sync tiles serve */
+    if (!wg_allow_smem<128>() || !wg_allow_smem<64>() || !wg_allow_smem<32>() || quant_tables_upload() != 0) return -1;
+    g_wgmma_on = env_switch_on("DS4_WGMMA");
+    return 0;
+}
+
+extern "C" int ds4k_wgmma_takes(int type, int64_t K) { return wgmma_takes(type, K) ? 1 : 0; }
