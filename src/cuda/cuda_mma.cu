@@ -522,7 +522,15 @@ __global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, flo
         for (int gi = threadIdx.x; gi < K / 16; gi += blockDim.x) {
             float sum = 0.0f;
             for (int i = 0; i < 16; i++) sum += row_s[17 * gi + i];
-            xsum[(int64_t)blockIdx.x * (K / 16) + gi] = sum * up;
+            if (!perm) {
+                xsum[(int64_t)blockIdx.x * (K / 16) + gi] = sum * up;
+            } else { /* the wgmma products' B for the minimums: per super-block hi[16] lo[16] of sum / 16 */
+                const float v = sum * up * 0.0625f;
+                const __half h = __float2half_rn(v);
+                __half *rec = (__half *)(xsum + (int64_t)blockIdx.x * (K / 16)) + 32 * (gi >> 4) + (gi & 15);
+                rec[0] = h;
+                rec[16] = __float2half_rn(v - __half2float(h));
+            }
         }
 }
 

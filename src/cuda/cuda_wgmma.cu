@@ -1,5 +1,6 @@
-/* ds4 — the routed experts' IQ2_XXS prefill products on Hopper's warpgroup
- * MMA (wgmma, sm_90a builds only; other builds keep cuda_mma.cu's tiles).
+/* ds4 — the routed experts' prefill products (IQ2_XXS gate/up, Q2_K down)
+ * on Hopper's warpgroup MMA (wgmma, sm_90a builds only; other builds and
+ * other weight types keep cuda_mma.cu's tiles).
  *
  * Why: the mma.sync tiles (cuda_mma.cu) are latency-bound — 16 warps a
  * multiprocessor, each holding its own fragments, with a barrier and a chain
@@ -12,21 +13,24 @@
  * expert segment (128, 64 or 32, as the tiles choose). Per 32-element slice:
  *
  *   weights      each thread decodes its own A fragment straight from the
- *                IQ2_XXS bytes into registers (no shared-memory stage, no
+ *                weight bytes into registers (no shared-memory stage, no
  *                barrier for weights). The k order inside a slice is
  *                permuted so that a thread's 8 values of a row in the
- *                slice's two k16 steps are exactly one grid entry (group t4
- *                of the slice): one table lookup per row and slice. The
- *                4-bit sub-block scale is folded in: grid x (2s + 1) <= 1333
- *                is an exact f16 integer.
+ *                slice's two k16 steps are one 8-value group (t4 of the
+ *                slice): for IQ2_XXS one grid entry, one table lookup per
+ *                row and slice. The sub-block scale is folded in as an exact
+ *                f16 integer: grid x (2s + 1) <= 1333, Q2_K level x scale
+ *                <= 45.
  *   activations  the rows split once by mma_split_rows in that same
  *                permuted order (f16 hi and lo, ~22 bits together), copied
  *                by cp.async three slices ahead into five stages laid out as
  *                wgmma's K-major core matrices (8 tokens x 16 bytes).
  *   products     four wgmma per slice (two k16 steps x hi, lo) accumulate a
  *                256-element super-block in f32; at its end the block's
- *                scale d / 8 promotes it into the result with one FMA per
- *                element (the way block-scaled GEMMs keep f32 accuracy).
+ *                scale (IQ2_XXS d / 8, Q2_K d) promotes it into the result
+ *                with one FMA per element (the way block-scaled GEMMs keep
+ *                f32 accuracy); Q2_K's minimums are one more k16 product
+ *                per super-block on the rows' 16-sums (wg_min_pairs).
  *
  * Every output is a fixed sequence of the same operations whatever the
  * grid, so results are deterministic; they match the CPU's products to f32
@@ -123,52 +127,94 @@ template <> struct wg_mma<128> {
 };
 #endif
 
-/* ------------------------------------------------------------------ IQ2_XXS weights */
+/* ------------------------------------------------------------------ weights */
 
-/* The raw bytes of one row's slice a thread needs: its grid index (group
- * t4), the slice's sign/scale word as two halves and, at a super-block's
- * first slice, the super-block's scale. Slice s's 8 bytes are at
- * row + 2 + 8 s + 2 (s / 8) (66-byte super-blocks, d first; only 2-byte
- * aligned). Loaded four slices ahead: one or two ahead, the loads were
- * still the largest stall (ncu); through shared memory (cp.async of the
- * rows' super-blocks in 4-byte words) the kernel was 7% slower. The halves
- * are joined when the slice is looked up. */
+/* The raw bytes of one row's slice a thread needs, loaded four slices ahead
+ * (one or two ahead, the loads were still the largest stall, ncu; through
+ * shared memory — cp.async of the rows' super-blocks in 4-byte words — the
+ * kernel was 7% slower):
+ *   IQ2_XXS  a: the grid index of group t4, b / c: the slice's sign/scale
+ *            word as two halves (joined at the lookup: joined at once, the
+ *            join waited on the loads), d: the super-block's d (first slice).
+ *            Slice s's 8 bytes are at row + 2 + 8 s + 2 (s / 8) (66-byte
+ *            super-blocks, d first; only 2-byte aligned).
+ *   Q2_K     a / b: the 8 level bytes of group t4 (2 bits at 2 (s & 3)),
+ *            c: the sub-block's scale/min byte, and at the first slice
+ *            d: d | dmin << 16, e: the scale/min bytes of sub-blocks 2t4,
+ *            2t4 + 1 (low half) and 8 + 2t4, 9 + 2t4 (high half) for the
+ *            minimums' product. 84-byte super-blocks: scales[16], qs[64], d,
+ *            dmin. */
 typedef struct wg_raw {
-    uint32_t idx, aux_lo, aux_hi, d;
+    uint32_t a, b, c, d, e;
 } wg_raw;
 
-__device__ __forceinline__ void wg_load(const uint8_t *row, int s, int t4, wg_raw &q) {
+template <int T> __device__ __forceinline__ void wg_load(const uint8_t *row, int s, int t4, wg_raw &q);
+template <> __device__ __forceinline__ void wg_load<T_IQ2_XXS>(const uint8_t *row, int s, int t4, wg_raw &q) {
     const uint8_t *g = row + 2 + 8 * s + 2 * (s >> 3);
-    q.idx = g[t4];
-    q.aux_lo = ld_a16(g + 4);
-    q.aux_hi = ld_a16(g + 6);
+    q.a = g[t4];
+    q.b = ld_a16(g + 4);
+    q.c = ld_a16(g + 6);
     if ((s & 7) == 0) q.d = ld_a16(g - 2);
 }
+template <> __device__ __forceinline__ void wg_load<T_Q2_K>(const uint8_t *row, int s, int t4, wg_raw &q) {
+    const uint8_t *blk = row + 84 * (s >> 3);
+    const int j = s & 7;
+    const uint8_t *qs = blk + 16 + 32 * (j >> 2) + 8 * t4;
+    q.a = ld_a32(qs);
+    q.b = ld_a32(qs + 4);
+    q.c = blk[2 * j + (t4 >> 1)];
+    if (j == 0) {
+        q.d = ld_a32(blk + 80);
+        q.e = ld_a16(blk + 2 * t4) | (ld_a16(blk + 8 + 2 * t4) << 16);
+    }
+}
 
-/* A row's slice after its table lookups: the grid entry (8 values), the
- * sign bits of its four pairs, the multiplier pair (2s + 1 as 1024 + 2s + 1). */
+/* A row's slice ready to build: gv its 8 values as bytes, sg the sign bits
+ * of its four pairs, mb the multiplier pair as 1024 + m; d and e passed on. */
 typedef struct wg_look {
     uint64_t gv;
     uint4 sg;
-    uint32_t mb, d;
+    uint32_t mb, d, e;
 } wg_look;
 
-/* The table lookups of a row's slice, issued well before the values are
- * needed (waiting on them at once was the next largest stall). A dead row
- * (past the matrix) gets multiplier 0. */
-__device__ __forceinline__ void wg_lookup(const wg_raw &q, bool live, int t4, const uint64_t *grid, const uint4 *signs,
-                                          wg_look &l) {
-    const uint32_t aux = q.aux_lo | (q.aux_hi << 16);
-    l.gv = grid[q.idx];
+/* IQ2_XXS: the table lookups, issued well before the values are needed
+ * (waiting on them at once was the next largest stall); multiplier 2s + 1.
+ * Q2_K: the levels at this slice's shift; multiplier the 4-bit scale. A
+ * dead row (past the matrix) gets multiplier 0. */
+template <int T>
+__device__ __forceinline__ void wg_lookup(const wg_raw &q, int s, bool live, int t4, const uint64_t *grid,
+                                          const uint4 *signs, wg_look &l);
+template <>
+__device__ __forceinline__ void wg_lookup<T_IQ2_XXS>(const wg_raw &q, int, bool live, int t4, const uint64_t *grid,
+                                                     const uint4 *signs, wg_look &l) {
+    const uint32_t aux = q.b | (q.c << 16);
+    l.gv = grid[q.a];
     l.sg = signs[(aux >> (7 * t4)) & 127];
     l.mb = live ? 0x64006400u | (2 * (aux >> 28) + 1) * 0x10001u : 0x64006400u;
     l.d = q.d;
 }
+template <>
+__device__ __forceinline__ void wg_lookup<T_Q2_K>(const wg_raw &q, int s, bool live, int, const uint64_t *,
+                                                  const uint4 *, wg_look &l) {
+    const int sh = 2 * (s & 3);
+    l.gv = (uint64_t)((q.a >> sh) & 0x03030303u) | ((uint64_t)((q.b >> sh) & 0x03030303u) << 32);
+    l.sg = make_uint4(0, 0, 0, 0);
+    l.mb = live ? 0x64006400u | (q.c & 15) * 0x10001u : 0x64006400u;
+    l.d = q.d;
+    l.e = q.e;
+}
 
-/* A row's 8 values of grid group t4, times the sub-block's 2s + 1, signed:
- * v[0..3] = value pairs (0,1) (2,3) (4,5) (6,7) as f16x2. Each pair is
+/* The super-block's scale that promotes its f32 sums: IQ2_XXS d / 8 (the
+ * sub-block factor 2s + 1 is in the values), Q2_K d. */
+template <int T> __device__ __forceinline__ float wg_dscale(uint32_t d) {
+    return T == T_IQ2_XXS ? __fmul_rn(h2f((uint16_t)d), 0.125f) : h2f((uint16_t)d);
+}
+
+/* A row's 8 values of group t4 times the multiplier, signed: v[0..3] =
+ * value pairs (0,1) (2,3) (4,5) (6,7) as f16x2. Each pair is
  * byte-permuted under the exponent of 1024 (the half 1024 + value) and one
- * FMA gives (1024 + value) m - 1024 m = value m, exact (<= 1333). */
+ * FMA gives (1024 + value) m - 1024 m = value m, exact (IQ2_XXS <= 1333,
+ * Q2_K <= 45). */
 __device__ __forceinline__ void wg_build(const wg_look &l, uint32_t *v) {
     const uint32_t k1024 = 0x64006400u, km1024 = 0xe400e400u; /* 1024 and -1024 as f16 pairs */
     const __half2 m = __hsub2(*(const __half2 *)&l.mb, *(const __half2 *)&k1024);
@@ -184,31 +230,59 @@ __device__ __forceinline__ void wg_build(const wg_look &l, uint32_t *v) {
     }
 }
 
-/* ------------------------------------------------------------------ the kernel */
-
-/* Halves of one activation stage: [hi, lo][k16 step][k half][BN tokens][8]. */
-template <int BN> constexpr int wg_stage_halves() { return 64 * BN; }
-template <int BN> constexpr size_t wg_smem_bytes() {
-    return WG_NS * wg_stage_halves<BN>() * sizeof(__half) + 256 * sizeof(uint64_t) + 128 * sizeof(uint4);
+/* Q2_K's minimums: w = d sc q - dmin m, so a super-block adds
+ * -dmin sum_j m_j xsum_j, xsum_j the sum of the activations of sub-block j.
+ * That is one more k16 product per super-block, A = -16 dmin m_j (as f16 hi
+ * + lo: exact, at most 19 significant bits), B = xsum_j / 16 (hi + lo from
+ * mma_split_rows; / 16 keeps the sums of 16 scaled activations in f16's
+ * range), accumulated straight into the result (its scale is in A). A
+ * fragment registers of one row: pairs (2t4, 2t4 + 1) and (8 + 2t4, 9 + 2t4)
+ * of the 16 sub-blocks, from e's bytes' high nibbles. */
+__device__ __forceinline__ void wg_min_pairs(uint32_t e, uint32_t dd, uint32_t *hi, uint32_t *lo) {
+    const float f = -16.0f * h2f((uint16_t)(dd >> 16));
+#pragma unroll
+    for (int p = 0; p < 2; p++) {
+        const float v0 = f * (float)((e >> (16 * p + 4)) & 15), v1 = f * (float)((e >> (16 * p + 12)) & 15);
+        const __half2 h = __floats2half2_rn(v0, v1);
+        const float2 hf = __half22float2(h);
+        const __half2 l = __floats2half2_rn(v0 - hf.x, v1 - hf.y);
+        hi[p] = *(const uint32_t *)&h;
+        lo[p] = *(const uint32_t *)&l;
+    }
 }
 
-template <int BN>
+/* ------------------------------------------------------------------ the kernel */
+
+/* Halves of one activation stage: [hi, lo][k16 step][k half][BN tokens][8];
+ * of one super-block's 16-sums (Q2_K): [hi, lo][k half][BN tokens][8]. */
+template <int BN> constexpr int wg_stage_halves() { return 64 * BN; }
+template <int BN> constexpr int wg_sums_halves() { return 32 * BN; }
+template <int T, int BN> constexpr size_t wg_smem_bytes() {
+    return WG_NS * wg_stage_halves<BN>() * sizeof(__half) + 256 * sizeof(uint64_t) + 128 * sizeof(uint4) +
+           (T == T_Q2_K ? 2 * wg_sums_halves<BN>() * sizeof(__half) : 0);
+}
+
+template <int T, int BN>
 __global__ void __launch_bounds__(WG_THREADS, 1)
-    wgmma_iq2_kernel(const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const float *Xf, int64_t ldx, float *Y,
-                     int64_t ldy, const seg3 *segs, const float *tdown, const uint4 *signs_g) {
+    wgmma_expert_kernel(const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const float *Xf, int64_t ldx, float *Y,
+                        int64_t ldy, const seg3 *segs, const float *tdown, const __half *xsums, const uint4 *signs_g) {
     pdl_enter();
 #ifdef WG_DEVICE
     constexpr int R = BN / 2, SH = wg_stage_halves<BN>();
+    constexpr bool MINS = T == T_Q2_K;
     extern __shared__ __align__(128) uint8_t wg_smem[];
     __half *stages = (__half *)wg_smem;
     uint64_t *grid = (uint64_t *)(stages + WG_NS * SH);
     uint4 *signs = (uint4 *)(grid + 256);
+    __half *sums = (__half *)(signs + 128); /* Q2_K: two super-blocks' 16-sums */
     const int tid = threadIdx.x;
     const seg3 sg = segs[blockIdx.z];
     const int tbase = blockIdx.y * BN, n = sg.count;
     if (tbase >= n) return;
-    grid[tid] = d_iq2xxs_grid[tid];
-    if (tid < 128) signs[tid] = signs_g[tid];
+    if (T == T_IQ2_XXS) {
+        grid[tid] = d_iq2xxs_grid[tid];
+        if (tid < 128) signs[tid] = signs_g[tid];
+    }
     const __half *X = (const __half *)(Xf + (int64_t)sg.x0 * ldx);
     Y += (int64_t)sg.x0 * ldy;
     tdown += sg.x0;
@@ -225,18 +299,28 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
      * bytes, a warp one (hi/lo, step) of 16 tokens (contiguous stores).
      * Piece i of a thread is (hi/lo, step) hs0 + i 128 / BN of the same
      * token and k half: 4096 bytes further in the stage, and in the row
-     * at xoff(i) halves from piece 0 (set once: no index math per slice). */
+     * at xoff(i) halves from piece 0 (set once: no index math per slice).
+     * Q2_K: with a super-block's first slice, its 16-sums (hi, lo: 4 pieces a
+     * token, the same lanes; piece i is hi/lo hs0 + i 128 / BN, 4096 bytes on). */
     constexpr int FI = BN * 8 / WG_THREADS;
     const int kh = tid & 1, ft = (tid >> 1) % BN, hs0 = (tid >> 1) / BN, ftok = tbase + ft;
     const int fbytes = ftok < n ? 16 : 0;
-    const __half *fsrc = X + (int64_t)(ftok < n ? ftok : 0) * ldh + ((hs0 >> 1) ? K : 0) + 16 * (hs0 & 1) + 8 * kh;
+    const int64_t frow = ftok < n ? ftok : 0;
+    const __half *fsrc = X + frow * ldh + ((hs0 >> 1) ? K : 0) + 16 * (hs0 & 1) + 8 * kh;
     const uint32_t fdst = (uint32_t)(hs0 * 32 * BN + kh * 16 * BN + 16 * ft);
     auto xoff = [&](int i) -> int64_t { return BN == 128 ? (i >> 1) * K + 16 * (i & 1) : i * K; };
+    const __half *ssrc = MINS ? xsums + (int64_t)sg.x0 * (K / 8) + frow * (K / 8) + 16 * hs0 + 8 * kh : NULL;
     auto fetch = [&](int s) {
         if (s < nsl) {
             uint8_t *st = (uint8_t *)stages + (s % WG_NS) * (2 * SH) + fdst;
 #pragma unroll
             for (int i = 0; i < FI; i++) cp_async16_zfill(st + 4096 * i, fsrc + xoff(i) + 32 * s, fbytes);
+            if (MINS && (s & 7) == 0 && hs0 < 2) { /* 4 pieces a token: hi/lo x k half */
+                uint8_t *ss = (uint8_t *)(sums + ((s >> 3) & 1) * wg_sums_halves<BN>()) + fdst;
+#pragma unroll
+                for (int i = 0; i < (FI + 1) / 2; i++)
+                    cp_async16_zfill(ss + 4096 * i, ssrc + 16 * i + 32 * (s >> 3), fbytes);
+            }
         }
         cp_async_commit(); /* empty past the end: the wait count stays uniform */
     };
@@ -245,21 +329,23 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = tmp[i] = 0.0f;
     uint32_t areg[2][2][4];     /* [buffer][k16 step][fragment register] */
-    float da = 0.0f, dc = 0.0f; /* the current super-block's d / 8, rows ra and rc */
+    uint32_t amin[2][4];        /* Q2_K: the minimums' A fragment, hi and lo */
+    float da = 0.0f, dc = 0.0f; /* the current super-block's scale, rows ra and rc */
     wg_raw q[4][2] = {};        /* raw bytes of rows ra and rc, slice s in q[s & 3] */
     auto load = [&](int s, wg_raw (&qs)[2]) {
         if (s < nsl) {
-            wg_load(wa, s, t4, qs[0]);
-            wg_load(wc, s, t4, qs[1]);
+            wg_load<T>(wa, s, t4, qs[0]);
+            wg_load<T>(wc, s, t4, qs[1]);
         }
     };
-    /* slice s: the table lookups of its raw bytes, then its fragments into a
-     * (row ra in registers 0 and 2, rc in 1 and 3; step 0 takes value pairs
-     * (0,1) (2,3), step 1 (4,5) (6,7)) and, at a super-block's start, d / 8 */
+    /* slice s: its lookups, then its fragments into a (row ra in registers 0
+     * and 2, rc in 1 and 3; step 0 takes value pairs (0,1) (2,3), step 1
+     * (4,5) (6,7)) and, at a super-block's start, its scales (and Q2_K's
+     * minimums' fragment) */
     wg_look la_, lc_;
-    auto lookup = [&](const wg_raw (&qs)[2]) {
-        wg_lookup(qs[0], la, t4, grid, signs, la_);
-        wg_lookup(qs[1], lc, t4, grid, signs, lc_);
+    auto lookup = [&](int s, const wg_raw (&qs)[2]) {
+        wg_lookup<T>(qs[0], s, la, t4, grid, signs, la_);
+        wg_lookup<T>(qs[1], s, lc, t4, grid, signs, lc_);
     };
     auto build = [&](int s, uint32_t (&a)[2][4]) {
         uint32_t va[4], vc[4];
@@ -268,12 +354,20 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
         a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
         if ((s & 7) == 0) {
-            da = __fmul_rn(h2f((uint16_t)la_.d), 0.125f);
-            dc = __fmul_rn(h2f((uint16_t)lc_.d), 0.125f);
+            da = wg_dscale<T>(la_.d);
+            dc = wg_dscale<T>(lc_.d);
+            if (MINS) {
+                uint32_t ha[2], lo_a[2], hc[2], lo_c[2];
+                wg_min_pairs(la_.e, la_.d, ha, lo_a);
+                wg_min_pairs(lc_.e, lc_.d, hc, lo_c);
+                amin[0][0] = ha[0], amin[0][1] = hc[0], amin[0][2] = ha[1], amin[0][3] = hc[1];
+                amin[1][0] = lo_a[0], amin[1][1] = lo_c[0], amin[1][2] = lo_a[1], amin[1][3] = lo_c[1];
+            }
         }
     };
 
     const uint64_t desc0 = wg_desc(stages, 16 * BN, 128); /* k halves 16 BN bytes apart, 8-token groups 128 */
+    const uint64_t sdesc0 = MINS ? wg_desc(sums, 16 * BN, 128) : 0;
     fetch(0);
     fetch(1);
     fetch(2);
@@ -282,7 +376,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     load(2, q[2]);
     load(3, q[3]);
     __syncthreads(); /* the tables */
-    lookup(q[0]);
+    lookup(0, q[0]);
     build(0, areg[0]);
     load(4, q[0]);
     /* slice s from buffer B; then slice s + 1 decoded into the other */
@@ -292,11 +386,18 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         fence_proxy_async();
         __syncthreads(); /* everyone's pieces; every warpgroup is past slice s - 2 */
         fetch(s + 3);
-        if (s + 1 < nsl) lookup(q[Q]); /* slice s + 1's, read after the products below are issued */
+        if (s + 1 < nsl) lookup(s + 1, q[Q]); /* read after the products below are issued */
         /* the descriptor's address field counts 16 bytes: a (hi/lo, step)
-         * sub-tile is 2 BN of them, a stage 8 BN */
+         * sub-tile is 2 BN of them, a stage 8 BN; a 16-sums buffer 4 BN */
         const uint64_t d0 = desc0 + (uint64_t)((s % WG_NS) * 8 * BN);
         wg_fence();
+        if (MINS && (s & 7) == 0) { /* the super-block's minimums, straight into the result */
+            const uint64_t m0 = sdesc0 + (uint64_t)(((s >> 3) & 1) * 4 * BN);
+            wg_mma<BN>::run(acc, amin[0], m0, 1);          /* A hi, B hi */
+            wg_mma<BN>::run(acc, amin[0], m0 + 2 * BN, 1); /* A hi, B lo */
+            wg_mma<BN>::run(acc, amin[1], m0, 1);          /* A lo, B hi */
+            wg_mma<BN>::run(acc, amin[1], m0 + 2 * BN, 1); /* A lo, B lo */
+        }
         wg_mma<BN>::run(tmp, areg[B][0], d0, (s & 7) != 0); /* hi, step 0 */
         wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);   /* lo, step 0 */
         wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);   /* hi, step 1 */
@@ -305,6 +406,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         if ((s & 7) == 7 || s == nsl - 1) { /* the super-block is complete: promote it */
             wg_wait<0>();
             wg_hold(tmp);
+            wg_hold(acc);
 #pragma unroll
             for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? dc : da, tmp[i], acc[i]);
         } else {
@@ -336,13 +438,29 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 
 static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
 
-bool wgmma_takes(int type, int64_t K) { return g_wgmma_on && type == T_IQ2_XXS && K % 256 == 0; }
+bool wgmma_takes(int type, int64_t K) { return g_wgmma_on && (type == T_IQ2_XXS || type == T_Q2_K) && K % 256 == 0; }
 
-template <int BN>
+template <int T, int BN>
 static void wg_launch(dim3 grid, const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                      float *Y, int64_t ldy, const seg3 *segs, const float *down, cudaStream_t s) {
-    launch_pdl(wgmma_iq2_kernel<BN>, grid, WG_THREADS, wg_smem_bytes<BN>(), s, W, rb, rows, K, X, ldx, Y, ldy, segs,
-               down, mma_iq2_pair_signs());
+                      float *Y, int64_t ldy, const seg3 *segs, const float *down, const __half *xs, cudaStream_t s) {
+    launch_pdl((wgmma_expert_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, W, rb, rows, K, X, ldx, Y,
+               ldy, segs, down, xs, mma_iq2_pair_signs());
+}
+
+template <int T>
+static void wg_launch_t(const uint8_t *w, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx, float *Y,
+                        int64_t ldy, const seg3 *sg, int n_segs, int max_count, const float *down, const __half *xs,
+                        cudaStream_t s) {
+    const unsigned bx = (unsigned)((rows + WG_BM - 1) / WG_BM), z = (unsigned)n_segs;
+    /* the tile widths of cuda_mma.cu's tiles: 128 tokens, 64, or 32 for
+     * segment tables whose counts are all <= 32 */
+    if (max_count > 64)
+        wg_launch<T, 128>(dim3(bx, (unsigned)((max_count + 127) / 128), z), w, rb, rows, K, X, ldx, Y, ldy, sg, down,
+                          xs, s);
+    else if (max_count > 32)
+        wg_launch<T, 64>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, xs, s);
+    else
+        wg_launch<T, 32>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, xs, s);
 }
 
 bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
@@ -350,23 +468,19 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
                          const float *split_aux, cudaStream_t s) {
     if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0) return false;
     const float *down = split_aux + (int64_t)n * (K / 16);
+    const __half *xs = (const __half *)split_aux; /* the 16-sums as hi/lo halves (perm split) */
     const uint8_t *w = (const uint8_t *)W;
     const seg3 *sg = (const seg3 *)segs;
-    const unsigned bx = (unsigned)((rows + WG_BM - 1) / WG_BM), z = (unsigned)n_segs;
-    /* the tile widths of cuda_mma.cu's tiles: 128 tokens, 64, or 32 for
-     * segment tables whose counts are all <= 32 */
-    if (max_count > 64)
-        wg_launch<128>(dim3(bx, (unsigned)((max_count + 127) / 128), z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, s);
-    else if (max_count > 32)
-        wg_launch<64>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, s);
+    if (type == T_IQ2_XXS)
+        wg_launch_t<T_IQ2_XXS>(w, rb, rows, K, X, ldx, Y, ldy, sg, n_segs, max_count, down, xs, s);
     else
-        wg_launch<32>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, s);
+        wg_launch_t<T_Q2_K>(w, rb, rows, K, X, ldx, Y, ldy, sg, n_segs, max_count, down, xs, s);
     return true;
 }
 
-template <int BN> static bool wg_allow_smem(void) {
-    return cudaFuncSetAttribute(wgmma_iq2_kernel<BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)wg_smem_bytes<BN>()) == cudaSuccess;
+template <int T, int BN> static bool wg_allow_smem(void) {
+    return cudaFuncSetAttribute(wgmma_expert_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)wg_smem_bytes<T, BN>()) == cudaSuccess;
 }
 
 int wgmma_init(void) {
@@ -375,7 +489,10 @@ int wgmma_init(void) {
     if (strcmp(DS4_CUDA_ARCH, "sm_90a") != 0 || cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
         return 0; /* not an error: the mma.sync tiles serve */
-    if (!wg_allow_smem<128>() || !wg_allow_smem<64>() || !wg_allow_smem<32>() || quant_tables_upload() != 0) return -1;
+    if (!wg_allow_smem<T_IQ2_XXS, 128>() || !wg_allow_smem<T_IQ2_XXS, 64>() || !wg_allow_smem<T_IQ2_XXS, 32>() ||
+        !wg_allow_smem<T_Q2_K, 128>() || !wg_allow_smem<T_Q2_K, 64>() || !wg_allow_smem<T_Q2_K, 32>() ||
+        quant_tables_upload() != 0)
+        return -1;
     g_wgmma_on = env_switch_on("DS4_WGMMA");
     return 0;
 }

@@ -245,8 +245,10 @@ void test_prefill_kernels(ds4_rng *r) {
     test_expert_split(r, DS4_TYPE_Q8_0, 32, wide, 3);
     test_expert_split(r, DS4_TYPE_Q8_0, 64, mid, 4);
     test_expert_split(r, DS4_TYPE_F16, 32, narrow, 3);
-    /* wgmma (sm_90a): one super-block, and the model's expert input width */
+    /* wgmma (sm_90a): one super-block, and the model's expert widths */
     test_expert_split(r, DS4_TYPE_IQ2_XXS, 256, wide, 3);
     test_expert_split(r, DS4_TYPE_IQ2_XXS, 4096, mid, 4);
+    test_expert_split(r, DS4_TYPE_Q2_K, 256, narrow, 3);
+    test_expert_split(r, DS4_TYPE_Q2_K, 2048, wide, 3); /* the model's down width */
     test_expert_split_declines(r);
 }
