@@ -643,6 +643,7 @@ int main(int argc, char **argv) {
         test_chained_decode();
         test_engine_chain();
     }
+    if (!strcmp(what, "prefill")) test_prefill_kernels(&r); /* alone: short enough for compute-sanitizer */
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
         test_matmul(&r);
         test_moe_matmul(&r);
