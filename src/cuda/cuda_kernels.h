@@ -129,8 +129,11 @@ void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, i
  * rows): f16 hi and lo halves of each row times a power of two, with the
  * row scales and 16-sums in aux (n * (1 + K / 16) floats, K = the readers'
  * width). The rows' floats are gone afterwards: pass aux to
- * ds4k_expert_matmul. Returns 0, or -1 and changes nothing where the tiles
- * are off (DS4_MMA=0) or some reader's type or layout is not theirs. */
+ * ds4k_expert_matmul, with the same readers only (for warpgroup-MMA weights,
+ * ds4k_wgmma_takes, the rows are written in that kernel's order). Returns 0,
+ * or -1 and changes nothing where the tiles are off (DS4_MMA=0), some
+ * reader's type or layout is not theirs, or the readers disagree on the
+ * warpgroup MMA. */
 int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx, float *aux,
                       ds4_stream st);
 /* 1 where ds4k_expert_matmul multiplies split rows of this weight type and K

@@ -460,9 +460,12 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
                                    const float *X, const float *split_aux, int n_x, int64_t ldx, float *Y, int64_t ldy,
                                    ds4_stream st) {
     if (n_segs <= 0 || max_count <= 0) return;
-    if (split_aux && wgmma_expert_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), rows, W->K, X, ldx, n_x, Y, ldy,
-                                         seg_dev, n_segs, max_count, split_aux, (cudaStream_t)st))
+    if (split_aux && wgmma_takes(W->type, W->K)) { /* rows split in its order: only it may read them */
+        if (!wgmma_expert_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), rows, W->K, X, ldx, n_x, Y, ldy,
+                                 seg_dev, n_segs, max_count, split_aux, (cudaStream_t)st))
+            g_last_error = "ds4k_expert_matmul: rows split for the warpgroup MMA but its kernel declined them";
         return;
+    }
     if (mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n_x, Y, ldy, seg_dev, n_segs,
                    max_count, 1, 0, 0, split_aux, (cudaStream_t)st))
         return;

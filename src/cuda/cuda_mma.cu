@@ -482,7 +482,9 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
 /* Routed experts: every gathered row split once, in place, for the tiles of
  * every product that reads it (gate and up read the same rows): the same
  * power-of-two scale and hi/lo halves a tile would make of it (bitwise), and
- * (xsum non-NULL) the scaled 16-sums. One block per row; the row goes through
+ * (xsum non-NULL) the scaled 16-sums; with perm (the readers are
+ * cuda_wgmma.cu's) the pairs in its order and the sums as its f16 records
+ * (mma_split_rows). One block per row; the row goes through
  * shared memory because its halves overwrite its floats, with a padding float
  * after every 16 so the 16-sums (one group a thread) read distinct banks. */
 __device__ __forceinline__ int split_slot(int k) { return k + (k >> 4); }

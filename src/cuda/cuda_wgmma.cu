@@ -180,7 +180,8 @@ typedef struct wg_look {
 /* IQ2_XXS: the table lookups, issued well before the values are needed
  * (waiting on them at once was the next largest stall); multiplier 2s + 1.
  * Q2_K: the levels at this slice's shift; multiplier the 4-bit scale. A
- * dead row (past the matrix) gets multiplier 0. */
+ * dead row (past the matrix) gets multiplier 0 (its Q2_K minimums are not
+ * zeroed: rows are independent in the product and a dead row is never stored). */
 template <int T>
 __device__ __forceinline__ void wg_lookup(const wg_raw &q, int s, bool live, int t4, const uint64_t *grid,
                                           const uint4 *signs, wg_look &l);
@@ -233,7 +234,7 @@ __device__ __forceinline__ void wg_build(const wg_look &l, uint32_t *v) {
 /* Q2_K's minimums: w = d sc q - dmin m, so a super-block adds
  * -dmin sum_j m_j xsum_j, xsum_j the sum of the activations of sub-block j.
  * That is one more k16 product per super-block, A = -16 dmin m_j (as f16 hi
- * + lo: exact, at most 19 significant bits), B = xsum_j / 16 (hi + lo from
+ * + lo: exact, at most 15 significant bits), B = xsum_j / 16 (hi + lo from
  * mma_split_rows; / 16 keeps the sums of 16 scaled activations in f16's
  * range), accumulated straight into the result (its scale is in A). A
  * fragment registers of one row: pairs (2t4, 2t4 + 1) and (8 + 2t4, 9 + 2t4)
@@ -289,7 +290,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     const int64_t ldh = 2 * ldx; /* halves per split row */
     const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int64_t ra = (int64_t)blockIdx.x * WG_BM + 64 * (tid >> 7) + 16 * warp + g, rc = ra + 8;
-    /* rows past the matrix read row 0 and decode to zeros */
+    /* rows past the matrix read row 0 (and are never stored) */
     const uint8_t *wa = W + (sg.row0 + (ra < rows ? ra : 0)) * rb, *wc = W + (sg.row0 + (rc < rows ? rc : 0)) * rb;
     const bool la = ra < rows, lc = rc < rows;
     const int nsl = (int)(K / 32);
@@ -403,7 +404,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);   /* hi, step 1 */
         wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1);   /* lo, step 1 */
         wg_commit();
-        if ((s & 7) == 7 || s == nsl - 1) { /* the super-block is complete: promote it */
+        if ((s & 7) == 7) { /* the super-block is complete: promote it (K % 256 == 0: wgmma_takes) */
             wg_wait<0>();
             wg_hold(tmp);
             wg_hold(acc);
@@ -438,6 +439,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 
 static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
 
+/* Whole 256-element super-blocks only: the raw-byte offsets, the promotion
+ * at every eighth slice, Q2_K's minimums and the split's sums records all
+ * assume them (both weight types' blocks are 256 anyway). */
 bool wgmma_takes(int type, int64_t K) { return g_wgmma_on && (type == T_IQ2_XXS || type == T_Q2_K) && K % 256 == 0; }
 
 template <int T, int BN>
@@ -466,7 +470,9 @@ static void wg_launch_t(const uint8_t *w, int64_t rb, int64_t rows, int64_t K, c
 bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
                          int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
                          const float *split_aux, cudaStream_t s) {
-    if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0) return false;
+    if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0 || ldx % 4 != 0 ||
+        (uintptr_t)X % 16 != 0)
+        return false; /* (the split checked the layout already) */
     const float *down = split_aux + (int64_t)n * (K / 16);
     const __half *xs = (const __half *)split_aux; /* the 16-sums as hi/lo halves (perm split) */
     const uint8_t *w = (const uint8_t *)W;
@@ -486,7 +492,7 @@ template <int T, int BN> static bool wg_allow_smem(void) {
 int wgmma_init(void) {
     g_wgmma_on = 0;
     int dev = 0, major = 0;
-    if (strcmp(DS4_CUDA_ARCH, "sm_90a") != 0 || cudaGetDevice(&dev) != cudaSuccess ||
+    if (!strstr(DS4_CUDA_ARCH, "90a") || cudaGetDevice(&dev) != cudaSuccess || /* sm_90a or compute_90a */
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
         return 0; /* not an error: the mma.sync tiles serve */
     if (!wg_allow_smem<T_IQ2_XXS, 128>() || !wg_allow_smem<T_IQ2_XXS, 64>() || !wg_allow_smem<T_IQ2_XXS, 32>() ||

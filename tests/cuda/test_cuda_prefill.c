@@ -128,6 +128,10 @@ typedef struct test_seg {
     int x0, count;
 } test_seg;
 
+/* The token-tile width the expert products pick for segments of at most
+ * max_count rows (cuda_mma.cu, cuda_wgmma.cu). */
+static int tile_width(int max_count) { return max_count > 64 ? 128 : max_count > 32 ? 64 : 32; }
+
 /* Routed-expert products over segments of gathered rows (one expert each,
  * counts up to 150: every tile width, a second token tile, rows not a
  * multiple of the 128-row block). */
@@ -182,14 +186,29 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
         }
     }
     /* split rows of a wgmma weight go to the warpgroup-MMA kernel: its own
-     * summation order, so both products are held to the CPU instead */
+     * summation order, so both products are held to the CPU instead; its sums
+     * must not depend on the tile width (prefill chunks stay bitwise), so the
+     * same rows also go through the wider tiles (a larger max_count only
+     * widens them) and must give the same bits */
     const bool wg = ds4k_wgmma_takes(type, K) != 0;
     const bool same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
-    check(rc == 0 && (wg || same) && worst < 1e-6 && worst2 < 1e-6,
+    bool widths_same = true;
+    const int wider[2] = {48, 100}; /* counts that pick 64- and 128-token tiles */
+    for (int i = 0; wg && i < 2; i++) {
+        if (tile_width(wider[i]) <= tile_width(max_count)) continue;
+        cudaMemset(dy, 0, sizeof(float) * pairs * rows);
+        ds4k_expert_matmul(&d, rows, dsegs, n_segs, wider[i], dx2, daux, pairs, K, dy, rows, NULL);
+        from_dev(y, dy, sizeof(float) * pairs * rows);
+        widths_same &= memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
+    }
+    check(rc == 0 && (wg || same) && widths_same && worst < 1e-6 && worst2 < 1e-6,
           "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each): split once %s split per tile: %s, "
-          "max |diff| / (|w| |x|) vs CPU %.2e (split once %.2e)",
+          "max |diff| / (|w| |x|) vs CPU %.2e (split once %.2e)%s",
           ds4_type_name(type), (long long)K, n_segs, max_count,
-          wg ? "(wgmma) vs" : "==", same ? "bitwise" : (wg ? "differ" : "DIFFER"), worst, worst2);
+          wg ? "(wgmma) vs" : "==", same ? "bitwise" : (wg ? "differ" : "DIFFER"), worst, worst2,
+          !wg || tile_width(max_count) == 128 ? ""
+          : widths_same                       ? "; wider tiles bitwise"
+                                              : "; wider tiles DIFFER");
     free(row);
     free(scratch);
     free(yc);
