@@ -37,12 +37,18 @@
 #define MM_BM 128
 #define MM_LD 40 /* halves per staged row: 32 + 8 padding (ldmatrix rows hit distinct banks) */
 
-__device__ __forceinline__ uint32_t pack_h2(float a, float b) {
-    const __half2 h = __floats2half2_rn(a, b);
+/* ------------------------------------------------------------------ weight slices */
+
+/* Two bytes of a word as f16 integers without conversion instructions:
+ * PRMT places byte k and byte k+1 under the exponent byte 0x64, which reads
+ * as the half 1024 + byte, and one packed subtraction removes the 1024
+ * (bias 1024 + 128 for bytes that were int8 xor 0x80). Exact: every value
+ * is an integer below 2048. */
+__device__ __forceinline__ uint32_t bytes_to_h2(uint32_t word, int k, float bias) {
+    const uint32_t v = __byte_perm(word, 0x6464u, (uint32_t)k | (4u << 4) | ((uint32_t)(k + 1) << 8) | (5u << 12));
+    const __half2 h = __hsub2(*(const __half2 *)&v, __float2half2_rn(bias));
     return *(const uint32_t *)&h;
 }
-
-/* ------------------------------------------------------------------ weight slices */
 
 /* IQ2_XXS signs: for 7 stored sign bits (plus parity), the sign bits of the
  * four half2 pairs of a grid entry (bit 15 and 31 set where negative). */
@@ -191,15 +197,6 @@ __device__ __forceinline__ void pow2_scales(float m, float *up, float *down) {
     e = e < -100 ? -100 : e; /* below 2^-100 the token is zero for any product */
     *up = ldexpf(1.0f, 14 - e);
     *down = ldexpf(1.0f, e - 14);
-}
-
-/* Two scaled activations as f16 hi and lo terms, a + b ~= hi + lo to ~22
- * bits (the tiles' staging and split_rows_kernel: the same bits). */
-__device__ __forceinline__ void split_hilo(float a, float b, uint32_t *hi, uint32_t *lo) {
-    const __half2 h = __floats2half2_rn(a, b);
-    const float2 hf = __half22float2(h);
-    *hi = *(const uint32_t *)&h;
-    *lo = pack_h2(a - hf.x, b - hf.y);
 }
 
 __global__ void token_scale_kernel(const float *X, int64_t ldx, int64_t K, float *up, float *down) {
@@ -670,8 +667,7 @@ int mma_init(void) {
         return -1;
     g_mma_env = env_switch_on("DS4_MMA");
     g_mma_on = g_mma_env;
-    uint4 *&signs = g_pair_signs;
-    if (!signs) {
+    if (!g_pair_signs) {
         uint4 h[128];
         for (int i = 0; i < 128; i++) {
             const uint32_t b = (uint32_t)i | ((uint32_t)(__builtin_popcount(i) & 1) << 7);
@@ -679,11 +675,11 @@ int mma_init(void) {
             for (int k = 0; k < 4; k++) p[k] = (((b >> (2 * k)) & 1u) << 15) | (((b >> (2 * k + 1)) & 1u) << 31);
             h[i] = make_uint4(p[0], p[1], p[2], p[3]);
         }
-        if (cudaMalloc(&signs, sizeof(h)) != cudaSuccess ||
-            cudaMemcpy(signs, h, sizeof(h), cudaMemcpyHostToDevice) != cudaSuccess)
+        if (cudaMalloc(&g_pair_signs, sizeof(h)) != cudaSuccess ||
+            cudaMemcpy(g_pair_signs, h, sizeof(h), cudaMemcpyHostToDevice) != cudaSuccess)
             return -1;
     }
-    if (cudaMemcpyToSymbol(d_iq2_pair_signs, &signs, sizeof(signs)) != cudaSuccess) return -1;
+    if (cudaMemcpyToSymbol(d_iq2_pair_signs, &g_pair_signs, sizeof(g_pair_signs)) != cudaSuccess) return -1;
     return quant_tables_upload();
 }
 

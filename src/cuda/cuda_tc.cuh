@@ -32,15 +32,14 @@ __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Two bytes of a word as f16 integers without conversion instructions:
- * PRMT places byte k and byte k+1 under the exponent byte 0x64, which reads
- * as the half 1024 + byte, and one packed subtraction removes the 1024
- * (bias 1024 + 128 for bytes that were int8 xor 0x80). Exact: every value
- * is an integer below 2048. */
-__device__ __forceinline__ uint32_t bytes_to_h2(uint32_t word, int k, float bias) {
-    const uint32_t v = __byte_perm(word, 0x6464u, (uint32_t)k | (4u << 4) | ((uint32_t)(k + 1) << 8) | (5u << 12));
-    const __half2 h = __hsub2(*(const __half2 *)&v, __float2half2_rn(bias));
-    return *(const uint32_t *)&h;
+/* Two floats as f16 hi and lo terms, a + b ~= hi + lo to ~22 bits (the
+ * tiles' staging, split_rows_kernel, the wgmma kernel's Q2_K minimums). */
+__device__ __forceinline__ void split_hilo(float a, float b, uint32_t *hi, uint32_t *lo) {
+    const __half2 h = __floats2half2_rn(a, b);
+    const float2 hf = __half22float2(h);
+    const __half2 l = __floats2half2_rn(a - hf.x, b - hf.y);
+    *hi = *(const uint32_t *)&h;
+    *lo = *(const uint32_t *)&l;
 }
 
 #endif

@@ -179,28 +179,26 @@ typedef struct wg_look {
 
 /* IQ2_XXS: the table lookups, issued well before the values are needed
  * (waiting on them at once was the next largest stall); multiplier 2s + 1.
- * Q2_K: the levels at this slice's shift; multiplier the 4-bit scale. A
- * dead row (past the matrix) gets multiplier 0 (its Q2_K minimums are not
- * zeroed: rows are independent in the product and a dead row is never stored). */
+ * Q2_K: the levels at this slice's shift; multiplier the 4-bit scale. */
 template <int T>
-__device__ __forceinline__ void wg_lookup(const wg_raw &q, int s, bool live, int t4, const uint64_t *grid,
-                                          const uint4 *signs, wg_look &l);
+__device__ __forceinline__ void wg_lookup(const wg_raw &q, int s, int t4, const uint64_t *grid, const uint4 *signs,
+                                          wg_look &l);
 template <>
-__device__ __forceinline__ void wg_lookup<T_IQ2_XXS>(const wg_raw &q, int, bool live, int t4, const uint64_t *grid,
+__device__ __forceinline__ void wg_lookup<T_IQ2_XXS>(const wg_raw &q, int, int t4, const uint64_t *grid,
                                                      const uint4 *signs, wg_look &l) {
     const uint32_t aux = q.b | (q.c << 16);
     l.gv = grid[q.a];
     l.sg = signs[(aux >> (7 * t4)) & 127];
-    l.mb = live ? 0x64006400u | (2 * (aux >> 28) + 1) * 0x10001u : 0x64006400u;
+    l.mb = 0x64006400u | (2 * (aux >> 28) + 1) * 0x10001u;
     l.d = q.d;
 }
 template <>
-__device__ __forceinline__ void wg_lookup<T_Q2_K>(const wg_raw &q, int s, bool live, int, const uint64_t *,
-                                                  const uint4 *, wg_look &l) {
+__device__ __forceinline__ void wg_lookup<T_Q2_K>(const wg_raw &q, int s, int, const uint64_t *, const uint4 *,
+                                                  wg_look &l) {
     const int sh = 2 * (s & 3);
     l.gv = (uint64_t)((q.a >> sh) & 0x03030303u) | ((uint64_t)((q.b >> sh) & 0x03030303u) << 32);
     l.sg = make_uint4(0, 0, 0, 0);
-    l.mb = live ? 0x64006400u | (q.c & 15) * 0x10001u : 0x64006400u;
+    l.mb = 0x64006400u | (q.c & 15) * 0x10001u;
     l.d = q.d;
     l.e = q.e;
 }
@@ -243,12 +241,7 @@ __device__ __forceinline__ void wg_min_pairs(uint32_t e, uint32_t dd, uint32_t *
     const float f = -16.0f * h2f((uint16_t)(dd >> 16));
 #pragma unroll
     for (int p = 0; p < 2; p++) {
-        const float v0 = f * (float)((e >> (16 * p + 4)) & 15), v1 = f * (float)((e >> (16 * p + 12)) & 15);
-        const __half2 h = __floats2half2_rn(v0, v1);
-        const float2 hf = __half22float2(h);
-        const __half2 l = __floats2half2_rn(v0 - hf.x, v1 - hf.y);
-        hi[p] = *(const uint32_t *)&h;
-        lo[p] = *(const uint32_t *)&l;
+        split_hilo(f * (float)((e >> (16 * p + 4)) & 15), f * (float)((e >> (16 * p + 12)) & 15), &hi[p], &lo[p]);
     }
 }
 
@@ -290,9 +283,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     const int64_t ldh = 2 * ldx; /* halves per split row */
     const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int64_t ra = (int64_t)blockIdx.x * WG_BM + 64 * (tid >> 7) + 16 * warp + g, rc = ra + 8;
-    /* rows past the matrix read row 0 (and are never stored) */
+    /* rows past the matrix read row 0: rows are independent in the
+     * product, and theirs are never stored */
     const uint8_t *wa = W + (sg.row0 + (ra < rows ? ra : 0)) * rb, *wc = W + (sg.row0 + (rc < rows ? rc : 0)) * rb;
-    const bool la = ra < rows, lc = rc < rows;
     const int nsl = (int)(K / 32);
 
     /* Slice s of the split rows into its stage: 8 16-byte pieces a token
@@ -344,9 +337,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
      * (4,5) (6,7)) and, at a super-block's start, its scales (and Q2_K's
      * minimums' fragment) */
     wg_look la_, lc_;
-    auto lookup = [&](int s, const wg_raw (&qs)[2]) {
-        wg_lookup<T>(qs[0], s, la, t4, grid, signs, la_);
-        wg_lookup<T>(qs[1], s, lc, t4, grid, signs, lc_);
+    auto lookup = [&](int s, const wg_raw(&qs)[2]) {
+        wg_lookup<T>(qs[0], s, t4, grid, signs, la_);
+        wg_lookup<T>(qs[1], s, t4, grid, signs, lc_);
     };
     auto build = [&](int s, uint32_t (&a)[2][4]) {
         uint32_t va[4], vc[4];
