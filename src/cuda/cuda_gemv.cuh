@@ -66,20 +66,39 @@ bool mma_needs_sums(int type);
  * bytes. False (nothing launched, X unchanged) where the tiles are off or
  * the layout does not fit. */
 bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s);
+/* The same for a dense product's input, out of place: the n x groups rows
+ * (token t's group g at X + t ldx + g gx, K values) into dst (split row
+ * t groups + g at dst + (t groups + g) K floats), their scales into down;
+ * no sums. X is left as it was. */
+bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx, int64_t gx, float *dst, float *down,
+                       bool perm, cudaStream_t s);
+/* Tokens a prefill tile covers for a batch (or segments) of at most `cols`
+ * rows: 128 for wide ones, 64 for small ones, 32 for segment tables whose
+ * counts are all <= 32 (the routed experts' remainders: less padding). The
+ * mma.sync tiles and the wgmma kernel choose alike. */
+static inline int mma_tile_tokens(int cols, bool segs) { return cols > 64 ? 128 : cols > 32 || !segs ? 64 : 32; }
 int mma_init(void);
 /* The IQ2_XXS sign patterns as the tiles use them (set by mma_init). */
 const uint4 *mma_iq2_pair_signs(void);
 
-/* The routed experts' products on Hopper's warpgroup MMA (cuda_wgmma.cu):
- * whether a weight of this type and K goes there (an sm_90a build on an
- * sm_90 device, DS4_WGMMA not 0) — its readers' rows must then be split
- * with perm — and the product itself, with mma_matmul's arguments for
- * segments of split rows; false (nothing launched) where it does not
- * take them. */
+/* Prefill products on Hopper's warpgroup MMA (cuda_wgmma.cu): whether a
+ * weight of this type and K goes there (an sm_90a build on an sm_90 device,
+ * DS4_WGMMA not 0) — a routed expert's rows must then be split with perm —
+ * and the routed experts' product itself, with mma_matmul's arguments for
+ * segments of split rows; false (nothing launched) where it does not take
+ * them. */
 bool wgmma_takes(int type, int64_t K);
 bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
                          int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
                          const float *split_aux, cudaStream_t s);
+/* A dense product (mma_matmul's arguments without segments; groups as
+ * there) on the warpgroup MMA: X split into scratch first (X unchanged),
+ * which must hold wgmma_dense_scratch(K, n, groups) floats, 16-byte
+ * aligned. Q8_0 weights only; false (nothing launched) otherwise. */
+size_t wgmma_dense_scratch(int64_t K, int n, int groups);
+bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
+                        int64_t ldx, int n, float *Y, int64_t ldy, int groups, int64_t gx, int64_t gy, float *scratch,
+                        size_t scratch_floats, cudaStream_t s);
 int wgmma_init(void);
 
 #endif

@@ -62,11 +62,21 @@ int ds4k_attention_mma_enable(int on);
 /* Y[t][r] = W row (r0 + r) . X[t] for t < n, r < rows. */
 void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                  ds4_stream st);
+/* The same with a scratch buffer of scratch_floats floats (16-byte aligned,
+ * free for the product's duration on this stream): prefill products of Q8_0
+ * weights in sm_90a builds split X into it once and run on the warpgroup
+ * MMA (not bitwise ds4k_matmul's tiles: another summation order, the same
+ * bound against the CPU). Needs n * (K + 1) floats; with less (or NULL) it
+ * is ds4k_matmul. */
+void ds4k_matmul_scratch(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
+                         int64_t ldy, float *scratch, size_t scratch_floats, ds4_stream st);
 
 /* Group g < groups: Y + g * gy = rows [g * rows, (g + 1) * rows) of W times
- * X + g * gx (the grouped output projection), in one launch for prefill. */
+ * X + g * gx (the grouped output projection), in one launch for prefill;
+ * scratch as for ds4k_matmul_scratch (n * groups * (K + 1) floats for one
+ * launch, else n * (K + 1) for one a group). */
 void ds4k_matmul_groups(const ds4_dw *W, int64_t rows, int groups, const float *X, int64_t gx, int64_t ldx, int n,
-                        float *Y, int64_t gy, int64_t ldy, ds4_stream st);
+                        float *Y, int64_t gy, int64_t ldy, float *scratch, size_t scratch_floats, ds4_stream st);
 
 /* One of several matrices read with the same activations: rows [r0, r0+rows)
  * of W times X + x_off, into Y. */

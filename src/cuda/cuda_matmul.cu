@@ -488,11 +488,18 @@ extern "C" int ds4k_init(void) {
 
 extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
                             int64_t ldy, ds4_stream st) {
+    ds4k_matmul_scratch(W, r0, rows, X, ldx, n, Y, ldy, NULL, 0, st);
+}
+
+extern "C" void ds4k_matmul_scratch(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n,
+                                    float *Y, int64_t ldy, float *scratch, size_t scratch_floats, ds4_stream st) {
     if (rows <= 0 || n <= 0) return;
     const int64_t rb = row_bytes_dev(W->type, W->K);
     cudaStream_t s = (cudaStream_t)st;
     if (n <= GEMV_MAX_TOK) {
         launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
+    } else if (wgmma_dense_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, 1, 0, 0, scratch,
+                                  scratch_floats, s)) {
     } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, 1, 0, 0, NULL, s)) {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
         launch_pdl(tile_kernel, grid, 256, 0, s, W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
@@ -568,11 +575,16 @@ extern "C" void ds4k_scatter_rows(const float *src, const int32_t *idx, int n, i
 /* ------------------------------------------------------------------ grouped products */
 
 extern "C" void ds4k_matmul_groups(const ds4_dw *W, int64_t rows, int groups, const float *X, int64_t gx, int64_t ldx,
-                                   int n, float *Y, int64_t gy, int64_t ldy, ds4_stream st) {
+                                   int n, float *Y, int64_t gy, int64_t ldy, float *scratch, size_t scratch_floats,
+                                   ds4_stream st) {
     if (rows <= 0 || n <= 0 || groups <= 0) return;
+    const int64_t rb = row_bytes_dev(W->type, W->K);
+    const cudaStream_t s = (cudaStream_t)st;
     if (n > GEMV_MAX_TOK && W->K == gx &&
-        mma_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, groups,
-                   gx, gy, NULL, (cudaStream_t)st))
+        (wgmma_dense_matmul(W->type, W->ptr, rb, 0, rows, W->K, X, ldx, n, Y, ldy, groups, gx, gy, scratch,
+                            scratch_floats, s) ||
+         mma_matmul(W->type, W->ptr, rb, 0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, groups, gx, gy, NULL, s)))
         return;
-    for (int g = 0; g < groups; g++) ds4k_matmul(W, (int64_t)g * rows, rows, X + g * gx, ldx, n, Y + g * gy, ldy, st);
+    for (int g = 0; g < groups; g++)
+        ds4k_matmul_scratch(W, (int64_t)g * rows, rows, X + g * gx, ldx, n, Y + g * gy, ldy, scratch, scratch_floats, st);
 }

@@ -476,14 +476,18 @@ __global__ void __launch_bounds__(256, 2) mma_tile_kernel(const uint8_t *W, int6
             }
 }
 
-/* Routed experts: every gathered row split once, in place, for the tiles of
- * every product that reads it (gate and up read the same rows): the same
- * power-of-two scale and hi/lo halves a tile would make of it (bitwise), and
- * (xsum non-NULL) the scaled 16-sums; with perm (the readers are
- * cuda_wgmma.cu's) the pairs in its order and the sums as its f16 records
- * (mma_split_rows). One block per row; the row goes through
- * shared memory because its halves overwrite its floats, with a padding float
- * after every 16 so the 16-sums (one group a thread) read distinct banks. */
+/* Rows split once for the tiles of every product that reads them: the same
+ * power-of-two scale and hi/lo halves a tile would make of a row (bitwise),
+ * and (xsum non-NULL) the scaled 16-sums; with perm (the readers are
+ * cuda_wgmma.cu's) the pairs in its order and the sums as its f16 records.
+ * Split row i is token i / groups, group i % groups (X + t ldx + g gx: the
+ * grouped output projection splits each group's stretch with its own
+ * scale), written to dst + i ldd floats: in place for the routed experts'
+ * gathered rows (mma_split_rows), into a scratch buffer for the dense
+ * products (mma_split_rows_to). One block per split row; the row goes
+ * through shared memory (its halves may overwrite its floats), with a
+ * padding float after every 16 so the 16-sums (one group a thread) read
+ * distinct banks. */
 __device__ __forceinline__ int split_slot(int k) { return k + (k >> 4); }
 
 /* Where the pair at physical position 2k of a split row comes from when the
@@ -497,22 +501,24 @@ __device__ __forceinline__ int split_src_pair(int k, bool perm) {
     return (P & ~31) + 8 * ((p & 7) >> 1) + 4 * step + 2 * (p >> 3);
 }
 
-__global__ void split_rows_kernel(float *X, int64_t ldx, int K, float *down, float *xsum, bool perm) {
+__global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int groups, float *dst, int64_t ldd,
+                                  int K, float *down, float *xsum, bool perm) {
     pdl_enter();
     extern __shared__ float row_s[];
     __shared__ float red[32];
-    float *x = X + (int64_t)blockIdx.x * ldx;
+    const int64_t t = blockIdx.x / groups, g = blockIdx.x % groups;
+    const float *x = X + t * ldx + g * gx;
     float m = 0.0f;
     for (int k = threadIdx.x; k < K; k += blockDim.x) {
         const float v = x[k];
         row_s[split_slot(k)] = v;
         m = fmaxf(m, fabsf(v));
     }
-    m = block_max(m, red); /* its barriers also order every read of x before the writes */
+    m = block_max(m, red); /* its barriers also order every read of x before the writes (in place) */
     float up, dn;
     pow2_scales(m, &up, &dn);
     if (threadIdx.x == 0) down[blockIdx.x] = dn;
-    uint32_t *hi = (uint32_t *)x, *lo = hi + K / 2; /* half2 pairs */
+    uint32_t *hi = (uint32_t *)(dst + (int64_t)blockIdx.x * ldd), *lo = hi + K / 2; /* half2 pairs */
     for (int k = threadIdx.x; k < K / 2; k += blockDim.x) {
         const int src = split_src_pair(k, perm);
         split_hilo(row_s[split_slot(src)] * up, row_s[split_slot(src + 1)] * up, &hi[k], &lo[k]);
@@ -570,22 +576,17 @@ static bool launch_t(const uint8_t *W, int64_t rb, int64_t r0, int64_t rows, int
         /* one scale per token over every element any group reads */
         launch_pdl(token_scale_kernel, n, 256, 0, s, X, ldx, (int64_t)(groups - 1) * gx + K, up, down);
     }
-    const int cols = segs ? max_count : n;
-    const unsigned z = (unsigned)(segs ? n_segs : groups);
-    /* 128-token tiles for wide batches, 64 for small ones, 32 for segment
-     * tables whose counts are all <= 32 (the routed experts' remainders:
-     * less padding) */
+    const int cols = segs ? max_count : n, bn = mma_tile_tokens(cols, segs != NULL);
+    const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + bn - 1) / bn),
+                    (unsigned)(segs ? n_segs : groups));
 #define MM_TILE_ARGS W, rb, r0, rows, K, X, ldx, n, Y, ldy, segs, gx, gy, up, down, sp, s
-    if (cols > 64) {
-        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 127) / 128), z);
+    if (bn == 128) {
         if (split_aux) launch_tiles<T, 128, true>(grid, MM_TILE_ARGS);
         else launch_tiles<T, 128, false>(grid, MM_TILE_ARGS);
-    } else if (cols > 32 || !segs) {
-        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((cols + 63) / 64), z);
+    } else if (bn == 64) {
         if (split_aux) launch_tiles<T, 64, true>(grid, MM_TILE_ARGS);
         else launch_tiles<T, 64, false>(grid, MM_TILE_ARGS);
     } else {
-        const dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), 1, z);
         if (split_aux) launch_tiles<T, 32, true>(grid, MM_TILE_ARGS);
         else launch_tiles<T, 32, false>(grid, MM_TILE_ARGS);
     }
@@ -642,8 +643,16 @@ static size_t split_smem_bytes(int64_t K) { return (size_t)(K + K / 16) * sizeof
 bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s) {
     if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
         return false;
-    launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, X, ldx, (int)K, aux + (int64_t)n * (K / 16),
-               sums ? aux : NULL, perm);
+    launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, (const float *)X, ldx, (int64_t)0, 1, X, ldx, (int)K,
+               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm);
+    return true;
+}
+
+bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx, int64_t gx, float *dst, float *down,
+                       bool perm, cudaStream_t s) {
+    if (!g_mma_on || n <= 0 || groups < 1 || K % 32 != 0 || K > MM_SPLIT_MAX_K) return false;
+    launch_pdl(split_rows_kernel, n * groups, 256, split_smem_bytes(K), s, X, ldx, gx, groups, dst, K, (int)K, down,
+               (float *)NULL, perm);
     return true;
 }
 

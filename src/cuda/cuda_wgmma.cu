@@ -1,6 +1,7 @@
-/* ds4 — the routed experts' prefill products (IQ2_XXS gate/up, Q2_K down)
- * on Hopper's warpgroup MMA (wgmma, sm_90a builds only; other builds and
- * other weight types keep cuda_mma.cu's tiles).
+/* ds4 — prefill products on Hopper's warpgroup MMA (wgmma, sm_90a builds
+ * only; other builds and other weight types keep cuda_mma.cu's tiles): the
+ * routed experts' (IQ2_XXS gate/up, Q2_K down, Q8_0 where a model has it)
+ * and the dense Q8_0 ones (attention q_b, o_a, o_b, the shared expert...).
  *
  * Why: the mma.sync tiles (cuda_mma.cu) are latency-bound — 16 warps a
  * multiprocessor, each holding its own fragments, with a barrier and a chain
@@ -10,7 +11,8 @@
  * the next weights, and covers 64 rows x BN tokens per instruction.
  *
  * A block is two warpgroups, each owning 64 weight rows, and BN tokens of an
- * expert segment (128, 64 or 32, as the tiles choose). Per 32-element slice:
+ * expert segment or a dense product (128, 64 or 32, as the tiles choose).
+ * Per 32-element slice:
  *
  *   weights      each thread decodes its own A fragment straight from the
  *                weight bytes into registers (no shared-memory stage, no
@@ -20,9 +22,11 @@
  *                slice): for IQ2_XXS one grid entry, one table lookup per
  *                row and slice. The sub-block scale is folded in as an exact
  *                f16 integer: grid x (2s + 1) <= 1333, Q2_K level x scale
- *                <= 45.
- *   activations  the rows split once by mma_split_rows in that same
- *                permuted order (f16 hi and lo, ~22 bits together), copied
+ *                <= 45; Q8_0's bytes are exact f16 integers as they are.
+ *   activations  the rows split once in that same permuted order (f16 hi
+ *                and lo, ~22 bits together: the experts' gathered rows in
+ *                place by mma_split_rows, a dense product's input into a
+ *                scratch buffer by mma_split_rows_to), copied
  *                by cp.async three slices ahead into five stages laid out as
  *                wgmma's K-major core matrices (8 tokens x 16 bytes).
  *   products     four wgmma per slice (two k16 steps x hi, lo) accumulate a
@@ -30,7 +34,10 @@
  *                scale (IQ2_XXS d / 8, Q2_K d) promotes it into the result
  *                with one FMA per element (the way block-scaled GEMMs keep
  *                f32 accuracy); Q2_K's minimums are one more k16 product
- *                per super-block on the rows' 16-sums (wg_min_pairs).
+ *                per super-block on the rows' 16-sums (wg_min_pairs). Q8_0
+ *                has a scale per slice: each slice's sums are promoted at
+ *                the start of the next, after its barrier, so the tensor
+ *                cores work through the barrier and the next fragments.
  *
  * Every output is a fixed sequence of the same operations whatever the
  * grid, so results are deterministic; they match the CPU's products to f32
@@ -71,7 +78,6 @@ template <int R> __device__ __forceinline__ void wg_hold(float (&d)[R]) {
 #pragma unroll
     for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
-
 /* Matrix descriptor of a K-major operand without swizzle: core matrices of
  * 8 rows x 16 bytes stored as 128 contiguous bytes, `lbo` bytes between the
  * two k halves of a k16 step, `sbo` bytes between 8-row groups. */
@@ -143,7 +149,11 @@ template <> struct wg_mma<128> {
  *            d: d | dmin << 16, e: the scale/min bytes of sub-blocks 2t4,
  *            2t4 + 1 (low half) and 8 + 2t4, 9 + 2t4 (high half) for the
  *            minimums' product. 84-byte super-blocks: scales[16], qs[64], d,
- *            dmin. */
+ *            dmin.
+ *   Q8_0     the 8 bytes of group t4: a / b as two words where they are
+ *            4-byte aligned (e = 1: every other 34-byte block of rows of an
+ *            even number of blocks), else a / b / c as 2 + 4 + 2 bytes; d:
+ *            the block's d. */
 typedef struct wg_raw {
     uint32_t a, b, c, d, e;
 } wg_raw;
@@ -167,6 +177,20 @@ template <> __device__ __forceinline__ void wg_load<T_Q2_K>(const uint8_t *row, 
         q.d = ld_a32(blk + 80);
         q.e = ld_a16(blk + 2 * t4) | (ld_a16(blk + 8 + 2 * t4) << 16);
     }
+}
+
+template <> __device__ __forceinline__ void wg_load<T_Q8_0>(const uint8_t *row, int s, int t4, wg_raw &q) {
+    const uint8_t *blk = row + 34 * s, *g = blk + 2 + 8 * t4;
+    q.e = ((uintptr_t)g & 3) == 0; /* joined at the lookup: joined here, the join waits on the loads (ncu) */
+    if (q.e) {
+        q.a = ld_a32(g);
+        q.b = ld_a32(g + 4);
+    } else {
+        q.a = ld_a16(g);
+        q.b = ld_a32(g + 2);
+        q.c = ld_a16(g + 6);
+    }
+    q.d = ld_a16(blk);
 }
 
 /* A row's slice ready to build: gv its 8 values as bytes, sg the sign bits
@@ -203,8 +227,18 @@ __device__ __forceinline__ void wg_lookup<T_Q2_K>(const wg_raw &q, int s, int, c
     l.e = q.e;
 }
 
+/* Q8_0: the bytes as they are (int8: the build takes them xor 0x80). */
+template <>
+__device__ __forceinline__ void wg_lookup<T_Q8_0>(const wg_raw &q, int, int, const uint64_t *, const uint4 *,
+                                                  wg_look &l) {
+    const uint32_t lo = q.e ? q.a : q.a | (q.b << 16), hi = q.e ? q.b : (q.b >> 16) | (q.c << 16);
+    l.gv = (uint64_t)(lo ^ 0x80808080u) | ((uint64_t)(hi ^ 0x80808080u) << 32);
+    l.d = q.d;
+}
+
 /* The super-block's scale that promotes its f32 sums: IQ2_XXS d / 8 (the
- * sub-block factor 2s + 1 is in the values), Q2_K d. */
+ * sub-block factor 2s + 1 is in the values), Q2_K and Q8_0 d (Q8_0's
+ * "super-block" is its one 32-element slice). */
 template <int T> __device__ __forceinline__ float wg_dscale(uint32_t d) {
     return T == T_IQ2_XXS ? __fmul_rn(h2f((uint16_t)d), 0.125f) : h2f((uint16_t)d);
 }
@@ -226,6 +260,20 @@ __device__ __forceinline__ void wg_build(const wg_look &l, uint32_t *v) {
     for (int i = 0; i < 4; i++) {
         const __half2 h = __hfma2(*(const __half2 *)&p[i], m, c);
         v[i] = (*(const uint32_t *)&h) ^ s4[i];
+    }
+}
+
+/* Q8_0: a row's 8 bytes (xor 0x80) as f16 pairs: byte-permuted under the
+ * exponent of 1024 and 1024 + 128 taken off, exact. */
+__device__ __forceinline__ void wg_build_q8(const wg_look &l, uint32_t *v) {
+    const uint32_t k1152 = 0x64806480u; /* 1152 as an f16 pair */
+    const uint32_t lo = (uint32_t)l.gv, hi = (uint32_t)(l.gv >> 32);
+    const uint32_t p[4] = {__byte_perm(lo, 0x6464u, 0x5140u), __byte_perm(lo, 0x6464u, 0x5342u),
+                           __byte_perm(hi, 0x6464u, 0x5140u), __byte_perm(hi, 0x6464u, 0x5342u)};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const __half2 h = __hsub2(*(const __half2 *)&p[i], *(const __half2 *)&k1152);
+        v[i] = *(const uint32_t *)&h;
     }
 }
 
@@ -256,31 +304,55 @@ template <int T, int BN> constexpr size_t wg_smem_bytes() {
            (T == T_Q2_K ? 2 * wg_sums_halves<BN>() * sizeof(__half) : 0);
 }
 
-template <int T, int BN>
-__global__ void __launch_bounds__(WG_THREADS, 1)
-    wgmma_expert_kernel(const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const float *Xf, int64_t ldx, float *Y,
-                        int64_t ldy, const seg3 *segs, const float *tdown, const __half *xsums, const uint4 *signs_g) {
+/* What a launch multiplies. Routed experts (segs): segment blockIdx.z, its
+ * rows of W from row0 and the split rows [x0, x0 + count) of X (in place of
+ * the gathered floats), scales down[t]. Dense products (segs NULL): group
+ * blockIdx.z < groups, rows r0 + z rows .. of W, its n tokens' split rows at
+ * X + z gxh halves (the groups of a token split one after another), scales
+ * down[t groups + z], outputs at Y + z gy. Split rows are f16 hi[K] lo[K],
+ * ldh halves apart; xsums: Q2_K's 16-sum records (experts only). */
+typedef struct wg_args {
+    const uint8_t *W;
+    int64_t rb, r0, rows, K;
+    const __half *X;
+    int64_t ldh, gxh;
+    float *Y;
+    int64_t ldy, gy;
+    const seg3 *segs;
+    int n, groups;
+    const float *down;
+    const __half *xsums;
+    const uint4 *signs;
+} wg_args;
+
+/* Slices a scale covers: a 256-element super-block, Q8_0's 32-element block. */
+template <int T> constexpr int wg_scale_slices() { return T == T_Q8_0 ? 1 : 8; }
+
+template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_kernel(const wg_args args) {
     pdl_enter();
 #ifdef WG_DEVICE
-    constexpr int R = BN / 2, SH = wg_stage_halves<BN>();
-    constexpr bool MINS = T == T_Q2_K;
+    constexpr int R = BN / 2, SH = wg_stage_halves<BN>(), SPB = wg_scale_slices<T>();
+    constexpr bool MINS = T == T_Q2_K, PER_SLICE = SPB == 1;
     extern __shared__ __align__(128) uint8_t wg_smem[];
     __half *stages = (__half *)wg_smem;
     uint64_t *grid = (uint64_t *)(stages + WG_NS * SH);
     uint4 *signs = (uint4 *)(grid + 256);
     __half *sums = (__half *)(signs + 128); /* Q2_K: two super-blocks' 16-sums */
-    const int tid = threadIdx.x;
-    const seg3 sg = segs[blockIdx.z];
+    const int tid = threadIdx.x, z = blockIdx.z;
+    const int64_t K = args.K, rows = args.rows, ldh = args.ldh, ldy = args.ldy;
+    const seg3 sg = args.segs ? args.segs[z] : seg3{args.r0 + z * rows, 0, args.n};
     const int tbase = blockIdx.y * BN, n = sg.count;
     if (tbase >= n) return;
     if (T == T_IQ2_XXS) {
         grid[tid] = d_iq2xxs_grid[tid];
-        if (tid < 128) signs[tid] = signs_g[tid];
+        if (tid < 128) signs[tid] = args.signs[tid];
     }
-    const __half *X = (const __half *)(Xf + (int64_t)sg.x0 * ldx);
-    Y += (int64_t)sg.x0 * ldy;
-    tdown += sg.x0;
-    const int64_t ldh = 2 * ldx; /* halves per split row */
+    const __half *X = args.X + (args.segs ? sg.x0 * ldh : z * args.gxh);
+    float *Y = args.Y + (args.segs ? sg.x0 * ldy : z * args.gy);
+    const float *tdown = args.down + (args.segs ? sg.x0 : z);
+    const int dstep = args.segs ? 1 : args.groups; /* between tokens' scales */
+    const uint8_t *W = args.W;
+    const int64_t rb = args.rb;
     const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int64_t ra = (int64_t)blockIdx.x * WG_BM + 64 * (tid >> 7) + 16 * warp + g, rc = ra + 8;
     /* rows past the matrix read row 0: rows are independent in the
@@ -303,7 +375,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     const __half *fsrc = X + frow * ldh + ((hs0 >> 1) ? K : 0) + 16 * (hs0 & 1) + 8 * kh;
     const uint32_t fdst = (uint32_t)(hs0 * 32 * BN + kh * 16 * BN + 16 * ft);
     auto xoff = [&](int i) -> int64_t { return BN == 128 ? (i >> 1) * K + 16 * (i & 1) : i * K; };
-    const __half *ssrc = MINS ? xsums + (int64_t)sg.x0 * (K / 8) + frow * (K / 8) + 16 * hs0 + 8 * kh : NULL;
+    const __half *ssrc = MINS ? args.xsums + (int64_t)sg.x0 * (K / 8) + frow * (K / 8) + 16 * hs0 + 8 * kh : NULL;
     auto fetch = [&](int s) {
         if (s < nsl) {
             uint8_t *st = (uint8_t *)stages + (s % WG_NS) * (2 * SH) + fdst;
@@ -325,6 +397,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     uint32_t areg[2][2][4];     /* [buffer][k16 step][fragment register] */
     uint32_t amin[2][4];        /* Q2_K: the minimums' A fragment, hi and lo */
     float da = 0.0f, dc = 0.0f; /* the current super-block's scale, rows ra and rc */
+    float pa = 0.0f, pc = 0.0f; /* Q8_0: the scales of the slice in flight */
     wg_raw q[4][2] = {};        /* raw bytes of rows ra and rc, slice s in q[s & 3] */
     auto load = [&](int s, wg_raw (&qs)[2]) {
         if (s < nsl) {
@@ -343,11 +416,16 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     };
     auto build = [&](int s, uint32_t (&a)[2][4]) {
         uint32_t va[4], vc[4];
-        wg_build(la_, va);
-        wg_build(lc_, vc);
+        if (T == T_Q8_0) {
+            wg_build_q8(la_, va);
+            wg_build_q8(lc_, vc);
+        } else {
+            wg_build(la_, va);
+            wg_build(lc_, vc);
+        }
         a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
         a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
-        if ((s & 7) == 0) {
+        if (s % SPB == 0) {
             da = wg_dscale<T>(la_.d);
             dc = wg_dscale<T>(lc_.d);
             if (MINS) {
@@ -374,6 +452,13 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     build(0, areg[0]);
     load(4, q[0]);
     /* slice s from buffer B; then slice s + 1 decoded into the other */
+    /* the finished sums of a scale block into the result */
+    auto promote = [&](float sa, float sc) {
+        wg_hold(tmp);
+        wg_hold(acc);
+#pragma unroll
+        for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? sc : sa, tmp[i], acc[i]);
+    };
     auto slice = [&](auto Bc, int s) {
         constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 3; /* slice s + 1's raw bytes */
         cp_async_wait<2>(); /* this thread's pieces of slice s are in (s + 1's, s + 2's may fly) */
@@ -384,6 +469,16 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         /* the descriptor's address field counts 16 bytes: a (hi/lo, step)
          * sub-tile is 2 BN of them, a stage 8 BN; a 16-sums buffer 4 BN */
         const uint64_t d0 = desc0 + (uint64_t)((s % WG_NS) * 8 * BN);
+        if (PER_SLICE) {
+            /* slice s - 1's sums, done while this thread built slice s and
+             * waited above (at s = 0: nothing to wait for, and 0 x 0 added).
+             * Unconditional: on a path that skipped the wait, ptxas would
+             * see the next fragment overwrite one a wgmma still reads and
+             * serialize them all (warning C7513). */
+            wg_wait<0>();
+            promote(pa, pc);
+            pa = da, pc = dc;
+        }
         wg_fence();
         if (MINS && (s & 7) == 0) { /* the super-block's minimums, straight into the result */
             const uint64_t m0 = sdesc0 + (uint64_t)(((s >> 3) & 1) * 4 * BN);
@@ -392,17 +487,16 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             wg_mma<BN>::run(acc, amin[1], m0, 1);          /* A lo, B hi */
             wg_mma<BN>::run(acc, amin[1], m0 + 2 * BN, 1); /* A lo, B lo */
         }
-        wg_mma<BN>::run(tmp, areg[B][0], d0, (s & 7) != 0); /* hi, step 0 */
+        wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
         wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);   /* lo, step 0 */
         wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);   /* hi, step 1 */
         wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1);   /* lo, step 1 */
         wg_commit();
-        if ((s & 7) == 7) { /* the super-block is complete: promote it (K % 256 == 0: wgmma_takes) */
+        if (PER_SLICE) {
+            /* slice s - 1's products are done (waited above): its buffers are free */
+        } else if ((s & 7) == 7) { /* the super-block is complete: promote it (K % 256 == 0: wgmma_takes) */
             wg_wait<0>();
-            wg_hold(tmp);
-            wg_hold(acc);
-#pragma unroll
-            for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? dc : da, tmp[i], acc[i]);
+            promote(da, dc);
         } else {
             wg_wait<1>(); /* slice s - 1's products are done: its buffer is free */
         }
@@ -417,13 +511,17 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         if (s + 2 < nsl) slice(std::integral_constant<int, 2>(), s + 2);
         if (s + 3 < nsl) slice(std::integral_constant<int, 3>(), s + 3);
     }
+    if (PER_SLICE) {
+        wg_wait<0>();
+        promote(pa, pc);
+    }
 
     /* D fragment: register 4j + e is row ra (e < 2) or rc, token 8j + 2 t4 + (e & 1) */
 #pragma unroll
     for (int i = 0; i < R; i++) {
         const int64_t r = i & 2 ? rc : ra;
         const int t = tbase + 8 * (i >> 2) + 2 * t4 + (i & 1);
-        if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[i] * tdown[t];
+        if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[i] * tdown[(int64_t)t * dstep];
     }
 #endif
 }
@@ -432,32 +530,35 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 
 static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
 
-/* Whole 256-element super-blocks only: the raw-byte offsets, the promotion
- * at every eighth slice, Q2_K's minimums and the split's sums records all
- * assume them (both weight types' blocks are 256 anyway). */
-bool wgmma_takes(int type, int64_t K) { return g_wgmma_on && (type == T_IQ2_XXS || type == T_Q2_K) && K % 256 == 0; }
-
-template <int T, int BN>
-static void wg_launch(dim3 grid, const uint8_t *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                      float *Y, int64_t ldy, const seg3 *segs, const float *down, const __half *xs, cudaStream_t s) {
-    launch_pdl((wgmma_expert_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, W, rb, rows, K, X, ldx, Y,
-               ldy, segs, down, xs, mma_iq2_pair_signs());
+/* IQ2_XXS and Q2_K: whole 256-element super-blocks only (the raw-byte
+ * offsets, the promotion at every eighth slice, Q2_K's minimums and the
+ * split's sums records all assume them; both types' blocks are 256
+ * anyway). Q8_0: any K of whole 32-element blocks. */
+bool wgmma_takes(int type, int64_t K) {
+    if (!g_wgmma_on) return false;
+    if (type == T_Q8_0) return K % 32 == 0;
+    return (type == T_IQ2_XXS || type == T_Q2_K) && K % 256 == 0;
 }
 
-template <int T>
-static void wg_launch_t(const uint8_t *w, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx, float *Y,
-                        int64_t ldy, const seg3 *sg, int n_segs, int max_count, const float *down, const __half *xs,
-                        cudaStream_t s) {
-    const unsigned bx = (unsigned)((rows + WG_BM - 1) / WG_BM), z = (unsigned)n_segs;
-    /* the tile widths of cuda_mma.cu's tiles: 128 tokens, 64, or 32 for
-     * segment tables whose counts are all <= 32 */
-    if (max_count > 64)
-        wg_launch<T, 128>(dim3(bx, (unsigned)((max_count + 127) / 128), z), w, rb, rows, K, X, ldx, Y, ldy, sg, down,
-                          xs, s);
-    else if (max_count > 32)
-        wg_launch<T, 64>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, xs, s);
-    else
-        wg_launch<T, 32>(dim3(bx, 1, z), w, rb, rows, K, X, ldx, Y, ldy, sg, down, xs, s);
+template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a, cudaStream_t s) {
+    launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
+}
+
+/* Token tiles as wide as the mma.sync tiles choose (mma_tile_tokens); the
+ * sums of an output do not depend on the width. */
+template <int T> static void wg_launch_t(const wg_args &a, int max_count, unsigned z, cudaStream_t s) {
+    const unsigned bx = (unsigned)((a.rows + WG_BM - 1) / WG_BM);
+    const int bn = mma_tile_tokens(max_count, a.segs != NULL);
+    const dim3 grid(bx, (unsigned)((max_count + bn - 1) / bn), z);
+    if (bn == 128) wg_launch<T, 128>(grid, a, s);
+    else if (bn == 64) wg_launch<T, 64>(grid, a, s);
+    else wg_launch<T, 32>(grid, a, s);
+}
+
+static void wg_dispatch(int type, const wg_args &a, int max_count, unsigned z, cudaStream_t s) {
+    if (type == T_IQ2_XXS) wg_launch_t<T_IQ2_XXS>(a, max_count, z, s);
+    else if (type == T_Q2_K) wg_launch_t<T_Q2_K>(a, max_count, z, s);
+    else wg_launch_t<T_Q8_0>(a, max_count, z, s);
 }
 
 bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
@@ -466,20 +567,46 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
     if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0 || ldx % 4 != 0 ||
         (uintptr_t)X % 16 != 0)
         return false; /* (the split checked the layout already) */
-    const float *down = split_aux + (int64_t)n * (K / 16);
-    const __half *xs = (const __half *)split_aux; /* the 16-sums as hi/lo halves (perm split) */
-    const uint8_t *w = (const uint8_t *)W;
-    const seg3 *sg = (const seg3 *)segs;
-    if (type == T_IQ2_XXS)
-        wg_launch_t<T_IQ2_XXS>(w, rb, rows, K, X, ldx, Y, ldy, sg, n_segs, max_count, down, xs, s);
-    else
-        wg_launch_t<T_Q2_K>(w, rb, rows, K, X, ldx, Y, ldy, sg, n_segs, max_count, down, xs, s);
+    wg_args a = {};
+    a.W = (const uint8_t *)W, a.rb = rb, a.rows = rows, a.K = K;
+    a.X = (const __half *)X, a.ldh = 2 * ldx; /* split in place: a row's halves where its floats were */
+    a.Y = Y, a.ldy = ldy;
+    a.segs = (const seg3 *)segs;
+    a.down = split_aux + (int64_t)n * (K / 16);
+    a.xsums = (const __half *)split_aux; /* the 16-sums as hi/lo halves (perm split) */
+    a.signs = mma_iq2_pair_signs();
+    wg_dispatch(type, a, max_count, (unsigned)n_segs, s);
+    return true;
+}
+
+size_t wgmma_dense_scratch(int64_t K, int n, int groups) { return (size_t)n * groups * (K + 1); }
+
+bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
+                        int64_t ldx, int n, float *Y, int64_t ldy, int groups, int64_t gx, int64_t gy, float *scratch,
+                        size_t scratch_floats, cudaStream_t s) {
+    if (type != T_Q8_0 || !wgmma_takes(type, K) || n <= 0 || groups < 1 || !scratch ||
+        (uintptr_t)scratch % 16 != 0 || scratch_floats < wgmma_dense_scratch(K, n, groups))
+        return false;
+    const int64_t split_rows = (int64_t)n * groups;
+    float *down = scratch + split_rows * K;
+    if (!mma_split_rows_to(X, n, groups, K, ldx, gx, scratch, down, true, s)) return false;
+    wg_args a = {};
+    a.W = (const uint8_t *)W, a.rb = rb, a.r0 = r0, a.rows = rows, a.K = K;
+    a.X = (const __half *)scratch, a.ldh = 2 * K * groups, a.gxh = 2 * K;
+    a.Y = Y, a.ldy = ldy, a.gy = gy;
+    a.n = n, a.groups = groups;
+    a.down = down;
+    a.signs = mma_iq2_pair_signs();
+    wg_dispatch(type, a, n, (unsigned)groups, s);
     return true;
 }
 
 template <int T, int BN> static bool wg_allow_smem(void) {
-    return cudaFuncSetAttribute(wgmma_expert_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    return cudaFuncSetAttribute(wgmma_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)wg_smem_bytes<T, BN>()) == cudaSuccess;
+}
+template <int T> static bool wg_allow_smem_t(void) {
+    return wg_allow_smem<T, 128>() && wg_allow_smem<T, 64>() && wg_allow_smem<T, 32>();
 }
 
 int wgmma_init(void) {
@@ -488,8 +615,7 @@ int wgmma_init(void) {
     if (!strstr(DS4_CUDA_ARCH, "90a") || cudaGetDevice(&dev) != cudaSuccess || /* sm_90a or compute_90a */
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
         return 0; /* not an error: the mma.sync tiles serve */
-    if (!wg_allow_smem<T_IQ2_XXS, 128>() || !wg_allow_smem<T_IQ2_XXS, 64>() || !wg_allow_smem<T_IQ2_XXS, 32>() ||
-        !wg_allow_smem<T_Q2_K, 128>() || !wg_allow_smem<T_Q2_K, 64>() || !wg_allow_smem<T_Q2_K, 32>() ||
+    if (!wg_allow_smem_t<T_IQ2_XXS>() || !wg_allow_smem_t<T_Q2_K>() || !wg_allow_smem_t<T_Q8_0>() ||
         quant_tables_upload() != 0)
         return -1;
     g_wgmma_on = env_switch_on("DS4_WGMMA");

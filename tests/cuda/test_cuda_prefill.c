@@ -11,7 +11,11 @@
  *   experts     the routed experts' segment products on gathered rows split
  *               once in place (ds4k_expert_split) vs the same tiles splitting
  *               the f32 rows themselves: must be bitwise identical; and both
- *               against the CPU's products. */
+ *               against the CPU's products;
+ *   dense       the dense Q8_0 products with a scratch buffer (the warpgroup
+ *               MMA in sm_90a builds) against the CPU, grouped and not, and
+ *               a batch's first tokens alone through narrower tiles: the same
+ *               bits (prefill chunks stay bitwise). */
 #include <math.h>
 #include <string.h>
 
@@ -246,6 +250,71 @@ static void test_expert_split_declines(ds4_rng *r) {
     free(x);
 }
 
+/* Dense products through a scratch buffer (ds4k_matmul_scratch,
+ * ds4k_matmul_groups): W holds groups x rows rows of K, token t's group g
+ * input at x + t ldx + g K. `cap` < the need (or 0) takes the tiles without
+ * scratch, which must agree with the CPU just the same. */
+static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n, int groups, bool enough) {
+    const int64_t ldx = groups * K + 8, R = (int64_t)groups * rows;
+    const size_t rb = ds4_row_bytes(type, K);
+    float *wf = rnd(r, (size_t)(R * K), 0.05f);
+    uint8_t *w = malloc(rb * R);
+    for (int64_t i = 0; i < R; i++) ds4_quantize_row(type, wf + i * K, w + i * rb, K);
+    ds4_tensor t = {.name = "d", .type = type, .n_dims = 2, .ne = {K, R, 1, 1}, .data = w, .size = rb * R};
+    ds4_dw d = {type, to_dev(w, rb * R), K, R};
+    float *x = rnd(r, (size_t)n * ldx, 1.0f);
+    for (int64_t k = 0; k < ldx; k++) x[ldx + k] *= 1e-3f; /* a token of small values: its own scale */
+    const size_t need = (size_t)n * groups * (K + 1), cap = enough ? need + 100 : need - 1;
+    float *dx = to_dev(x, sizeof(float) * n * ldx), *dscr = to_dev(NULL, sizeof(float) * need + 400);
+    float *dy = to_dev(NULL, sizeof(float) * n * R), *dy2 = to_dev(NULL, sizeof(float) * n * R);
+    if (groups == 1) ds4k_matmul_scratch(&d, 0, rows, dx, ldx, n, dy, R, dscr, cap, NULL);
+    else ds4k_matmul_groups(&d, rows, groups, dx, K, ldx, n, dy, rows, R, dscr, cap, NULL);
+    /* the first tokens alone: a narrower tile (64, or 32 for segments only) */
+    const int n2 = n > 64 ? 40 : n > 16 ? n / 2 : n;
+    if (groups == 1) ds4k_matmul_scratch(&d, 0, rows, dx, ldx, n2, dy2, R, dscr, cap, NULL);
+    else ds4k_matmul_groups(&d, rows, groups, dx, K, ldx, n2, dy2, rows, R, dscr, cap, NULL);
+    float *y = malloc(sizeof(float) * n * R), *y2 = malloc(sizeof(float) * n * R), *yc = malloc(sizeof(float) * n * R);
+    from_dev(y, dy, sizeof(float) * n * R);
+    from_dev(y2, dy2, sizeof(float) * n2 * R);
+    float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K), *row = malloc(sizeof(float) * K);
+    for (int g = 0; g < groups; g++)
+        ds4_matmul_serial(&t, (int64_t)g * rows, rows, x + g * K, ldx, n, yc + (int64_t)g * rows, R, scratch);
+    double worst = 0;
+    for (int tk = 0; tk < n; tk++)
+        for (int g = 0; g < groups; g++) {
+            double xx = 0;
+            for (int64_t k = 0; k < K; k++) xx += (double)x[tk * ldx + g * K + k] * x[tk * ldx + g * K + k];
+            for (int r2 = 0; r2 < rows; r2++) {
+                ds4_tensor_row(&t, (int64_t)g * rows + r2, row);
+                double ww = 0;
+                for (int64_t k = 0; k < K; k++) ww += (double)row[k] * row[k];
+                const size_t o = (size_t)tk * R + (size_t)g * rows + r2;
+                const double e = fabs((double)y[o] - yc[o]) / (sqrt(ww * xx) + 1e-30);
+                worst = e > worst || e != e ? e : worst; /* a NaN fails */
+            }
+        }
+    const bool wg = enough && ds4k_wgmma_takes(type, K) != 0;
+    const bool narrow_same = memcmp(y, y2, sizeof(float) * n2 * R) == 0;
+    check(worst < 1e-6 && (!wg || narrow_same),
+          "dense %-4s K=%-4lld %3d rows x %d group%s, %3d tokens, scratch %s: max |diff| / (|w| |x|) vs CPU %.2e%s",
+          ds4_type_name(type), (long long)K, rows, groups, groups > 1 ? "s" : " ", n,
+          enough ? (wg ? "(wgmma)" : "(tiles)") : "too small (tiles)", worst,
+          !wg ? "" : narrow_same ? "; first tokens alone bitwise" : "; first tokens alone DIFFER");
+    free(row);
+    free(scratch);
+    free(yc);
+    free(y2);
+    free(y);
+    cudaFree(dy2);
+    cudaFree(dy);
+    cudaFree(dscr);
+    cudaFree(dx);
+    cudaFree((void *)d.ptr);
+    free(x);
+    free(w);
+    free(wf);
+}
+
 void test_prefill_kernels(ds4_rng *r) {
     test_compressor_chunk(r, 4, true, 512, true);     /* CSA attention compressor (FP8 rows) */
     test_compressor_chunk(r, 128, false, 512, true);  /* HCA */
@@ -270,4 +339,14 @@ void test_prefill_kernels(ds4_rng *r) {
     test_expert_split(r, DS4_TYPE_Q2_K, 256, narrow, 3);
     test_expert_split(r, DS4_TYPE_Q2_K, 2048, wide, 3); /* the model's down width */
     test_expert_split_declines(r);
+    /* dense Q8_0 products: the model's q_b (K 1024), o_a (K 4096 a group),
+     * shared down (K 2048) and o_b (K 8192) widths; an odd number of blocks a
+     * row (2-byte aligned groups); one slice; a batch just past the GEMV */
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 300, 150, 1, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 4096, 130, 100, 3, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 2048, 64, 40, 1, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 8192, 40, 70, 1, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 96, 37, 70, 2, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 32, 20, 9, 1, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 50, 20, 2, false);
 }
