@@ -498,9 +498,12 @@ extern "C" void ds4k_matmul_scratch(const ds4_dw *W, int64_t r0, int64_t rows, c
     cudaStream_t s = (cudaStream_t)st;
     if (n <= GEMV_MAX_TOK) {
         launch_gemv(W, r0, rows, X, ldx, n, Y, ldy, NULL, 1, 1, 0, s);
-    } else if (wgmma_dense_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, 1, 0, 0, scratch,
-                                  scratch_floats, s)) {
-    } else if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, 1, 0, 0, NULL, s)) {
+        return;
+    }
+    if (wgmma_dense_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, 1, 0, 0, scratch, scratch_floats,
+                           s))
+        return;
+    if (!mma_matmul(W->type, W->ptr, rb, r0, rows, W->K, X, ldx, n, Y, ldy, NULL, 0, 0, 1, 0, 0, NULL, s)) {
         const dim3 grid((unsigned)((rows + TM - 1) / TM), (unsigned)((n + TN - 1) / TN));
         launch_pdl(tile_kernel, grid, 256, 0, s, W->type, (const uint8_t *)W->ptr, rb, r0, rows, W->K, X, ldx, n, Y,
                    ldy, (const seg3 *)NULL);
