@@ -93,9 +93,9 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
                          const float *split_aux, cudaStream_t s);
 /* A dense product (mma_matmul's arguments without segments; groups as
  * there) on the warpgroup MMA: X split into scratch first (X unchanged),
- * which must hold wgmma_dense_scratch(K, n, groups) floats, 16-byte
- * aligned. Q8_0 weights only; false (nothing launched) otherwise. */
-size_t wgmma_dense_scratch(int64_t K, int n, int groups);
+ * which must hold n * groups * (K + 1) floats (the split rows, then their
+ * scales), 16-byte aligned. Q8_0 weights only; false (nothing launched)
+ * otherwise. */
 bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
                         int64_t ldx, int n, float *Y, int64_t ldy, int groups, int64_t gx, int64_t gy, float *scratch,
                         size_t scratch_floats, cudaStream_t s);

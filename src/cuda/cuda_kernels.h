@@ -73,8 +73,8 @@ void ds4k_matmul_scratch(const ds4_dw *W, int64_t r0, int64_t rows, const float 
 
 /* Group g < groups: Y + g * gy = rows [g * rows, (g + 1) * rows) of W times
  * X + g * gx (the grouped output projection), in one launch for prefill;
- * scratch as for ds4k_matmul_scratch (n * groups * (K + 1) floats for one
- * launch, else n * (K + 1) for one a group). */
+ * scratch as for ds4k_matmul_scratch, n * groups * (K + 1) floats (with
+ * less, the mma.sync tiles take all groups in one launch). */
 void ds4k_matmul_groups(const ds4_dw *W, int64_t rows, int groups, const float *X, int64_t gx, int64_t ldx, int n,
                         float *Y, int64_t gy, int64_t ldy, float *scratch, size_t scratch_floats, ds4_stream st);
 

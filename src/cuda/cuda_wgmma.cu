@@ -579,7 +579,7 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
     return true;
 }
 
-size_t wgmma_dense_scratch(int64_t K, int n, int groups) { return (size_t)n * groups * (K + 1); }
+static size_t wgmma_dense_scratch(int64_t K, int n, int groups) { return (size_t)n * groups * (K + 1); }
 
 bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
                         int64_t ldx, int n, float *Y, int64_t ldy, int groups, int64_t gx, int64_t gy, float *scratch,

@@ -4,12 +4,14 @@
 #define DS4_CUDA_TEST_UTIL_H
 
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "backend/backend.h"
+#include "cpu/matmul.h"
 #include "cuda/cuda_kernels.h"
 #include "gguf/gguf.h"
 #include "test_sh.h"
@@ -18,6 +20,28 @@
 extern int g_fail; /* failed checks so far */
 
 extern char g_bin_dir[4096]; /* where ds4-synth is (this program's directory) */
+
+/* The larger of m and e, a NaN as infinity (fmax would drop it and let a
+ * NaN result pass). */
+static inline double fold_max(double m, double e) { return e <= m ? m : isnan(e) ? INFINITY : e; }
+
+/* Largest |gpu - cpu| / (|w_row| |x|) over rows [0, rows) of matrix rows
+ * row0.. and activations x: the rounding bound of a dot product. */
+static inline double dot_error(const ds4_tensor *t, int64_t row0, int64_t rows, const float *x, const float *yg,
+                               const float *yc) {
+    const int64_t K = t->ne[0];
+    float *row = (float *)malloc(sizeof(float) * K);
+    double xx = 0, worst = 0;
+    for (int64_t k = 0; k < K; k++) xx += (double)x[k] * x[k];
+    for (int64_t r = 0; r < rows; r++) {
+        ds4_tensor_row(t, row0 + r, row);
+        double ww = 0;
+        for (int64_t k = 0; k < K; k++) ww += (double)row[k] * row[k];
+        worst = fold_max(worst, fabs((double)yg[r] - yc[r]) / (sqrt(ww * xx) + 1e-30));
+    }
+    free(row);
+    return worst;
+}
 
 /* A session or exit: the tests cannot go on without one. */
 static inline ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle) {

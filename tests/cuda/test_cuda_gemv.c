@@ -16,24 +16,6 @@
 #include "model/model.h"
 #include "util/f16.h"
 
-/* Largest |gpu - cpu| / (|w_row| |x|) over rows [0, rows) of matrix rows
- * row0.. and activations x: the rounding bound of a dot product. */
-static double dot_error(const ds4_tensor *t, int64_t row0, int64_t rows, const float *x, const float *yg,
-                        const float *yc) {
-    const int64_t K = t->ne[0];
-    float *row = malloc(sizeof(float) * K);
-    double xx = 0, worst = 0;
-    for (int64_t k = 0; k < K; k++) xx += (double)x[k] * x[k];
-    for (int64_t r = 0; r < rows; r++) {
-        ds4_tensor_row(t, row0 + r, row);
-        double ww = 0;
-        for (int64_t k = 0; k < K; k++) ww += (double)row[k] * row[k];
-        worst = fmax(worst, fabs((double)yg[r] - yc[r]) / (sqrt(ww * xx) + 1e-30));
-    }
-    free(row);
-    return worst;
-}
-
 typedef struct host_w {
     ds4_tensor t;
     uint8_t *w;
@@ -136,8 +118,8 @@ void test_gemv_stream(ds4_rng *r) {
         cpu_rows(&b, 0, 96, x, yc + 64);
         cpu_rows(&c, 0, 40, x + K, yc + 160);
         double e = dot_error(&a.t, 0, 64, x, yg, yc);
-        e = fmax(e, dot_error(&b.t, 0, 96, x, yg + 64, yc + 64));
-        e = fmax(e, dot_error(&c.t, 0, 40, x + K, yg + 160, yc + 160));
+        e = fold_max(e, dot_error(&b.t, 0, 96, x, yg + 64, yc + 64));
+        e = fold_max(e, dot_error(&c.t, 0, 40, x + K, yg + 160, yc + 160));
         check(e < gemv_tolerance(DS4_TYPE_Q8_0), "stream gemv, F16 + Q8_0 + F16 in one call: max |diff| / (|w| |x|) %.2e", e);
         cudaFree(dx);
         cudaFree(dy);
@@ -167,7 +149,7 @@ void test_gemv_stream(ds4_rng *r) {
         double e = 0;
         for (int i = 0; i < n * k; i++) {
             const float *xi = x + (per_pair ? i : i / k) * K;
-            e = fmax(e, dot_error(&h.t, (int64_t)ids[i] * rows, rows, xi, yg + i * rows, yc + i * rows));
+            e = fold_max(e, dot_error(&h.t, (int64_t)ids[i] * rows, rows, xi, yg + i * rows, yc + i * rows));
         }
         check(e < gemv_tolerance(type), "stream gemv, routed experts %-8s (input per %s): max |diff| / (|w| |x|) %.2e",
               ds4_type_name(type), per_pair ? "pair" : "token", e);
@@ -259,7 +241,7 @@ void test_gemv_prep(ds4_rng *r) {
         for (int p = 0; p < nx; p++) {
             const int64_t r0 = routed ? (int64_t)ids[p] * rows : 0;
             cpu_rows(&h, r0, rows, hx + p * K, yc + p * rows);
-            e = fmax(e, dot_error(&h.t, r0, rows, hx + p * K, yg + p * rows, yc + p * rows));
+            e = fold_max(e, dot_error(&h.t, r0, rows, hx + p * K, yg + p * rows, yc + p * rows));
         }
         const bool same = memcmp(yg, ys, sizeof(float) * nx * rows) == 0;
         check(rc == 0 && e < gemv_tolerance(type) && same,
@@ -414,13 +396,6 @@ int gemv_bench(void) {
 
 /* ------------------------------------------------------------------ HC mixer from the raw streams */
 
-/* |a - b| folded into a running maximum, a NaN as infinity (fmax would drop
- * it and let a NaN result pass). */
-static double max_err(double m, double a, double b) {
-    const double e = fabs(a - b);
-    return e <= m ? m : isnan(e) ? INFINITY : e;
-}
-
 /* Largest errors of a GPU hc_pre (the Sinkhorn matrices Mg, post weights pg
  * and the collapsed, normed inputs ag of n tokens) against the CPU order on
  * the streams H: rmsnorm, the mixer t, split, collapse with pre, rmsnorm
@@ -444,9 +419,9 @@ static void hc_pre_errors(const ds4_tensor *t, const float *H, int n, int hc, in
             a[dd] = acc;
         }
         ds4_rmsnorm(a, w, D, 1e-6f, a);
-        for (int i = 0; i < hc * hc; i++) *wm = max_err(*wm, Mg[tk * hc * hc + i], M[i]);
-        for (int i = 0; i < hc; i++) *wp = max_err(*wp, pg[tk * hc + i], post[i]);
-        for (int i = 0; i < D; i++) *wa = max_err(*wa, ag[tk * D + i], a[i]);
+        for (int i = 0; i < hc * hc; i++) *wm = fold_max(*wm, fabs(Mg[tk * hc * hc + i] - M[i]));
+        for (int i = 0; i < hc; i++) *wp = fold_max(*wp, fabs(pg[tk * hc + i] - post[i]));
+        for (int i = 0; i < D; i++) *wa = fold_max(*wa, fabs(ag[tk * D + i] - a[i]));
     }
     free(flat), free(mix), free(a), free(scratch);
 }
