@@ -15,8 +15,7 @@
 
 static double ms_since(double t0) { return (ds4_now() - t0) * 1000.0; }
 
-/* out = live[0..n) + tokenize(rest). */
-static int extend(srv_server *S, const int32_t *live, int n, const char *rest, size_t rn, ds4_tokvec *out) {
+int srv_tokens_extend(srv_server *S, const int32_t *live, int n, const char *rest, size_t rn, ds4_tokvec *out) {
     ds4_err err = {{0}};
     out->n = 0;
     for (int i = 0; i < n; i++)
@@ -136,6 +135,41 @@ void srv_kv_preload_tools(srv_server *S, const ds4_chat *chat) {
     ds4_kvdisk_tools_free(&t);
 }
 
+int srv_kv_restore(srv_server *S, const char *text, size_t len, ds4_tokvec *out, char *file) {
+    if (!S->kv) return 0;
+    ds4_session *sess = S->eng->sess;
+    const double t0 = ds4_now();
+    ds4_kvdisk_load_result res;
+    memset(&res, 0, sizeof(res));
+    ds4_err err = {{0}};
+    int hit = 0;
+    if (ds4_kvdisk_restore(S->kv, sess, text, len, &res, &err) != 0) {
+        srv_log("kv cache lookup failed: %s", err.msg);
+    } else if (res.outcome == DS4_KVDISK_LOADED) {
+        const int n = ds4_session_n_tokens(sess);
+        hit = srv_tokens_extend(S, ds4_session_tokens(sess), n, text + res.text_bytes, len - res.text_bytes, out) ? -1 : 1;
+        for (size_t i = 0; i < res.tools.n; i++) {
+            const char *id = res.tools.v[i].id;
+            srv_toolmem_put(S->toolmem, &id, 1, res.tools.v[i].dsml, res.tools.v[i].dsml_len, true);
+        }
+        static const char *const keys[] = {"token-text", "responses-visible", "thinking-visible"};
+        srv_log("kv cache hit text tokens=%d text=%zu quant=%u key=%s load=%.0f ms%s file=%s", n, res.text_bytes,
+                res.entry.quant_bits, keys[ds4_kvdisk_entry_key(&res.entry)], ms_since(t0),
+                res.consumed ? " consumed" : "", res.entry.name);
+        if (file) snprintf(file, 64, "%s", res.entry.name);
+        if (hit > 0) {
+            ds4_kvdisk_sched_resume(&S->sched, n);
+            pthread_mutex_lock(&S->stats_mu);
+            S->stats.disk_hits++;
+            pthread_mutex_unlock(&S->stats_mu);
+        }
+    } else if (res.session_reset) {
+        srv_log("kv cache: a checkpoint failed to load; the live session was reset");
+    }
+    ds4_kvdisk_load_result_free(&res);
+    return hit;
+}
+
 /* ============================================================ choice */
 
 static void set_source(srv_prefix *p, const char *src, int reused) {
@@ -163,7 +197,7 @@ int srv_prefix_choose(srv_server *S, srv_job *j, srv_prefix *p) {
 
     /* 1. responses-visible */
     if (rq->api == SRV_API_RESPONSES && vis_ok && v->api == SRV_API_RESPONSES) {
-        if (extend(S, live, n_live, prompt + v->text.n, plen - v->text.n, &p->tokens)) return -1;
+        if (srv_tokens_extend(S, live, n_live, prompt + v->text.n, plen - v->text.n, &p->tokens)) return -1;
         set_source(p, "responses-visible", n_live);
         srv_log("responses live continuation match=visible-prefix cached=%d prompt=%zu", n_live, p->tokens.n);
         return 0;
@@ -176,7 +210,14 @@ int srv_prefix_choose(srv_server *S, srv_job *j, srv_prefix *p) {
         ds4_textbuf_init(&tail);
         ds4_err err = {{0}};
         int rc = ds4_chat_render_tail(&rq->chat, rq->tail_from, &tail, &err);
-        if (!rc) rc = extend(S, live, n_live, tail.p, tail.n, &p->tokens);
+        /* the tail starts with the EOS that closes the live turn; a turn
+         * canonicalized by canon.c (§6.12.4) has evaluated it already */
+        const size_t el = strlen(DS4_CHAT_EOS);
+        size_t skip = 0;
+        if (!rc && n_live > 0 && live[n_live - 1] == ds4_tokenizer_specials(S->tok)->eos && tail.n >= el &&
+            memcmp(tail.p, DS4_CHAT_EOS, el) == 0)
+            skip = el;
+        if (!rc) rc = srv_tokens_extend(S, live, n_live, tail.p + skip, tail.n - skip, &p->tokens);
         ds4_textbuf_free(&tail);
         if (rc) return -1;
         const bool resp = rq->api == SRV_API_RESPONSES;
@@ -194,13 +235,13 @@ int srv_prefix_choose(srv_server *S, srv_job *j, srv_prefix *p) {
     }
     /* 5. memory-token */
     if (n_live > 0 && p->common == n_live) {
-        if (extend(S, rq->tokens.ids, (int)rq->tokens.n, NULL, 0, &p->tokens)) return -1;
+        if (srv_tokens_extend(S, rq->tokens.ids, (int)rq->tokens.n, NULL, 0, &p->tokens)) return -1;
         set_source(p, "memory-token", n_live);
         return 0;
     }
     /* 6. thinking-visible */
     if (chatlike && vis_ok && v->api != SRV_API_RESPONSES) {
-        if (extend(S, live, n_live, prompt + v->text.n, plen - v->text.n, &p->tokens)) return -1;
+        if (srv_tokens_extend(S, live, n_live, prompt + v->text.n, plen - v->text.n, &p->tokens)) return -1;
         set_source(p, "thinking-visible", n_live);
         srv_log("thinking live continuation match=visible-prefix cached=%d prompt=%zu", n_live, p->tokens.n);
         return 0;
@@ -212,7 +253,7 @@ int srv_prefix_choose(srv_server *S, srv_job *j, srv_prefix *p) {
         ds4_err err = {{0}};
         if (ds4_detokenize(S->tok, live, (size_t)n_live, &lt, &ln, &err) == 0 && ln <= plen &&
             memcmp(lt, prompt, ln) == 0) {
-            int rc = extend(S, live, n_live, prompt + ln, plen - ln, &p->tokens);
+            int rc = srv_tokens_extend(S, live, n_live, prompt + ln, plen - ln, &p->tokens);
             free(lt);
             if (rc) return -1;
             set_source(p, "memory-text", n_live);
@@ -231,41 +272,15 @@ int srv_prefix_choose(srv_server *S, srv_job *j, srv_prefix *p) {
         srv_kv_store(S, DS4_KVDISK_REASON_EVICT, true);
     }
     /* 9. disk-text */
-    if (S->kv) {
-        const double t0 = ds4_now();
-        ds4_kvdisk_load_result res;
-        memset(&res, 0, sizeof(res));
-        ds4_err err = {{0}};
-        if (ds4_kvdisk_restore(S->kv, sess, prompt, plen, &res, &err) != 0) {
-            srv_log("kv cache lookup failed: %s", err.msg);
-        } else if (res.outcome == DS4_KVDISK_LOADED) {
-            const int n = ds4_session_n_tokens(sess);
-            int rc = extend(S, ds4_session_tokens(sess), n, prompt + res.text_bytes, plen - res.text_bytes, &p->tokens);
-            for (size_t i = 0; i < res.tools.n; i++) {
-                const char *id = res.tools.v[i].id;
-                srv_toolmem_put(S->toolmem, &id, 1, res.tools.v[i].dsml, res.tools.v[i].dsml_len, true);
-            }
-            static const char *const keys[] = {"token-text", "responses-visible", "thinking-visible"};
-            srv_log("kv cache hit text tokens=%d text=%zu quant=%u key=%s load=%.0f ms%s file=%s", n, res.text_bytes,
-                    res.entry.quant_bits, keys[ds4_kvdisk_entry_key(&res.entry)], ms_since(t0),
-                    res.consumed ? " consumed" : "", res.entry.name);
-            snprintf(p->disk_file, sizeof(p->disk_file), "%s", res.entry.name);
-            p->disk_tokens = n;
-            ds4_kvdisk_load_result_free(&res);
-            if (rc) return -1;
-            ds4_kvdisk_sched_resume(&S->sched, n);
-            set_source(p, "disk-text", n);
-            pthread_mutex_lock(&S->stats_mu);
-            S->stats.disk_hits++;
-            pthread_mutex_unlock(&S->stats_mu);
-            return 0;
-        } else if (res.session_reset) {
-            srv_log("kv cache: a checkpoint failed to load; the live session was reset");
-        }
-        ds4_kvdisk_load_result_free(&res);
+    const int hit = srv_kv_restore(S, prompt, plen, &p->tokens, p->disk_file);
+    if (hit < 0) return -1;
+    if (hit) {
+        p->disk_tokens = ds4_session_n_tokens(sess);
+        set_source(p, "disk-text", p->disk_tokens);
+        return 0;
     }
     /* 10. cold */
-    if (extend(S, rq->tokens.ids, (int)rq->tokens.n, NULL, 0, &p->tokens)) return -1;
+    if (srv_tokens_extend(S, rq->tokens.ids, (int)rq->tokens.n, NULL, 0, &p->tokens)) return -1;
     ds4_kvdisk_sched_reset(&S->sched);
     set_source(p, "none", 0);
     return 0;

@@ -58,6 +58,8 @@ static void usage(FILE *f) {
             "  --kv-cache-boundary-align-tokens N (default: the session's prefill chunk)\n"
             "  --kv-cache-reject-different-quant\n"
             "  --disable-exact-dsml-tool-replay\n"
+            "                              render past tool calls canonically; each chat/Anthropic tool\n"
+            "                              turn then makes its canonical transcript the live state\n"
             "  --tool-memory-max-ids N     (default 100000)\n"
             "  --dump-prompt REQUEST.json --api chat|completions|responses|messages\n"
             "                              print the rendered prompt of a request body and exit\n"

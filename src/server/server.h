@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "server/canon.h"
 #include "server/job.h"
 #include "server/kvdisk.h"
 #include "server/request.h"
@@ -106,6 +107,7 @@ typedef struct srv_stats {
     char last_source[32];
     char last_disk_file[64];
     int disk_hits, disk_stores;
+    int canon_extended, canon_rebuilt, canon_skipped; /* tool checkpoint canonicalization (§6.12.4) */
 } srv_stats;
 
 typedef struct srv_server {
@@ -178,6 +180,25 @@ void srv_prefix_free(srv_prefix *p);
 void srv_kv_store(srv_server *S, ds4_kvdisk_reason reason, bool use_visible);
 /* Load tool-map entries for the ids of the request's assistant calls. */
 void srv_kv_preload_tools(srv_server *S, const ds4_chat *chat);
+/* The disk-text lookup of §7.7 for text[0..len): load the longest checkpoint
+ * whose cached text is a byte prefix of it into the live session (logged,
+ * counted, its tool map remembered, the continued schedule resumed) and set
+ * out = its tokens + tokenize(the text after it).  1 loaded, 0 none (the live
+ * session may then have been reset by a checkpoint that failed to load), -1
+ * out of memory.  file (64 bytes, may be NULL) gets the file name. */
+int srv_kv_restore(srv_server *S, const char *text, size_t len, ds4_tokvec *out, char *file);
+/* out = live[0..n) + tokenize(rest[0..rn)) with special tokens: a byte prefix
+ * continued by its suffix tokenized on its own (the §6.12 invariant). 0 or -1. */
+int srv_tokens_extend(srv_server *S, const int32_t *live, int n, const char *rest, size_t rn, ds4_tokvec *out);
+
+/* canon.c: after a chat/Anthropic tool turn whose exact DSML will not be
+ * replayed, and before its final events, bring the live session to the
+ * canonical transcript (§6.12.4; canon.h).  Appends the reply to rq->chat
+ * (out->reply).  progress runs during any evaluation (keepalives, cancel,
+ * continued checkpoints); a rebuild first calls it with done = 0.  0, or -1
+ * when out of memory (the live session then untouched unless out->lost). */
+int srv_canon_tool_turn(srv_server *S, srv_request *rq, const ds4_dsml_result *r, int prompt_tokens,
+                        ds4_progress_fn progress, void *ud, srv_canon_result *out);
 
 /* http.c */
 int srv_http_start(srv_server *S);

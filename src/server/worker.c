@@ -180,6 +180,15 @@ static int on_progress(void *ud, int done, int total) {
     return 0;
 }
 
+/* A tool checkpoint rebuild (§6.12.4) runs between the last tool-call
+ * event and the finish events: its first call (done = 0) sends a keepalive
+ * at once, later ones follow the prefill rule above. */
+static int on_canon_progress(void *ud, int done, int total) {
+    gen *g = ud;
+    if (done == 0) g->t_keepalive = ds4_now() - 5.0;
+    return on_progress(ud, done, total);
+}
+
 static int id_taken(void *ud, const char *id) { return srv_toolmem_has(ud, id); }
 
 /* An error before anything was generated: an HTTP error, or an SSE error
@@ -278,8 +287,9 @@ static void trace_end(srv_server *S, srv_job *j, srv_finish f, int n_gen, double
     srv_trace_printf(t, "===== end request %llu =====\n", (unsigned long long)j->seq);
 }
 
-/* After a turn: remember what the next request will replay (§6.11, §6.12). */
-static void remember_turn(srv_server *S, gen *g, const ds4_dsml_result *r, srv_finish f) {
+/* After a turn: remember what the next request will replay (§6.11, §6.12).
+ * canon: what tool checkpoint canonicalization did to the live session. */
+static void remember_turn(srv_server *S, gen *g, const ds4_dsml_result *r, srv_finish f, const srv_canon_result *canon) {
     srv_request *rq = g->rq;
     const int frontier = ds4_session_n_tokens(S->eng->sess);
     /* exact DSML replay memory */
@@ -290,6 +300,8 @@ static void remember_turn(srv_server *S, gen *g, const ds4_dsml_result *r, srv_f
             if (r->calls[i].id) ids[n++] = r->calls[i].id;
         srv_toolmem_put(S->toolmem, ids, n, r->raw_dsml, r->raw_dsml_len, false);
     }
+    /* a rebuild that did not finish left another state live: nothing below describes it */
+    if (canon->lost) return;
     /* the calls a tool-output-only continuation may answer */
     if (r && f == SRV_FINISH_TOOL_CALLS && (rq->api == SRV_API_RESPONSES || rq->api == SRV_API_MESSAGES)) {
         pthread_mutex_lock(&S->bind_mu);
@@ -305,19 +317,21 @@ static void remember_turn(srv_server *S, gen *g, const ds4_dsml_result *r, srv_f
      * request's suffix starts with it and the KV gets it, §13 item 1) */
     if (!r || g->stop_hit || (f != SRV_FINISH_STOP && f != SRV_FINISH_TOOL_CALLS) || r->status != DS4_DSML_OK) return;
     if (rq->api == SRV_API_RESPONSES ? false : rq->think != DS4_THINK_NONE && !r->reasoning_closed) return;
-    ds4_chat_msg *m = ds4_chat_add(&rq->chat, DS4_ROLE_ASSISTANT, r->content, r->content_len);
-    if (!m) return;
-    const bool keep_reasoning = rq->api == SRV_API_RESPONSES ? rq->summary && r->n_calls > 0 : true;
-    if (keep_reasoning && r->reasoning_len) ds4_chat_msg_append_reasoning(m, r->reasoning, r->reasoning_len);
-    for (int i = 0; i < r->n_calls; i++)
-        ds4_chat_msg_add_call(m, r->calls[i].id, r->calls[i].name, r->calls[i].arguments, r->calls[i].arguments_len);
-    if (r->n_calls && r->raw_dsml) ds4_chat_msg_set_raw_dsml(m, r->raw_dsml, r->raw_dsml_len);
     ds4_textbuf_clear(&S->visible.text);
-    ds4_err err = {{0}};
-    if (ds4_chat_render_history(&rq->chat, &S->visible.text, &err) != 0) return;
-    const size_t el = strlen(DS4_CHAT_EOS);
-    if (S->visible.text.n >= el && memcmp(S->visible.text.p + S->visible.text.n - el, DS4_CHAT_EOS, el) == 0)
-        ds4_textbuf_truncate(&S->visible.text, S->visible.text.n - el);
+    if (canon->canonical) {
+        /* the live session is the canonical transcript, its EOS included */
+        if (ds4_textbuf_append(&S->visible.text, canon->text.p, canon->text.n)) return;
+    } else {
+        const bool keep_reasoning = rq->api == SRV_API_RESPONSES ? rq->summary && r->n_calls > 0 : true;
+        ds4_chat_msg *m = canon->ran ? canon->reply : srv_chat_add_reply(&rq->chat, r, keep_reasoning);
+        if (!m) return;
+        if (r->n_calls && r->raw_dsml) ds4_chat_msg_set_raw_dsml(m, r->raw_dsml, r->raw_dsml_len);
+        ds4_err err = {{0}};
+        if (ds4_chat_render_history(&rq->chat, &S->visible.text, &err) != 0) return;
+        const size_t el = strlen(DS4_CHAT_EOS);
+        if (S->visible.text.n >= el && memcmp(S->visible.text.p + S->visible.text.n - el, DS4_CHAT_EOS, el) == 0)
+            ds4_textbuf_truncate(&S->visible.text, S->visible.text.n - el);
+    }
     S->visible.valid = true;
     S->visible.frontier = frontier;
     S->visible.api = rq->api;
@@ -341,6 +355,8 @@ static void run_job(srv_server *S, srv_job *j) {
     ds4_dsml_result res;
     memset(&res, 0, sizeof(res));
     bool have_res = false;
+    srv_canon_result canon;
+    memset(&canon, 0, sizeof(canon));
     const double t0 = ds4_now();
 
     if (srv_job_cancelled(j)) goto out;
@@ -488,6 +504,11 @@ static void run_job(srv_server *S, srv_job *j) {
     } else {
         f = SRV_FINISH_STOP;
     }
+    /* §6.12.4: a client that sends the calls back as JSON will render them
+     * canonically; make that the live state before the final events */
+    if (f == SRV_FINISH_TOOL_CALLS && (rq->api == SRV_API_CHAT || rq->api == SRV_API_MESSAGES) &&
+        (!S->cfg.tool_replay || !res.raw_dsml))
+        srv_canon_tool_turn(S, rq, &res, (int)p.tokens.n, on_canon_progress, &g, &canon);
     const int completion_tokens = gr.n_tokens - (gr.stop == DS4_STOP_EOS ? 1 : 0);
     srv_outcome oc = {.finish = f,
                       .res = have_res ? &res : NULL,
@@ -511,7 +532,7 @@ static void run_job(srv_server *S, srv_job *j) {
         srv_log("tool calls ctx=%d n=%d raw_dsml=%zu ids=[%s] names=[%s]", ds4_session_n_tokens(e->sess), res.n_calls,
                 res.raw_dsml_len, ids, names);
     }
-    remember_turn(S, &g, have_res ? &res : NULL, f);
+    remember_turn(S, &g, have_res ? &res : NULL, f, &canon);
     trace_end(S, j, f, completion_tokens, ds4_now() - t0, have_res ? &res : NULL, &g.completion);
     pthread_mutex_lock(&S->stats_mu);
     S->stats.completed++;
@@ -526,6 +547,7 @@ prefill_failed:
 out:
     ds4_session_set_progress(e->sess, NULL, NULL);
     if (have_res) ds4_dsml_result_free(&res);
+    srv_canon_result_free(&canon);
     if (g.dsml) ds4_dsml_stream_free(g.dsml);
     srv_stream_free(&g.st);
     srv_stopstr_free(&g.stops);
@@ -606,9 +628,11 @@ void srv_stats_json(srv_server *S, ds4_textbuf *out) {
     snprintf(buf, sizeof(buf),
              "{\"requests\":%llu,\"completed\":%llu,\"rejected_busy\":%llu,\"queue\":%d,\"disk_hits\":%d,"
              "\"disk_stores\":%d,\"last\":{\"prompt_tokens\":%d,\"cached_tokens\":%d,\"evaluated_tokens\":%d,"
-             "\"generated_tokens\":%d,\"cache_source\":\"%s\",\"disk_file\":\"%s\"}}\n",
+             "\"generated_tokens\":%d,\"cache_source\":\"%s\",\"disk_file\":\"%s\"},"
+             "\"tool_canon\":{\"extended\":%d,\"rebuilt\":%d,\"skipped\":%d}}\n",
              (unsigned long long)st.requests, (unsigned long long)st.completed, (unsigned long long)st.rejected_busy, q,
              st.disk_hits, st.disk_stores, st.last_prompt_tokens, st.last_cached_tokens, st.last_evaluated,
-             st.last_generated, st.last_source, st.last_disk_file);
+             st.last_generated, st.last_source, st.last_disk_file, st.canon_extended, st.canon_rebuilt,
+             st.canon_skipped);
     ds4_textbuf_puts(out, buf);
 }
