@@ -150,6 +150,11 @@ int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int
  * on the warpgroup MMA (sm_90a builds): not bitwise the mma.sync tiles'
  * sums, which the kernel test then does not expect. */
 int ds4k_wgmma_takes(int type, int64_t K);
+/* The producer-fed warpgroup-MMA kernel (a copy warp feeding the two MMA
+ * warpgroups through mbarriers) on or off (DS4_WGMMA_PRODUCER=0 starts it
+ * off); returns the old setting. Both kernels give the same bits; the tests
+ * compare them. */
+int ds4k_wgmma_producer_enable(int on);
 
 /* Y = rmsnorm(X) * w (w may be NULL) row by row. */
 void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,

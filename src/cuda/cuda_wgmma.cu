@@ -42,7 +42,13 @@
  * Every output is a fixed sequence of the same operations whatever the
  * grid, so results are deterministic; they match the CPU's products to f32
  * rounding (the kernel test bounds them at 1e-6 of |w| |x|), though not
- * bitwise those of the mma.sync tiles (another summation order). */
+ * bitwise those of the mma.sync tiles (another summation order).
+ *
+ * Two kernels make these products with the same bits: wgmma_kernel, whose
+ * MMA warps also copy their activations and load their weight bytes, and
+ * wgmma_pc_kernel (the default where rows start on 16 bytes), where a
+ * producer warpgroup does all the copying into shared memory and the MMA
+ * warps only wait on mbarriers, decode and multiply. */
 #include "cuda/cuda_gemv.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_quant.cuh"
@@ -526,6 +532,310 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
 #endif
 }
 
+/* ------------------------------------------------------------------ producer-fed kernel */
+
+/* The kernel above with its copies taken off the MMA warps (DS4_WGMMA_PRODUCER
+ * =0 keeps it, for A/B timing; rows that do not start on 16 bytes keep it
+ * too). There every thread issues its share of the activations' cp.async,
+ * waits for them, and the block meets at a barrier each slice; its weight
+ * bytes are loads into registers four slices ahead that ncu still found
+ * pending at the lookup (long scoreboard, 45% of the stall cycles). Here a
+ * third warpgroup only copies:
+ *
+ *   producer   the activations of each slice into WG_NS stages, and the
+ *              weights into PC_NW windows of 8 slices (each row's bytes as
+ *              the 16-byte units that cover them, 10 or more slices ahead),
+ *              all by cp.async, each stage and window signalling an mbarrier
+ *              (`full`) when its copies land;
+ *   consumers  the two warpgroups of the kernel above, unchanged in what they
+ *              compute (the same fragments, products, order and promotions:
+ *              bitwise the same sums, the kernel test compares the two), but
+ *              reading the weight bytes from shared memory two slices ahead,
+ *              waiting on a stage's barrier instead of a block barrier, and
+ *              handing a stage (window) back through an `empty` mbarrier
+ *              once its products are done (its bytes are read).
+ *
+ * An attempt with the decoding in its own warpgroup and A through shared
+ * memory was slower (docs/BENCHMARKS.md): A stays in registers here. */
+#define PC_THREADS 384 /* two consumer warpgroups, then the producer warpgroup */
+#define PC_NW 3        /* weight windows */
+/* Registers a thread after setmaxnreg (ptxas allocates each role's code
+ * within its count): the producer gives most of its share to the consumers;
+ * each of the 4 register files holds one producer warp and two consumer
+ * warps, (56 + 2 x 224) x 32 <= 16,384. Without it every role gets 168 and
+ * the 128-token consumers spill. */
+#define PC_PRODUCER_REGS 56
+#define PC_CONSUMER_REGS 224
+
+template <int T> constexpr int pc_win_bytes() { return T == T_Q8_0 ? 8 * 34 : T == T_Q2_K ? 84 : 66; }
+/* 16-byte units that cover a window wherever it starts: Q8_0's start on 16
+ * bytes (272 w), Q2_K's at 4-byte steps (84 w), IQ2_XXS's at 2-byte steps */
+template <int T> constexpr int pc_win_units() { return T == T_Q8_0 ? 17 : T == T_Q2_K ? 6 : 5; }
+template <int T, int BN> struct pc_layout {
+    static constexpr int stage = 128 * BN + (T == T_Q2_K ? 64 * BN : 0); /* B, then Q2_K's 16-sums */
+    static constexpr int sums = 128 * BN;
+    static constexpr int row = 16 * pc_win_units<T>(), slot = 128 * row;
+    static constexpr int wins = WG_NS * stage, tables = wins + PC_NW * slot;
+    static constexpr int bars = tables + 256 * 8 + 128 * 16;
+    static constexpr int bytes = bars + (2 * WG_NS + 2 * PC_NW) * 8;
+};
+template <int T, int BN> constexpr size_t pc_smem_bytes() { return pc_layout<T, BN>::bytes; }
+
+#ifdef WG_DEVICE
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t *b, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(b)), "r"(count) : "memory");
+}
+/* Arrives once every cp.async this thread issued before it has landed. */
+__device__ __forceinline__ void mbar_arrive_copies(uint64_t *b) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(b)) : "memory");
+}
+/* An arrival from lane 0 of the warp, predicated inside the instruction: a
+ * branch around it would be a divergent path between a wgmma and its wait,
+ * and ptxas serializes every wgmma of a kernel that has one (C7518, C7520). */
+__device__ __forceinline__ void mbar_arrive_lane0(uint64_t *b, int lane) {
+    asm volatile("{\n.reg .pred first;\nsetp.eq.u32 first, %1, 0;\n"
+                 "@first mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(smem_addr(b)),
+                 "r"(lane)
+                 : "memory");
+}
+/* Until the barrier's phase of this parity has completed. */
+__device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
+    asm volatile("{\n.reg .pred done;\npc_wait:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra pc_wait;\n}\n" ::"r"(smem_addr(b)),
+                 "r"(parity)
+                 : "memory");
+}
+#endif
+
+template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const wg_args args) {
+    pdl_enter();
+#ifdef WG_DEVICE
+    typedef pc_layout<T, BN> L;
+    constexpr int R = BN / 2, SPB = wg_scale_slices<T>(), WB = pc_win_bytes<T>(), WU = pc_win_units<T>();
+    constexpr bool MINS = T == T_Q2_K, PER_SLICE = SPB == 1;
+    extern __shared__ __align__(128) uint8_t wg_smem[];
+    uint8_t *stages = wg_smem, *wins = wg_smem + L::wins;
+    uint64_t *grid = (uint64_t *)(wg_smem + L::tables);
+    uint4 *signs = (uint4 *)(grid + 256);
+    uint64_t *full = (uint64_t *)(wg_smem + L::bars), *empty = full + WG_NS, *wfull = empty + WG_NS,
+             *wempty = wfull + PC_NW;
+    const int tid = threadIdx.x, z = blockIdx.z;
+    const int64_t K = args.K, rows = args.rows, ldh = args.ldh, ldy = args.ldy;
+    const seg3 sg = args.segs ? args.segs[z] : seg3{args.r0 + z * rows, 0, args.n};
+    const int tbase = blockIdx.y * BN, n = sg.count;
+    if (tbase >= n) return;
+    if (T == T_IQ2_XXS && tid < 256) {
+        grid[tid] = d_iq2xxs_grid[tid];
+        if (tid < 128) signs[tid] = args.signs[tid];
+    }
+    if (tid == 0) {
+        for (int i = 0; i < WG_NS; i++) {
+            mbar_init(&full[i], 128); /* the producer's threads, as their copies land */
+            mbar_init(&empty[i], 8); /* each consumer warp, its products done */
+        }
+        for (int i = 0; i < PC_NW; i++) {
+            mbar_init(&wfull[i], 128);
+            mbar_init(&wempty[i], 8);
+        }
+    }
+    __syncthreads();
+    const __half *X = args.X + (args.segs ? sg.x0 * ldh : z * args.gxh);
+    const int nsl = (int)(K / 32), nwin = (nsl + 7) / 8, lane = tid & 31;
+    /* the warp's role through a shuffle, so the compiler knows it is uniform
+     * over the warp: a branch on tid itself counts as divergent, and ptxas
+     * then serializes the wgmma behind it (C7518, C7520) */
+    const int wid = __shfl_sync(0xffffffffu, tid >> 5, 0);
+    /* bytes [lo, hi) of window w of a row: lo on 16 bytes (rows start on 16);
+     * only Q8_0 rows end inside a window (the others are whole super-blocks) */
+    auto win_lo = [&](int w) { return (w * WB) & ~15; };
+
+    if (wid >= 8) {
+        /* ---------------- producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PC_PRODUCER_REGS));
+        /* a thread's activation units: k half pt & 1, unit i of a slice at
+         * q = pt / 2 + 64 i: token q % BN, (hi/lo, step) q / BN (NTP tokens
+         * a thread); the same for Q2_K's 16-sums (hi/lo instead) */
+        constexpr int NTP = BN > 64 ? BN / 64 : 1, UB = BN / 16, US = BN / 32;
+        const int pt = tid - 256, kh = pt & 1, l2 = pt >> 1;
+        const __half *xrow[NTP], *srow[NTP];
+        int xbytes[NTP];
+#pragma unroll
+        for (int j = 0; j < NTP; j++) {
+            const int ftok = tbase + (l2 + 64 * j) % BN;
+            const int64_t frow = ftok < n ? ftok : 0;
+            xbytes[j] = ftok < n ? 16 : 0;
+            xrow[j] = X + frow * ldh + 8 * kh;
+            srow[j] = MINS ? args.xsums + ((int64_t)sg.x0 + frow) * (K / 8) + 8 * kh : NULL;
+        }
+        const int64_t gr = (int64_t)blockIdx.x * WG_BM + pt < rows ? (int64_t)blockIdx.x * WG_BM + pt : 0;
+        const uint8_t *wsrc = args.W + (sg.row0 + gr) * args.rb; /* row pt (rows past the matrix: row 0) */
+        auto copy_window = [&](int w) {
+            if (w >= nwin) return;
+            if (w >= PC_NW) mbar_wait(&wempty[w % PC_NW], (uint32_t)((w / PC_NW - 1) & 1));
+            const int lo = win_lo(w), hi = w * WB + (nsl - 8 * w < 8 ? (nsl - 8 * w) * 34 : WB);
+            uint8_t *dst = wins + (w % PC_NW) * L::slot + pt * L::row;
+#pragma unroll
+            for (int u = 0; u < WU; u++)
+                if (lo + 16 * u < hi) cp_async16(dst + 16 * u, wsrc + lo + 16 * u);
+            mbar_arrive_copies(&wfull[w % PC_NW]);
+        };
+        copy_window(0);
+        copy_window(1);
+        for (int s = 0; s < nsl; s++) {
+            if ((s & 7) == 4) copy_window((s >> 3) + 2); /* its slot's last reader is well past it */
+            const int st = s % WG_NS;
+            if (s >= WG_NS) mbar_wait(&empty[st], (uint32_t)((s / WG_NS - 1) & 1));
+            uint8_t *stage = stages + st * L::stage;
+#pragma unroll
+            for (int i = 0; i < UB; i++) {
+                const int q = l2 + 64 * i, ft = q % BN, hs = q / BN, j = i % NTP;
+                cp_async16_zfill(stage + hs * 32 * BN + kh * 16 * BN + 16 * ft,
+                                 xrow[j] + ((hs >> 1) ? K : 0) + 16 * (hs & 1) + 32 * s, xbytes[j]);
+            }
+            if (MINS && (s & 7) == 0)
+#pragma unroll
+                for (int i = 0; i < US; i++) {
+                    const int q = l2 + 64 * i, ft = q % BN, hl = q / BN, j = i % NTP;
+                    cp_async16_zfill(stage + L::sums + hl * 32 * BN + kh * 16 * BN + 16 * ft,
+                                     srow[j] + 16 * hl + 32 * (s >> 3), xbytes[j]);
+                }
+            mbar_arrive_copies(&full[st]);
+        }
+        cp_async_wait<0>();
+        return;
+    }
+
+    /* ---------------- consumers: the kernel above's work, fed */
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PC_CONSUMER_REGS));
+    float *Y = args.Y + (args.segs ? sg.x0 * ldy : z * args.gy);
+    const float *tdown = args.down + (args.segs ? sg.x0 : z);
+    const int dstep = args.segs ? 1 : args.groups;
+    const int warp = wid & 3, g = lane >> 2, t4 = lane & 3;
+    const int la = 64 * (wid >> 2) + 16 * warp + g, lc = la + 8; /* rows in the block */
+    const int64_t ra = (int64_t)blockIdx.x * WG_BM + la, rc = ra + 8;
+    float acc[R], tmp[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i] = tmp[i] = 0.0f;
+    uint32_t areg[2][2][4];
+    uint32_t amin[2][4];
+    float da = 0.0f, dc = 0.0f, pa = 0.0f, pc = 0.0f;
+    wg_raw q[2][2] = {}; /* raw bytes of rows la and lc, slice s in q[s & 1] */
+    /* slice s's bytes from its window (waiting for the window at its first
+     * slice): a row pointer shifted so wg_load's offsets land in the slot */
+    auto load = [&](int s, wg_raw(&qs)[2]) {
+        if (s < nsl) {
+            const int w = s >> 3;
+            if ((s & 7) == 0) mbar_wait(&wfull[w % PC_NW], (uint32_t)((w / PC_NW) & 1));
+            const uint8_t *slot = wins + (w % PC_NW) * L::slot - win_lo(w);
+            wg_load<T>(slot + la * L::row, s, t4, qs[0]);
+            wg_load<T>(slot + lc * L::row, s, t4, qs[1]);
+        }
+    };
+    wg_look la_, lc_;
+    auto lookup = [&](int s, const wg_raw(&qs)[2]) {
+        wg_lookup<T>(qs[0], s, t4, grid, signs, la_);
+        wg_lookup<T>(qs[1], s, t4, grid, signs, lc_);
+    };
+    auto build = [&](int s, uint32_t (&a)[2][4]) {
+        uint32_t va[4], vc[4];
+        if (T == T_Q8_0) {
+            wg_build_q8(la_, va);
+            wg_build_q8(lc_, vc);
+        } else {
+            wg_build(la_, va);
+            wg_build(lc_, vc);
+        }
+        a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
+        a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
+        if (s % SPB == 0) {
+            da = wg_dscale<T>(la_.d);
+            dc = wg_dscale<T>(lc_.d);
+            if (MINS) {
+                uint32_t ha[2], lo_a[2], hc[2], lo_c[2];
+                wg_min_pairs(la_.e, la_.d, ha, lo_a);
+                wg_min_pairs(lc_.e, lc_.d, hc, lo_c);
+                amin[0][0] = ha[0], amin[0][1] = hc[0], amin[0][2] = ha[1], amin[0][3] = hc[1];
+                amin[1][0] = lo_a[0], amin[1][1] = lo_c[0], amin[1][2] = lo_a[1], amin[1][3] = lo_c[1];
+            }
+        }
+    };
+    auto promote = [&](float sa, float sc) {
+        wg_hold(tmp);
+        wg_hold(acc);
+#pragma unroll
+        for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? sc : sa, tmp[i], acc[i]);
+    };
+    auto release = [&](int s) { mbar_arrive_lane0(&empty[s % WG_NS], lane); };
+    const uint64_t desc0 = wg_desc(stages, 16 * BN, 128);
+    const uint64_t sdesc0 = MINS ? wg_desc(stages + L::sums, 16 * BN, 128) : 0;
+    load(0, q[0]);
+    load(1, q[1]);
+    lookup(0, q[0]);
+    build(0, areg[0]);
+    load(2, q[0]);
+    auto slice = [&](auto Bc, int s) {
+        constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 1; /* slice s + 1's raw bytes */
+        const int st = s % WG_NS;
+        mbar_wait(&full[st], (uint32_t)((s / WG_NS) & 1));
+        fence_proxy_async(); /* the copies landed through the generic proxy; wgmma reads through the async one */
+        if (s + 1 < nsl) lookup(s + 1, q[Q]);
+        if ((s & 7) == 6 && s + 1 < nsl) mbar_arrive_lane0(&wempty[(s >> 3) % PC_NW], lane); /* window read */
+        const uint64_t d0 = desc0 + (uint64_t)(st * (L::stage >> 4));
+        if (PER_SLICE) {
+            wg_wait<0>(); /* unconditional: see the kernel above */
+            promote(pa, pc);
+            pa = da, pc = dc;
+            if (s > 0) release(s - 1);
+        }
+        wg_fence();
+        if (MINS && (s & 7) == 0) {
+            const uint64_t m0 = sdesc0 + (uint64_t)(st * (L::stage >> 4));
+            wg_mma<BN>::run(acc, amin[0], m0, 1);
+            wg_mma<BN>::run(acc, amin[0], m0 + 2 * BN, 1);
+            wg_mma<BN>::run(acc, amin[1], m0, 1);
+            wg_mma<BN>::run(acc, amin[1], m0 + 2 * BN, 1);
+        }
+        wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0);
+        wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);
+        wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);
+        wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1);
+        wg_commit();
+        if (PER_SLICE) {
+        } else if ((s & 7) == 7) {
+            wg_wait<0>();
+            promote(da, dc);
+            release(s - 1);
+            release(s);
+        } else {
+            wg_wait<1>();
+            if ((s & 7) != 0) release(s - 1); /* (slice s - 1 ended a super-block: released there) */
+        }
+        if (s + 1 < nsl) {
+            build(s + 1, areg[B ^ 1]);
+            load(s + 3, q[Q]);
+        }
+    };
+    for (int s = 0; s < nsl; s += 4) {
+        slice(std::integral_constant<int, 0>(), s);
+        if (s + 1 < nsl) slice(std::integral_constant<int, 1>(), s + 1);
+        if (s + 2 < nsl) slice(std::integral_constant<int, 2>(), s + 2);
+        if (s + 3 < nsl) slice(std::integral_constant<int, 3>(), s + 3);
+    }
+    if (PER_SLICE) {
+        wg_wait<0>();
+        promote(pa, pc);
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        const int64_t r = i & 2 ? rc : ra;
+        const int t = tbase + 8 * (i >> 2) + 2 * t4 + (i & 1);
+        if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[i] * tdown[(int64_t)t * dstep];
+    }
+#endif
+}
+
 /* ------------------------------------------------------------------ launch */
 
 static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
@@ -540,8 +850,14 @@ bool wgmma_takes(int type, int64_t K) {
     return (type == T_IQ2_XXS || type == T_Q2_K) && K % 256 == 0;
 }
 
+static int g_wgmma_pc = 1; /* DS4_WGMMA_PRODUCER=0: the kernel that copies in its MMA warps (A/B timing) */
+
 template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a, cudaStream_t s) {
-    launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
+    /* the producer copies the weights in 16-byte units from rows that start on 16 bytes */
+    if (g_wgmma_pc && a.rb % 16 == 0 && (uintptr_t)a.W % 16 == 0)
+        launch_pdl((wgmma_pc_kernel<T, BN>), grid, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
+    else
+        launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
 }
 
 /* Token tiles as wide as the mma.sync tiles choose (mma_tile_tokens); the
@@ -603,7 +919,9 @@ bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t
 
 template <int T, int BN> static bool wg_allow_smem(void) {
     return cudaFuncSetAttribute(wgmma_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)wg_smem_bytes<T, BN>()) == cudaSuccess;
+                                (int)wg_smem_bytes<T, BN>()) == cudaSuccess &&
+           cudaFuncSetAttribute(wgmma_pc_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)pc_smem_bytes<T, BN>()) == cudaSuccess;
 }
 template <int T> static bool wg_allow_smem_t(void) {
     return wg_allow_smem<T, 128>() && wg_allow_smem<T, 64>() && wg_allow_smem<T, 32>();
@@ -619,7 +937,14 @@ int wgmma_init(void) {
         quant_tables_upload() != 0)
         return -1;
     g_wgmma_on = env_switch_on("DS4_WGMMA");
+    g_wgmma_pc = env_switch_on("DS4_WGMMA_PRODUCER");
     return 0;
 }
 
 extern "C" int ds4k_wgmma_takes(int type, int64_t K) { return wgmma_takes(type, K) ? 1 : 0; }
+
+extern "C" int ds4k_wgmma_producer_enable(int on) {
+    const int was = g_wgmma_pc;
+    g_wgmma_pc = on ? 1 : 0;
+    return was;
+}

@@ -11,7 +11,8 @@
  *   experts     the routed experts' segment products on gathered rows split
  *               once in place (ds4k_expert_split) vs the same tiles splitting
  *               the f32 rows themselves: must be bitwise identical; and both
- *               against the CPU's products;
+ *               against the CPU's products; the two warpgroup-MMA kernels
+ *               (producer-fed or not) against each other: bitwise;
  *   dense       the dense Q8_0 products with a scratch buffer (the warpgroup
  *               MMA in sm_90a builds) against the CPU, grouped and not, and
  *               a batch's first tokens alone through narrower tiles: the same
@@ -195,14 +196,27 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
         from_dev(y, dy, sizeof(float) * pairs * rows);
         widths_same &= memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
     }
-    check(rc == 0 && (wg || same) && widths_same && worst < 1e-6 && worst2 < 1e-6,
+    /* the two warpgroup-MMA kernels (producer-fed or not) make the same
+     * products in the same order: the same bits */
+    bool kernels_same = true;
+    if (wg) {
+        const int was = ds4k_wgmma_producer_enable(0);
+        ds4k_wgmma_producer_enable(!was);
+        cudaMemset(dy, 0, sizeof(float) * pairs * rows);
+        ds4k_expert_matmul(&d, rows, dsegs, n_segs, max_count, dx2, daux, pairs, K, dy, rows, NULL);
+        ds4k_wgmma_producer_enable(was);
+        from_dev(y, dy, sizeof(float) * pairs * rows);
+        kernels_same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
+    }
+    check(rc == 0 && (wg || same) && widths_same && kernels_same && worst < 1e-6 && worst2 < 1e-6,
           "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each): split once %s split per tile: %s, "
-          "max |diff| / (|w| |x|) vs CPU %.2e (split once %.2e)%s",
+          "max |diff| / (|w| |x|) vs CPU %.2e (split once %.2e)%s%s",
           ds4_type_name(type), (long long)K, n_segs, max_count,
           wg ? "(wgmma) vs" : "==", same ? "bitwise" : (wg ? "differ" : "DIFFER"), worst, worst2,
           !wg || tile_width(max_count) == 128 ? ""
           : widths_same                       ? "; wider tiles bitwise"
-                                              : "; wider tiles DIFFER");
+                                              : "; wider tiles DIFFER",
+          !wg ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER");
     free(scratch);
     free(yc);
     free(y2);
@@ -278,11 +292,26 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
         }
     const bool wg = enough && ds4k_wgmma_takes(type, K) != 0 && n2 > 0;
     const bool narrow_same = memcmp(y, y2, sizeof(float) * n2 * R) == 0;
-    check(worst < 1e-6 && (!wg || narrow_same),
-          "dense %-4s K=%-4lld %3d rows x %d group%s, %3d tokens, scratch %s: max |diff| / (|w| |x|) vs CPU %.2e%s",
+    /* the other warpgroup-MMA kernel (producer-fed or not): the same bits */
+    bool kernels_same = true;
+    if (enough && ds4k_wgmma_takes(type, K)) {
+        const int was = ds4k_wgmma_producer_enable(0);
+        ds4k_wgmma_producer_enable(!was);
+        if (groups == 1) ds4k_matmul_scratch(&d, 0, rows, dx, ldx, n, dy2, R, dscr, cap, NULL);
+        else ds4k_matmul_groups(&d, rows, groups, dx, K, ldx, n, dy2, rows, R, dscr, cap, NULL);
+        ds4k_wgmma_producer_enable(was);
+        float *y3 = malloc(sizeof(float) * n * R);
+        from_dev(y3, dy2, sizeof(float) * n * R);
+        kernels_same = memcmp(y, y3, sizeof(float) * n * R) == 0;
+        free(y3);
+    }
+    check(worst < 1e-6 && (!wg || narrow_same) && kernels_same,
+          "dense %-4s K=%-4lld %3d rows x %d group%s, %3d tokens, scratch %s: max |diff| / (|w| |x|) vs CPU %.2e%s%s",
           ds4_type_name(type), (long long)K, rows, groups, groups > 1 ? "s" : " ", n,
           enough ? (ds4k_wgmma_takes(type, K) ? "(wgmma)" : "(tiles)") : "too small (tiles)", worst,
-          !wg ? "" : narrow_same ? "; first tokens alone bitwise" : "; first tokens alone DIFFER");
+          !wg ? "" : narrow_same ? "; first tokens alone bitwise" : "; first tokens alone DIFFER",
+          !(enough && ds4k_wgmma_takes(type, K)) ? "" : kernels_same ? "; both wgmma kernels bitwise"
+                                                                     : "; wgmma kernels DIFFER");
     free(scratch);
     free(yc);
     free(y2);
