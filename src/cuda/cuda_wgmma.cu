@@ -299,6 +299,82 @@ __device__ __forceinline__ void wg_min_pairs(uint32_t e, uint32_t dd, uint32_t *
     }
 }
 
+/* Slices a scale covers: a 256-element super-block, Q8_0's 32-element block. */
+template <int T> constexpr int wg_scale_slices() { return T == T_Q8_0 ? 1 : 8; }
+
+/* A thread's A fragments for its two rows (ra, rc), one slice at a time:
+ * the lookups (issued well before the build needs them), then the build
+ * (row ra in registers 0 and 2, rc in 1 and 3; step 0 takes value pairs
+ * (0,1) (2,3), step 1 (4,5) (6,7)) and, at a scale block's start, the rows'
+ * scales and Q2_K's minimums' fragment. Both kernels below use it. */
+template <int T> struct wg_frags {
+    wg_look la, lc;
+    float da, dc;        /* the current scale block's scale, rows ra and rc */
+    uint32_t amin[2][4]; /* Q2_K: the minimums' A fragment, hi and lo */
+    __device__ __forceinline__ void lookup(const wg_raw (&qs)[2], int s, int t4, const uint64_t *grid,
+                                           const uint4 *signs) {
+        wg_lookup<T>(qs[0], s, t4, grid, signs, la);
+        wg_lookup<T>(qs[1], s, t4, grid, signs, lc);
+    }
+    __device__ __forceinline__ void build(int s, uint32_t (&a)[2][4]) {
+        uint32_t va[4], vc[4];
+        if (T == T_Q8_0) {
+            wg_build_q8(la, va);
+            wg_build_q8(lc, vc);
+        } else {
+            wg_build(la, va);
+            wg_build(lc, vc);
+        }
+        a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
+        a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
+        if (s % wg_scale_slices<T>() == 0) {
+            da = wg_dscale<T>(la.d);
+            dc = wg_dscale<T>(lc.d);
+            if (T == T_Q2_K) {
+                uint32_t ha[2], lo_a[2], hc[2], lo_c[2];
+                wg_min_pairs(la.e, la.d, ha, lo_a);
+                wg_min_pairs(lc.e, lc.d, hc, lo_c);
+                amin[0][0] = ha[0], amin[0][1] = hc[0], amin[0][2] = ha[1], amin[0][3] = hc[1];
+                amin[1][0] = lo_a[0], amin[1][1] = lo_c[0], amin[1][2] = lo_a[1], amin[1][3] = lo_c[1];
+            }
+        }
+    }
+};
+
+#ifdef WG_DEVICE
+/* A scale block's finished sums into the result: acc += scale x tmp, the
+ * scale of row ra or (registers with i & 2) rc. */
+template <int R> __device__ __forceinline__ void wg_promote(float (&acc)[R], float (&tmp)[R], float sa, float sc) {
+    wg_hold(tmp);
+    wg_hold(acc);
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? sc : sa, tmp[i], acc[i]);
+}
+/* slice(k, s) for s = 0 .. nsl - 1, k = s mod 4 as a compile-time constant,
+ * so that every buffer index a slice derives from it is static (registers). */
+template <class F> __device__ __forceinline__ void wg_slices(int nsl, F &&slice) {
+    for (int s = 0; s < nsl; s += 4) {
+        slice(std::integral_constant<int, 0>(), s);
+        if (s + 1 < nsl) slice(std::integral_constant<int, 1>(), s + 1);
+        if (s + 2 < nsl) slice(std::integral_constant<int, 2>(), s + 2);
+        if (s + 3 < nsl) slice(std::integral_constant<int, 3>(), s + 3);
+    }
+}
+/* The result, scaled by each token's scale: D fragment register 4j + e is
+ * row ra (e < 2) or rc, token t0 + 8j + (e & 1) (t0 = the tile's first token
+ * + 2 t4). */
+template <int R>
+__device__ __forceinline__ void wg_store(const float (&acc)[R], float *Y, int64_t ldy, const float *tdown, int dstep,
+                                         int64_t ra, int64_t rc, int64_t rows, int t0, int n) {
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        const int64_t r = i & 2 ? rc : ra;
+        const int t = t0 + 8 * (i >> 2) + (i & 1);
+        if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[i] * tdown[(int64_t)t * dstep];
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------ the kernel */
 
 /* Halves of one activation stage: [hi, lo][k16 step][k half][BN tokens][8];
@@ -331,8 +407,6 @@ typedef struct wg_args {
     const uint4 *signs;
 } wg_args;
 
-/* Slices a scale covers: a 256-element super-block, Q8_0's 32-element block. */
-template <int T> constexpr int wg_scale_slices() { return T == T_Q8_0 ? 1 : 8; }
 
 template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_kernel(const wg_args args) {
     pdl_enter();
@@ -401,8 +475,7 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = tmp[i] = 0.0f;
     uint32_t areg[2][2][4];     /* [buffer][k16 step][fragment register] */
-    uint32_t amin[2][4];        /* Q2_K: the minimums' A fragment, hi and lo */
-    float da = 0.0f, dc = 0.0f; /* the current super-block's scale, rows ra and rc */
+    wg_frags<T> fr = {};
     float pa = 0.0f, pc = 0.0f; /* Q8_0: the scales of the slice in flight */
     wg_raw q[4][2] = {};        /* raw bytes of rows ra and rc, slice s in q[s & 3] */
     auto load = [&](int s, wg_raw (&qs)[2]) {
@@ -411,38 +484,8 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
             wg_load<T>(wc, s, t4, qs[1]);
         }
     };
-    /* slice s: its lookups, then its fragments into a (row ra in registers 0
-     * and 2, rc in 1 and 3; step 0 takes value pairs (0,1) (2,3), step 1
-     * (4,5) (6,7)) and, at a super-block's start, its scales (and Q2_K's
-     * minimums' fragment) */
-    wg_look la_, lc_;
-    auto lookup = [&](int s, const wg_raw(&qs)[2]) {
-        wg_lookup<T>(qs[0], s, t4, grid, signs, la_);
-        wg_lookup<T>(qs[1], s, t4, grid, signs, lc_);
-    };
-    auto build = [&](int s, uint32_t (&a)[2][4]) {
-        uint32_t va[4], vc[4];
-        if (T == T_Q8_0) {
-            wg_build_q8(la_, va);
-            wg_build_q8(lc_, vc);
-        } else {
-            wg_build(la_, va);
-            wg_build(lc_, vc);
-        }
-        a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
-        a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
-        if (s % SPB == 0) {
-            da = wg_dscale<T>(la_.d);
-            dc = wg_dscale<T>(lc_.d);
-            if (MINS) {
-                uint32_t ha[2], lo_a[2], hc[2], lo_c[2];
-                wg_min_pairs(la_.e, la_.d, ha, lo_a);
-                wg_min_pairs(lc_.e, lc_.d, hc, lo_c);
-                amin[0][0] = ha[0], amin[0][1] = hc[0], amin[0][2] = ha[1], amin[0][3] = hc[1];
-                amin[1][0] = lo_a[0], amin[1][1] = lo_c[0], amin[1][2] = lo_a[1], amin[1][3] = lo_c[1];
-            }
-        }
-    };
+    auto lookup = [&](int s, const wg_raw(&qs)[2]) { fr.lookup(qs, s, t4, grid, signs); };
+    auto build = [&](int s, uint32_t (&a)[2][4]) { fr.build(s, a); };
 
     const uint64_t desc0 = wg_desc(stages, 16 * BN, 128); /* k halves 16 BN bytes apart, 8-token groups 128 */
     const uint64_t sdesc0 = MINS ? wg_desc(sums, 16 * BN, 128) : 0;
@@ -458,13 +501,7 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
     build(0, areg[0]);
     load(4, q[0]);
     /* slice s from buffer B; then slice s + 1 decoded into the other */
-    /* the finished sums of a scale block into the result */
-    auto promote = [&](float sa, float sc) {
-        wg_hold(tmp);
-        wg_hold(acc);
-#pragma unroll
-        for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? sc : sa, tmp[i], acc[i]);
-    };
+    auto promote = [&](float sa, float sc) { wg_promote(acc, tmp, sa, sc); };
     auto slice = [&](auto Bc, int s) {
         constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 3; /* slice s + 1's raw bytes */
         cp_async_wait<2>(); /* this thread's pieces of slice s are in (s + 1's, s + 2's may fly) */
@@ -483,15 +520,15 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
              * serialize them all (warning C7513). */
             wg_wait<0>();
             promote(pa, pc);
-            pa = da, pc = dc;
+            pa = fr.da, pc = fr.dc;
         }
         wg_fence();
         if (MINS && (s & 7) == 0) { /* the super-block's minimums, straight into the result */
             const uint64_t m0 = sdesc0 + (uint64_t)(((s >> 3) & 1) * 4 * BN);
-            wg_mma<BN>::run(acc, amin[0], m0, 1);          /* A hi, B hi */
-            wg_mma<BN>::run(acc, amin[0], m0 + 2 * BN, 1); /* A hi, B lo */
-            wg_mma<BN>::run(acc, amin[1], m0, 1);          /* A lo, B hi */
-            wg_mma<BN>::run(acc, amin[1], m0 + 2 * BN, 1); /* A lo, B lo */
+            wg_mma<BN>::run(acc, fr.amin[0], m0, 1);          /* A hi, B hi */
+            wg_mma<BN>::run(acc, fr.amin[0], m0 + 2 * BN, 1); /* A hi, B lo */
+            wg_mma<BN>::run(acc, fr.amin[1], m0, 1);          /* A lo, B hi */
+            wg_mma<BN>::run(acc, fr.amin[1], m0 + 2 * BN, 1); /* A lo, B lo */
         }
         wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
         wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);   /* lo, step 0 */
@@ -502,7 +539,7 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
             /* slice s - 1's products are done (waited above): its buffers are free */
         } else if ((s & 7) == 7) { /* the super-block is complete: promote it (K % 256 == 0: wgmma_takes) */
             wg_wait<0>();
-            promote(da, dc);
+            promote(fr.da, fr.dc);
         } else {
             wg_wait<1>(); /* slice s - 1's products are done: its buffer is free */
         }
@@ -511,24 +548,12 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
             load(s + 5, q[Q]);
         }
     };
-    for (int s = 0; s < nsl; s += 4) { /* unrolled so every buffer index is static (registers) */
-        slice(std::integral_constant<int, 0>(), s);
-        if (s + 1 < nsl) slice(std::integral_constant<int, 1>(), s + 1);
-        if (s + 2 < nsl) slice(std::integral_constant<int, 2>(), s + 2);
-        if (s + 3 < nsl) slice(std::integral_constant<int, 3>(), s + 3);
-    }
+    wg_slices(nsl, slice);
     if (PER_SLICE) {
         wg_wait<0>();
         promote(pa, pc);
     }
-
-    /* D fragment: register 4j + e is row ra (e < 2) or rc, token 8j + 2 t4 + (e & 1) */
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        const int64_t r = i & 2 ? rc : ra;
-        const int t = tbase + 8 * (i >> 2) + 2 * t4 + (i & 1);
-        if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[i] * tdown[(int64_t)t * dstep];
-    }
+    wg_store(acc, Y, ldy, tdown, dstep, ra, rc, rows, tbase + 2 * t4, n);
 #endif
 }
 
@@ -719,8 +744,8 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = tmp[i] = 0.0f;
     uint32_t areg[2][2][4];
-    uint32_t amin[2][4];
-    float da = 0.0f, dc = 0.0f, pa = 0.0f, pc = 0.0f;
+    wg_frags<T> fr = {};
+    float pa = 0.0f, pc = 0.0f;
     wg_raw q[2][2] = {}; /* raw bytes of rows la and lc, slice s in q[s & 1] */
     /* slice s's bytes from its window (waiting for the window at its first
      * slice): a row pointer shifted so wg_load's offsets land in the slot */
@@ -733,40 +758,9 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
             wg_load<T>(slot + lc * L::row, s, t4, qs[1]);
         }
     };
-    wg_look la_, lc_;
-    auto lookup = [&](int s, const wg_raw(&qs)[2]) {
-        wg_lookup<T>(qs[0], s, t4, grid, signs, la_);
-        wg_lookup<T>(qs[1], s, t4, grid, signs, lc_);
-    };
-    auto build = [&](int s, uint32_t (&a)[2][4]) {
-        uint32_t va[4], vc[4];
-        if (T == T_Q8_0) {
-            wg_build_q8(la_, va);
-            wg_build_q8(lc_, vc);
-        } else {
-            wg_build(la_, va);
-            wg_build(lc_, vc);
-        }
-        a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
-        a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
-        if (s % SPB == 0) {
-            da = wg_dscale<T>(la_.d);
-            dc = wg_dscale<T>(lc_.d);
-            if (MINS) {
-                uint32_t ha[2], lo_a[2], hc[2], lo_c[2];
-                wg_min_pairs(la_.e, la_.d, ha, lo_a);
-                wg_min_pairs(lc_.e, lc_.d, hc, lo_c);
-                amin[0][0] = ha[0], amin[0][1] = hc[0], amin[0][2] = ha[1], amin[0][3] = hc[1];
-                amin[1][0] = lo_a[0], amin[1][1] = lo_c[0], amin[1][2] = lo_a[1], amin[1][3] = lo_c[1];
-            }
-        }
-    };
-    auto promote = [&](float sa, float sc) {
-        wg_hold(tmp);
-        wg_hold(acc);
-#pragma unroll
-        for (int i = 0; i < R; i++) acc[i] = fmaf(i & 2 ? sc : sa, tmp[i], acc[i]);
-    };
+    auto lookup = [&](int s, const wg_raw(&qs)[2]) { fr.lookup(qs, s, t4, grid, signs); };
+    auto build = [&](int s, uint32_t (&a)[2][4]) { fr.build(s, a); };
+    auto promote = [&](float sa, float sc) { wg_promote(acc, tmp, sa, sc); };
     auto release = [&](int s) { mbar_arrive_lane0(&empty[s % WG_NS], lane); };
     const uint64_t desc0 = wg_desc(stages, 16 * BN, 128);
     const uint64_t sdesc0 = MINS ? wg_desc(stages + L::sums, 16 * BN, 128) : 0;
@@ -786,16 +780,16 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
         if (PER_SLICE) {
             wg_wait<0>(); /* unconditional: see the kernel above */
             promote(pa, pc);
-            pa = da, pc = dc;
+            pa = fr.da, pc = fr.dc;
             if (s > 0) release(s - 1);
         }
         wg_fence();
         if (MINS && (s & 7) == 0) {
             const uint64_t m0 = sdesc0 + (uint64_t)(st * (L::stage >> 4));
-            wg_mma<BN>::run(acc, amin[0], m0, 1);
-            wg_mma<BN>::run(acc, amin[0], m0 + 2 * BN, 1);
-            wg_mma<BN>::run(acc, amin[1], m0, 1);
-            wg_mma<BN>::run(acc, amin[1], m0 + 2 * BN, 1);
+            wg_mma<BN>::run(acc, fr.amin[0], m0, 1);
+            wg_mma<BN>::run(acc, fr.amin[0], m0 + 2 * BN, 1);
+            wg_mma<BN>::run(acc, fr.amin[1], m0, 1);
+            wg_mma<BN>::run(acc, fr.amin[1], m0 + 2 * BN, 1);
         }
         wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0);
         wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);
@@ -805,7 +799,7 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
         if (PER_SLICE) {
         } else if ((s & 7) == 7) {
             wg_wait<0>();
-            promote(da, dc);
+            promote(fr.da, fr.dc);
             release(s - 1);
             release(s);
         } else {
@@ -817,22 +811,12 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
             load(s + 3, q[Q]);
         }
     };
-    for (int s = 0; s < nsl; s += 4) {
-        slice(std::integral_constant<int, 0>(), s);
-        if (s + 1 < nsl) slice(std::integral_constant<int, 1>(), s + 1);
-        if (s + 2 < nsl) slice(std::integral_constant<int, 2>(), s + 2);
-        if (s + 3 < nsl) slice(std::integral_constant<int, 3>(), s + 3);
-    }
+    wg_slices(nsl, slice);
     if (PER_SLICE) {
         wg_wait<0>();
         promote(pa, pc);
     }
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        const int64_t r = i & 2 ? rc : ra;
-        const int t = tbase + 8 * (i >> 2) + 2 * t4 + (i & 1);
-        if (r < rows && t < n) Y[(int64_t)t * ldy + r] = acc[i] * tdown[(int64_t)t * dstep];
-    }
+    wg_store(acc, Y, ldy, tdown, dstep, ra, rc, rows, tbase + 2 * t4, n);
 #endif
 }
 
