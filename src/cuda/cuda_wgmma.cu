@@ -569,7 +569,7 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
  *
  *   producer   the activations of each slice into WG_NS stages, and the
  *              weights into PC_NW windows of 8 slices (each row's bytes as
- *              the 16-byte units that cover them, 10 or more slices ahead),
+ *              the 16-byte units that cover them, 9 or more slices ahead),
  *              all by cp.async, each stage and window signalling an mbarrier
  *              (`full`) when its copies land;
  *   consumers  the two warpgroups of the kernel above, unchanged in what they
