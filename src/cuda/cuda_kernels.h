@@ -155,6 +155,9 @@ int ds4k_wgmma_takes(int type, int64_t K);
  * off); returns the old setting. Both kernels give the same bits; the tests
  * compare them. */
 int ds4k_wgmma_producer_enable(int on);
+/* 1 where that kernel is on and multiplies weights of this type and K
+ * (rows on 16 bytes, whole 8-slice windows); else the other kernel does. */
+int ds4k_wgmma_producer_takes(int type, int64_t K);
 
 /* Y = rmsnorm(X) * w (w may be NULL) row by row. */
 void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,

@@ -672,8 +672,8 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
      * over the warp: a branch on tid itself counts as divergent, and ptxas
      * then serializes the wgmma behind it (C7518, C7520) */
     const int wid = __shfl_sync(0xffffffffu, tid >> 5, 0);
-    /* bytes [lo, hi) of window w of a row: lo on 16 bytes (rows start on 16);
-     * only Q8_0 rows end inside a window (the others are whole super-blocks) */
+    /* window w of a row is its bytes [w WB, w WB + WB), copied from lo, the
+     * 16 bytes below (rows start on 16; every window is whole: pc_takes) */
     auto win_lo = [&](int w) { return (w * WB) & ~15; };
 
     if (wid >= 8) {
@@ -699,17 +699,16 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
         auto copy_window = [&](int w) {
             if (w >= nwin) return;
             if (w >= PC_NW) mbar_wait(&wempty[w % PC_NW], (uint32_t)((w / PC_NW - 1) & 1));
-            const int lo = win_lo(w), hi = w * WB + (nsl - 8 * w < 8 ? (nsl - 8 * w) * 34 : WB);
+            const int lo = win_lo(w), hi = w * WB + WB;
             uint8_t *dst = wins + (w % PC_NW) * L::slot + pt * L::row;
 #pragma unroll
             for (int u = 0; u < WU; u++)
                 if (lo + 16 * u < hi) cp_async16(dst + 16 * u, wsrc + lo + 16 * u);
             mbar_arrive_copies(&wfull[w % PC_NW]);
         };
-        copy_window(0);
-        copy_window(1);
+        for (int w = 0; w < PC_NW - 1; w++) copy_window(w);
         for (int s = 0; s < nsl; s++) {
-            if ((s & 7) == 4) copy_window((s >> 3) + 2); /* its slot's last reader is well past it */
+            if ((s & 7) == 4) copy_window((s >> 3) + PC_NW - 1); /* its slot's last reader is well past it */
             const int st = s % WG_NS;
             if (s >= WG_NS) mbar_wait(&empty[st], (uint32_t)((s / WG_NS - 1) & 1));
             uint8_t *stage = stages + st * L::stage;
@@ -775,7 +774,7 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
         mbar_wait(&full[st], (uint32_t)((s / WG_NS) & 1));
         fence_proxy_async(); /* the copies landed through the generic proxy; wgmma reads through the async one */
         if (s + 1 < nsl) lookup(s + 1, q[Q]);
-        if ((s & 7) == 6 && s + 1 < nsl) mbar_arrive_lane0(&wempty[(s >> 3) % PC_NW], lane); /* window read */
+        if ((s & 7) == 6) mbar_arrive_lane0(&wempty[(s >> 3) % PC_NW], lane); /* window s / 8 read */
         const uint64_t d0 = desc0 + (uint64_t)(st * (L::stage >> 4));
         if (PER_SLICE) {
             wg_wait<0>(); /* unconditional: see the kernel above */
@@ -836,9 +835,16 @@ bool wgmma_takes(int type, int64_t K) {
 
 static int g_wgmma_pc = 1; /* DS4_WGMMA_PRODUCER=0: the kernel that copies in its MMA warps (A/B timing) */
 
+/* Whether wgmma_pc_kernel takes rows of rb bytes at W: its producer copies
+ * the weights in 16-byte units of whole 8-slice windows, so rows must start
+ * on 16 bytes and K be whole windows (rb % 16 == 0 implies K % 256 == 0 for
+ * all three types; checked anyway). Every product of the model qualifies. */
+static bool pc_takes(const void *W, int64_t rb, int64_t K) {
+    return g_wgmma_pc && rb % 16 == 0 && (uintptr_t)W % 16 == 0 && K % 256 == 0;
+}
+
 template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a, cudaStream_t s) {
-    /* the producer copies the weights in 16-byte units from rows that start on 16 bytes */
-    if (g_wgmma_pc && a.rb % 16 == 0 && (uintptr_t)a.W % 16 == 0)
+    if (pc_takes(a.W, a.rb, a.K))
         launch_pdl((wgmma_pc_kernel<T, BN>), grid, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
     else
         launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
@@ -926,6 +932,10 @@ int wgmma_init(void) {
 }
 
 extern "C" int ds4k_wgmma_takes(int type, int64_t K) { return wgmma_takes(type, K) ? 1 : 0; }
+
+extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
+    return wgmma_takes(type, K) && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
+}
 
 extern "C" int ds4k_wgmma_producer_enable(int on) {
     const int was = g_wgmma_pc;

@@ -197,9 +197,11 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
         widths_same &= memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
     }
     /* the two warpgroup-MMA kernels (producer-fed or not) make the same
-     * products in the same order: the same bits */
+     * products in the same order: the same bits (where the producer-fed one
+     * takes these rows; elsewhere both runs would be the other kernel) */
+    const bool pc = wg && ds4k_wgmma_producer_takes(type, K);
     bool kernels_same = true;
-    if (wg) {
+    if (pc) {
         const int was = ds4k_wgmma_producer_enable(0);
         ds4k_wgmma_producer_enable(!was);
         cudaMemset(dy, 0, sizeof(float) * pairs * rows);
@@ -216,7 +218,7 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
           !wg || tile_width(max_count) == 128 ? ""
           : widths_same                       ? "; wider tiles bitwise"
                                               : "; wider tiles DIFFER",
-          !wg ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER");
+          !pc ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER");
     free(scratch);
     free(yc);
     free(y2);
@@ -292,9 +294,11 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
         }
     const bool wg = enough && ds4k_wgmma_takes(type, K) != 0 && n2 > 0;
     const bool narrow_same = memcmp(y, y2, sizeof(float) * n2 * R) == 0;
-    /* the other warpgroup-MMA kernel (producer-fed or not): the same bits */
+    /* the other warpgroup-MMA kernel (producer-fed or not): the same bits,
+     * where the producer-fed one takes these rows */
+    const bool pc = enough && ds4k_wgmma_producer_takes(type, K);
     bool kernels_same = true;
-    if (enough && ds4k_wgmma_takes(type, K)) {
+    if (pc) {
         const int was = ds4k_wgmma_producer_enable(0);
         ds4k_wgmma_producer_enable(!was);
         if (groups == 1) ds4k_matmul_scratch(&d, 0, rows, dx, ldx, n, dy2, R, dscr, cap, NULL);
@@ -310,8 +314,7 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
           ds4_type_name(type), (long long)K, rows, groups, groups > 1 ? "s" : " ", n,
           enough ? (ds4k_wgmma_takes(type, K) ? "(wgmma)" : "(tiles)") : "too small (tiles)", worst,
           !wg ? "" : narrow_same ? "; first tokens alone bitwise" : "; first tokens alone DIFFER",
-          !(enough && ds4k_wgmma_takes(type, K)) ? "" : kernels_same ? "; both wgmma kernels bitwise"
-                                                                     : "; wgmma kernels DIFFER");
+          !pc ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER");
     free(scratch);
     free(yc);
     free(y2);
