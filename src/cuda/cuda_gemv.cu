@@ -6,7 +6,8 @@
  * a stretch of a row and decoding it, so most of the time a warp has nothing
  * in flight. Here each warp owns a run of whole rows and streams them through
  * a ring of GS_STAGES shared-memory buffers with asynchronous copies
- * (cp.async): while it decodes one chunk, the next two are on their way.
+ * (cp.async): while it decodes one chunk, the next three are on their way
+ * (rows shorter than a chunk: up to seven rows).
  *
  * The arithmetic is cheaper per weight than the generic kernel's: quantized
  * slices of 32 weights are multiplied with 8-bit integer dot products
@@ -50,7 +51,13 @@
 #endif
 
 #define GS_WARPS 8
-#define GS_STAGES 3   /* ring of a warp: GS_STAGES chunks */
+/* Ring of a warp: GS_STAGES chunks. Four, not three: 12-layer model, 4k
+ * context, four alternating runs each: decode 496.6 -> 512.1 t/s (+3.1%),
+ * of which ~1.1% from the rows of several chunks (o_a, o_b, q_a, the
+ * shared expert) and the rest from one-chunk rows (8 slots instead of 6:
+ * q_b, the routed experts); 6 stages lost occupancy (docs/BENCHMARKS.md).
+ * DS4_GEMV_STAGES=2..4 overrides it (A/B timing). */
+#define GS_STAGES 4
 #define GS_MAX_SLOTS 8 /* rows shorter than a chunk: up to 8 of them in the ring */
 #define GS_X_MAX (96 * 1024) /* activations plus their 16-sums in shared memory */
 
@@ -74,7 +81,7 @@ template <> struct gs_fmt<T_F16> {
     static constexpr int bpb = 64, epb = 32, chunk = 64 * 32;
 };
 
-template <int T> static constexpr size_t gs_stage_bytes() { return (size_t)GS_WARPS * GS_STAGES * gs_fmt<T>::chunk; }
+template <int T> static constexpr size_t gs_stage_bytes(int stages) { return (size_t)GS_WARPS * stages * gs_fmt<T>::chunk; }
 
 /* Wait until at most n copy groups are pending (n < GS_MAX_SLOTS); the
  * instruction takes an immediate, hence the switch (n is warp-uniform). */
@@ -469,7 +476,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
 template <int T, int XR>
 __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jobs, const float *X, int64_t ldx,
                                                                     int rpw, const int32_t *ids, int k, int x_per_pair,
-                                                                    const uint32_t *iq2tab, ds4_prep prep) {
+                                                                    const uint32_t *iq2tab, ds4_prep prep, int stages) {
     typedef gs_fmt<T> F;
     constexpr int CH = F::chunk, SPB = F::epb / 32;
     constexpr bool KQ = T == T_Q2_K || T == T_Q4_K;
@@ -496,18 +503,18 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         Y += (int64_t)pair * jb.ldy;
     }
     const float *U = prep.u ? prep.u + jb.x_off + xrow * ldx : NULL;
-    uint8_t *ring = gs_smem + (size_t)warp * GS_STAGES * CH;
+    uint8_t *ring = gs_smem + (size_t)warp * stages * CH;
 
     const int64_t r0 = rbase + (int64_t)warp * rpw;
     const int64_t r1 = r0 + rpw < jb.rows ? r0 + rpw : jb.rows;
     /* chunks per row: XR > 0 only for rows of one chunk (pick_xr) */
     const int cpr = XR > 0 ? 1 : (int)((rb + CH - 1) / CH);
     const int items = r1 > r0 ? (int)(r1 - r0) * cpr : 0;
-    /* The ring holds GS_STAGES chunks; rows shorter than a chunk are staged
+    /* The ring holds `stages` chunks; rows shorter than a chunk are staged
      * one per slot, with more slots, so the bytes in flight stay the same.
      * Counters advance by steps (no divisions in the loop). */
     const int slot = (int)(rb < CH ? rb : CH);
-    const int nslots = GS_STAGES * CH / slot < GS_MAX_SLOTS ? GS_STAGES * CH / slot : GS_MAX_SLOTS;
+    const int nslots = stages * CH / slot < GS_MAX_SLOTS ? stages * CH / slot : GS_MAX_SLOTS;
     int is_n = 0, is_row = 0, is_c = 0, is_slot = 0;
     /* XR > 0 (a row a copy): lane l copies the row's 16-byte units l, l + 32,
      * ... from a running pointer, without the loop a general chunk needs
@@ -538,7 +545,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     };
     /* IQ2_XXS: the signed tables, copied in the oldest copy group, so the
      * ring's first wait (below) also covers them */
-    uint8_t *xa = gs_smem + gs_stage_bytes<T>();
+    uint8_t *xa = gs_smem + gs_stage_bytes<T>(stages);
     uint32_t *tab = (uint32_t *)(xa + gs_x_bytes<T>(K) - (T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0));
     if (T == T_IQ2_XXS) {
         for (int i = threadIdx.x; i < IQ2_TAB_WORDS / 4; i += blockDim.x) cp_async16(tab + 4 * i, iq2tab + 4 * i);
@@ -617,10 +624,11 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
 /* ------------------------------------------------------------------ launch */
 
 static int g_stream_on = -1;  /* ds4k_gemv_stream_enable */
+static int g_stages = GS_STAGES; /* DS4_GEMV_STAGES (2 .. GS_STAGES) */
 static int g_stream_env = 1;  /* DS4_GEMV_STREAM=0 in the environment: always off (A/B timing) */
 static int g_sm_count;
 
-template <int T> static size_t smem_bytes(int64_t K) { return gs_stage_bytes<T>() + gs_x_bytes<T>(K); }
+template <int T> static size_t smem_bytes(int64_t K) { return gs_stage_bytes<T>(g_stages) + gs_x_bytes<T>(K); }
 
 /* The IQ2_XXS signed half-entries (see IQ2_TAB_WORDS), in device memory. */
 static const uint32_t *g_iq2tab;
@@ -687,7 +695,7 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(GS_WARPS * 32), smem, s, &attr, true);
     return cudaLaunchKernelEx(&cfg, gemv_stream_kernel<T, XR>, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab,
-                              prep) == cudaSuccess;
+                              prep, g_stages) == cudaSuccess;
 }
 
 template <int T>
@@ -758,7 +766,7 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
 
 template <int T, int XR> static bool allow_smem_xr(void) {
     return cudaFuncSetAttribute(gemv_stream_kernel<T, XR>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)(gs_stage_bytes<T>() + GS_X_MAX)) == cudaSuccess;
+                                (int)(gs_stage_bytes<T>(GS_STAGES) + GS_X_MAX)) == cudaSuccess;
 }
 template <int T> static bool allow_smem(void) {
     constexpr bool Q = T != T_F16; /* F16 has no register variant */
@@ -771,6 +779,8 @@ int gemv_stream_init(void) {
     g_stream_env = env_switch_on("DS4_GEMV_STREAM");
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
+    const char *st = getenv("DS4_GEMV_STAGES");
+    g_stages = st && atoi(st) >= 2 && atoi(st) <= GS_STAGES ? atoi(st) : GS_STAGES;
     /* pdl_wait is compiled only for sm_90 and later: code built for an older
      * architecture (and JIT-compiled from its PTX on a newer GPU) must not
      * be launched early, it would not wait */
