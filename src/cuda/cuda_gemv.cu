@@ -624,8 +624,8 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
 /* ------------------------------------------------------------------ launch */
 
 static int g_stream_on = -1;  /* ds4k_gemv_stream_enable */
-static int g_stages = GS_STAGES; /* DS4_GEMV_STAGES (2 .. GS_STAGES) */
 static int g_stream_env = 1;  /* DS4_GEMV_STREAM=0 in the environment: always off (A/B timing) */
+static int g_stages = GS_STAGES; /* DS4_GEMV_STAGES (2 .. GS_STAGES): the ring's depth (A/B timing) */
 static int g_sm_count;
 
 template <int T> static size_t smem_bytes(int64_t K) { return gs_stage_bytes<T>(g_stages) + gs_x_bytes<T>(K); }
@@ -779,8 +779,8 @@ int gemv_stream_init(void) {
     g_stream_env = env_switch_on("DS4_GEMV_STREAM");
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
-    const char *st = getenv("DS4_GEMV_STAGES");
-    g_stages = st && atoi(st) >= 2 && atoi(st) <= GS_STAGES ? atoi(st) : GS_STAGES;
+    const int st = getenv("DS4_GEMV_STAGES") ? atoi(getenv("DS4_GEMV_STAGES")) : GS_STAGES;
+    g_stages = st >= 2 && st <= GS_STAGES ? st : GS_STAGES;
     /* pdl_wait is compiled only for sm_90 and later: code built for an older
      * architecture (and JIT-compiled from its PTX on a newer GPU) must not
      * be launched early, it would not wait */
