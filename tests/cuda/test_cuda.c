@@ -611,6 +611,15 @@ static int compare_full(const char *path, int n_prompts, int max_len) {
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
+    static const char *const modes[] = {"all", "kernels", "model", "prefill", "gemv", "chain", "compare", "gemv-bench"};
+    bool known = false;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) known |= !strcmp(what, modes[i]);
+    if (!known) {
+        fprintf(stderr,
+                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|chain|gemv-bench|compare MODEL [prompts] "
+                "[max_len]]\n");
+        return 2;
+    }
     char exe[4096];
     const ssize_t k = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (k > 0) {
@@ -644,10 +653,16 @@ int main(int argc, char **argv) {
         test_engine_chain();
     }
     if (!strcmp(what, "prefill")) test_prefill_kernels(&r); /* alone: short enough for compute-sanitizer */
+    if (!strcmp(what, "gemv")) { /* only the one-token GEMV checks */
+        test_gemv_stream(&r);
+        test_gemv_pairs(&r);
+        test_gemv_prep(&r);
+    }
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
         test_matmul(&r);
         test_moe_matmul(&r);
         test_gemv_stream(&r);
+        test_gemv_pairs(&r);
         test_hc_mix_parts(&r);
         test_hc_mix_batched(&r);
         test_hc_post_mix(&r);
