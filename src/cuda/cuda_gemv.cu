@@ -476,7 +476,8 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
 template <int T, int XR>
 __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jobs, const float *X, int64_t ldx,
                                                                     int rpw, const int32_t *ids, int k, int x_per_pair,
-                                                                    const uint32_t *iq2tab, ds4_prep prep, int stages) {
+                                                                    const uint32_t *iq2tab, ds4_prep prep, int stages,
+                                                                    int row_pairs) {
     typedef gs_fmt<T> F;
     constexpr int CH = F::chunk, SPB = F::epb / 32;
     constexpr bool KQ = T == T_Q2_K || T == T_Q4_K;
@@ -578,14 +579,10 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
     for (int j = 0; j < XR; j++)
         if (lane + 32 * j < nsl) xr[j] = load_x(xv, lane + 32 * j, KQ);
 
-    float acc = 0.0f;
-    int c = 0, row = 0, cur = 0;
-    for (int it = 0; it < items; it++) {
-        issue_next();
-        cp_async_wait_n(nslots - 1);
-        __syncwarp();
-        const uint8_t *buf = ring + cur * slot;
-        if (XR > 0 && nsl == 32 * XR) {
+    /* XR > 0: one row's dot, lane l's slices l, l + 32, ... in order */
+    auto row_dot = [&](const uint8_t *buf) -> float {
+        float a = 0.0f;
+        if (nsl == 32 * XR) {
             /* every lane has all XR slices (K = 1024 * XR: the usual case):
              * without a bounds test per slice the compiler interleaves the
              * slices' dependent dp4a chains; the sum order is unchanged */
@@ -593,11 +590,53 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
 #pragma unroll
             for (int j = 0; j < XR; j++) d[j] = slice_dot<TQ>(buf, lane + 32 * j, xr[j], xv);
 #pragma unroll
-            for (int j = 0; j < XR; j++) acc += d[j];
-        } else if (XR > 0) {
+            for (int j = 0; j < XR; j++) a += d[j];
+        } else {
 #pragma unroll
             for (int j = 0; j < XR; j++)
-                if (lane + 32 * j < nsl) acc += slice_dot<TQ>(buf, lane + 32 * j, xr[j], xv);
+                if (lane + 32 * j < nsl) a += slice_dot<TQ>(buf, lane + 32 * j, xr[j], xv);
+        }
+        return a;
+    };
+    /* Two rows an iteration (XR > 0, unless DS4_GEMV_PAIRS=0): the ring's
+     * bookkeeping (a copy issued, a wait, the slot counters, the loop) is
+     * paid once for two rows and their two butterflies interleave; for a
+     * short row (q_b: one slice a lane) that bookkeeping was most of a row's
+     * instructions. Each iteration issues one row before its wait, so the
+     * wait leaves nslots - 2 rows in flight, and one after, into the slot it
+     * has just read. The rows' sums are the loop's below, bitwise. 12-layer
+     * model, 4k context: decode 505.9 -> 516.4 t/s (docs/BENCHMARKS.md). */
+    if (XR > 0 && row_pairs) {
+        int cur = 0; /* slot of row it */
+        for (int it = 0; it < items; it += 2) {
+            issue_next(); /* row it + nslots - 1, into the slot of row it - 1 */
+            if (nslots == GS_MAX_SLOTS) cp_async_wait<GS_MAX_SLOTS - 2>();
+            else cp_async_wait_n(nslots - 2);
+            __syncwarp();
+            const int nxt = cur + 1 == nslots ? 0 : cur + 1;
+            const bool two = it + 1 < items; /* uniform over the warp */
+            const float a0 = row_dot(ring + cur * slot), a1 = two ? row_dot(ring + nxt * slot) : 0.0f;
+            const float s0 = warp_sum(a0), s1 = warp_sum(a1);
+            __syncwarp(); /* both slots are refilled next */
+            issue_next(); /* row it + nslots, into the slot of row it */
+            if (lane == 0) {
+                Y[r0 + it] = s0;
+                if (two) Y[r0 + it + 1] = s1;
+            }
+            cur = nxt + 1 == nslots ? 0 : nxt + 1;
+        }
+        cp_async_wait<0>();
+        return;
+    }
+    float acc = 0.0f;
+    int c = 0, row = 0, cur = 0;
+    for (int it = 0; it < items; it++) {
+        issue_next();
+        cp_async_wait_n(nslots - 1);
+        __syncwarp();
+        const uint8_t *buf = ring + cur * slot;
+        if (XR > 0) {
+            acc += row_dot(buf);
         } else {
             const int64_t left = rb - (int64_t)c * CH;
             const int nb = (int)(left < CH ? left : CH);
@@ -627,6 +666,9 @@ static int g_stream_on = -1;  /* ds4k_gemv_stream_enable */
 static int g_stream_env = 1;  /* DS4_GEMV_STREAM=0 in the environment: always off (A/B timing) */
 static int g_stages = GS_STAGES; /* DS4_GEMV_STAGES (2 .. GS_STAGES): the ring's depth (A/B timing) */
 static int g_sm_count;
+/* DS4_GEMV_PAIRS=0: rows of one chunk one an iteration, not two (see the
+ * kernel; A/B timing). */
+static int g_row_pairs = 1;
 
 template <int T> static size_t smem_bytes(int64_t K) { return gs_stage_bytes<T>(g_stages) + gs_x_bytes<T>(K); }
 
@@ -694,8 +736,9 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     const dim3 grid((unsigned)((max_rows + GS_WARPS * rpw - 1) / (GS_WARPS * rpw)), (unsigned)jobs->n, (unsigned)z);
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(GS_WARPS * 32), smem, s, &attr, true);
+    const int pairs_on = XR > 0 && g_row_pairs;
     return cudaLaunchKernelEx(&cfg, gemv_stream_kernel<T, XR>, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab,
-                              prep, g_stages) == cudaSuccess;
+                              prep, g_stages, pairs_on) == cudaSuccess;
 }
 
 template <int T>
@@ -781,6 +824,7 @@ int gemv_stream_init(void) {
     g_xreg = env_switch_on("DS4_GEMV_XREG");
     const int st = getenv("DS4_GEMV_STAGES") ? atoi(getenv("DS4_GEMV_STAGES")) : GS_STAGES;
     g_stages = st >= 2 && st <= GS_STAGES ? st : GS_STAGES;
+    g_row_pairs = env_switch_on("DS4_GEMV_PAIRS");
     /* pdl_wait is compiled only for sm_90 and later: code built for an older
      * architecture (and JIT-compiled from its PTX on a newer GPU) must not
      * be launched early, it would not wait */
@@ -802,6 +846,12 @@ int gemv_stream_init(void) {
 extern "C" int ds4k_gemv_f16_split_enable(int on) {
     const int was = g_f16_split;
     g_f16_split = on ? 1 : 0;
+    return was;
+}
+
+extern "C" int ds4k_gemv_pairs_enable(int on) {
+    const int was = g_row_pairs;
+    g_row_pairs = on ? 1 : 0;
     return was;
 }
 

@@ -50,6 +50,10 @@ int ds4k_gemv_xreg_enable(int on);
  * warps (bitwise the streaming kernel's sums; on by default,
  * DS4_GEMV_F16_SPLIT=0 keeps them on the streaming kernel). */
 int ds4k_gemv_f16_split_enable(int on);
+/* Whether GEMVs whose rows are one ring chunk take two rows an iteration
+ * (bitwise the same sums; on by default, DS4_GEMV_PAIRS=0 keeps one).
+ * Returns the previous setting. */
+int ds4k_gemv_pairs_enable(int on);
 
 /* The same for the tensor-core prefill tiles (cuda_mma.cu); DS4_MMA=0 keeps
  * them off (the float tile kernel runs instead). */

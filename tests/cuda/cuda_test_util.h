@@ -119,6 +119,7 @@ static inline double gemv_tolerance(int type) {
 /* The checks of the streaming decode GEMV at the model's shapes, and its
  * timing against the general kernel (test_cuda_gemv.c). */
 void test_gemv_stream(ds4_rng *r);
+void test_gemv_pairs(ds4_rng *r);
 void test_hc_mix_parts(ds4_rng *r);
 void test_hc_mix_batched(ds4_rng *r);
 void test_hc_post_mix(ds4_rng *r);

@@ -163,6 +163,42 @@ void test_gemv_stream(ds4_rng *r) {
     }
 }
 
+/* Rows of one chunk two an iteration (the default) against one an
+ * iteration: bitwise the same outputs, for rows of 1, 2 and 4 slices a lane
+ * and of 1 or 2 (K = 1536, the bounds-tested path), odd and even row counts
+ * (a warp's last row alone), plain and routed. */
+void test_gemv_pairs(ds4_rng *r) {
+    static const struct {
+        int type;
+        int64_t K, N;
+        int routed;
+    } cases[] = {{DS4_TYPE_Q8_0, 1024, 333, 0}, {DS4_TYPE_Q8_0, 2048, 130, 0}, {DS4_TYPE_Q2_K, 2048, 201, 0},
+                 {DS4_TYPE_IQ2_XXS, 1536, 71, 0}, {DS4_TYPE_Q2_K, 2048, 4 * 301, 1}, {DS4_TYPE_Q8_0, 1024, 4 * 300, 1},
+                 {DS4_TYPE_Q8_0, 4096, 99, 0},    {DS4_TYPE_IQ2_XXS, 4096, 4 * 250, 1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const int64_t K = cases[i].K, N = cases[i].N, per = N / 4;
+        const int routed = cases[i].routed, n_out = routed ? 6 * (int)per : (int)N;
+        host_w h = make_w(r, cases[i].type, K, N);
+        float *x = rnd(r, (size_t)(6 * K), 1.0f), *dx = to_dev(x, sizeof(float) * 6 * K);
+        float *dy = to_dev(NULL, sizeof(float) * 2 * n_out), *y = malloc(sizeof(float) * 2 * n_out);
+        const int32_t ids[6] = {2, 0, 2, 3, 1, 0};
+        int32_t *dids = to_dev(ids, sizeof(ids));
+        for (int pairs = 0; pairs < 2; pairs++) {
+            const int was = ds4k_gemv_pairs_enable(pairs);
+            if (routed) ds4k_moe_matmul(&h.d, per, dids, 2, 3, dx, K, 1, dy + pairs * n_out, per, NULL);
+            else ds4k_matmul(&h.d, 0, N, dx, K, 1, dy + pairs * n_out, N, NULL);
+            ds4k_gemv_pairs_enable(was);
+        }
+        from_dev(y, dy, sizeof(float) * 2 * n_out);
+        int nonzero = 0;
+        for (int j = 0; j < n_out; j++) nonzero += y[j] != 0.0f;
+        check(memcmp(y, y + n_out, sizeof(float) * n_out) == 0 && nonzero > n_out / 2,
+              "gemv %-8s K=%-5lld %s%4d rows two an iteration: bitwise one an iteration", ds4_type_name(cases[i].type),
+              (long long)K, routed ? "routed " : "", n_out);
+        cudaFree(dx), cudaFree(dy), cudaFree(dids), free(x), free(y), free_w(&h);
+    }
+}
+
 /* ------------------------------------------------------------------ activation prep */
 
 static float swiglu_ref(float g, float u, float lim) {
@@ -349,6 +385,12 @@ int gemv_bench(void) {
         printf("%-12s %-8s %6lld %7lld %9.2f | %9.1f %7.0f | %9.1f %7.0f | %9.1f %7.0f\n", c->name,
                ds4_type_name(c->type), (long long)c->K, (long long)c->N, mb, t_old * 1e3, mb / t_old, t_smem * 1e3,
                mb / t_smem, t_new * 1e3, mb / t_new);
+        { /* x in registers, rows one an iteration (where they go two by default) */
+            const int was = ds4k_gemv_pairs_enable(0);
+            const double t_one = time_ms(run_case, c, 20);
+            ds4k_gemv_pairs_enable(was);
+            printf("%-12s   x in registers, rows one an iteration: %.1f us, %.0f GB/s\n", "", t_one * 1e3, mb / t_one);
+        }
         cudaFree((void *)c->d.ptr);
     }
     cudaFree(dids);
