@@ -447,6 +447,10 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     if (de != cudaSuccess || ndev == 0) {
         cudaDriverGetVersion(&drv);
         cudaRuntimeGetVersion(&rt);
+        /* the runtime reports a missing driver as an old one (version 0) */
+        if (de == cudaErrorInsufficientDriver && drv == 0)
+            return ds4_errf(err, "CUDA: no NVIDIA driver is loaded on this machine (no GPU, or the driver is not "
+                                 "installed); run with --cpu");
         if (de == cudaErrorInsufficientDriver)
             return ds4_errf(err,
                             "CUDA: the driver is too old for this build (driver supports CUDA %d.%d, the build uses "

@@ -121,4 +121,15 @@ expect_fail "env chunk not a number" "DS4_PREFILL_CHUNK='lots'" env DS4_PREFILL_
 DS4_ALLOW_UNSAFE_PREFILL_CHUNK=1 $B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 --prefill-chunk 8192 --ctx 16384 >/dev/null 2>"$T/chunk.err" \
     && grep -q "prefill_chunk=8192" "$T/chunk.err" && ok "unsafe chunk allowed on request" || bad "unsafe chunk: $(cat "$T/chunk.err")"
 
+# ---- backends: --cuda where this build or this machine cannot give it
+expect_fail "--cuda in a build without CUDA" "make cuda" $B/bin/ds4 -m "$M" --cuda -p x -n 1
+CB=${DS4_CUDA_BUILD_DIR:-build-cuda}
+if [ -x "$CB/bin/ds4" ] && ! nvidia-smi >/dev/null 2>&1; then
+    expect_fail "--cuda on a machine without a GPU" "run with --cpu" $CB/bin/ds4 -m "$M" --cuda -p x -n 1
+    expect_fail "ds4-bench --cuda without a GPU" "run with --cpu" $CB/bin/ds4-bench -m "$M" --cuda \
+        --prompt-file "$T/prompt.txt" --ctx-start 8 --ctx-max 8 --gen-tokens 1
+    $CB/bin/ds4 -m "$M" -p x -n 1 --temp 0 >/dev/null 2>"$T/cb.err" && grep -q "backend cpu" "$T/cb.err" \
+        && ok "CUDA build without a GPU: the CPU by default" || bad "CUDA build default backend: $(cat "$T/cb.err")"
+fi
+
 [ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
