@@ -83,14 +83,14 @@ static int eval_to(srv_server *S, const ds4_tokvec *target, ds4_progress_fn prog
 static void rebuild(srv_server *S, const ds4_tokvec *ct, int prompt_tokens, int n_live, ds4_progress_fn progress,
                     void *ud, srv_canon_result *out) {
     ds4_session *sess = S->eng->sess;
-    ds4_tokvec target = {0};
+    ds4_tokvec restored = {0}; /* a checkpoint's tokens + tokenize(the text after it) */
     int from = 0;
-    const int hit = srv_kv_restore(S, out->text.p, out->text.n, &target, NULL);
+    const int hit = srv_kv_restore(S, out->text.p, out->text.n, &restored, NULL, 0);
     if (hit < 0) {
         /* out of memory after a load: the live session may be the checkpoint */
         srv_log("tool checkpoint canonicalization failed: out of memory");
         out->lost = true;
-        ds4_tokvec_free(&target);
+        ds4_tokvec_free(&restored);
         return;
     }
     if (hit) {
@@ -99,14 +99,9 @@ static void rebuild(srv_server *S, const ds4_tokvec *ct, int prompt_tokens, int 
         /* the live tail cannot be rewritten in place: start over */
         ds4_session_reset(sess);
         ds4_kvdisk_sched_reset(&S->sched);
-        if (srv_tokens_extend(S, ct->ids, (int)ct->n, NULL, 0, &target) != 0) {
-            srv_log("tool checkpoint canonicalization failed: out of memory");
-            out->lost = true;
-            ds4_tokvec_free(&target);
-            return;
-        }
     }
-    const int need = (int)target.n - from;
+    const ds4_tokvec *target = hit ? &restored : ct;
+    const int need = (int)target->n - from;
     srv_log("tool checkpoint canonicalization needs %d tokens rebuild (live=%d canonical=%d common=%d prompt=%d from=%s:%d)",
             need, n_live, out->n_canon, out->common, prompt_tokens, hit ? "disk" : "empty", from);
     const double t0 = ds4_now();
@@ -114,11 +109,11 @@ static void rebuild(srv_server *S, const ds4_tokvec *ct, int prompt_tokens, int 
     if (progress && progress(ud, 0, need) != 0) {
         srv_log("tool checkpoint canonicalization cancelled: client gone");
         out->lost = true;
-    } else if (eval_to(S, &target, progress, ud, out) == 0) {
+    } else if (eval_to(S, target, progress, ud, out) == 0) {
         srv_log("tool checkpoint canonicalized via=%s evaluated=%d tokens %.2f s", hit ? "disk" : "empty", out->evaluated,
                 ds4_now() - t0);
     }
-    ds4_tokvec_free(&target);
+    ds4_tokvec_free(&restored);
 }
 
 int srv_canon_tool_turn(srv_server *S, srv_request *rq, const ds4_dsml_result *r, int prompt_tokens,

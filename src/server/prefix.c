@@ -135,7 +135,7 @@ void srv_kv_preload_tools(srv_server *S, const ds4_chat *chat) {
     ds4_kvdisk_tools_free(&t);
 }
 
-int srv_kv_restore(srv_server *S, const char *text, size_t len, ds4_tokvec *out, char *file) {
+int srv_kv_restore(srv_server *S, const char *text, size_t len, ds4_tokvec *out, char *file, size_t file_size) {
     if (!S->kv) return 0;
     ds4_session *sess = S->eng->sess;
     const double t0 = ds4_now();
@@ -156,7 +156,7 @@ int srv_kv_restore(srv_server *S, const char *text, size_t len, ds4_tokvec *out,
         srv_log("kv cache hit text tokens=%d text=%zu quant=%u key=%s load=%.0f ms%s file=%s", n, res.text_bytes,
                 res.entry.quant_bits, keys[ds4_kvdisk_entry_key(&res.entry)], ms_since(t0),
                 res.consumed ? " consumed" : "", res.entry.name);
-        if (file) snprintf(file, 64, "%s", res.entry.name);
+        if (file) snprintf(file, file_size, "%s", res.entry.name);
         if (hit > 0) {
             ds4_kvdisk_sched_resume(&S->sched, n);
             pthread_mutex_lock(&S->stats_mu);
@@ -272,7 +272,7 @@ int srv_prefix_choose(srv_server *S, srv_job *j, srv_prefix *p) {
         srv_kv_store(S, DS4_KVDISK_REASON_EVICT, true);
     }
     /* 9. disk-text */
-    const int hit = srv_kv_restore(S, prompt, plen, &p->tokens, p->disk_file);
+    const int hit = srv_kv_restore(S, prompt, plen, &p->tokens, p->disk_file, sizeof(p->disk_file));
     if (hit < 0) return -1;
     if (hit) {
         p->disk_tokens = ds4_session_n_tokens(sess);

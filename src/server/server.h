@@ -185,8 +185,8 @@ void srv_kv_preload_tools(srv_server *S, const ds4_chat *chat);
  * counted, its tool map remembered, the continued schedule resumed) and set
  * out = its tokens + tokenize(the text after it).  1 loaded, 0 none (the live
  * session may then have been reset by a checkpoint that failed to load), -1
- * out of memory.  file (64 bytes, may be NULL) gets the file name. */
-int srv_kv_restore(srv_server *S, const char *text, size_t len, ds4_tokvec *out, char *file);
+ * out of memory.  file (file_size bytes, may be NULL) gets the file name. */
+int srv_kv_restore(srv_server *S, const char *text, size_t len, ds4_tokvec *out, char *file, size_t file_size);
 /* out = live[0..n) + tokenize(rest[0..rn)) with special tokens: a byte prefix
  * continued by its suffix tokenized on its own (the §6.12 invariant). 0 or -1. */
 int srv_tokens_extend(srv_server *S, const int32_t *live, int n, const char *rest, size_t rn, ds4_tokvec *out);
