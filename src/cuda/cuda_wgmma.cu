@@ -1,7 +1,9 @@
 /* ds4 — prefill products on Hopper's warpgroup MMA (wgmma, sm_90a builds
  * only; other builds and other weight types keep cuda_mma.cu's tiles): the
  * routed experts' (IQ2_XXS gate/up, Q2_K down, Q8_0 where a model has it)
- * and the dense Q8_0 ones (attention q_b, o_a, o_b, the shared expert...).
+ * the dense Q8_0 ones (attention q_b, o_a, o_b, the shared expert...) and
+ * the dense F16 ones (router, compressor projections, the indexer's queries:
+ * wgmma_kernel only, see pc_takes).
  *
  * Why: the mma.sync tiles (cuda_mma.cu) are latency-bound — 16 warps a
  * multiprocessor, each holding its own fragments, with a barrier and a chain
@@ -22,7 +24,8 @@
  *                slice): for IQ2_XXS one grid entry, one table lookup per
  *                row and slice. The sub-block scale is folded in as an exact
  *                f16 integer: grid x (2s + 1) <= 1333, Q2_K level x scale
- *                <= 45; Q8_0's bytes are exact f16 integers as they are.
+ *                <= 45; Q8_0's bytes are exact f16 integers as they are,
+ *                F16 weights are their own fragments (16 bytes a row).
  *   activations  the rows split once in that same permuted order (f16 hi
  *                and lo, ~22 bits together: the experts' gathered rows in
  *                place by mma_split_rows, a dense product's input into a
@@ -159,7 +162,8 @@ template <> struct wg_mma<128> {
  *   Q8_0     the 8 bytes of group t4: a / b as two words where they are
  *            4-byte aligned (e = 1: every other 34-byte block of rows of an
  *            even number of blocks), else a / b / c as 2 + 4 + 2 bytes; d:
- *            the block's d. */
+ *            the block's d.
+ *   F16      the 8 halves of group t4 (16 bytes, rows start on 16): a..d. */
 typedef struct wg_raw {
     uint32_t a, b, c, d, e;
 } wg_raw;
@@ -185,6 +189,11 @@ template <> __device__ __forceinline__ void wg_load<T_Q2_K>(const uint8_t *row, 
     }
 }
 
+template <> __device__ __forceinline__ void wg_load<T_F16>(const uint8_t *row, int s, int t4, wg_raw &q) {
+    const uint4 v = *(const uint4 *)(row + 64 * s + 16 * t4);
+    q.a = v.x, q.b = v.y, q.c = v.z, q.d = v.w;
+}
+
 template <> __device__ __forceinline__ void wg_load<T_Q8_0>(const uint8_t *row, int s, int t4, wg_raw &q) {
     const uint8_t *blk = row + 34 * s, *g = blk + 2 + 8 * t4;
     q.e = ((uintptr_t)g & 3) == 0; /* joined at the lookup: joined here, the join waits on the loads (ncu) */
@@ -200,7 +209,8 @@ template <> __device__ __forceinline__ void wg_load<T_Q8_0>(const uint8_t *row, 
 }
 
 /* A row's slice ready to build: gv its 8 values as bytes, sg the sign bits
- * of its four pairs, mb the multiplier pair as 1024 + m; d and e passed on. */
+ * of its four pairs (F16: the four pairs themselves), mb the multiplier
+ * pair as 1024 + m; d and e passed on. */
 typedef struct wg_look {
     uint64_t gv;
     uint4 sg;
@@ -240,6 +250,14 @@ __device__ __forceinline__ void wg_lookup<T_Q8_0>(const wg_raw &q, int, int, con
     const uint32_t lo = q.e ? q.a : q.a | (q.b << 16), hi = q.e ? q.b : (q.b >> 16) | (q.c << 16);
     l.gv = (uint64_t)(lo ^ 0x80808080u) | ((uint64_t)(hi ^ 0x80808080u) << 32);
     l.d = q.d;
+}
+
+/* F16: the pairs as they are; no scale (d = 1.0 promotes each 256 sums). */
+template <>
+__device__ __forceinline__ void wg_lookup<T_F16>(const wg_raw &q, int, int, const uint64_t *, const uint4 *,
+                                                 wg_look &l) {
+    l.sg = make_uint4(q.a, q.b, q.c, q.d);
+    l.d = 0x3c00u;
 }
 
 /* The super-block's scale that promotes its f32 sums: IQ2_XXS d / 8 (the
@@ -299,7 +317,8 @@ __device__ __forceinline__ void wg_min_pairs(uint32_t e, uint32_t dd, uint32_t *
     }
 }
 
-/* Slices a scale covers: a 256-element super-block, Q8_0's 32-element block. */
+/* Slices a scale covers: a 256-element super-block, Q8_0's 32-element block
+ * (F16 has none: its sums are promoted by 1.0 every 256 elements). */
 template <int T> constexpr int wg_scale_slices() { return T == T_Q8_0 ? 1 : 8; }
 
 /* A thread's A fragments for its two rows (ra, rc), one slice at a time:
@@ -321,6 +340,9 @@ template <int T> struct wg_frags {
         if (T == T_Q8_0) {
             wg_build_q8(la, va);
             wg_build_q8(lc, vc);
+        } else if (T == T_F16) {
+            va[0] = la.sg.x, va[1] = la.sg.y, va[2] = la.sg.z, va[3] = la.sg.w;
+            vc[0] = lc.sg.x, vc[1] = lc.sg.y, vc[2] = lc.sg.z, vc[3] = lc.sg.w;
         } else {
             wg_build(la, va);
             wg_build(lc, vc);
@@ -822,6 +844,7 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
 /* ------------------------------------------------------------------ launch */
 
 static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
+static int g_wgmma_f16 = 1; /* DS4_WGMMA_F16=0: F16 products on the mma.sync tiles (A/B timing) */
 
 /* IQ2_XXS and Q2_K: whole 256-element super-blocks only (the raw-byte
  * offsets, the promotion at every eighth slice, Q2_K's minimums and the
@@ -830,7 +853,7 @@ static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WG
 bool wgmma_takes(int type, int64_t K) {
     if (!g_wgmma_on) return false;
     if (type == T_Q8_0) return K % 32 == 0;
-    return (type == T_IQ2_XXS || type == T_Q2_K) && K % 256 == 0;
+    return (type == T_IQ2_XXS || type == T_Q2_K || (type == T_F16 && g_wgmma_f16)) && K % 256 == 0;
 }
 
 static int g_wgmma_pc = 1; /* DS4_WGMMA_PRODUCER=0: the kernel that copies in its MMA warps (A/B timing) */
@@ -842,12 +865,18 @@ static int g_wgmma_pc = 1; /* DS4_WGMMA_PRODUCER=0: the kernel that copies in it
 static bool pc_takes(const void *W, int64_t rb, int64_t K) {
     return g_wgmma_pc && rb % 16 == 0 && (uintptr_t)W % 16 == 0 && K % 256 == 0;
 }
+/* F16 rows go to wgmma_kernel only: a producer window of 8 F16 slices is
+ * 64 KiB for 128 rows, three of them more shared memory than a block has. */
+template <int T> constexpr bool pc_type() { return T != T_F16; }
 
 template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a, cudaStream_t s) {
-    if (pc_takes(a.W, a.rb, a.K))
-        launch_pdl((wgmma_pc_kernel<T, BN>), grid, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
-    else
-        launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
+    if constexpr (pc_type<T>()) {
+        if (pc_takes(a.W, a.rb, a.K)) {
+            launch_pdl((wgmma_pc_kernel<T, BN>), grid, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
+            return;
+        }
+    }
+    launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
 }
 
 /* Token tiles as wide as the mma.sync tiles choose (mma_tile_tokens); the
@@ -864,6 +893,7 @@ template <int T> static void wg_launch_t(const wg_args &a, int max_count, unsign
 static void wg_dispatch(int type, const wg_args &a, int max_count, unsigned z, cudaStream_t s) {
     if (type == T_IQ2_XXS) wg_launch_t<T_IQ2_XXS>(a, max_count, z, s);
     else if (type == T_Q2_K) wg_launch_t<T_Q2_K>(a, max_count, z, s);
+    else if (type == T_F16) wg_launch_t<T_F16>(a, max_count, z, s);
     else wg_launch_t<T_Q8_0>(a, max_count, z, s);
 }
 
@@ -871,7 +901,7 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
                          int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
                          const float *split_aux, cudaStream_t s) {
     if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0 || ldx % 4 != 0 ||
-        (uintptr_t)X % 16 != 0)
+        (uintptr_t)X % 16 != 0 || (type == T_F16 && (uintptr_t)W % 16 != 0))
         return false; /* (the split checked the layout already) */
     wg_args a = {};
     a.W = (const uint8_t *)W, a.rb = rb, a.rows = rows, a.K = K;
@@ -890,8 +920,9 @@ static size_t wgmma_dense_scratch(int64_t K, int n, int groups) { return (size_t
 bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
                         int64_t ldx, int n, float *Y, int64_t ldy, int groups, int64_t gx, int64_t gy, float *scratch,
                         size_t scratch_floats, cudaStream_t s) {
-    if (type != T_Q8_0 || !wgmma_takes(type, K) || n <= 0 || groups < 1 || !scratch ||
-        (uintptr_t)scratch % 16 != 0 || scratch_floats < wgmma_dense_scratch(K, n, groups))
+    if ((type != T_Q8_0 && type != T_F16) || !wgmma_takes(type, K) || n <= 0 || groups < 1 || !scratch ||
+        (uintptr_t)scratch % 16 != 0 || scratch_floats < wgmma_dense_scratch(K, n, groups) ||
+        (type == T_F16 && (uintptr_t)W % 16 != 0))
         return false;
     const int64_t split_rows = (int64_t)n * groups;
     float *down = scratch + split_rows * K;
@@ -908,10 +939,13 @@ bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t
 }
 
 template <int T, int BN> static bool wg_allow_smem(void) {
-    return cudaFuncSetAttribute(wgmma_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)wg_smem_bytes<T, BN>()) == cudaSuccess &&
-           cudaFuncSetAttribute(wgmma_pc_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)pc_smem_bytes<T, BN>()) == cudaSuccess;
+    if (cudaFuncSetAttribute(wgmma_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)wg_smem_bytes<T, BN>()) != cudaSuccess)
+        return false;
+    if constexpr (pc_type<T>())
+        return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)pc_smem_bytes<T, BN>()) == cudaSuccess;
+    return true;
 }
 template <int T> static bool wg_allow_smem_t(void) {
     return wg_allow_smem<T, 128>() && wg_allow_smem<T, 64>() && wg_allow_smem<T, 32>();
@@ -924,17 +958,19 @@ int wgmma_init(void) {
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
         return 0; /* not an error: the mma.sync tiles serve */
     if (!wg_allow_smem_t<T_IQ2_XXS>() || !wg_allow_smem_t<T_Q2_K>() || !wg_allow_smem_t<T_Q8_0>() ||
+        !wg_allow_smem_t<T_F16>() ||
         quant_tables_upload() != 0)
         return -1;
     g_wgmma_on = env_switch_on("DS4_WGMMA");
     g_wgmma_pc = env_switch_on("DS4_WGMMA_PRODUCER");
+    g_wgmma_f16 = env_switch_on("DS4_WGMMA_F16");
     return 0;
 }
 
 extern "C" int ds4k_wgmma_takes(int type, int64_t K) { return wgmma_takes(type, K) ? 1 : 0; }
 
 extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
-    return wgmma_takes(type, K) && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
+    return wgmma_takes(type, K) && type != T_F16 && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
 }
 
 extern "C" int ds4k_wgmma_producer_enable(int on) {

@@ -352,6 +352,7 @@ void test_prefill_kernels(ds4_rng *r) {
     test_expert_split(r, DS4_TYPE_IQ2_XXS, 4096, mid, 4);
     test_expert_split(r, DS4_TYPE_Q2_K, 256, narrow, 3);
     test_expert_split(r, DS4_TYPE_Q2_K, 2048, wide, 3); /* the model's down width */
+    test_expert_split(r, DS4_TYPE_F16, 512, wide, 3);    /* F16 experts (no model has them) */
     test_expert_split_declines(r);
     /* dense Q8_0 products: the model's q_b (K 1024), o_a (K 4096 a group),
      * shared down (K 2048) and o_b (K 8192) widths; an odd number of blocks a
@@ -363,4 +364,11 @@ void test_prefill_kernels(ds4_rng *r) {
     test_dense_scratch(r, DS4_TYPE_Q8_0, 96, 37, 70, 2, true);
     test_dense_scratch(r, DS4_TYPE_Q8_0, 32, 20, 9, 1, true);
     test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 50, 20, 2, false);
+    /* dense F16 products (wgmma_kernel where K is whole 256s): the router
+     * (K 4096, 256 rows), the indexer's queries (K 1024), one super-block,
+     * grouped, and a K the tiles keep */
+    test_dense_scratch(r, DS4_TYPE_F16, 4096, 256, 150, 1, true);
+    test_dense_scratch(r, DS4_TYPE_F16, 1024, 300, 100, 1, true);
+    test_dense_scratch(r, DS4_TYPE_F16, 256, 37, 70, 2, true);
+    test_dense_scratch(r, DS4_TYPE_F16, 96, 20, 40, 1, true);
 }
