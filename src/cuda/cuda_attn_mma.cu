@@ -59,12 +59,29 @@ __global__ void __launch_bounds__(AM_THREADS) attention_mma_kernel(
     const int32_t *sel;
     const int nr = visible_rows(p, t, window, ratio, csa, sel_all, n_sel, topk, &lo, &n_raw, &sel);
 
-    for (int i = tid; i < AM_HB * hd; i += AM_THREADS) {
-        const int hh = i / hd, d = i % hd;
-        const float v = h0 + hh < H ? q[((int64_t)t * H + h0 + hh) * hd + d] : 0.0f;
-        const __half hi = __float2half_rn(v);
-        qh[hh * LD + d] = hi;
-        ql[hh * LD + d] = __float2half_rn(v - __half2float(hi));
+    /* Q as float4s, four a thread loaded before any is split: one round trip
+     * to memory for each four, not one per element */
+    const int n4 = AM_HB * hd / 4;
+    for (int i0 = tid; i0 < n4; i0 += 4 * AM_THREADS) {
+        float4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * AM_THREADS, hh = 4 * i / hd;
+            v[u] = i < n4 && h0 + hh < H ? ((const float4 *)(q + ((int64_t)t * H + h0 + hh) * hd))[i % (hd / 4)]
+                                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * AM_THREADS, hh = 4 * i / hd, d = 4 * i % hd;
+            if (i >= n4) break;
+            const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const __half hi = __float2half_rn(f[e]);
+                qh[hh * LD + d + e] = hi;
+                ql[hh * LD + d + e] = __float2half_rn(f[e] - __half2float(hi));
+            }
+        }
     }
     if (tid < AM_HB) {
         sm[tid] = h0 + tid < H ? sinks[h0 + tid] : 0.0f; /* running max starts at the sink ... */
@@ -84,16 +101,20 @@ __global__ void __launch_bounds__(AM_THREADS) attention_mma_kernel(
     for (int c0 = 0; c0 < nr; c0 += AM_RC) {
         const int rows = nr - c0 < AM_RC ? nr - c0 : AM_RC;
         const int segs = hd / 8; /* 16-byte pieces per row */
+        /* the chunk by cp.async, every piece of a thread in flight at once
+         * (plain loads each waited for their store: a round trip a piece) */
         for (int i = tid; i < AM_RC * segs; i += AM_THREADS) {
             const int r = i / segs, sg = i % segs;
-            uint4 v = make_uint4(0, 0, 0, 0);
             if (r < rows) {
                 int64_t off;
                 const void *base = att_row(c0 + r, n_raw, lo, ring, raw_cap, comp, sel, hd, true, &off);
-                v = *((const uint4 *)((const uint16_t *)base + off) + sg);
+                cp_async16(kc + r * LD + 8 * sg, (const uint4 *)((const uint16_t *)base + off) + sg);
+            } else {
+                *(uint4 *)(kc + r * LD + 8 * sg) = make_uint4(0, 0, 0, 0);
             }
-            *(uint4 *)(kc + r * LD + 8 * sg) = v;
         }
+        cp_async_commit();
+        cp_async_wait<0>();
         __syncthreads();
 
         /* scores of heads 16 mt_s.., rows 8 nt_s.. */
