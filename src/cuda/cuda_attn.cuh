@@ -38,7 +38,7 @@ __device__ __forceinline__ int visible_rows(int64_t p, int t, int window, int ra
 }
 
 /* Prefill attention on the tensor cores (cuda_attn_mma.cu): launches and
- * returns true when it applies (f16 rows, head dim a multiple of 64 up to
+ * returns true when it applies (f16 rows, head dim a multiple of 128 up to
  * DS4K_MAX_HEAD_DIM); DS4_ATT_MMA=0 turns it off. */
 bool attention_mma(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                    const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
