@@ -18,8 +18,9 @@
  * Each chunk is read once for all 64 heads, copied by cp.async into one of
  * two buffers while the other is multiplied. With 32 heads a block (two
  * blocks a multiprocessor, one buffer) the kernel took 8% longer (12-layer
- * prefill, docs/BENCHMARKS.md). What bounds it now is shared-memory
- * traffic: every warp's 16 x 8 score tile re-reads its heads' Q. Every sum
+ * prefill, docs/BENCHMARKS.md). Shared-memory traffic bounds the scores:
+ * a warp takes two 16 x 8 tiles over half the head dim, so each Q element
+ * is read by two warps (with one tile over all of it, by four). Every sum
  * has a fixed order: deterministic. The output is divided by l,
  * inverse-RoPE'd and stored like the SIMT kernel's. */
 #include "cuda/cuda_attn.cuh"
@@ -119,7 +120,9 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
         for (int j = 0; j < DS4K_MAX_HEAD_DIM / 128; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
-    const int mt_s = warp & 3, nt_s = warp >> 2; /* this warp's 16 x 8 tile of S */
+    /* this warp's part of S: heads 16 mt_s.., rows 16 nh_s.., half kh_s of
+     * the head dim (each Q element read by two warps, not four) */
+    const int mt_s = warp & 3, nh_s = (warp >> 2) & 1, kh_s = warp >> 3;
 
     for (int c0 = 0, c = 0; c0 < nr; c0 += AM_RC, c++) {
         const int rows = nr - c0 < AM_RC ? nr - c0 : AM_RC;
@@ -128,28 +131,43 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
         __syncthreads();    /* everyone's; and every warp is past the last chunk's products */
         if (c0 + AM_RC < nr) issue(c0 + AM_RC, kbuf + ((c + 1) & 1) * AM_RC * LD); /* lands during this chunk */
 
-        /* scores of heads 16 mt_s.., rows 8 nt_s..: four independent sums
-         * (k16 half x hi/lo), added in a fixed order at the end */
+        /* scores: this warp's two 16 x 8 tiles over its half of the head
+         * dim (hi and lo products in separate sums); the second half's
+         * warps store theirs, the first half's add them, in that order */
         {
-            float d[2][2][4] = {};
-            for (int k0 = 0; k0 < hd; k0 += 32) {
-                uint32_t b[4], ah[4], al[4];
-                ldsm_x4(b, kc + (8 * nt_s + (lane & 7)) * LD + k0 + 8 * (lane >> 3));
+            float d[2][2][4] = {}; /* [n-tile][hi, lo] */
+            const int kb = kh_s * (hd / 2);
+            for (int k0 = kb; k0 < kb + hd / 2; k0 += 32) {
+                uint32_t b0[4], b1[4], ah[4], al[4];
+                ldsm_x4(b0, kc + (16 * nh_s + (lane & 7)) * LD + k0 + 8 * (lane >> 3));
+                ldsm_x4(b1, kc + (16 * nh_s + 8 + (lane & 7)) * LD + k0 + 8 * (lane >> 3));
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const int off = (16 * mt_s + (lane & 15)) * LD + k0 + 16 * h + 8 * (lane >> 4);
                     ldsm_x4(ah, qh + off);
                     ldsm_x4(al, ql + off);
-                    mma16816(d[h][0], ah, b[2 * h], b[2 * h + 1]);
-                    mma16816(d[h][1], al, b[2 * h], b[2 * h + 1]);
+                    mma16816(d[0][0], ah, b0[2 * h], b0[2 * h + 1]);
+                    mma16816(d[0][1], al, b0[2 * h], b0[2 * h + 1]);
+                    mma16816(d[1][0], ah, b1[2 * h], b1[2 * h + 1]);
+                    mma16816(d[1][1], al, b1[2 * h], b1[2 * h + 1]);
                 }
             }
+            if (kh_s == 1)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int hh = 16 * mt_s + g + 8 * (e >> 1), r = 8 * nt_s + 2 * t4 + (e & 1);
-                const float v = (d[0][0][e] + d[1][0][e]) + (d[0][1][e] + d[1][1][e]);
-                S[hh * AM_RC + r] = r < rows ? v * scale : -INFINITY;
-            }
+                for (int i = 0; i < 8; i++) {
+                    const int nt = i >> 2, e = i & 3;
+                    const int hh = 16 * mt_s + g + 8 * (e >> 1), r = 16 * nh_s + 8 * nt + 2 * t4 + (e & 1);
+                    S[hh * AM_RC + r] = d[nt][0][e] + d[nt][1][e];
+                }
+            __syncthreads();
+            if (kh_s == 0)
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    const int nt = i >> 2, e = i & 3;
+                    const int hh = 16 * mt_s + g + 8 * (e >> 1), r = 16 * nh_s + 8 * nt + 2 * t4 + (e & 1);
+                    const float v = (d[nt][0][e] + d[nt][1][e]) + S[hh * AM_RC + r];
+                    S[hh * AM_RC + r] = r < rows ? v * scale : -INFINITY;
+                }
         }
         __syncthreads();
 
