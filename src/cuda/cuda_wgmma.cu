@@ -849,7 +849,8 @@ static int g_wgmma_f16 = 1; /* DS4_WGMMA_F16=0: F16 products on the mma.sync til
 /* IQ2_XXS and Q2_K: whole 256-element super-blocks only (the raw-byte
  * offsets, the promotion at every eighth slice, Q2_K's minimums and the
  * split's sums records all assume them; both types' blocks are 256
- * anyway). Q8_0: any K of whole 32-element blocks. */
+ * anyway); F16 too (promoted every eighth slice). Q8_0: any K of whole
+ * 32-element blocks. */
 bool wgmma_takes(int type, int64_t K) {
     if (!g_wgmma_on) return false;
     if (type == T_Q8_0) return K % 32 == 0;
@@ -867,10 +868,13 @@ static bool pc_takes(const void *W, int64_t rb, int64_t K) {
 }
 /* F16 rows go to wgmma_kernel only: a producer window of 8 F16 slices is
  * 64 KiB for 128 rows, three of them more shared memory than a block has. */
-template <int T> constexpr bool pc_type() { return T != T_F16; }
+static constexpr bool pc_type(int type) { return type != T_F16; }
+/* The weights' start: F16 fragments are 16-byte loads from the rows (whose
+ * length, K being whole 256s, is a multiple of 16). */
+static bool wg_weights_fit(int type, const void *W) { return type != T_F16 || (uintptr_t)W % 16 == 0; }
 
 template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a, cudaStream_t s) {
-    if constexpr (pc_type<T>()) {
+    if constexpr (pc_type(T)) {
         if (pc_takes(a.W, a.rb, a.K)) {
             launch_pdl((wgmma_pc_kernel<T, BN>), grid, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
             return;
@@ -901,7 +905,7 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
                          int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
                          const float *split_aux, cudaStream_t s) {
     if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0 || ldx % 4 != 0 ||
-        (uintptr_t)X % 16 != 0 || (type == T_F16 && (uintptr_t)W % 16 != 0))
+        (uintptr_t)X % 16 != 0 || !wg_weights_fit(type, W))
         return false; /* (the split checked the layout already) */
     wg_args a = {};
     a.W = (const uint8_t *)W, a.rb = rb, a.rows = rows, a.K = K;
@@ -922,7 +926,7 @@ bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t
                         size_t scratch_floats, cudaStream_t s) {
     if ((type != T_Q8_0 && type != T_F16) || !wgmma_takes(type, K) || n <= 0 || groups < 1 || !scratch ||
         (uintptr_t)scratch % 16 != 0 || scratch_floats < wgmma_dense_scratch(K, n, groups) ||
-        (type == T_F16 && (uintptr_t)W % 16 != 0))
+        !wg_weights_fit(type, W))
         return false;
     const int64_t split_rows = (int64_t)n * groups;
     float *down = scratch + split_rows * K;
@@ -942,7 +946,7 @@ template <int T, int BN> static bool wg_allow_smem(void) {
     if (cudaFuncSetAttribute(wgmma_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)wg_smem_bytes<T, BN>()) != cudaSuccess)
         return false;
-    if constexpr (pc_type<T>())
+    if constexpr (pc_type(T))
         return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)pc_smem_bytes<T, BN>()) == cudaSuccess;
     return true;
@@ -970,7 +974,7 @@ int wgmma_init(void) {
 extern "C" int ds4k_wgmma_takes(int type, int64_t K) { return wgmma_takes(type, K) ? 1 : 0; }
 
 extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
-    return wgmma_takes(type, K) && type != T_F16 && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
+    return wgmma_takes(type, K) && pc_type(type) && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
 }
 
 extern "C" int ds4k_wgmma_producer_enable(int on) {
