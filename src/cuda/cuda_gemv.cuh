@@ -61,10 +61,11 @@ bool mma_needs_sums(int type);
  * tiles' split input: f16 hi[K] then lo[K]; aux gets n * K / 16 sums
  * (first: their 8-byte copies stay aligned; written only with `sums`), then
  * the n row scales. With perm (rows for cuda_wgmma.cu): each 32-slice's
- * pairs in the order its fragments take (split_src_pair), and the sums as
- * f16 hi[16] lo[16] of sum / 16 per 256-element super-block, in the same
- * bytes. False (nothing launched, X unchanged) where the tiles are off or
- * the layout does not fit. */
+ * pairs in the order its fragments take (split_src_pair), its 32 hi halves
+ * then its 32 lo halves (hi[32] lo[32] per slice instead of hi[K] lo[K]),
+ * and the sums as f16 hi[16] lo[16] of sum / 16 per 256-element
+ * super-block, in the same bytes. False (nothing launched, X unchanged)
+ * where the tiles are off or the layout does not fit. */
 bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s);
 /* The same for a dense product's input, out of place: the n x groups rows
  * (token t's group g at X + t ldx + g gx, K values) into dst (split row

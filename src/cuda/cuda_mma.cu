@@ -518,10 +518,14 @@ __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int g
     float up, dn;
     pow2_scales(m, &up, &dn);
     if (threadIdx.x == 0) down[blockIdx.x] = dn;
-    uint32_t *hi = (uint32_t *)(dst + (int64_t)blockIdx.x * ldd), *lo = hi + K / 2; /* half2 pairs */
+    /* half2 pairs: hi[K / 2] then lo[K / 2]; with perm each 32-slice's 16
+     * hi pairs then its 16 lo pairs (a slice's 128 bytes, one row of the
+     * wgmma kernel's tensor-memory copies) */
+    uint32_t *row = (uint32_t *)(dst + (int64_t)blockIdx.x * ldd);
     for (int k = threadIdx.x; k < K / 2; k += blockDim.x) {
         const int src = split_src_pair(k, perm);
-        split_hilo(row_s[split_slot(src)] * up, row_s[split_slot(src + 1)] * up, &hi[k], &lo[k]);
+        uint32_t *hi = perm ? row + 32 * (k >> 4) + (k & 15) : row + k, *lo = perm ? hi + 16 : hi + K / 2;
+        split_hilo(row_s[split_slot(src)] * up, row_s[split_slot(src + 1)] * up, hi, lo);
     }
     if (xsum)
         for (int gi = threadIdx.x; gi < K / 16; gi += blockDim.x) {

@@ -57,6 +57,8 @@
 #include "cuda/cuda_quant.cuh"
 #include "cuda/cuda_tc.cuh"
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <string.h>
 #include <type_traits>
 
@@ -427,6 +429,8 @@ typedef struct wg_args {
     const float *down;
     const __half *xsums;
     const uint4 *signs;
+    int64_t xrows; /* split rows X holds (the tensor map's extent) */
+    CUtensorMap tmap; /* wgmma_pc_kernel: X as [rows][groups][2K halves] (wg_tensor_map) */
 } wg_args;
 
 
@@ -474,15 +478,16 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
     const int kh = tid & 1, ft = (tid >> 1) % BN, hs0 = (tid >> 1) / BN, ftok = tbase + ft;
     const int fbytes = ftok < n ? 16 : 0;
     const int64_t frow = ftok < n ? ftok : 0;
-    const __half *fsrc = X + frow * ldh + ((hs0 >> 1) ? K : 0) + 16 * (hs0 & 1) + 8 * kh;
+    /* a split row's slice s is hi[32] lo[32] at 64 s: (hi/lo, step) hs at 16 hs */
+    const __half *fsrc = X + frow * ldh + 16 * hs0 + 8 * kh;
     const uint32_t fdst = (uint32_t)(hs0 * 32 * BN + kh * 16 * BN + 16 * ft);
-    auto xoff = [&](int i) -> int64_t { return BN == 128 ? (i >> 1) * K + 16 * (i & 1) : i * K; };
+    auto xoff = [&](int i) -> int64_t { return 16 * i * (128 / BN); };
     const __half *ssrc = MINS ? args.xsums + (int64_t)sg.x0 * (K / 8) + frow * (K / 8) + 16 * hs0 + 8 * kh : NULL;
     auto fetch = [&](int s) {
         if (s < nsl) {
             uint8_t *st = (uint8_t *)stages + (s % WG_NS) * (2 * SH) + fdst;
 #pragma unroll
-            for (int i = 0; i < FI; i++) cp_async16_zfill(st + 4096 * i, fsrc + xoff(i) + 32 * s, fbytes);
+            for (int i = 0; i < FI; i++) cp_async16_zfill(st + 4096 * i, fsrc + xoff(i) + 64 * s, fbytes);
             if (MINS && (s & 7) == 0 && hs0 < 2) { /* 4 pieces a token: hi/lo x k half */
                 uint8_t *ss = (uint8_t *)(sums + ((s >> 3) & 1) * wg_sums_halves<BN>()) + fdst;
 #pragma unroll
@@ -589,11 +594,18 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
  * pending at the lookup (long scoreboard, 45% of the stall cycles). Here a
  * third warpgroup only copies:
  *
- *   producer   the activations of each slice into WG_NS stages, and the
- *              weights into PC_NW windows of 8 slices (each row's bytes as
- *              the 16-byte units that cover them, 9 or more slices ahead),
- *              all by cp.async, each stage and window signalling an mbarrier
- *              (`full`) when its copies land;
+ *   producer   the activations of each slice into WG_NS stages, one
+ *              tensor-memory copy a stage (thread 0: BN rows of the slice's
+ *              128 bytes, hi[32] lo[32], 128-byte swizzled as wgmma reads
+ *              them; tokens past the batch arrive as zeros, rows past a
+ *              routed segment as the next one's, whose product columns are
+ *              never stored), Q2_K's 16-sums by cp.async, and the weights
+ *              into PC_NW windows of 8 slices (each row's bytes as the
+ *              16-byte units that cover them, 9 or more slices ahead) by
+ *              cp.async; each stage and window signals an mbarrier (`full`)
+ *              when its copies land. (The activations by cp.async, 16 bytes
+ *              a thread, kept the MMA warps waiting on `full` most of the
+ *              time: the copy took 24% longer, ncu.)
  *   consumers  the two warpgroups of the kernel above, unchanged in what they
  *              compute (the same fragments, products, order and promotions:
  *              bitwise the same sums, the kernel test compares the two), but
@@ -618,13 +630,16 @@ template <int T> constexpr int pc_win_bytes() { return T == T_Q8_0 ? 8 * 34 : T 
 /* 16-byte units that cover a window wherever it starts: Q8_0's start on 16
  * bytes (272 w), Q2_K's at 4-byte steps (84 w), IQ2_XXS's at 2-byte steps */
 template <int T> constexpr int pc_win_units() { return T == T_Q8_0 ? 17 : T == T_Q2_K ? 6 : 5; }
+/* Offsets from the dynamic shared memory rounded up to 1024 bytes (the
+ * swizzle's period): the stages (B: BN rows of 128 bytes), Q2_K's 16-sums
+ * per stage, the weight windows, the IQ2_XXS tables, the barriers. */
 template <int T, int BN> struct pc_layout {
-    static constexpr int stage = 128 * BN + (T == T_Q2_K ? 64 * BN : 0); /* B, then Q2_K's 16-sums */
-    static constexpr int sums = 128 * BN;
+    static constexpr int stage = 128 * BN, sum_stage = T == T_Q2_K ? 64 * BN : 0;
+    static constexpr int sums = WG_NS * stage;
     static constexpr int row = 16 * pc_win_units<T>(), slot = 128 * row;
-    static constexpr int wins = WG_NS * stage, tables = wins + PC_NW * slot;
+    static constexpr int wins = sums + WG_NS * sum_stage, tables = wins + PC_NW * slot;
     static constexpr int bars = tables + 256 * 8 + 128 * 16;
-    static constexpr int bytes = bars + (2 * WG_NS + 2 * PC_NW) * 8;
+    static constexpr int bytes = bars + (2 * WG_NS + 2 * PC_NW) * 8 + 1024; /* + the rounding */
 };
 template <int T, int BN> constexpr size_t pc_smem_bytes() { return pc_layout<T, BN>::bytes; }
 
@@ -646,6 +661,24 @@ __device__ __forceinline__ void mbar_arrive_lane0(uint64_t *b, int lane) {
                  "r"(lane)
                  : "memory");
 }
+/* One arrival that also expects `bytes` more of asynchronous copies. */
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *b, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(b)), "r"(bytes) : "memory");
+}
+/* The box at (c0, c1, c2) of tensor map m (a kernel parameter) into shared
+ * memory by the tensor-memory accelerator, its bytes completing on b. */
+__device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *m, int c0, int c1, int c2, uint64_t *b) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(smem_addr(dst)),
+                 "l"((uint64_t)m), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(b))
+                 : "memory");
+}
+/* Descriptor of a stage's B: K-major, 128-byte swizzle (rows of 128 bytes,
+ * 8-row groups 1024 bytes apart); a k16 step 32 bytes on in the row. */
+__device__ __forceinline__ uint64_t wg_desc_sw128(const void *smem) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    return (uint64_t)((a >> 4) & 0x3fff) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
 /* Until the barrier's phase of this parity has completed. */
 __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
     asm volatile("{\n.reg .pred done;\npc_wait:\n"
@@ -656,20 +689,22 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
 }
 #endif
 
-template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const wg_args args) {
+template <int T, int BN>
+__global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_constant__ wg_args args) {
     pdl_enter();
 #ifdef WG_DEVICE
     typedef pc_layout<T, BN> L;
     constexpr int R = BN / 2, SPB = wg_scale_slices<T>(), WB = pc_win_bytes<T>(), WU = pc_win_units<T>();
     constexpr bool MINS = T == T_Q2_K, PER_SLICE = SPB == 1;
-    extern __shared__ __align__(128) uint8_t wg_smem[];
-    uint8_t *stages = wg_smem, *wins = wg_smem + L::wins;
+    extern __shared__ __align__(1024) uint8_t wg_smem_raw[];
+    uint8_t *wg_smem = wg_smem_raw + ((1024 - (smem_addr(wg_smem_raw) & 1023)) & 1023);
+    uint8_t *stages = wg_smem, *sums = wg_smem + L::sums, *wins = wg_smem + L::wins;
     uint64_t *grid = (uint64_t *)(wg_smem + L::tables);
     uint4 *signs = (uint4 *)(grid + 256);
     uint64_t *full = (uint64_t *)(wg_smem + L::bars), *empty = full + WG_NS, *wfull = empty + WG_NS,
              *wempty = wfull + PC_NW;
     const int tid = threadIdx.x, z = blockIdx.z;
-    const int64_t K = args.K, rows = args.rows, ldh = args.ldh, ldy = args.ldy;
+    const int64_t K = args.K, rows = args.rows, ldy = args.ldy;
     const seg3 sg = args.segs ? args.segs[z] : seg3{args.r0 + z * rows, 0, args.n};
     const int tbase = blockIdx.y * BN, n = sg.count;
     if (tbase >= n) return;
@@ -679,16 +714,16 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
     }
     if (tid == 0) {
         for (int i = 0; i < WG_NS; i++) {
-            mbar_init(&full[i], 128); /* the producer's threads, as their copies land */
+            mbar_init(&full[i], MINS ? 129 : 1); /* thread 0's expected bytes (+ every producer thread's sums) */
             mbar_init(&empty[i], 8); /* each consumer warp, its products done */
         }
         for (int i = 0; i < PC_NW; i++) {
             mbar_init(&wfull[i], 128);
             mbar_init(&wempty[i], 8);
         }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); /* seen by the copy engine too */
     }
     __syncthreads();
-    const __half *X = args.X + (args.segs ? sg.x0 * ldh : z * args.gxh);
     const int nsl = (int)(K / 32), nwin = (nsl + 7) / 8, lane = tid & 31;
     /* the warp's role through a shuffle, so the compiler knows it is uniform
      * over the warp: a branch on tid itself counts as divergent, and ptxas
@@ -701,21 +736,22 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
     if (wid >= 8) {
         /* ---------------- producer */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PC_PRODUCER_REGS));
-        /* a thread's activation units: k half pt & 1, unit i of a slice at
-         * q = pt / 2 + 64 i: token q % BN, (hi/lo, step) q / BN (NTP tokens
-         * a thread); the same for Q2_K's 16-sums (hi/lo instead) */
-        constexpr int NTP = BN > 64 ? BN / 64 : 1, UB = BN / 16, US = BN / 32;
+        /* a thread's 16-sum units (Q2_K): k half pt & 1, unit i of a
+         * super-block at q = pt / 2 + 64 i: token q % BN, hi/lo q / BN */
+        constexpr int NTP = BN > 64 ? BN / 64 : 1, US = BN / 32;
         const int pt = tid - 256, kh = pt & 1, l2 = pt >> 1;
-        const __half *xrow[NTP], *srow[NTP];
+        const __half *srow[NTP];
         int xbytes[NTP];
 #pragma unroll
         for (int j = 0; j < NTP; j++) {
             const int ftok = tbase + (l2 + 64 * j) % BN;
             const int64_t frow = ftok < n ? ftok : 0;
             xbytes[j] = ftok < n ? 16 : 0;
-            xrow[j] = X + frow * ldh + 8 * kh;
             srow[j] = MINS ? args.xsums + ((int64_t)sg.x0 + frow) * (K / 8) + 8 * kh : NULL;
         }
+        /* the stage's rows in the tensor map: token (segment row) and group */
+        const int trow = (int)(args.segs ? sg.x0 + tbase : tbase), tgrp = args.segs ? 0 : z;
+        if (pt == 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)&args.tmap) : "memory");
         const int64_t gr = (int64_t)blockIdx.x * WG_BM + pt < rows ? (int64_t)blockIdx.x * WG_BM + pt : 0;
         const uint8_t *wsrc = args.W + (sg.row0 + gr) * args.rb; /* row pt (rows past the matrix: row 0) */
         auto copy_window = [&](int w) {
@@ -732,22 +768,23 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
         for (int s = 0; s < nsl; s++) {
             if ((s & 7) == 4) copy_window((s >> 3) + PC_NW - 1); /* its slot's last reader is well past it */
             const int st = s % WG_NS;
-            if (s >= WG_NS) mbar_wait(&empty[st], (uint32_t)((s / WG_NS - 1) & 1));
-            uint8_t *stage = stages + st * L::stage;
-#pragma unroll
-            for (int i = 0; i < UB; i++) {
-                const int q = l2 + 64 * i, ft = q % BN, hs = q / BN, j = i % NTP;
-                cp_async16_zfill(stage + hs * 32 * BN + kh * 16 * BN + 16 * ft,
-                                 xrow[j] + ((hs >> 1) ? K : 0) + 16 * (hs & 1) + 32 * s, xbytes[j]);
+            if (MINS || pt == 0) {
+                if (s >= WG_NS) mbar_wait(&empty[st], (uint32_t)((s / WG_NS - 1) & 1));
             }
-            if (MINS && (s & 7) == 0)
+            if (pt == 0) {
+                mbar_expect_tx(&full[st], L::stage);
+                tma_load_3d(stages + st * L::stage, &args.tmap, 64 * s, tgrp, trow, &full[st]);
+            }
+            if (MINS) {
+                if ((s & 7) == 0)
 #pragma unroll
-                for (int i = 0; i < US; i++) {
-                    const int q = l2 + 64 * i, ft = q % BN, hl = q / BN, j = i % NTP;
-                    cp_async16_zfill(stage + L::sums + hl * 32 * BN + kh * 16 * BN + 16 * ft,
-                                     srow[j] + 16 * hl + 32 * (s >> 3), xbytes[j]);
-                }
-            mbar_arrive_copies(&full[st]);
+                    for (int i = 0; i < US; i++) {
+                        const int q = l2 + 64 * i, ft = q % BN, hl = q / BN, j = i % NTP;
+                        cp_async16_zfill(sums + st * L::sum_stage + hl * 32 * BN + kh * 16 * BN + 16 * ft,
+                                         srow[j] + 16 * hl + 32 * (s >> 3), xbytes[j]);
+                    }
+                mbar_arrive_copies(&full[st]);
+            }
         }
         cp_async_wait<0>();
         return;
@@ -783,8 +820,8 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
     auto build = [&](int s, uint32_t (&a)[2][4]) { fr.build(s, a); };
     auto promote = [&](float sa, float sc) { wg_promote(acc, tmp, sa, sc); };
     auto release = [&](int s) { mbar_arrive_lane0(&empty[s % WG_NS], lane); };
-    const uint64_t desc0 = wg_desc(stages, 16 * BN, 128);
-    const uint64_t sdesc0 = MINS ? wg_desc(stages + L::sums, 16 * BN, 128) : 0;
+    const uint64_t desc0 = wg_desc_sw128(stages);
+    const uint64_t sdesc0 = MINS ? wg_desc(sums, 16 * BN, 128) : 0;
     load(0, q[0]);
     load(1, q[1]);
     lookup(0, q[0]);
@@ -806,16 +843,17 @@ template <int T, int BN> __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_
         }
         wg_fence();
         if (MINS && (s & 7) == 0) {
-            const uint64_t m0 = sdesc0 + (uint64_t)(st * (L::stage >> 4));
+            const uint64_t m0 = sdesc0 + (uint64_t)(st * (L::sum_stage >> 4));
             wg_mma<BN>::run(acc, fr.amin[0], m0, 1);
             wg_mma<BN>::run(acc, fr.amin[0], m0 + 2 * BN, 1);
             wg_mma<BN>::run(acc, fr.amin[1], m0, 1);
             wg_mma<BN>::run(acc, fr.amin[1], m0 + 2 * BN, 1);
         }
-        wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0);
-        wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);
-        wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);
-        wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1);
+        /* (hi/lo, step) at 32 hi/lo + 16 step halves of each 128-byte row */
+        wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
+        wg_mma<BN>::run(tmp, areg[B][0], d0 + 4, 1);        /* lo, step 0 */
+        wg_mma<BN>::run(tmp, areg[B][1], d0 + 2, 1);        /* hi, step 1 */
+        wg_mma<BN>::run(tmp, areg[B][1], d0 + 6, 1);        /* lo, step 1 */
         wg_commit();
         if (PER_SLICE) {
         } else if ((s & 7) == 7) {
@@ -873,13 +911,31 @@ static constexpr bool pc_type(int type) { return type != T_F16; }
  * length, K being whole 256s, is a multiple of 16). */
 static bool wg_weights_fit(int type, const void *W) { return type != T_F16 || (uintptr_t)W % 16 == 0; }
 
-template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a, cudaStream_t s) {
+static PFN_cuTensorMapEncodeTiled_v12000 g_encode_tmap; /* the driver's, found by wgmma_init */
+
+/* The producer-fed kernel's view of the split rows: dimensions (2K halves,
+ * groups, rows) with the rows ldh and the groups gxh halves apart (a
+ * routed product: one group), a box of 64 halves x 1 x BN rows, 128-byte
+ * swizzle (wgmma_pc_kernel's stages), zeros past the last row. */
+static bool wg_tensor_map(wg_args &a, int bn) {
+    if (!g_encode_tmap) return false;
+    const cuuint64_t dims[3] = {(cuuint64_t)(2 * a.K), (cuuint64_t)(a.segs ? 1 : a.groups), (cuuint64_t)a.xrows};
+    const cuuint64_t strides[2] = {(cuuint64_t)(a.segs ? 4 * a.K : 2 * a.gxh), (cuuint64_t)(2 * a.ldh)};
+    const cuuint32_t box[3] = {64, 1, (cuuint32_t)bn}, step[3] = {1, 1, 1};
+    return g_encode_tmap(&a.tmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, (void *)a.X, dims, strides, box, step,
+                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cudaStream_t s) {
     if constexpr (pc_type(T)) {
-        if (pc_takes(a.W, a.rb, a.K)) {
+        wg_args a = a0;
+        if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN)) {
             launch_pdl((wgmma_pc_kernel<T, BN>), grid, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
             return;
         }
     }
+    const wg_args &a = a0;
     launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
 }
 
@@ -914,6 +970,7 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
     a.segs = (const seg3 *)segs;
     a.down = split_aux + (int64_t)n * (K / 16);
     a.xsums = (const __half *)split_aux; /* the 16-sums as hi/lo halves (perm split) */
+    a.xrows = n;
     a.signs = mma_iq2_pair_signs();
     wg_dispatch(type, a, max_count, (unsigned)n_segs, s);
     return true;
@@ -936,6 +993,7 @@ bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t
     a.X = (const __half *)scratch, a.ldh = 2 * K * groups, a.gxh = 2 * K;
     a.Y = Y, a.ldy = ldy, a.gy = gy;
     a.n = n, a.groups = groups;
+    a.xrows = n;
     a.down = down;
     a.signs = mma_iq2_pair_signs();
     wg_dispatch(type, a, n, (unsigned)groups, s);
@@ -965,6 +1023,15 @@ int wgmma_init(void) {
         !wg_allow_smem_t<T_F16>() ||
         quant_tables_upload() != 0)
         return -1;
+    /* the producer-fed kernel's tensor maps: without the driver's encoder
+     * (a driver older than CUDA 12) the other kernel serves */
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult found;
+    g_encode_tmap = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                                     &found) == cudaSuccess &&
+                            found == cudaDriverEntryPointSuccess
+                        ? (PFN_cuTensorMapEncodeTiled_v12000)fn
+                        : NULL;
     g_wgmma_on = env_switch_on("DS4_WGMMA");
     g_wgmma_pc = env_switch_on("DS4_WGMMA_PRODUCER");
     g_wgmma_f16 = env_switch_on("DS4_WGMMA_F16");
@@ -974,7 +1041,7 @@ int wgmma_init(void) {
 extern "C" int ds4k_wgmma_takes(int type, int64_t K) { return wgmma_takes(type, K) ? 1 : 0; }
 
 extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
-    return wgmma_takes(type, K) && pc_type(type) && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
+    return wgmma_takes(type, K) && pc_type(type) && g_encode_tmap && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
 }
 
 extern "C" int ds4k_wgmma_producer_enable(int on) {
