@@ -594,7 +594,7 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
  * pending at the lookup (long scoreboard, 45% of the stall cycles). Here a
  * third warpgroup only copies:
  *
- *   producer   the activations of each slice into WG_NS stages, one
+ *   producer   the activations of each slice into PC_NS stages, one
  *              tensor-memory copy a stage (thread 0: BN rows of the slice's
  *              128 bytes, hi[32] lo[32], 128-byte swizzled as wgmma reads
  *              them; tokens past the batch arrive as zeros, rows past a
@@ -617,6 +617,7 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
  * An attempt with the decoding in its own warpgroup and A through shared
  * memory was slower (docs/BENCHMARKS.md): A stays in registers here. */
 #define PC_THREADS 384 /* two consumer warpgroups, then the producer warpgroup */
+#define PC_NS 7        /* activation stages (WG_NS's 5: 4% slower, 12-layer prefill) */
 #define PC_NW 3        /* weight windows */
 /* Registers a thread after setmaxnreg (ptxas allocates each role's code
  * within its count): the producer gives most of its share to the consumers;
@@ -635,11 +636,11 @@ template <int T> constexpr int pc_win_units() { return T == T_Q8_0 ? 17 : T == T
  * per stage, the weight windows, the IQ2_XXS tables, the barriers. */
 template <int T, int BN> struct pc_layout {
     static constexpr int stage = 128 * BN, sum_stage = T == T_Q2_K ? 64 * BN : 0;
-    static constexpr int sums = WG_NS * stage;
+    static constexpr int sums = PC_NS * stage;
     static constexpr int row = 16 * pc_win_units<T>(), slot = 128 * row;
-    static constexpr int wins = sums + WG_NS * sum_stage, tables = wins + PC_NW * slot;
+    static constexpr int wins = sums + PC_NS * sum_stage, tables = wins + PC_NW * slot;
     static constexpr int bars = tables + 256 * 8 + 128 * 16;
-    static constexpr int bytes = bars + (2 * WG_NS + 2 * PC_NW) * 8 + 1024; /* + the rounding */
+    static constexpr int bytes = bars + (2 * PC_NS + 2 * PC_NW) * 8 + 1024; /* + the rounding */
 };
 template <int T, int BN> constexpr size_t pc_smem_bytes() { return pc_layout<T, BN>::bytes; }
 
@@ -701,7 +702,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     uint8_t *stages = wg_smem, *sums = wg_smem + L::sums, *wins = wg_smem + L::wins;
     uint64_t *grid = (uint64_t *)(wg_smem + L::tables);
     uint4 *signs = (uint4 *)(grid + 256);
-    uint64_t *full = (uint64_t *)(wg_smem + L::bars), *empty = full + WG_NS, *wfull = empty + WG_NS,
+    uint64_t *full = (uint64_t *)(wg_smem + L::bars), *empty = full + PC_NS, *wfull = empty + PC_NS,
              *wempty = wfull + PC_NW;
     const int tid = threadIdx.x, z = blockIdx.z;
     const int64_t K = args.K, rows = args.rows, ldy = args.ldy;
@@ -713,7 +714,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         if (tid < 128) signs[tid] = args.signs[tid];
     }
     if (tid == 0) {
-        for (int i = 0; i < WG_NS; i++) {
+        for (int i = 0; i < PC_NS; i++) {
             mbar_init(&full[i], MINS ? 129 : 1); /* thread 0's expected bytes (+ every producer thread's sums) */
             mbar_init(&empty[i], 8); /* each consumer warp, its products done */
         }
@@ -767,9 +768,9 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         for (int w = 0; w < PC_NW - 1; w++) copy_window(w);
         for (int s = 0; s < nsl; s++) {
             if ((s & 7) == 4) copy_window((s >> 3) + PC_NW - 1); /* its slot's last reader is well past it */
-            const int st = s % WG_NS;
+            const int st = s % PC_NS;
             if (MINS || pt == 0) {
-                if (s >= WG_NS) mbar_wait(&empty[st], (uint32_t)((s / WG_NS - 1) & 1));
+                if (s >= PC_NS) mbar_wait(&empty[st], (uint32_t)((s / PC_NS - 1) & 1));
             }
             if (pt == 0) {
                 mbar_expect_tx(&full[st], L::stage);
@@ -819,7 +820,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     auto lookup = [&](int s, const wg_raw(&qs)[2]) { fr.lookup(qs, s, t4, grid, signs); };
     auto build = [&](int s, uint32_t (&a)[2][4]) { fr.build(s, a); };
     auto promote = [&](float sa, float sc) { wg_promote(acc, tmp, sa, sc); };
-    auto release = [&](int s) { mbar_arrive_lane0(&empty[s % WG_NS], lane); };
+    auto release = [&](int s) { mbar_arrive_lane0(&empty[s % PC_NS], lane); };
     const uint64_t desc0 = wg_desc_sw128(stages);
     const uint64_t sdesc0 = MINS ? wg_desc(sums, 16 * BN, 128) : 0;
     load(0, q[0]);
@@ -829,8 +830,8 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     load(2, q[0]);
     auto slice = [&](auto Bc, int s) {
         constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 1; /* slice s + 1's raw bytes */
-        const int st = s % WG_NS;
-        mbar_wait(&full[st], (uint32_t)((s / WG_NS) & 1));
+        const int st = s % PC_NS;
+        mbar_wait(&full[st], (uint32_t)((s / PC_NS) & 1));
         fence_proxy_async(); /* the copies landed through the generic proxy; wgmma reads through the async one */
         if (s + 1 < nsl) lookup(s + 1, q[Q]);
         if ((s & 7) == 6) mbar_arrive_lane0(&wempty[(s >> 3) % PC_NW], lane); /* window s / 8 read */
