@@ -27,11 +27,14 @@
  *                <= 45; Q8_0's bytes are exact f16 integers as they are,
  *                F16 weights are their own fragments (16 bytes a row).
  *   activations  the rows split once in that same permuted order (f16 hi
- *                and lo, ~22 bits together: the experts' gathered rows in
- *                place by mma_split_rows, a dense product's input into a
- *                scratch buffer by mma_split_rows_to), copied
- *                by cp.async three slices ahead into five stages laid out as
- *                wgmma's K-major core matrices (8 tokens x 16 bytes).
+ *                and lo, ~22 bits together, a slice's 32 hi then its 32 lo
+ *                halves: the experts' gathered rows in place by
+ *                mma_split_rows, a dense product's input into a scratch
+ *                buffer by mma_split_rows_to), copied by cp.async three
+ *                slices ahead into five stages laid out as wgmma's K-major
+ *                core matrices (8 tokens x 16 bytes) — or, in the
+ *                producer-fed kernel, by the tensor-memory accelerator as
+ *                128-byte swizzled rows (see there).
  *   products     four wgmma per slice (two k16 steps x hi, lo) accumulate a
  *                256-element super-block in f32; at its end the block's
  *                scale (IQ2_XXS d / 8, Q2_K d) promotes it into the result
