@@ -772,9 +772,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         for (int s = 0; s < nsl; s++) {
             if ((s & 7) == 4) copy_window((s >> 3) + PC_NW - 1); /* its slot's last reader is well past it */
             const int st = s % PC_NS;
-            if (MINS || pt == 0) {
-                if (s >= PC_NS) mbar_wait(&empty[st], (uint32_t)((s / PC_NS - 1) & 1));
-            }
+            if ((MINS || pt == 0) && s >= PC_NS) mbar_wait(&empty[st], (uint32_t)((s / PC_NS - 1) & 1));
             if (pt == 0) {
                 mbar_expect_tx(&full[st], L::stage);
                 tma_load_3d(stages + st * L::stage, &args.tmap, 64 * s, tgrp, trow, &full[st]);
@@ -835,7 +833,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 1; /* slice s + 1's raw bytes */
         const int st = s % PC_NS;
         mbar_wait(&full[st], (uint32_t)((s / PC_NS) & 1));
-        fence_proxy_async(); /* the copies landed through the generic proxy; wgmma reads through the async one */
+        fence_proxy_async(); /* Q2_K's 16-sums landed through the generic proxy (cp.async); wgmma reads through the async one */
         if (s + 1 < nsl) lookup(s + 1, q[Q]);
         if ((s & 7) == 6) mbar_arrive_lane0(&wempty[(s >> 3) % PC_NW], lane); /* window s / 8 read */
         const uint64_t d0 = desc0 + (uint64_t)(st * (L::stage >> 4));
@@ -905,8 +903,10 @@ static int g_wgmma_pc = 1; /* DS4_WGMMA_PRODUCER=0: the kernel that copies in it
  * the weights in 16-byte units of whole 8-slice windows, so rows must start
  * on 16 bytes and K be whole windows (rb % 16 == 0 implies K % 256 == 0 for
  * all three types; checked anyway). Every product of the model qualifies. */
+static PFN_cuTensorMapEncodeTiled_v12000 g_encode_tmap; /* the driver's, found by wgmma_init */
+
 static bool pc_takes(const void *W, int64_t rb, int64_t K) {
-    return g_wgmma_pc && rb % 16 == 0 && (uintptr_t)W % 16 == 0 && K % 256 == 0;
+    return g_wgmma_pc && g_encode_tmap && rb % 16 == 0 && (uintptr_t)W % 16 == 0 && K % 256 == 0;
 }
 /* F16 rows go to wgmma_kernel only: a producer window of 8 F16 slices is
  * 64 KiB for 128 rows, three of them more shared memory than a block has. */
@@ -915,16 +915,13 @@ static constexpr bool pc_type(int type) { return type != T_F16; }
  * length, K being whole 256s, is a multiple of 16). */
 static bool wg_weights_fit(int type, const void *W) { return type != T_F16 || (uintptr_t)W % 16 == 0; }
 
-static PFN_cuTensorMapEncodeTiled_v12000 g_encode_tmap; /* the driver's, found by wgmma_init */
-
 /* The producer-fed kernel's view of the split rows: dimensions (2K halves,
  * groups, rows) with the rows ldh and the groups gxh halves apart (a
  * routed product: one group), a box of 64 halves x 1 x BN rows, 128-byte
  * swizzle (wgmma_pc_kernel's stages), zeros past the last row. */
 static bool wg_tensor_map(wg_args &a, int bn) {
-    if (!g_encode_tmap) return false;
-    const cuuint64_t dims[3] = {(cuuint64_t)(2 * a.K), (cuuint64_t)(a.segs ? 1 : a.groups), (cuuint64_t)a.xrows};
-    const cuuint64_t strides[2] = {(cuuint64_t)(a.segs ? 4 * a.K : 2 * a.gxh), (cuuint64_t)(2 * a.ldh)};
+    const cuuint64_t dims[3] = {(cuuint64_t)(2 * a.K), (cuuint64_t)a.groups, (cuuint64_t)a.xrows};
+    const cuuint64_t strides[2] = {(cuuint64_t)(2 * a.gxh), (cuuint64_t)(2 * a.ldh)};
     const cuuint32_t box[3] = {64, 1, (cuuint32_t)bn}, step[3] = {1, 1, 1};
     return g_encode_tmap(&a.tmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, (void *)a.X, dims, strides, box, step,
                          CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -939,8 +936,7 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
             return;
         }
     }
-    const wg_args &a = a0;
-    launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a);
+    launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
 }
 
 /* Token tiles as wide as the mma.sync tiles choose (mma_tile_tokens); the
@@ -974,7 +970,7 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
     a.segs = (const seg3 *)segs;
     a.down = split_aux + (int64_t)n * (K / 16);
     a.xsums = (const __half *)split_aux; /* the 16-sums as hi/lo halves (perm split) */
-    a.xrows = n;
+    a.xrows = n, a.groups = 1, a.gxh = 2 * K; /* the tensor map's one group */
     a.signs = mma_iq2_pair_signs();
     wg_dispatch(type, a, max_count, (unsigned)n_segs, s);
     return true;
@@ -1045,7 +1041,7 @@ int wgmma_init(void) {
 extern "C" int ds4k_wgmma_takes(int type, int64_t K) { return wgmma_takes(type, K) ? 1 : 0; }
 
 extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
-    return wgmma_takes(type, K) && pc_type(type) && g_encode_tmap && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
+    return wgmma_takes(type, K) && pc_type(type) && pc_takes(NULL, row_bytes_dev(type, K), K) ? 1 : 0;
 }
 
 extern "C" int ds4k_wgmma_producer_enable(int on) {
