@@ -95,6 +95,13 @@ typedef struct ds4_mm_job {
  * the same type; otherwise one ds4k_matmul each. */
 void ds4k_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, ds4_stream st);
 
+/* Prefill (n > 8): the jobs over the same activations, split once into
+ * scratch (as for ds4k_matmul_scratch) and each weight type's products in
+ * one launch where the warpgroup MMA takes them (same K, r0 and x_off 0, at
+ * most GEMV_MAX_JOBS); otherwise one ds4k_matmul_scratch each. */
+void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
+                      size_t scratch_floats, ds4_stream st);
+
 /* Several expert matrices (gate and up) with the same routing in one launch. */
 void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
                            int64_t ldx, int x_per_pair, ds4_stream st);
@@ -162,6 +169,10 @@ int ds4k_wgmma_producer_enable(int on);
 /* 1 where that kernel is on and multiplies weights of this type and K
  * (rows on 16 bytes, whole 8-slice windows); else the other kernel does. */
 int ds4k_wgmma_producer_takes(int type, int64_t K);
+/* The blocks of a dense product on the producer-fed kernel, which take its
+ * tiles in turn (default: one a multiprocessor); returns the old count. The
+ * tests set a few, so that each block makes many tiles. */
+int ds4k_wgmma_tile_blocks(int blocks);
 
 /* Y = rmsnorm(X) * w (w may be NULL) row by row. */
 void ds4k_rmsnorm(const float *X, int64_t ldx, const float *w, int n, int len, float eps, float *Y, int64_t ldy,

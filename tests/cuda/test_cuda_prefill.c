@@ -297,7 +297,7 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
     /* the other warpgroup-MMA kernel (producer-fed or not): the same bits,
      * where the producer-fed one takes these rows */
     const bool pc = enough && ds4k_wgmma_producer_takes(type, K);
-    bool kernels_same = true;
+    bool kernels_same = true, tiles_same = true;
     if (pc) {
         const int was = ds4k_wgmma_producer_enable(0);
         ds4k_wgmma_producer_enable(!was);
@@ -307,14 +307,23 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
         float *y3 = malloc(sizeof(float) * n * R);
         from_dev(y3, dy2, sizeof(float) * n * R);
         kernels_same = memcmp(y, y3, sizeof(float) * n * R) == 0;
+        /* three blocks taking every tile in turn: the same bits */
+        const int blocks = ds4k_wgmma_tile_blocks(3);
+        cudaMemset(dy2, 0, sizeof(float) * n * R);
+        if (groups == 1) ds4k_matmul_scratch(&d, 0, rows, dx, ldx, n, dy2, R, dscr, cap, NULL);
+        else ds4k_matmul_groups(&d, rows, groups, dx, K, ldx, n, dy2, rows, R, dscr, cap, NULL);
+        ds4k_wgmma_tile_blocks(blocks);
+        from_dev(y3, dy2, sizeof(float) * n * R);
+        tiles_same = memcmp(y, y3, sizeof(float) * n * R) == 0;
         free(y3);
     }
-    check(worst < 1e-6 && (!wg || narrow_same) && kernels_same,
-          "dense %-4s K=%-4lld %3d rows x %d group%s, %3d tokens, scratch %s: max |diff| / (|w| |x|) vs CPU %.2e%s%s",
+    check(worst < 1e-6 && (!wg || narrow_same) && kernels_same && tiles_same,
+          "dense %-4s K=%-4lld %3d rows x %d group%s, %3d tokens, scratch %s: max |diff| / (|w| |x|) vs CPU %.2e%s%s%s",
           ds4_type_name(type), (long long)K, rows, groups, groups > 1 ? "s" : " ", n,
           enough ? (ds4k_wgmma_takes(type, K) ? "(wgmma)" : "(tiles)") : "too small (tiles)", worst,
           !wg ? "" : narrow_same ? "; first tokens alone bitwise" : "; first tokens alone DIFFER",
-          !pc ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER");
+          !pc ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER",
+          !pc ? "" : tiles_same ? "; 3 blocks of all tiles bitwise" : "; 3 blocks of all tiles DIFFER");
     free(scratch);
     free(yc);
     free(y2);
