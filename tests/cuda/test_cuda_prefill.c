@@ -16,7 +16,8 @@
  *   dense       the dense Q8_0 products with a scratch buffer (the warpgroup
  *               MMA in sm_90a builds) against the CPU, grouped and not, and
  *               a batch's first tokens alone through narrower tiles: the same
- *               bits (prefill chunks stay bitwise). */
+ *               bits (prefill chunks stay bitwise); several products over one
+ *               input (ds4k_matmul_jobs) vs each alone: bitwise. */
 #include <math.h>
 #include <string.h>
 
@@ -338,6 +339,70 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
     free(wf);
 }
 
+/* Several products over the same activations (ds4k_matmul_jobs): each
+ * weight type's jobs in one launch after one split, the rest one by one;
+ * every output must be bitwise that of the job alone (ds4k_matmul_scratch,
+ * itself held to the CPU above), and within the CPU's bound here too. */
+static void test_dense_jobs(ds4_rng *r, int64_t K, int n) {
+    enum { NJ = 6 };
+    const int types[NJ] = {DS4_TYPE_Q8_0, DS4_TYPE_F16, DS4_TYPE_Q8_0, DS4_TYPE_F16, DS4_TYPE_Q4_K, DS4_TYPE_F16};
+    const int rows[NJ] = {300, 64, 130, 200, 70, 37};
+    const int64_t ldx = K + 8;
+    float *x = rnd(r, (size_t)n * ldx, 1.0f);
+    float *dx = to_dev(x, sizeof(float) * n * ldx);
+    const size_t cap = (size_t)n * (K + 1) + 64;
+    float *dscr = to_dev(NULL, sizeof(float) * cap);
+    ds4_dw d[NJ];
+    ds4_tensor t[NJ];
+    ds4_mm_job jobs[NJ];
+    float *dy[NJ], *dy1[NJ];
+    uint8_t *w[NJ];
+    for (int j = 0; j < NJ; j++) {
+        const size_t rb = ds4_row_bytes(types[j], K);
+        float *wf = rnd(r, (size_t)rows[j] * K, 0.05f);
+        w[j] = malloc(rb * rows[j]);
+        for (int i = 0; i < rows[j]; i++) ds4_quantize_row(types[j], wf + (size_t)i * K, w[j] + i * rb, K);
+        free(wf);
+        t[j] = (ds4_tensor){.name = "j", .type = types[j], .n_dims = 2, .ne = {K, rows[j], 1, 1}, .data = w[j],
+                            .size = rb * rows[j]};
+        d[j] = (ds4_dw){types[j], to_dev(w[j], rb * rows[j]), K, rows[j]};
+        dy[j] = to_dev(NULL, sizeof(float) * n * rows[j]);
+        dy1[j] = to_dev(NULL, sizeof(float) * n * rows[j]);
+        jobs[j] = (ds4_mm_job){&d[j], 0, rows[j], 0, dy[j], rows[j]};
+    }
+    ds4k_matmul_jobs(jobs, NJ, dx, ldx, n, dscr, cap, NULL);
+    for (int j = 0; j < NJ; j++) ds4k_matmul_scratch(&d[j], 0, rows[j], dx, ldx, n, dy1[j], rows[j], dscr, cap, NULL);
+    bool same = true;
+    double worst = 0;
+    float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+    for (int j = 0; j < NJ; j++) {
+        const size_t sz = (size_t)n * rows[j];
+        float *y = malloc(sizeof(float) * sz), *y1 = malloc(sizeof(float) * sz), *yc = malloc(sizeof(float) * sz);
+        from_dev(y, dy[j], sizeof(float) * sz);
+        from_dev(y1, dy1[j], sizeof(float) * sz);
+        same &= memcmp(y, y1, sizeof(float) * sz) == 0;
+        ds4_matmul_serial(&t[j], 0, rows[j], x, ldx, n, yc, rows[j], scratch);
+        for (int tk = 0; tk < n; tk++)
+            worst = fold_max(worst, dot_error(&t[j], 0, rows[j], x + tk * ldx, y + (size_t)tk * rows[j],
+                                              yc + (size_t)tk * rows[j]));
+        free(yc);
+        free(y1);
+        free(y);
+        cudaFree(dy1[j]);
+        cudaFree(dy[j]);
+        cudaFree((void *)d[j].ptr);
+        free(w[j]);
+    }
+    check(same && worst < 1e-6,
+          "dense jobs K=%-4lld %3d tokens (2 Q8_0, 3 F16, 1 Q4_K): each %s the job alone, max |diff| / (|w| |x|) vs CPU "
+          "%.2e",
+          (long long)K, n, same ? "bitwise" : "DIFFERS from", worst);
+    free(scratch);
+    cudaFree(dscr);
+    cudaFree(dx);
+    free(x);
+}
+
 void test_prefill_kernels(ds4_rng *r) {
     test_compressor_chunk(r, 4, true, 512, true);     /* CSA attention compressor (FP8 rows) */
     test_compressor_chunk(r, 128, false, 512, true);  /* HCA */
@@ -380,4 +445,8 @@ void test_prefill_kernels(ds4_rng *r) {
     test_dense_scratch(r, DS4_TYPE_F16, 1024, 300, 100, 1, true);
     test_dense_scratch(r, DS4_TYPE_F16, 256, 37, 70, 2, true);
     test_dense_scratch(r, DS4_TYPE_F16, 96, 20, 40, 1, true);
+    /* several products over one input (the attention input's projections,
+     * the router with the shared expert): 128- and 64-token tiles */
+    test_dense_jobs(r, 1024, 150);
+    test_dense_jobs(r, 4096, 40);
 }
