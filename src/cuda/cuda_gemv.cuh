@@ -104,6 +104,7 @@ bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t
  * once into scratch (wgmma_split: n * (K + 1) floats, 16-byte aligned),
  * then one launch for up to six weights of that type and K, each from its
  * row 0 (wgmma_dense_jobs: Q8_0 or F16; false, nothing launched, otherwise). */
+#define WG_JOBS 6 /* dense products of one wgmma_dense_jobs launch */
 bool wgmma_split(const float *X, int64_t ldx, int n, int64_t K, float *scratch, size_t scratch_floats, cudaStream_t s);
 bool wgmma_dense_jobs(int type, int njobs, const void *const *W, const int64_t *rows, float *const *Y,
                       const int64_t *ldy, int64_t K, int n, const float *split, cudaStream_t s);

@@ -97,8 +97,9 @@ void ds4k_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const float *X, int64
 
 /* Prefill (n > 8): the jobs over the same activations, split once into
  * scratch (as for ds4k_matmul_scratch) and each weight type's products in
- * one launch where the warpgroup MMA takes them (same K, r0 and x_off 0, at
- * most GEMV_MAX_JOBS); otherwise one ds4k_matmul_scratch each. */
+ * one launch where the warpgroup MMA takes them (Q8_0 or F16, one K, r0 and
+ * x_off 0, up to 6 of a type); otherwise one ds4k_matmul_scratch each. A
+ * batch of 8 tokens or fewer: ds4k_matmul_multi. */
 void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
                       size_t scratch_floats, ds4_stream st);
 

@@ -511,35 +511,43 @@ extern "C" void ds4k_matmul_scratch(const ds4_dw *W, int64_t r0, int64_t rows, c
 }
 
 /* Prefill: several products over the same activations. On the warpgroup
- * MMA the rows are split once and each type's products (Q8_0, F16) go in one
- * launch, whose tiles of the small products (the KV and compressor
- * projections, the router) fill the GPU together (12-layer prefill +1.6%,
- * bitwise the same products); anything else, one ds4k_matmul_scratch each
- * (after them: it splits into the same scratch). */
+ * MMA the rows are split once and each type's products (Q8_0, F16; up to
+ * WG_JOBS of one K) go in one launch, whose tiles of the small products (the
+ * KV and compressor projections, the router) fill the GPU together (12-layer
+ * prefill +1.6%, bitwise the same products); anything else, one
+ * ds4k_matmul_scratch each (after them: it splits into the same scratch).
+ * A batch the GEMV takes goes to ds4k_matmul_multi. */
 extern "C" void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
                                  size_t scratch_floats, ds4_stream st) {
     cudaStream_t s = (cudaStream_t)st;
+    if (n <= GEMV_MAX_TOK) {
+        ds4k_matmul_multi(jobs, n_jobs, X, ldx, n, st);
+        return;
+    }
     bool taken[GEMV_MAX_JOBS] = {false};
-    const int64_t K = n_jobs > 0 ? jobs[0].W->K : 0;
-    bool split = false;
-    for (int pass = 0; n > GEMV_MAX_TOK && n_jobs <= GEMV_MAX_JOBS && pass < 2; pass++) {
+    int64_t split_k = 0; /* the K whose split rows the scratch holds (0: none yet) */
+    for (int pass = 0; n_jobs <= GEMV_MAX_JOBS && pass < 2; pass++) {
         const int type = pass == 0 ? T_Q8_0 : T_F16;
-        const void *W[GEMV_MAX_JOBS];
-        int64_t rows[GEMV_MAX_JOBS], ldy[GEMV_MAX_JOBS];
-        float *Y[GEMV_MAX_JOBS];
-        int members[GEMV_MAX_JOBS], m = 0;
-        for (int i = 0; i < n_jobs; i++) {
+        const void *W[WG_JOBS];
+        int64_t rows[WG_JOBS], ldy[WG_JOBS], K = 0;
+        float *Y[WG_JOBS];
+        int members[WG_JOBS], m = 0;
+        for (int i = 0; i < n_jobs && m < WG_JOBS; i++) {
             const ds4_mm_job *j = &jobs[i];
-            if (j->W->type != type || j->W->K != K || j->r0 != 0 || j->x_off != 0) continue;
+            if (j->W->type != type || (m > 0 && j->W->K != K) || j->r0 != 0 || j->x_off != 0) continue;
+            K = j->W->K;
             W[m] = j->W->ptr, rows[m] = j->rows, Y[m] = j->Y, ldy[m] = j->ldy, members[m++] = i;
         }
         if (m == 0 || !wgmma_takes(type, K)) continue;
-        if (!split && !(split = wgmma_split(X, ldx, n, K, scratch, scratch_floats, s))) break;
+        if (split_k != K) {
+            if (!wgmma_split(X, ldx, n, K, scratch, scratch_floats, s)) continue;
+            split_k = K;
+        }
         if (wgmma_dense_jobs(type, m, W, rows, Y, ldy, K, n, scratch, s))
             for (int i = 0; i < m; i++) taken[members[i]] = true;
     }
     for (int i = 0; i < n_jobs; i++)
-        if (!taken[i])
+        if (i >= GEMV_MAX_JOBS || !taken[i])
             ds4k_matmul_scratch(jobs[i].W, jobs[i].r0, jobs[i].rows, X + jobs[i].x_off, ldx, n, jobs[i].Y, jobs[i].ldy,
                                 scratch, scratch_floats, st);
 }

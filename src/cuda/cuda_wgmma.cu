@@ -68,7 +68,6 @@
 #define WG_BM 128      /* weight rows a block: two warpgroups of 64 */
 #define WG_THREADS 256 /* two warpgroups */
 #define WG_NS 5        /* activation stages: slices s + 1 .. s + 3 land while s and s - 1 may be read */
-#define WG_JOBS 6      /* dense products of one launch (wgmma_dense_jobs) */
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WG_DEVICE 1
@@ -445,8 +444,9 @@ typedef struct wg_args {
     CUtensorMap tmap; /* wgmma_pc_kernel: X as [rows][groups][2K halves] (wg_tensor_map) */
 } wg_args;
 
-/* What blockIdx.z (a tile's z) multiplies: a routed segment, a dense group
- * or one of several dense products (wg_args). */
+/* What a tile's z (blockIdx.z in a launch of one tile a block) multiplies:
+ * a routed segment, a dense group or one of several dense products
+ * (wg_args). */
 struct wg_part {
     const uint8_t *W;
     int64_t rows, ldy, xoff; /* xoff: halves from X to the part's split rows */
@@ -753,7 +753,8 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
      * (a launch of tx x ty x tz blocks: its own tile; a persistent launch of
      * fewer blocks: several, the producer copying the next tile's first
      * slices while the MMA warps finish and store this one). Tiles past a
-     * segment's tokens are skipped by every role alike. */
+     * segment's tokens, or past the rows of a product of fewer rows than the
+     * launch's widest, are skipped by every role alike. */
     const int ntiles = args.tx * args.ty * args.tz;
     const int first = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     const int stride = gridDim.x * gridDim.y * gridDim.z;
@@ -976,7 +977,7 @@ bool wgmma_takes(int type, int64_t K) {
 }
 
 static int g_wgmma_pc = 1; /* DS4_WGMMA_PRODUCER=0: the kernel that copies in its MMA warps (A/B timing) */
-static int g_sm_blocks = 132; /* wgmma_pc_kernel's blocks for a dense product: the multiprocessors */
+static int g_tile_blocks = 132; /* wgmma_pc_kernel's blocks for a dense product: the multiprocessors */
 
 /* Whether wgmma_pc_kernel takes rows of rb bytes at W: its producer copies
  * the weights in 16-byte units of whole 8-slice windows, so rows must start
@@ -1017,7 +1018,7 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
              * faster); routed ones keep a block a tile, whose uneven segments
              * the hardware's scheduler balances better (-2.9% persistent) */
             const int64_t tiles = (int64_t)grid.x * grid.y * grid.z;
-            const dim3 pg = !a.segs && tiles > g_sm_blocks ? dim3((unsigned)g_sm_blocks) : grid;
+            const dim3 pg = !a.segs && tiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks) : grid;
             launch_pdl((wgmma_pc_kernel<T, BN>), pg, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
             return;
         }
@@ -1149,7 +1150,7 @@ int wgmma_init(void) {
     g_wgmma_on = env_switch_on("DS4_WGMMA");
     g_wgmma_pc = env_switch_on("DS4_WGMMA_PRODUCER");
     g_wgmma_f16 = env_switch_on("DS4_WGMMA_F16");
-    if (cudaDeviceGetAttribute(&g_sm_blocks, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return -1;
+    if (cudaDeviceGetAttribute(&g_tile_blocks, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return -1;
     return 0;
 }
 
@@ -1160,8 +1161,8 @@ extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
 }
 
 extern "C" int ds4k_wgmma_tile_blocks(int blocks) {
-    const int was = g_sm_blocks;
-    if (blocks > 0) g_sm_blocks = blocks;
+    const int was = g_tile_blocks;
+    if (blocks > 0) g_tile_blocks = blocks;
     return was;
 }
 
