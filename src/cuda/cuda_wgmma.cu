@@ -1065,24 +1065,35 @@ bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int6
 
 static size_t wgmma_dense_scratch(int64_t K, int n, int groups) { return (size_t)n * groups * (K + 1); }
 
+/* A dense product's input split into scratch: n x groups split rows of K
+ * (group g of a token at X + g gx), then their scales. */
+static bool dense_split(const float *X, int64_t ldx, int n, int groups, int64_t gx, int64_t K, float *scratch,
+                        size_t scratch_floats, cudaStream_t s) {
+    return n > 0 && groups >= 1 && scratch && (uintptr_t)scratch % 16 == 0 &&
+           scratch_floats >= wgmma_dense_scratch(K, n, groups) &&
+           mma_split_rows_to(X, n, groups, K, ldx, gx, scratch, scratch + (int64_t)n * groups * K, true, s);
+}
+
+/* What every dense product over rows that dense_split wrote shares. */
+static wg_args dense_args(int type, int64_t K, int n, int groups, const float *split) {
+    wg_args a = {};
+    a.rb = row_bytes_dev(type, K), a.K = K;
+    a.X = (const __half *)split, a.ldh = 2 * K * groups, a.gxh = 2 * K;
+    a.n = n, a.groups = groups, a.xrows = n;
+    a.down = split + (int64_t)n * groups * K;
+    a.signs = mma_iq2_pair_signs();
+    return a;
+}
+
 bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, int64_t K, const float *X,
                         int64_t ldx, int n, float *Y, int64_t ldy, int groups, int64_t gx, int64_t gy, float *scratch,
                         size_t scratch_floats, cudaStream_t s) {
-    if ((type != T_Q8_0 && type != T_F16) || !wgmma_takes(type, K) || n <= 0 || groups < 1 || !scratch ||
-        (uintptr_t)scratch % 16 != 0 || scratch_floats < wgmma_dense_scratch(K, n, groups) ||
-        !wg_weights_fit(type, W))
+    if ((type != T_Q8_0 && type != T_F16) || !wgmma_takes(type, K) || !wg_weights_fit(type, W) ||
+        !dense_split(X, ldx, n, groups, gx, K, scratch, scratch_floats, s))
         return false;
-    const int64_t split_rows = (int64_t)n * groups;
-    float *down = scratch + split_rows * K;
-    if (!mma_split_rows_to(X, n, groups, K, ldx, gx, scratch, down, true, s)) return false;
-    wg_args a = {};
-    a.W = (const uint8_t *)W, a.rb = rb, a.r0 = r0, a.rows = rows, a.K = K;
-    a.X = (const __half *)scratch, a.ldh = 2 * K * groups, a.gxh = 2 * K;
+    wg_args a = dense_args(type, K, n, groups, scratch);
+    a.W = (const uint8_t *)W, a.rb = rb, a.r0 = r0, a.rows = rows;
     a.Y = Y, a.ldy = ldy, a.gy = gy;
-    a.n = n, a.groups = groups;
-    a.xrows = n;
-    a.down = down;
-    a.signs = mma_iq2_pair_signs();
     wg_dispatch(type, a, n, (unsigned)groups, s);
     return true;
 }
@@ -1090,15 +1101,14 @@ bool wgmma_dense_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t
 /* Several dense products of one type and K (every job's r0 0, x_off 0)
  * over rows split once by wgmma_split: one launch, product z in tile z. */
 bool wgmma_split(const float *X, int64_t ldx, int n, int64_t K, float *scratch, size_t scratch_floats, cudaStream_t s) {
-    return n > 0 && scratch && (uintptr_t)scratch % 16 == 0 && scratch_floats >= wgmma_dense_scratch(K, n, 1) &&
-           mma_split_rows_to(X, n, 1, K, ldx, 0, scratch, scratch + (int64_t)n * K, true, s);
+    return dense_split(X, ldx, n, 1, 0, K, scratch, scratch_floats, s);
 }
 
 bool wgmma_dense_jobs(int type, int njobs, const void *const *W, const int64_t *rows, float *const *Y,
                       const int64_t *ldy, int64_t K, int n, const float *split, cudaStream_t s) {
     if ((type != T_Q8_0 && type != T_F16) || !wgmma_takes(type, K) || njobs < 1 || njobs > WG_JOBS || n <= 0)
         return false;
-    wg_args a = {};
+    wg_args a = dense_args(type, K, n, 1, split);
     int64_t max_rows = 0;
     for (int j = 0; j < njobs; j++) {
         if ((uintptr_t)W[j] % 16 != 0) return false; /* the producer-fed kernel's check (pc_takes) for every job */
@@ -1106,11 +1116,7 @@ bool wgmma_dense_jobs(int type, int njobs, const void *const *W, const int64_t *
         max_rows = rows[j] > max_rows ? rows[j] : max_rows;
     }
     a.njobs = njobs;
-    a.W = a.jw[0], a.rb = row_bytes_dev(type, K), a.rows = max_rows, a.K = K;
-    a.X = (const __half *)split, a.ldh = 2 * K, a.gxh = 2 * K;
-    a.n = n, a.groups = 1, a.xrows = n;
-    a.down = split + (int64_t)n * K;
-    a.signs = mma_iq2_pair_signs();
+    a.W = a.jw[0], a.rows = max_rows;
     wg_dispatch(type, a, n, (unsigned)njobs, s);
     return true;
 }
