@@ -305,17 +305,38 @@ __global__ void hc_mix_parts_tok_kernel(const uint16_t *W, int64_t K, const floa
         ((uint4 *)w_s)[i] = *(const uint4 *)(W + r * K + k0 + 8 * j);
     }
     __syncthreads();
-    const int t_end = min(n, (int)(blockIdx.y + 1) * MIX_TOK);
-    for (int t = blockIdx.y * MIX_TOK; t < t_end; t++) {
+    const int t0 = blockIdx.y * MIX_TOK, t_end = min(n, t0 + MIX_TOK);
+    /* The published shape gives each thread one 8-element chunk of the
+     * stretch a token (len = 8 NT): the next token's chunk is loaded before
+     * this one's products, so its global round trip overlaps them (the token
+     * loop otherwise waits on it every token). Same operations either way. */
+    const bool one = len == 8 * NT;
+    const int64_t kt = k0 + 8 * threadIdx.x;
+    float4 na = make_float4(0.f, 0.f, 0.f, 0.f), nb = na;
+    if (one && t0 < t_end) {
+        na = *(const float4 *)(H + (int64_t)t0 * ldh + kt);
+        nb = *(const float4 *)(H + (int64_t)t0 * ldh + kt + 4);
+    }
+    for (int t = t0; t < t_end; t++) {
         const float *h = H + (int64_t)t * ldh;
         float acc[R], sq = 0.0f;
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r] = 0.0f;
-        for (int64_t k = k0 + 8 * threadIdx.x; k < k1; k += 8 * NT) {
-            const float4 a = *(const float4 *)(h + k), b = *(const float4 *)(h + k + 4);
+        auto chunk = [&](int64_t k, const float4 a, const float4 b) {
 #pragma unroll
             for (int r = 0; r < R; r++) acc[r] = dot8_h(*(const uint4 *)(w_s + r * len + (k - k0)), a, b, acc[r]);
             sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+        };
+        if (one) {
+            const float4 a = na, b = nb;
+            if (t + 1 < t_end) {
+                na = *(const float4 *)(h + ldh + kt);
+                nb = *(const float4 *)(h + ldh + kt + 4);
+            }
+            chunk(kt, a, b);
+        } else {
+            for (int64_t k = kt; k < k1; k += 8 * NT)
+                chunk(k, *(const float4 *)(h + k), *(const float4 *)(h + k + 4));
         }
         /* block_sum of R + 1 values at once: same tree, one barrier pair */
 #pragma unroll
