@@ -184,13 +184,14 @@ __device__ void collapse_norm(const float *h, const float *w, int hc, int D, con
 __global__ void __launch_bounds__(1024)
     hc_split_collapse_kernel(const float *mix, const float *ss, int n_parts, float flat_eps, const float *scale,
                              const float *base, int hc, int iters, float hc_eps, const float *H, int D,
-                             const float *norm, float rms_eps, float *pre, float *post, float *M, float *a) {
+                             const float *norm, float rms_eps, float *pre, float *post, float *M, float *a,
+                             int role0) {
     pdl_enter();
     __shared__ float s_pre[DS4K_MAX_HC], s_post[DS4K_MAX_HC], s_M[DS4K_MAX_HC * DS4K_MAX_HC], red[32];
     __shared__ float s_mix[(2 + DS4K_MAX_HC) * DS4K_MAX_HC];
     __shared__ float s_parts[DS4K_MAX_HC_PARTS * ((2 + DS4K_MAX_HC) * DS4K_MAX_HC + 1)];
     const int t = blockIdx.x, n = gridDim.x, MIX = (2 + hc) * hc;
-    const bool sinkhorn = blockIdx.y == 1;
+    const bool sinkhorn = blockIdx.y + role0 == 1; /* role0 1: a launch of Sinkhorn blocks only */
     const int first = blockDim.x > 32 ? 32 : 0;
     const float *h = H + (int64_t)t * hc * D;
     const bool regs = !sinkhorn && collapse_in_regs(hc, D, first);
@@ -237,21 +238,40 @@ __global__ void __launch_bounds__(1024)
     for (int i = threadIdx.x; i < hc; i += blockDim.x) pre[(int64_t)t * hc + i] = s_pre[i];
 }
 
+/* A decode step's token: its two blocks side by side in one launch. A
+ * batch: the collapse blocks, then the Sinkhorn blocks in a launch of their
+ * own with one warp each (in the shared launch each took a whole
+ * row_threads(D)-thread block of which one warp works, half the batch's
+ * thread slots). The same code in both, so the same bits. */
+static void split_collapse_launch(const float *mix, const float *ss, int n_parts, float flat_eps, const float *scale,
+                                  const float *base, int hc, int iters, float hc_eps, const float *H, int D,
+                                  const float *norm, float rms_eps, int n, float *pre, float *post, float *M, float *a,
+                                  cudaStream_t s) {
+    if (n <= 0) return;
+    if (n <= 8) {
+        launch_pdl(hc_split_collapse_kernel, dim3(n, 2), row_threads(D), 0, s, mix, ss, n_parts, flat_eps, scale, base,
+                   hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a, 0);
+        return;
+    }
+    launch_pdl(hc_split_collapse_kernel, dim3(n, 1), row_threads(D), 0, s, mix, ss, n_parts, flat_eps, scale, base, hc,
+               iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a, 0);
+    launch_pdl(hc_split_collapse_kernel, dim3(n, 1), 32, 0, s, mix, ss, n_parts, flat_eps, scale, base, hc, iters,
+               hc_eps, H, D, norm, rms_eps, pre, post, M, a, 1);
+}
+
 extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *base, int hc, int iters,
                                        float hc_eps, const float *H, int D, const float *norm, float rms_eps, int n,
                                        float *pre, float *post, float *M, float *a, ds4_stream st) {
-    if (n > 0)
-        launch_pdl(hc_split_collapse_kernel, dim3(n, 2), row_threads(D), 0, (cudaStream_t)st, mix, (const float *)NULL,
-                   0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+    split_collapse_launch(mix, NULL, 0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, n, pre, post, M, a,
+                          (cudaStream_t)st);
 }
 
 extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_parts, float flat_eps,
                                              const float *scale, const float *base, int hc, int iters, float hc_eps,
                                              const float *H, int D, const float *norm, float rms_eps, int n, float *pre,
                                              float *post, float *M, float *a, ds4_stream st) {
-    if (n > 0)
-        launch_pdl(hc_split_collapse_kernel, dim3(n, 2), row_threads(D), 0, (cudaStream_t)st, parts, ss, n_parts,
-                   flat_eps, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, pre, post, M, a);
+    split_collapse_launch(parts, ss, n_parts, flat_eps, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, n, pre,
+                          post, M, a, (cudaStream_t)st);
 }
 
 /* The HC mixer of a few tokens without the normalized copy of the streams:

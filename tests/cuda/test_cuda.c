@@ -142,6 +142,51 @@ static void test_moe_matmul(ds4_rng *r) {
     free(scratch);
 }
 
+/* The split and collapse of a batch (more than 8 tokens: the collapse
+ * blocks and the Sinkhorn warps in launches of their own) against one token
+ * at a time (a decode step's shared launch): bitwise, at the model's D. */
+static void test_split_collapse_batch(ds4_rng *r) {
+    const int n = 20, hc = 4, D = 4096, MIX = (2 + hc) * hc;
+    float *H = rnd(r, (size_t)n * hc * D, 1.0f), *w = rnd(r, D, 0.1f), *mix = rnd(r, (size_t)n * MIX, 1.0f);
+    float scale[3] = {0.8f, 1.2f, 0.9f}, *base = rnd(r, MIX, 0.5f);
+    float *dH = to_dev(H, sizeof(float) * n * hc * D), *dw = to_dev(w, sizeof(float) * D);
+    float *dmix = to_dev(mix, sizeof(float) * n * MIX), *dscale = to_dev(scale, sizeof(scale));
+    float *dbase = to_dev(base, sizeof(float) * MIX);
+    const size_t outs = (size_t)n * (hc + hc + hc * hc + D); /* pre, post, M, a */
+    float *dout[2], *out[2];
+    for (int v = 0; v < 2; v++) {
+        dout[v] = to_dev(NULL, sizeof(float) * outs);
+        cudaMemset(dout[v], 0, sizeof(float) * outs);
+        out[v] = malloc(sizeof(float) * outs);
+    }
+    for (int v = 0; v < 2; v++) {
+        float *pre = dout[v], *post = pre + n * hc, *M = post + n * hc, *a = M + n * hc * hc;
+        if (v == 0) {
+            ds4k_hc_split_collapse(dmix, dscale, dbase, hc, 20, 1e-6f, dH, D, dw, 1e-6f, n, pre, post, M, a, NULL);
+        } else {
+            for (int t = 0; t < n; t++)
+                ds4k_hc_split_collapse(dmix + t * MIX, dscale, dbase, hc, 20, 1e-6f, dH + (size_t)t * hc * D, D, dw,
+                                       1e-6f, 1, pre + t * hc, post + t * hc, M + t * hc * hc, a + (size_t)t * D, NULL);
+        }
+        from_dev(out[v], dout[v], sizeof(float) * outs);
+    }
+    check(memcmp(out[0], out[1], sizeof(float) * outs) == 0,
+          "hc_split_collapse of %d tokens at once (collapse and Sinkhorn launched apart) bitwise one at a time", n);
+    for (int v = 0; v < 2; v++) {
+        cudaFree(dout[v]);
+        free(out[v]);
+    }
+    cudaFree(dbase);
+    cudaFree(dscale);
+    cudaFree(dmix);
+    cudaFree(dw);
+    cudaFree(dH);
+    free(base);
+    free(mix);
+    free(w);
+    free(H);
+}
+
 static void test_norm_hc(ds4_rng *r) {
     const int n = 5, hc = 4, D = 256, MIX = (2 + hc) * hc;
     float *H = rnd(r, (size_t)n * hc * D, 1.0f), *w = rnd(r, D, 0.1f), *mix = rnd(r, (size_t)n * MIX, 1.0f);
@@ -670,6 +715,7 @@ int main(int argc, char **argv) {
         test_prefill_kernels(&r);
         test_attention_kernels(&r);
         test_norm_hc(&r);
+        test_split_collapse_batch(&r);
         test_kv_and_heads(&r);
         test_pick_kernel(&r);
     }
