@@ -254,6 +254,10 @@ void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *fr
  * with fp4, Hadamard + FP4 after RoPE (indexer queries). */
 void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs, int n_pairs,
                      const int *d_pos, bool fp4, ds4_stream st);
+/* The attention queries' norm and RoPE by one warp a head (bitwise the
+ * block kernel, which FP4 heads keep) on or off; returns the old setting
+ * (DS4_ROPE_WARPS=0 starts it off; on < 0 only reads it). */
+int ds4k_heads_rope_warps(int on);
 
 /* Feed n tokens (projections kv/gate [n][W]) through a compressor state in
  * position order; each closed window w pools a `width`-wide row, which is

@@ -171,11 +171,80 @@ __global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float 
     for (int i = threadIdx.x; i < hd; i += blockDim.x) g[i] = x[i];
 }
 
+/* The same for heads of hd a multiple of 128 up to 512, RoPE on at most 32
+ * pairs and no FP4 (the attention queries): one warp a head, four a block,
+ * no block barrier (the kernel above spends a 128-thread block and three
+ * barriers on 2 KB). Bitwise the kernel above: lane l holds elements l + 32 m
+ * and forms the sums of squares of that kernel's threads 32 w + l (elements
+ * 32 w + l + 128 j, in j order: m = w + 4 j), each warp w's butterfly, then
+ * block_sum's last step over four warp sums, which comes to (W0 + W2) + (W1 +
+ * W3) (the other lanes add zeros); lane k rotates pair k. */
+#define HR_WARPS 4
+#define HR_MAX 512
+__global__ void __launch_bounds__(32 * HR_WARPS)
+    heads_rope_warp_kernel(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs,
+                           int n_pairs, const int *d_pos) {
+    pdl_enter();
+    __shared__ float sx[HR_WARPS][HR_MAX];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, M = hd / 32;
+    const int64_t head = (int64_t)blockIdx.x * HR_WARPS + w;
+    if (head >= (int64_t)n * heads) return; /* the whole warp: no block barrier below */
+    const int64_t pos = (int64_t)d_pos[0] + head / heads;
+    float *g = q + head * hd, *x = sx[w];
+    float v[HR_MAX / 32];
+#pragma unroll
+    for (int m = 0; m < HR_MAX / 32; m++)
+        if (m < M) v[m] = g[lane + 32 * m];
+    if (norm) {
+        float W[4];
+#pragma unroll
+        for (int vw = 0; vw < 4; vw++) {
+            float ss = 0.0f;
+#pragma unroll
+            for (int m = vw; m < HR_MAX / 32; m += 4)
+                if (m < M) ss += v[m] * v[m];
+            W[vw] = warp_sum(ss);
+        }
+        const float inv = 1.0f / sqrtf(((W[0] + W[2]) + (W[1] + W[3])) / (float)hd + rms_eps);
+#pragma unroll
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) v[m] = v[m] * inv;
+    }
+#pragma unroll
+    for (int m = 0; m < HR_MAX / 32; m++)
+        if (m < M) x[lane + 32 * m] = v[m];
+    __syncwarp();
+    if (lane < n_pairs) {
+        float c, s;
+        dev_rope_cs(pos, freqs[lane], &c, &s);
+        rope_pair(&x[hd - 2 * n_pairs + 2 * lane], c, s);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int m = 0; m < HR_MAX / 32; m++)
+        if (m < M) g[lane + 32 * m] = x[lane + 32 * m];
+}
+
+static int g_rope_warps = -1; /* DS4_ROPE_WARPS=0 / ds4k_heads_rope_warps: the block kernel (A/B, tests) */
+
+extern "C" int ds4k_heads_rope_warps(int on) {
+    if (g_rope_warps < 0) g_rope_warps = env_switch_on("DS4_ROPE_WARPS");
+    const int was = g_rope_warps;
+    if (on >= 0) g_rope_warps = on;
+    return was;
+}
+
 extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs,
                                 int n_pairs, const int *d_pos, bool fp4, ds4_stream st) {
-    if (n > 0)
-        launch_pdl(heads_rope_kernel, dim3(n, heads), 128, hd * sizeof(float), (cudaStream_t)st, q, heads, hd, norm,
-                   rms_eps, freqs, n_pairs, d_pos, fp4);
+    if (n <= 0) return;
+    if (ds4k_heads_rope_warps(-1) && !fp4 && hd % 128 == 0 && hd <= HR_MAX && n_pairs <= 32 && 2 * n_pairs <= hd) {
+        const int64_t warps = (int64_t)n * heads;
+        launch_pdl(heads_rope_warp_kernel, (unsigned)((warps + HR_WARPS - 1) / HR_WARPS), 32 * HR_WARPS, 0,
+                   (cudaStream_t)st, q, n, heads, hd, norm, rms_eps, freqs, n_pairs, d_pos);
+        return;
+    }
+    launch_pdl(heads_rope_kernel, dim3(n, heads), 128, hd * sizeof(float), (cudaStream_t)st, q, heads, hd, norm,
+               rms_eps, freqs, n_pairs, d_pos, fp4);
 }
 
 /* ------------------------------------------------------------------ MoE */

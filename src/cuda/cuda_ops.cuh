@@ -62,6 +62,14 @@ __device__ __forceinline__ void dev_rope_cs(int64_t pos, double freq, float *c, 
 
 /* In-shared-memory helpers run by a whole block on one row x[0..len). */
 
+/* One pair (p[0], p[1]) rotated by the angle whose cosine and sine are c, s
+ * (block_rope and the warp-a-head kernel share it: the same contraction). */
+__device__ __forceinline__ void rope_pair(float *p, float c, float s) {
+    const float a = p[0], b = p[1];
+    p[0] = a * c - b * s;
+    p[1] = a * s + b * c;
+}
+
 /* RoPE of the tail pairs at `pos` (inverse: negated angle). */
 __device__ __forceinline__ void block_rope(float *x, int len, int n_pairs, const double *freqs, int64_t pos,
                                            bool inverse) {
@@ -70,9 +78,7 @@ __device__ __forceinline__ void block_rope(float *x, int len, int n_pairs, const
         float c, s;
         dev_rope_cs(pos, freqs[k], &c, &s);
         if (inverse) s = -s;
-        const float a = t[2 * k], b = t[2 * k + 1];
-        t[2 * k] = a * c - b * s;
-        t[2 * k + 1] = a * s + b * c;
+        rope_pair(&t[2 * k], c, s);
     }
     __syncthreads();
 }

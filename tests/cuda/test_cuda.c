@@ -348,8 +348,18 @@ static void test_kv_and_heads(ds4_rng *r) {
         float *dq = to_dev(q, sizeof(float) * n * heads * d);
         double *dfr = to_dev(fr, sizeof(fr));
         int p = pos0, *dpos = to_dev(&p, sizeof(int));
+        float *dq2 = to_dev(q, sizeof(float) * n * heads * d), *q2 = malloc(sizeof(float) * n * heads * d);
         ds4k_heads_rope(dq, n, heads, d, !idx, 1e-6f, dfr, 32, dpos, idx, NULL);
         from_dev(q, dq, sizeof(float) * n * heads * d);
+        /* the warp-a-head kernel (the queries) against the block kernel: bitwise */
+        const int warps = ds4k_heads_rope_warps(0);
+        ds4k_heads_rope(dq2, n, heads, d, !idx, 1e-6f, dfr, 32, dpos, idx, NULL);
+        ds4k_heads_rope_warps(warps);
+        from_dev(q2, dq2, sizeof(float) * n * heads * d);
+        check(memcmp(q, q2, sizeof(float) * n * heads * d) == 0, "heads_rope (%s): warp kernel bitwise the block kernel",
+              idx ? "indexer" : "queries");
+        cudaFree(dq2);
+        free(q2);
         bool ok = true;
         const double eq = step_equal(q, ref, n * heads * d, idx ? 0.34 : 1e-5, &ok);
         /* the norm's sum runs in another order than the CPU's, so a whole
