@@ -434,10 +434,12 @@ typedef struct wg_args {
     const uint4 *signs;
     int64_t xrows; /* split rows X holds (the tensor map's extent) */
     int tx, ty, tz; /* wgmma_pc_kernel: its tiles, tx x ty x tz (a launch of one tile a block: its grid) */
+    int ntiles;     /* wgmma_pc_kernel: how many (tx ty tz, or with jobs jtiles[njobs]) */
     /* several dense products of one type over the same split rows
      * (wgmma_dense_jobs; groups 1): product z's weights, rows and output in
      * place of W, rows, Y and ldy */
     int njobs;
+    int jtiles[WG_JOBS + 1], jrbx[WG_JOBS]; /* wgmma_pc_kernel: tiles before job j (only its rows' blocks), its row blocks */
     const uint8_t *jw[WG_JOBS];
     int64_t jrows[WG_JOBS], jldy[WG_JOBS];
     float *jy[WG_JOBS];
@@ -755,7 +757,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
      * slices while the MMA warps finish and store this one). Tiles past a
      * segment's tokens, or past the rows of a product of fewer rows than the
      * launch's widest, are skipped by every role alike. */
-    const int ntiles = args.tx * args.ty * args.tz;
+    const int ntiles = args.ntiles;
     const int first = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     const int stride = gridDim.x * gridDim.y * gridDim.z;
     struct tile_t {
@@ -763,9 +765,19 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         wg_part p;
     };
     auto tile_at = [&](int t, tile_t &tl) {
-        tl.bx = t % args.tx;
-        tl.tbase = (t / args.tx) % args.ty * BN;
-        tl.p = wg_part_at(args, t / (args.tx * args.ty));
+        if (args.njobs) { /* job j's tiles jtiles[j] ..: its row blocks only, then token tiles */
+            int j = 0, base = 0, rbx = args.jrbx[0];
+#pragma unroll
+            for (int i = 1; i < WG_JOBS; i++) /* selects, not indices: the arguments stay in the constant bank */
+                if (i < args.njobs && t >= args.jtiles[i]) j = i, base = args.jtiles[i], rbx = args.jrbx[i];
+            tl.bx = (t - base) % rbx;
+            tl.tbase = (t - base) / rbx * BN;
+            tl.p = wg_part_at(args, j);
+        } else {
+            tl.bx = t % args.tx;
+            tl.tbase = (t / args.tx) % args.ty * BN;
+            tl.p = wg_part_at(args, t / (args.tx * args.ty));
+        }
         tl.n = tl.p.sg.count;
         return tl.tbase < tl.n && (int64_t)tl.bx * WG_BM < tl.p.rows;
     };
@@ -1013,12 +1025,23 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
         wg_args a = a0;
         if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN)) {
             a.tx = (int)grid.x, a.ty = (int)grid.y, a.tz = (int)grid.z;
+            a.ntiles = (int)(grid.x * grid.y * grid.z);
+            if (a.njobs) { /* numbered without the row blocks a job of fewer rows lacks */
+                a.jtiles[0] = 0;
+                for (int j = 0; j < a.njobs; j++) {
+                    a.jrbx[j] = (int)((a.jrows[j] + WG_BM - 1) / WG_BM);
+                    a.jtiles[j + 1] = a.jtiles[j] + a.jrbx[j] * (int)grid.y;
+                }
+                a.ntiles = a.jtiles[a.njobs];
+            }
             /* dense products: one block a multiprocessor, each taking
              * tiles in turn (12-layer prefill +0.8%, the Q8_0 products 2.8%
              * faster); routed ones keep a block a tile, whose uneven segments
-             * the hardware's scheduler balances better (-2.9% persistent) */
-            const int64_t tiles = (int64_t)grid.x * grid.y * grid.z;
-            const dim3 pg = !a.segs && tiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks) : grid;
+             * the hardware's scheduler balances better (-2.9% persistent).
+             * Jobs' tiles are numbered on one axis: a 1-D grid either way. */
+            const dim3 pg = !a.segs && a.ntiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks)
+                            : a.njobs                           ? dim3((unsigned)a.ntiles)
+                                                                : grid;
             launch_pdl((wgmma_pc_kernel<T, BN>), pg, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
             return;
         }
