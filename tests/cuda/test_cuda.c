@@ -170,8 +170,44 @@ static void test_split_collapse_batch(ds4_rng *r) {
         }
         from_dev(out[v], dout[v], sizeof(float) * outs);
     }
-    check(memcmp(out[0], out[1], sizeof(float) * outs) == 0,
-          "hc_split_collapse of %d tokens at once (collapse and Sinkhorn launched apart) bitwise one at a time", n);
+    bool same = memcmp(out[0], out[1], sizeof(float) * outs) == 0;
+    /* the prefill path: the mixer in parts ([part][token][row], then each
+     * part's sums of squares), added in part order by the kernel */
+    const int S = 8;
+    float *parts = rnd(r, (size_t)S * n * MIX, 1.0f), *ssq = rnd(r, (size_t)S * n, 1.0f);
+    for (int i = 0; i < S * n; i++) ssq[i] = fabsf(ssq[i]) * 1000.0f;
+    float *dparts = to_dev(parts, sizeof(float) * S * n * MIX), *dss = to_dev(ssq, sizeof(float) * S * n);
+    float *tparts = malloc(sizeof(float) * S * MIX), *tss = malloc(sizeof(float) * S);
+    float *dtp = to_dev(NULL, sizeof(float) * S * MIX), *dts = to_dev(NULL, sizeof(float) * S);
+    for (int v = 0; v < 2; v++) {
+        float *pre = dout[v], *post = pre + n * hc, *M = post + n * hc, *a = M + n * hc * hc;
+        cudaMemset(dout[v], 0, sizeof(float) * outs);
+        if (v == 0) {
+            ds4k_hc_split_collapse_parts(dparts, dss, S, 1e-6f, dscale, dbase, hc, 20, 1e-6f, dH, D, dw, 1e-6f, n, pre,
+                                         post, M, a, NULL);
+        } else {
+            for (int t = 0; t < n; t++) { /* token t's parts as a batch of one */
+                for (int p = 0; p < S; p++) {
+                    memcpy(tparts + p * MIX, parts + ((size_t)p * n + t) * MIX, sizeof(float) * MIX);
+                    tss[p] = ssq[(size_t)p * n + t];
+                }
+                cudaMemcpy(dtp, tparts, sizeof(float) * S * MIX, cudaMemcpyHostToDevice);
+                cudaMemcpy(dts, tss, sizeof(float) * S, cudaMemcpyHostToDevice);
+                ds4k_hc_split_collapse_parts(dtp, dts, S, 1e-6f, dscale, dbase, hc, 20, 1e-6f, dH + (size_t)t * hc * D,
+                                             D, dw, 1e-6f, 1, pre + t * hc, post + t * hc, M + t * hc * hc,
+                                             a + (size_t)t * D, NULL);
+                cudaDeviceSynchronize(); /* dtp and dts are rewritten for the next token */
+            }
+        }
+        from_dev(out[v], dout[v], sizeof(float) * outs);
+    }
+    same &= memcmp(out[0], out[1], sizeof(float) * outs) == 0;
+    check(same,
+          "hc_split_collapse (and from mixer parts) of %d tokens at once (collapse and Sinkhorn launched apart) "
+          "bitwise one at a time",
+          n);
+    cudaFree(dts), cudaFree(dtp), cudaFree(dss), cudaFree(dparts);
+    free(tss), free(tparts), free(ssq), free(parts);
     for (int v = 0; v < 2; v++) {
         cudaFree(dout[v]);
         free(out[v]);
@@ -348,18 +384,8 @@ static void test_kv_and_heads(ds4_rng *r) {
         float *dq = to_dev(q, sizeof(float) * n * heads * d);
         double *dfr = to_dev(fr, sizeof(fr));
         int p = pos0, *dpos = to_dev(&p, sizeof(int));
-        float *dq2 = to_dev(q, sizeof(float) * n * heads * d), *q2 = malloc(sizeof(float) * n * heads * d);
         ds4k_heads_rope(dq, n, heads, d, !idx, 1e-6f, dfr, 32, dpos, idx, NULL);
         from_dev(q, dq, sizeof(float) * n * heads * d);
-        /* the warp-a-head kernel (the queries) against the block kernel: bitwise */
-        const int warps = ds4k_heads_rope_warps(0);
-        ds4k_heads_rope(dq2, n, heads, d, !idx, 1e-6f, dfr, 32, dpos, idx, NULL);
-        ds4k_heads_rope_warps(warps);
-        from_dev(q2, dq2, sizeof(float) * n * heads * d);
-        check(memcmp(q, q2, sizeof(float) * n * heads * d) == 0, "heads_rope (%s): warp kernel bitwise the block kernel",
-              idx ? "indexer" : "queries");
-        cudaFree(dq2);
-        free(q2);
         bool ok = true;
         const double eq = step_equal(q, ref, n * heads * d, idx ? 0.34 : 1e-5, &ok);
         /* the norm's sum runs in another order than the CPU's, so a whole
@@ -371,6 +397,44 @@ static void test_kv_and_heads(ds4_rng *r) {
         free(q), free(ref);
     }
     free(kv), free(w);
+}
+
+/* The heads' norm and RoPE by one warp a head against the 128-thread block
+ * kernel it replaces where it can: bitwise, for head widths 128 .. 512, 16
+ * or 32 rotated pairs, with and without the norm, and a head count that
+ * leaves the last block's warps partly idle. */
+static void test_heads_rope_warps(ds4_rng *r) {
+    const int n = 5, heads = 3, pos0 = 77;
+    const int widths[3] = {128, 256, 512}, pairs[2] = {16, 32};
+    ds4_hparams hp;
+    ds4_hparams_published(&hp);
+    double fr[32];
+    ds4_rope_freqs(&hp, true, fr);
+    double *dfr = to_dev(fr, sizeof(fr));
+    int p = pos0, *dpos = to_dev(&p, sizeof(int));
+    bool same = true;
+    for (int wi = 0; wi < 3; wi++)
+        for (int pi = 0; pi < 2; pi++)
+            for (int norm = 0; norm < 2; norm++) {
+                const int d = widths[wi];
+                const size_t sz = (size_t)n * heads * d;
+                float *q = rnd(r, sz, 1.0f), *a = malloc(sizeof(float) * sz), *b = malloc(sizeof(float) * sz);
+                float *da = to_dev(q, sizeof(float) * sz), *db = to_dev(q, sizeof(float) * sz);
+                const int was = ds4k_heads_rope_warps(1);
+                ds4k_heads_rope(da, n, heads, d, norm, 1e-6f, dfr, pairs[pi], dpos, false, NULL);
+                ds4k_heads_rope_warps(0);
+                ds4k_heads_rope(db, n, heads, d, norm, 1e-6f, dfr, pairs[pi], dpos, false, NULL);
+                ds4k_heads_rope_warps(was);
+                from_dev(a, da, sizeof(float) * sz);
+                from_dev(b, db, sizeof(float) * sz);
+                same &= memcmp(a, b, sizeof(float) * sz) == 0;
+                cudaFree(db), cudaFree(da);
+                free(b), free(a), free(q);
+            }
+    check(same, "heads_rope by a warp a head bitwise the block kernel (widths 128/256/512, 16/32 pairs, norm or not, "
+                "%d x %d heads)",
+          n, heads);
+    cudaFree(dpos), cudaFree(dfr);
 }
 
 /* ------------------------------------------------------------------ model level */
@@ -726,6 +790,7 @@ int main(int argc, char **argv) {
         test_attention_kernels(&r);
         test_norm_hc(&r);
         test_split_collapse_batch(&r);
+        test_heads_rope_warps(&r);
         test_kv_and_heads(&r);
         test_pick_kernel(&r);
     }
