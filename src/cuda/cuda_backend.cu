@@ -493,6 +493,8 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     c->f16 = s->f16_cache;
     /* oracle mode keeps every product in floats: no 8-bit activation split */
     ds4k_gemv_stream_enable(!s->opts.oracle);
+    /* ... and the prefill products' activations beyond f16 (their lo halves) */
+    ds4k_wgmma_exact_acts(s->opts.oracle);
     c->max_batch = s->state->chunk;
     c->raw_cap = s->state->raw_cap;
     c->comp_cap_max = s->state->comp_cap_max;

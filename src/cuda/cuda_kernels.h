@@ -162,6 +162,12 @@ int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int
  * on the warpgroup MMA (sm_90a builds): not bitwise the mma.sync tiles'
  * sums, which the kernel test then does not expect. */
 int ds4k_wgmma_takes(int type, int64_t K);
+/* Whether the warpgroup-MMA products multiply the activations' f16 lo
+ * halves too (on: ~22 bits of each activation, within f32 rounding of the
+ * CPU's products; off, the default: the activations rounded to f16, half the
+ * tensor-core work). A CUDA session turns it on in oracle mode;
+ * DS4_WGMMA_LO=0/1 in the environment fixes it. Returns the old setting. */
+int ds4k_wgmma_exact_acts(int on);
 /* The producer-fed warpgroup-MMA kernel (a copy warp feeding the two MMA
  * warpgroups through mbarriers) on or off (DS4_WGMMA_PRODUCER=0 starts it
  * off); returns the old setting. Both kernels give the same bits; the tests

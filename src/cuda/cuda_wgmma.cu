@@ -35,7 +35,8 @@
  *                core matrices (8 tokens x 16 bytes) — or, in the
  *                producer-fed kernel, by the tensor-memory accelerator as
  *                128-byte swizzled rows (see there).
- *   products     four wgmma per slice (two k16 steps x hi, lo) accumulate a
+ *   products     two wgmma per slice (two k16 steps; four with the lo
+ *                halves, see "Activation precision") accumulate a
  *                256-element super-block in f32; at its end the block's
  *                scale (IQ2_XXS d / 8, Q2_K d) promotes it into the result
  *                with one FMA per element (the way block-scaled GEMMs keep
@@ -45,10 +46,20 @@
  *                the start of the next, after its barrier, so the tensor
  *                cores work through the barrier and the next fragments.
  *
+ * Activation precision. By default the products take the hi halves alone:
+ * each activation rounded to f16 (relative error <= 2^-11; the model's own
+ * activations are bf16, 2^-8, and the KV rows are f16 here anyway), which
+ * halves the tensor-core work: 12-layer prefill 14,935 -> 16,114 t/s
+ * (docs/BENCHMARKS.md). Oracle mode (ds4k_wgmma_exact_acts) adds the lo
+ * halves: ~22 bits, the CPU's products to f32 rounding (the kernel test
+ * bounds them at 1e-6 of |w| |x|). Q2_K's minimums always take their
+ * 16-sums' hi and lo. The split still writes, and the producer still
+ * copies, the lo halves in either mode (a layout of hi alone would halve
+ * the stages; not done).
+ *
  * Every output is a fixed sequence of the same operations whatever the
- * grid, so results are deterministic; they match the CPU's products to f32
- * rounding (the kernel test bounds them at 1e-6 of |w| |x|), though not
- * bitwise those of the mma.sync tiles (another summation order).
+ * grid, so results are deterministic, though not bitwise those of the
+ * mma.sync tiles (another summation order).
  *
  * Two kernels make these products with the same bits: wgmma_kernel, whose
  * MMA warps also copy their activations and load their weight bytes, and
@@ -477,7 +488,7 @@ __device__ __forceinline__ wg_part wg_part_at(const wg_args &a, int z) {
 }
 
 
-template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_kernel(const wg_args args) {
+template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_kernel(const wg_args args) {
     pdl_enter();
 #ifdef WG_DEVICE
     constexpr int R = BN / 2, SH = wg_stage_halves<BN>(), SPB = wg_scale_slices<T>();
@@ -602,9 +613,9 @@ template <int T, int BN> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_
             wg_mma<BN>::run(acc, fr.amin[1], m0 + 2 * BN, 1); /* A lo, B lo */
         }
         wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
-        wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1);   /* lo, step 0 */
+        if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1); /* lo, step 0 */
         wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);   /* hi, step 1 */
-        wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1);   /* lo, step 1 */
+        if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1); /* lo, step 1 */
         wg_commit();
         if (PER_SLICE) {
             /* slice s - 1's products are done (waited above): its buffers are free */
@@ -734,7 +745,7 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
 }
 #endif
 
-template <int T, int BN>
+template <int T, int BN, bool LO>
 __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_constant__ wg_args args) {
     pdl_enter();
 #ifdef WG_DEVICE
@@ -938,9 +949,9 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
             }
             /* (hi/lo, step) at 32 hi/lo + 16 step halves of each 128-byte row */
             wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
-            wg_mma<BN>::run(tmp, areg[B][0], d0 + 4, 1);        /* lo, step 0 */
+            if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][0], d0 + 4, 1); /* lo, step 0 */
             wg_mma<BN>::run(tmp, areg[B][1], d0 + 2, 1);        /* hi, step 1 */
-            wg_mma<BN>::run(tmp, areg[B][1], d0 + 6, 1);        /* lo, step 1 */
+            if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][1], d0 + 6, 1); /* lo, step 1 */
             wg_commit();
             if (PER_SLICE) {
             } else if ((s & 7) == 7) {
@@ -974,6 +985,11 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
 
 /* ------------------------------------------------------------------ launch */
 
+/* Whether the products take the activations' lo halves (see "Activation
+ * precision" above): 0 by default, 1 in oracle mode (ds4k_wgmma_exact_acts);
+ * DS4_WGMMA_LO=0 or 1 in the environment fixes it (A/B timing). */
+static int g_wgmma_lo = 0;
+static int g_wgmma_lo_env = -1;
 static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
 static int g_wgmma_f16 = 1; /* DS4_WGMMA_F16=0: F16 products on the mma.sync tiles (A/B timing) */
 
@@ -1042,11 +1058,13 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
             const dim3 pg = !a.segs && a.ntiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks)
                             : a.njobs                           ? dim3((unsigned)a.ntiles)
                                                                 : grid;
-            launch_pdl((wgmma_pc_kernel<T, BN>), pg, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
+            if (g_wgmma_lo) launch_pdl((wgmma_pc_kernel<T, BN, true>), pg, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
+            else launch_pdl((wgmma_pc_kernel<T, BN, false>), pg, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
             return;
         }
     }
-    launch_pdl((wgmma_kernel<T, BN>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
+    if (g_wgmma_lo) launch_pdl((wgmma_kernel<T, BN, true>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
+    else launch_pdl((wgmma_kernel<T, BN, false>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
 }
 
 /* Token tiles as wide as the mma.sync tiles choose (mma_tile_tokens); the
@@ -1145,11 +1163,15 @@ bool wgmma_dense_jobs(int type, int njobs, const void *const *W, const int64_t *
 }
 
 template <int T, int BN> static bool wg_allow_smem(void) {
-    if (cudaFuncSetAttribute(wgmma_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    if (cudaFuncSetAttribute(wgmma_kernel<T, BN, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)wg_smem_bytes<T, BN>()) != cudaSuccess ||
+        cudaFuncSetAttribute(wgmma_kernel<T, BN, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)wg_smem_bytes<T, BN>()) != cudaSuccess)
         return false;
     if constexpr (pc_type(T))
-        return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)pc_smem_bytes<T, BN>()) == cudaSuccess &&
+               cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)pc_smem_bytes<T, BN>()) == cudaSuccess;
     return true;
 }
@@ -1178,6 +1200,9 @@ int wgmma_init(void) {
                         : NULL;
     g_wgmma_on = env_switch_on("DS4_WGMMA");
     g_wgmma_pc = env_switch_on("DS4_WGMMA_PRODUCER");
+    const char *lo_env = getenv("DS4_WGMMA_LO");
+    g_wgmma_lo_env = lo_env ? strcmp(lo_env, "0") != 0 : -1;
+    if (g_wgmma_lo_env >= 0) g_wgmma_lo = g_wgmma_lo_env;
     g_wgmma_f16 = env_switch_on("DS4_WGMMA_F16");
     if (cudaDeviceGetAttribute(&g_tile_blocks, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return -1;
     return 0;
@@ -1192,6 +1217,12 @@ extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
 extern "C" int ds4k_wgmma_tile_blocks(int blocks) {
     const int was = g_tile_blocks;
     if (blocks > 0) g_tile_blocks = blocks;
+    return was;
+}
+
+extern "C" int ds4k_wgmma_exact_acts(int on) {
+    const int was = g_wgmma_lo;
+    g_wgmma_lo = g_wgmma_lo_env >= 0 ? g_wgmma_lo_env : on ? 1 : 0;
     return was;
 }
 

@@ -138,6 +138,42 @@ typedef struct test_seg {
  * max_count rows (cuda_mma.cu, cuda_wgmma.cu). */
 static int tile_width(int max_count) { return max_count > 64 ? 128 : max_count > 32 ? 64 : 32; }
 
+/* Set while the warpgroup MMA rounds the activations to f16 (its default,
+ * ds4k_wgmma_exact_acts(0)); clear: the lo halves too (oracle mode). */
+static bool g_acts_f16;
+/* The bound, relative to |w| |x|, that a product of this type and K is held
+ * to against the CPU's exact one: f32 rounding (1e-6), plus, where the
+ * activations are rounded to f16, that rounding's own bound (2^-11 of each
+ * |x_i|, and sum |w_i x_i| <= |w| |x|). */
+static double acts_bound(int type, int64_t K) {
+    return g_acts_f16 && ds4k_wgmma_takes(type, K) ? 1e-6 + 1.0 / 2048 : 1e-6;
+}
+/* Where the product must also match the CPU's on the activations as the
+ * kernel rounds them (round_f16_rows) to f32 rounding: every such type but
+ * Q2_K, whose minimums take the exact activations' 16-sums. */
+static bool twin_applies(int type, int64_t K) {
+    return g_acts_f16 && ds4k_wgmma_takes(type, K) && type != DS4_TYPE_Q2_K;
+}
+/* A copy of x (n tokens ld apart) with each split row (token t's group g: K
+ * elements at t ld + g K) as the products see it without the lo halves: the
+ * split scales the row by the power of two that brings its largest |x| to
+ * [2^13, 2^14) (cuda_mma.cu, pow2_scales) and rounds it to f16; scaling back
+ * is exact. */
+static float *round_f16_rows(const float *x, int n, int groups, int64_t K, int64_t ld) {
+    float *r = malloc(sizeof(float) * n * ld);
+    memcpy(r, x, sizeof(float) * n * ld);
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < groups; g++) {
+            float *row = r + t * ld + g * K, m = 0.0f;
+            for (int64_t k = 0; k < K; k++) m = fmaxf(m, fabsf(row[k]));
+            int e = 0;
+            if (m > 0.0f) frexpf(m, &e);
+            e = e < -100 ? -100 : e;
+            for (int64_t k = 0; k < K; k++) row[k] = ldexpf(ds4_round_f16(ldexpf(row[k], 14 - e)), e - 14);
+        }
+    return r;
+}
+
 /* Routed-expert products over segments of gathered rows (one expert each,
  * counts up to 150: every tile width, a second token tile, rows not a
  * multiple of the 128-row block). */
@@ -170,7 +206,9 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
     float *yc = malloc(sizeof(float) * pairs * rows), *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
     from_dev(y, dy, sizeof(float) * pairs * rows);
     from_dev(y2, dy2, sizeof(float) * pairs * rows);
-    double worst = 0, worst2 = 0; /* split per tile, split once */
+    double worst = 0, worst2 = 0, worst16 = 0; /* split per tile, split once; split once vs x in f16 */
+    const bool twin = twin_applies(type, K);
+    float *xr = twin ? round_f16_rows(x, pairs, 1, K, K) : NULL;
     for (int i = 0; i < n_segs; i++) {
         const test_seg *sg = &segs[i];
         ds4_matmul_serial(&t, sg->row0, rows, x + (size_t)sg->x0 * K, K, sg->count, yc + (size_t)sg->x0 * rows, rows,
@@ -180,7 +218,16 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
             worst = fold_max(worst, dot_error(&t, sg->row0, rows, x + (size_t)tk * K, y + o, yc + o));
             worst2 = fold_max(worst2, dot_error(&t, sg->row0, rows, x + (size_t)tk * K, y2 + o, yc + o));
         }
+        if (!twin) continue;
+        ds4_matmul_serial(&t, sg->row0, rows, xr + (size_t)sg->x0 * K, K, sg->count, yc + (size_t)sg->x0 * rows,
+                          rows, scratch);
+        for (int tk = sg->x0; tk < sg->x0 + sg->count; tk++) {
+            const size_t o = (size_t)tk * rows;
+            worst16 = fold_max(worst16, dot_error(&t, sg->row0, rows, xr + (size_t)tk * K, y2 + o, yc + o));
+        }
     }
+    free(xr);
+    const double bound = acts_bound(type, K);
     /* split rows of a wgmma weight go to the warpgroup-MMA kernel: its own
      * summation order, so both products are held to the CPU instead; its sums
      * must not depend on the tile width (prefill chunks stay bitwise), so the
@@ -211,15 +258,19 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
         from_dev(y, dy, sizeof(float) * pairs * rows);
         kernels_same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
     }
-    check(rc == 0 && (wg || same) && widths_same && kernels_same && worst < 1e-6 && worst2 < 1e-6,
-          "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each): split once %s split per tile: %s, "
-          "max |diff| / (|w| |x|) vs CPU %.2e (split once %.2e)%s%s",
-          ds4_type_name(type), (long long)K, n_segs, max_count,
-          wg ? "(wgmma) vs" : "==", same ? "bitwise" : (wg ? "differ" : "DIFFER"), worst, worst2,
+    check(rc == 0 && (wg || same) && widths_same && kernels_same && worst < bound && worst2 < bound &&
+              worst16 < 1e-6,
+          "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each)%s: split once %s split per tile: %s, "
+          "max |diff| / (|w| |x|) vs CPU %.2e (split once %.2e; bound %.1e)%s%s",
+          ds4_type_name(type), (long long)K, n_segs, max_count, g_acts_f16 ? ", x in f16" : "",
+          wg ? "(wgmma) vs" : "==", same ? "bitwise" : (wg ? "differ" : "DIFFER"), worst, worst2, bound,
           !wg || tile_width(max_count) == 128 ? ""
           : widths_same                       ? "; wider tiles bitwise"
                                               : "; wider tiles DIFFER",
           !pc ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER");
+    if (twin)
+        check(worst16 < 1e-6, "expert tiles %-8s K=%-4lld, x in f16: vs CPU on x rounded to f16 %.2e",
+              ds4_type_name(type), (long long)K, worst16);
     free(scratch);
     free(yc);
     free(y2);
@@ -287,12 +338,26 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
     float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
     for (int g = 0; g < groups; g++)
         ds4_matmul_serial(&t, (int64_t)g * rows, rows, x + g * K, ldx, n, yc + (int64_t)g * rows, R, scratch);
-    double worst = 0;
+    double worst = 0, worst16 = 0;
     for (int tk = 0; tk < n; tk++)
         for (int g = 0; g < groups; g++) {
             const size_t o = (size_t)tk * R + (size_t)g * rows;
             worst = fold_max(worst, dot_error(&t, (int64_t)g * rows, rows, x + tk * ldx + g * K, y + o, yc + o));
         }
+    const bool twin = enough && twin_applies(type, K);
+    if (twin) { /* the same against the CPU on x rounded to f16 */
+        float *xr = round_f16_rows(x, n, groups, K, ldx);
+        for (int g = 0; g < groups; g++)
+            ds4_matmul_serial(&t, (int64_t)g * rows, rows, xr + g * K, ldx, n, yc + (int64_t)g * rows, R, scratch);
+        for (int tk = 0; tk < n; tk++)
+            for (int g = 0; g < groups; g++) {
+                const size_t o = (size_t)tk * R + (size_t)g * rows;
+                worst16 = fold_max(worst16,
+                                   dot_error(&t, (int64_t)g * rows, rows, xr + tk * ldx + g * K, y + o, yc + o));
+            }
+        free(xr);
+    }
+    const double bound = enough ? acts_bound(type, K) : 1e-6;
     const bool wg = enough && ds4k_wgmma_takes(type, K) != 0 && n2 > 0;
     const bool narrow_same = memcmp(y, y2, sizeof(float) * n2 * R) == 0;
     /* the other warpgroup-MMA kernel (producer-fed or not): the same bits,
@@ -318,10 +383,13 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
         tiles_same = memcmp(y, y3, sizeof(float) * n * R) == 0;
         free(y3);
     }
-    check(worst < 1e-6 && (!wg || narrow_same) && kernels_same && tiles_same,
-          "dense %-4s K=%-4lld %3d rows x %d group%s, %3d tokens, scratch %s: max |diff| / (|w| |x|) vs CPU %.2e%s%s%s",
+    char twin_note[64] = "";
+    if (twin) snprintf(twin_note, sizeof twin_note, "; on x rounded to f16 %.2e", worst16);
+    check(worst < bound && worst16 < 1e-6 && (!wg || narrow_same) && kernels_same && tiles_same,
+          "dense %-4s K=%-4lld %3d rows x %d group%s, %3d tokens, scratch %s%s: max |diff| / (|w| |x|) vs CPU %.2e%s%s%s%s",
           ds4_type_name(type), (long long)K, rows, groups, groups > 1 ? "s" : " ", n,
-          enough ? (ds4k_wgmma_takes(type, K) ? "(wgmma)" : "(tiles)") : "too small (tiles)", worst,
+          enough ? (ds4k_wgmma_takes(type, K) ? "(wgmma)" : "(tiles)") : "too small (tiles)",
+          g_acts_f16 ? ", x in f16" : "", worst, twin_note,
           !wg ? "" : narrow_same ? "; first tokens alone bitwise" : "; first tokens alone DIFFER",
           !pc ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER",
           !pc ? "" : tiles_same ? "; 3 blocks of all tiles bitwise" : "; 3 blocks of all tiles DIFFER");
@@ -393,8 +461,9 @@ static void test_dense_jobs(ds4_rng *r, int64_t K, int n) {
         free(a);
         cudaFree(dy3[j]);
     }
-    double worst = 0;
+    double worst = 0, worst16 = 0; /* vs the CPU, in units of each job's bound; on x rounded to f16 */
     float *scratch = malloc(sizeof(float) * DS4_MM_ROW_BLOCK * K);
+    float *xr = round_f16_rows(x, n, 1, K, ldx);
     for (int j = 0; j < NJ; j++) {
         const size_t sz = (size_t)n * rows[j];
         float *y = malloc(sizeof(float) * sz), *y1 = malloc(sizeof(float) * sz), *yc = malloc(sizeof(float) * sz);
@@ -402,9 +471,16 @@ static void test_dense_jobs(ds4_rng *r, int64_t K, int n) {
         from_dev(y1, dy1[j], sizeof(float) * sz);
         same &= memcmp(y, y1, sizeof(float) * sz) == 0;
         ds4_matmul_serial(&t[j], 0, rows[j], x, ldx, n, yc, rows[j], scratch);
+        const double bound = acts_bound(types[j], K);
         for (int tk = 0; tk < n; tk++)
             worst = fold_max(worst, dot_error(&t[j], 0, rows[j], x + tk * ldx, y + (size_t)tk * rows[j],
-                                              yc + (size_t)tk * rows[j]));
+                                              yc + (size_t)tk * rows[j]) / bound);
+        if (twin_applies(types[j], K)) {
+            ds4_matmul_serial(&t[j], 0, rows[j], xr, ldx, n, yc, rows[j], scratch);
+            for (int tk = 0; tk < n; tk++)
+                worst16 = fold_max(worst16, dot_error(&t[j], 0, rows[j], xr + tk * ldx, y + (size_t)tk * rows[j],
+                                                      yc + (size_t)tk * rows[j]));
+        }
         free(yc);
         free(y1);
         free(y);
@@ -413,10 +489,12 @@ static void test_dense_jobs(ds4_rng *r, int64_t K, int n) {
         cudaFree((void *)d[j].ptr);
         free(w[j]);
     }
-    check(same && worst < 1e-6,
-          "dense jobs K=%-4lld %3d tokens (2 Q8_0, 3 F16, 1 Q4_K; also by 3 blocks of all tiles): each %s the job alone, "
-          "max |diff| / (|w| |x|) vs CPU %.2e",
-          (long long)K, n, same ? "bitwise" : "DIFFERS from", worst);
+    check(same && worst < 1.0 && worst16 < 1e-6,
+          "dense jobs K=%-4lld %3d tokens (2 Q8_0, 3 F16, 1 Q4_K; also by 3 blocks of all tiles)%s: each %s the job "
+          "alone, max |diff| / (|w| |x|) vs CPU %.2f of its bound%s%.2e",
+          (long long)K, n, g_acts_f16 ? ", x in f16" : "", same ? "bitwise" : "DIFFERS from", worst,
+          g_acts_f16 ? ", on x rounded to f16 (wgmma jobs) " : "", g_acts_f16 ? worst16 : 0.0);
+    free(xr);
     free(scratch);
     cudaFree(dscr);
     cudaFree(dx);
@@ -424,6 +502,10 @@ static void test_dense_jobs(ds4_rng *r, int64_t K, int n) {
 }
 
 void test_prefill_kernels(ds4_rng *r) {
+    /* the products with the activations' lo halves (oracle mode) first: the
+     * CPU's to f32 rounding; then the default, activations rounded to f16 */
+    const int exact = ds4k_wgmma_exact_acts(1);
+    g_acts_f16 = false;
     test_compressor_chunk(r, 4, true, 512, true);     /* CSA attention compressor (FP8 rows) */
     test_compressor_chunk(r, 128, false, 512, true);  /* HCA */
     test_compressor_chunk(r, 4, true, 128, false);    /* indexer compressor */
@@ -469,4 +551,16 @@ void test_prefill_kernels(ds4_rng *r) {
      * the router with the shared expert): 128- and 64-token tiles */
     test_dense_jobs(r, 1024, 150);
     test_dense_jobs(r, 4096, 40);
+    /* the default: the activations rounded to f16 (the model's widths) */
+    ds4k_wgmma_exact_acts(0);
+    g_acts_f16 = true;
+    test_expert_split(r, DS4_TYPE_IQ2_XXS, 4096, mid, 4);
+    test_expert_split(r, DS4_TYPE_Q2_K, 2048, wide, 3);
+    test_expert_split(r, DS4_TYPE_Q8_0, 512, wide, 3);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 4096, 130, 100, 3, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 300, 150, 1, true);
+    test_dense_scratch(r, DS4_TYPE_F16, 4096, 256, 150, 1, true);
+    test_dense_jobs(r, 1024, 150);
+    g_acts_f16 = false;
+    ds4k_wgmma_exact_acts(exact);
 }
