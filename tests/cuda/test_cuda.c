@@ -534,7 +534,15 @@ static void test_oracle_fixtures(void) {
 }
 
 /* The fixture models in default mode (FP8/FP4 simulations on): CUDA vs the CPU
- * backend, prefill with chunks 1, 7, 2048, 4096 and decode. */
+ * backend, prefill with chunks 1, 7, 2048, 4096 and decode; first with the
+ * prefill products' activations at ~22 bits (ds4k_wgmma_exact_acts(1), as in
+ * oracle mode: every other approximation held to 1e-3), then as CUDA runs by
+ * default, rounded to f16 there. That rounding alone moves the CPU's own
+ * logits: the CPU with the same products' activations rounded to f16 differs
+ * from itself by up to 7.0e-3 on ds4types (with the attention's Q and
+ * probabilities in f16 too: the same; bf16 activations, the model's own
+ * precision: 3.7e-1), through the FP8 KV rounding steps it flips; hence 1e-2
+ * for the default. */
 static void test_default_mode_fixtures(void) {
     static const char *cases[][2] = {{"tiny", "--seed 11 --ffn-gain 3"},
                                      {"bounds", "--seed 12 --ffn-gain 3 --layers 6 --window 16 --hca-rate 16"},
@@ -561,19 +569,24 @@ static void test_default_mode_fixtures(void) {
         const struct {
             int chunk, split;
         } modes[] = {{1, 0}, {7, 0}, {2048, 0}, {4096, 0}, {2048, 150}};
-        double worst = 0;
-        int bad_total = 0;
-        for (size_t k = 0; k < 5; k++) {
-            s = session(m, DS4_BACKEND_CUDA, ctx, modes[k].chunk, false);
-            eval_all(s, toks, n, modes[k].split, gpu, V);
-            ds4_session_free(s);
-            int bad;
-            worst = fmax(worst, compare(gpu, cpu, n, V, &bad, 1e-3));
-            bad_total += bad;
+        for (int exact = 1; exact >= 0; exact--) {
+            const double tol = exact ? 1e-3 : 1e-2;
+            double worst = 0;
+            int bad_total = 0;
+            for (size_t k = 0; k < 5; k++) {
+                s = session(m, DS4_BACKEND_CUDA, ctx, modes[k].chunk, false);
+                if (exact) ds4k_wgmma_exact_acts(1); /* after the session's own choice */
+                eval_all(s, toks, n, modes[k].split, gpu, V);
+                ds4_session_free(s);
+                int bad;
+                worst = fmax(worst, compare(gpu, cpu, n, V, &bad, tol));
+                bad_total += bad;
+            }
+            check(worst <= tol && bad_total == 0,
+                  "default mode %-8s CUDA (chunks 1/7/2048/4096, decode; prefill activations %s) vs CPU: "
+                  "max|diff|/max(1,max|logit|) %.2e (tolerance %.0e), argmax mismatches %d",
+                  cases[c][0], exact ? "hi + lo" : "in f16", worst, tol, bad_total);
         }
-        check(worst <= 1e-3 && bad_total == 0,
-              "default mode %-8s CUDA (chunks 1/7/2048/4096, decode) vs CPU: max|diff|/max(1,max|logit|) %.2e, argmax mismatches %d",
-              cases[c][0], worst, bad_total);
         free(cpu);
         free(gpu);
         free(toks);
