@@ -8,18 +8,12 @@
  * (flash attention):
  *
  *   S = Q . K^T    64 heads x 32 rows, K = the chunk's f16 rows (exact), Q in
- *                  f16 (hi + lo, ~22 bits, where the prefill products keep
- *                  their activations' lo halves: wgmma_exact_acts, oracle
- *                  mode; else hi alone, rounded as the rows themselves are),
- *                  f32 accumulation;
+ *                  f16 hi + lo (~22 bits), f32 accumulation;
  *   softmax        running max m and sum l per head, started at the sink
  *                  (m = sink, l = 1), so the sink joins the denominator as in
  *                  the CPU's max(sink, scores) form; old sums rescaled by
  *                  exp(m_old - m_new);
- *   O += P . V     P in f16 (hi + lo, or hi alone, as Q), V = the same rows.
- *
- * Without the lo halves the scores read half of Q from shared memory, which
- * bounds them (below), and each product is one mma instead of two.
+ *   O += P . V     P in f16 hi + lo, V = the same rows.
  *
  * Each chunk is read once for all 64 heads, copied by cp.async into one of
  * two buffers while the other is multiplied. With 32 heads a block (two
@@ -30,7 +24,6 @@
  * has a fixed order: deterministic. The output is divided by l,
  * inverse-RoPE'd and stored like the SIMT kernel's. */
 #include "cuda/cuda_attn.cuh"
-#include "cuda/cuda_gemv.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_tc.cuh"
@@ -52,7 +45,6 @@ static size_t am_smem(int hd) {
     return 2 * AM_HB * ld * 2 + 2 * AM_RC * ld * 2 + AM_HB * AM_RC * 4 + 2 * AM_HB * AM_PLD * 2 + 3 * AM_HB * 4;
 }
 
-template <bool LO>
 __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
     int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk,
@@ -112,7 +104,7 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
             for (int e = 0; e < 4; e++) {
                 const __half hi = __float2half_rn(f[e]);
                 qh[hh * LD + d + e] = hi;
-                if (LO) ql[hh * LD + d + e] = __float2half_rn(f[e] - __half2float(hi));
+                ql[hh * LD + d + e] = __float2half_rn(f[e] - __half2float(hi));
             }
         }
     }
@@ -153,13 +145,11 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
                 for (int h = 0; h < 2; h++) {
                     const int off = (16 * mt_s + (lane & 15)) * LD + k0 + 16 * h + 8 * (lane >> 4);
                     ldsm_x4(ah, qh + off);
+                    ldsm_x4(al, ql + off);
                     mma16816(d[0][0], ah, b0[2 * h], b0[2 * h + 1]);
+                    mma16816(d[0][1], al, b0[2 * h], b0[2 * h + 1]);
                     mma16816(d[1][0], ah, b1[2 * h], b1[2 * h + 1]);
-                    if (LO) {
-                        ldsm_x4(al, ql + off);
-                        mma16816(d[0][1], al, b0[2 * h], b0[2 * h + 1]);
-                        mma16816(d[1][1], al, b1[2 * h], b1[2 * h + 1]);
-                    }
+                    mma16816(d[1][1], al, b1[2 * h], b1[2 * h + 1]);
                 }
             }
             if (kh_s == 1)
@@ -198,7 +188,7 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
                 const float pj = sv[j] == -INFINITY ? 0.0f : expf(sv[j] - m_new);
                 const __half hi = __float2half_rn(pj);
                 ph[(hb + j) * AM_PLD + lane] = hi;
-                if (LO) pl[(hb + j) * AM_PLD + lane] = __float2half_rn(pj - __half2float(hi));
+                pl[(hb + j) * AM_PLD + lane] = __float2half_rn(pj - __half2float(hi));
                 mx[j] = m_new;
                 sum[j] = pj;
             }
@@ -236,7 +226,7 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
             for (int mt = 0; mt < 4; mt++) {
                 const int off = (16 * mt + (lane & 15)) * AM_PLD + 16 * kk + 8 * (lane >> 4);
                 ldsm_x4(pah[mt], ph + off);
-                if (LO) ldsm_x4(pal[mt], pl + off);
+                ldsm_x4(pal[mt], pl + off);
             }
 #pragma unroll
             for (int nt = 0; nt < DS4K_MAX_HEAD_DIM / 128; nt += 2) {
@@ -247,10 +237,10 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
 #pragma unroll
                 for (int mt = 0; mt < 4; mt++) {
                     mma16816(acc[mt][nt], pah[mt], b[0], b[1]);
-                    if (LO) mma16816(acc[mt][nt], pal[mt], b[0], b[1]);
+                    mma16816(acc[mt][nt], pal[mt], b[0], b[1]);
                     if (nt + 1 < DS4K_MAX_HEAD_DIM / 128) {
                         mma16816(acc[mt][nt + 1], pah[mt], b[2], b[3]);
-                        if (LO) mma16816(acc[mt][nt + 1], pal[mt], b[2], b[3]);
+                        mma16816(acc[mt][nt + 1], pal[mt], b[2], b[3]);
                     }
                 }
             }
@@ -287,19 +277,14 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
 }
 
 static int g_att_mma = -1, g_att_mma_env = 1; /* ds4k_attention_mma_enable; DS4_ATT_MMA=0: always off */
-static int g_att_lo_env = -1; /* DS4_ATT_LO=0/1: Q and P without or with their lo halves whatever the products do (A/B) */
 
 extern "C" int ds4k_attention_mma_enable(int on) {
     const int was = g_att_mma == 1;
     if (g_att_mma < 0) { /* first use: read the environment and set the shared-memory limit */
         g_att_mma_env = env_switch_on("DS4_ATT_MMA");
-        const char *lo = getenv("DS4_ATT_LO");
-        g_att_lo_env = lo ? strcmp(lo, "0") != 0 : -1;
     }
     g_att_mma = on && g_att_mma_env &&
-                        cudaFuncSetAttribute(attention_mma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)am_smem(DS4K_MAX_HEAD_DIM)) == cudaSuccess &&
-                        cudaFuncSetAttribute(attention_mma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                        cudaFuncSetAttribute(attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)am_smem(DS4K_MAX_HEAD_DIM)) == cudaSuccess
                     ? 1
                     : 0;
@@ -318,13 +303,7 @@ bool attention_mma(const float *q, int n, const int *d_pos, int H, int hd, float
     if (!allowed || !f16 || hd % 128 != 0 || hd > DS4K_MAX_HEAD_DIM || ((uintptr_t)ring % 16) != 0 ||
         (comp && ((uintptr_t)comp % 16) != 0))
         return false;
-    const bool lo = g_att_lo_env >= 0 ? g_att_lo_env != 0 : wgmma_exact_acts();
-    const dim3 grid(n, (H + AM_HB - 1) / AM_HB);
-    if (lo)
-        launch_pdl(attention_mma_kernel<true>, grid, AM_THREADS, am_smem(hd), st, q, d_pos, H, hd, scale, sinks, ring,
-                   raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
-    else
-        launch_pdl(attention_mma_kernel<false>, grid, AM_THREADS, am_smem(hd), st, q, d_pos, H, hd, scale, sinks, ring,
-                   raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
+    launch_pdl(attention_mma_kernel, dim3(n, (H + AM_HB - 1) / AM_HB), AM_THREADS, am_smem(hd), st, q, d_pos, H, hd,
+               scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
     return true;
 }

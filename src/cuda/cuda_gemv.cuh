@@ -89,10 +89,6 @@ const uint4 *mma_iq2_pair_signs(void);
  * segments of split rows; false (nothing launched) where it does not take
  * them. */
 bool wgmma_takes(int type, int64_t K);
-/* Whether prefill's tensor-core products take their activations' lo halves
- * too (ds4k_wgmma_exact_acts: oracle mode) or the activations rounded to f16
- * (the default); the prefill attention follows it. */
-bool wgmma_exact_acts(void);
 bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
                          int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
                          const float *split_aux, cudaStream_t s);

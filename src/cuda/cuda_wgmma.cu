@@ -1220,8 +1220,6 @@ extern "C" int ds4k_wgmma_tile_blocks(int blocks) {
     return was;
 }
 
-bool wgmma_exact_acts(void) { return g_wgmma_lo != 0; }
-
 extern "C" int ds4k_wgmma_exact_acts(int on) {
     const int was = g_wgmma_lo;
     g_wgmma_lo = g_wgmma_lo_env >= 0 ? g_wgmma_lo_env : on ? 1 : 0;

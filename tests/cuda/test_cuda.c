@@ -539,10 +539,9 @@ static void test_oracle_fixtures(void) {
  * oracle mode: every other approximation held to 1e-3), then as CUDA runs by
  * default, rounded to f16 there. That rounding alone moves the CPU's own
  * logits: the CPU with the same products' activations rounded to f16 differs
- * from itself by up to 7.0e-3 on ds4types (with the attention's Q and
- * probabilities in f16 too: the same; bf16 activations, the model's own
- * precision: 3.7e-1), through the FP8 KV rounding steps it flips; hence 1e-2
- * for the default. */
+ * from itself by up to 7.0e-3 on ds4types (bf16 activations, the model's
+ * own precision: 3.7e-1), through the FP8 KV rounding steps it flips; hence
+ * 1e-2 for the default. */
 static void test_default_mode_fixtures(void) {
     static const char *cases[][2] = {{"tiny", "--seed 11 --ffn-gain 3"},
                                      {"bounds", "--seed 12 --ffn-gain 3 --layers 6 --window 16 --hca-rate 16"},
