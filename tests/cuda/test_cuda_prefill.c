@@ -17,7 +17,11 @@
  *               MMA in sm_90a builds) against the CPU, grouped and not, and
  *               a batch's first tokens alone through narrower tiles: the same
  *               bits (prefill chunks stay bitwise); several products over one
- *               input (ds4k_matmul_jobs) vs each alone: bitwise. */
+ *               input (ds4k_matmul_jobs) vs each alone: bitwise;
+ *   precision   all of the above with the activations' lo halves (oracle
+ *               mode), then the default, activations rounded to f16, at the
+ *               model's widths: against the CPU on the activations rounded
+ *               the same way (f32 rounding) and the exact CPU (2^-11). */
 #include <math.h>
 #include <string.h>
 
