@@ -444,7 +444,7 @@ typedef struct wg_args {
     const __half *xsums;
     const uint4 *signs;
     int64_t xrows; /* split rows X holds (the tensor map's extent) */
-    int tx, ty, tz; /* wgmma_pc_kernel: its tiles, tx x ty x tz (a launch of one tile a block: its grid) */
+    int tx, ty;     /* wgmma_pc_kernel: its tiles' row blocks and token tiles (a launch of one tile a block: its grid) */
     int ntiles;     /* wgmma_pc_kernel: how many (tx ty tz, or with jobs jtiles[njobs]) */
     /* several dense products of one type over the same split rows
      * (wgmma_dense_jobs; groups 1): product z's weights, rows and output in
@@ -763,7 +763,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     const int64_t K = args.K;
     /* Tiles (row block bx, token tile by, group or segment z), numbered
      * bx + tx (by + ty z): a block takes tiles first, first + stride, ...
-     * (a launch of tx x ty x tz blocks: its own tile; a persistent launch of
+     * (a launch of one block a tile: its own tile; a persistent launch of
      * fewer blocks: several, the producer copying the next tile's first
      * slices while the MMA warps finish and store this one). Tiles past a
      * segment's tokens, or past the rows of a product of fewer rows than the
@@ -1040,7 +1040,7 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
     if constexpr (pc_type(T)) {
         wg_args a = a0;
         if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN)) {
-            a.tx = (int)grid.x, a.ty = (int)grid.y, a.tz = (int)grid.z;
+            a.tx = (int)grid.x, a.ty = (int)grid.y;
             a.ntiles = (int)(grid.x * grid.y * grid.z);
             if (a.njobs) { /* numbered without the row blocks a job of fewer rows lacks */
                 a.jtiles[0] = 0;

@@ -262,8 +262,7 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
         from_dev(y, dy, sizeof(float) * pairs * rows);
         kernels_same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
     }
-    check(rc == 0 && (wg || same) && widths_same && kernels_same && worst < bound && worst2 < bound &&
-              worst16 < 1e-6,
+    check(rc == 0 && (wg || same) && widths_same && kernels_same && worst < bound && worst2 < bound,
           "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each)%s: split once %s split per tile: %s, "
           "max |diff| / (|w| |x|) vs CPU %.2e (split once %.2e; bound %.1e)%s%s",
           ds4_type_name(type), (long long)K, n_segs, max_count, g_acts_f16 ? ", x in f16" : "",
