@@ -62,7 +62,8 @@ bool mma_needs_sums(int type);
  * (first: their 8-byte copies stay aligned; written only with `sums`), then
  * the n row scales. With perm (rows for cuda_wgmma.cu): each 32-slice's
  * pairs in the order its fragments take (split_src_pair), its 32 hi halves
- * then its 32 lo halves (hi[32] lo[32] per slice instead of hi[K] lo[K]),
+ * then its 32 lo halves (hi[32] lo[32] per slice instead of hi[K] lo[K];
+ * the lo halves left unwritten where !wgmma_takes_lo()),
  * and the sums as f16 hi[16] lo[16] of sum / 16 per 256-element
  * super-block, in the same bytes. False (nothing launched, X unchanged)
  * where the tiles are off or the layout does not fit. */
@@ -89,6 +90,9 @@ const uint4 *mma_iq2_pair_signs(void);
  * segments of split rows; false (nothing launched) where it does not take
  * them. */
 bool wgmma_takes(int type, int64_t K);
+/* Whether those products take the activations' lo halves (oracle mode,
+ * DS4_WGMMA_LO=1); without them a split for them (perm) writes hi alone. */
+bool wgmma_takes_lo(void);
 bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
                          int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
                          const float *split_aux, cudaStream_t s);

@@ -502,7 +502,7 @@ __device__ __forceinline__ int split_src_pair(int k, bool perm) {
 }
 
 __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int groups, float *dst, int64_t ldd,
-                                  int K, float *down, float *xsum, bool perm) {
+                                  int K, float *down, float *xsum, bool perm, bool lo_too) {
     pdl_enter();
     extern __shared__ float row_s[];
     __shared__ float red[32];
@@ -525,7 +525,10 @@ __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int g
     for (int k = threadIdx.x; k < K / 2; k += blockDim.x) {
         const int src = split_src_pair(k, perm);
         uint32_t *hi = perm ? row + 32 * (k >> 4) + (k & 15) : row + k, *lo = perm ? hi + 16 : hi + K / 2;
-        split_hilo(row_s[split_slot(src)] * up, row_s[split_slot(src + 1)] * up, hi, lo);
+        uint32_t h, l;
+        split_hilo(row_s[split_slot(src)] * up, row_s[split_slot(src + 1)] * up, &h, &l);
+        *hi = h;
+        if (lo_too) *lo = l; /* (the wgmma products without their lo halves never read them) */
     }
     if (xsum)
         for (int gi = threadIdx.x; gi < K / 16; gi += blockDim.x) {
@@ -648,7 +651,7 @@ bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool su
     if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
         return false;
     launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, (const float *)X, ldx, (int64_t)0, 1, X, ldx, (int)K,
-               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm);
+               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo());
     return true;
 }
 
@@ -656,7 +659,7 @@ bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx
                        bool perm, cudaStream_t s) {
     if (!g_mma_on || n <= 0 || groups < 1 || K % 32 != 0 || K > MM_SPLIT_MAX_K) return false;
     launch_pdl(split_rows_kernel, n * groups, 256, split_smem_bytes(K), s, X, ldx, gx, groups, dst, K, (int)K, down,
-               (float *)NULL, perm);
+               (float *)NULL, perm, !perm || wgmma_takes_lo());
     return true;
 }
 

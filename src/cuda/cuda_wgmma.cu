@@ -53,9 +53,9 @@
  * (docs/BENCHMARKS.md). Oracle mode (ds4k_wgmma_exact_acts) adds the lo
  * halves: ~22 bits, the CPU's products to f32 rounding (the kernel test
  * bounds them at 1e-6 of |w| |x|). Q2_K's minimums always take their
- * 16-sums' hi and lo. The split still writes, and the producer still
- * copies, the lo halves in either mode (a layout of hi alone would halve
- * the stages; not done).
+ * 16-sums' hi and lo. Without the lo halves the producer copies the hi
+ * halves alone (half of every tile's reads from L2), wgmma_kernel skips
+ * the lo pieces, and the split does not write them.
  *
  * Every output is a fixed sequence of the same operations whatever the
  * grid, so results are deterministic, though not bitwise those of the
@@ -542,7 +542,10 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
         if (s < nsl) {
             uint8_t *st = (uint8_t *)stages + (s % WG_NS) * (2 * SH) + fdst;
 #pragma unroll
-            for (int i = 0; i < FI; i++) cp_async16_zfill(st + 4096 * i, fsrc + xoff(i) + 64 * s, fbytes);
+            for (int i = 0; i < FI; i++) /* the lo pieces (hs 2, 3) only where the products take them:
+                                             * at 64 and 128 tokens a thread's later half, at 32 a warp's */
+                if (LO || (BN >= 64 ? i < FI / 2 : hs0 < 2))
+                    cp_async16_zfill(st + 4096 * i, fsrc + xoff(i) + 64 * s, fbytes);
             if (MINS && (s & 7) == 0 && hs0 < 2) { /* 4 pieces a token: hi/lo x k half */
                 uint8_t *ss = (uint8_t *)(sums + ((s >> 3) & 1) * wg_sums_halves<BN>()) + fdst;
 #pragma unroll
@@ -652,7 +655,8 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  *   producer   the activations of each slice into PC_NS stages, one
  *              tensor-memory copy a stage (thread 0: BN rows of the slice's
  *              128 bytes, hi[32] lo[32], 128-byte swizzled as wgmma reads
- *              them; tokens past the batch arrive as zeros, rows past a
+ *              them, or its 64 bytes of hi alone, 64-byte swizzled, where
+ *              the products skip the lo halves; tokens past the batch arrive as zeros, rows past a
  *              routed segment as the next one's, whose product columns are
  *              never stored), Q2_K's 16-sums by cp.async, and the weights
  *              into PC_NW windows of 8 slices (each row's bytes as the
@@ -673,6 +677,7 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  * memory was slower (docs/BENCHMARKS.md): A stays in registers here. */
 #define PC_THREADS 384 /* two consumer warpgroups, then the producer warpgroup */
 #define PC_NS 7        /* activation stages (WG_NS's 5: 4% slower, 12-layer prefill) */
+#define PC_NS_HI 7     /* the same, of the stages half as large that hold hi halves alone (10: no faster) */
 #define PC_NW 3        /* weight windows */
 /* Registers a thread after setmaxnreg (ptxas allocates each role's code
  * within its count): the producer gives most of its share to the consumers;
@@ -687,17 +692,22 @@ template <int T> constexpr int pc_win_bytes() { return T == T_Q8_0 ? 8 * 34 : T 
  * bytes (272 w), Q2_K's at 4-byte steps (84 w), IQ2_XXS's at 2-byte steps */
 template <int T> constexpr int pc_win_units() { return T == T_Q8_0 ? 17 : T == T_Q2_K ? 6 : 5; }
 /* Offsets from the dynamic shared memory rounded up to 1024 bytes (the
- * swizzle's period): the stages (B: BN rows of 128 bytes), Q2_K's 16-sums
- * per stage, the weight windows, the IQ2_XXS tables, the barriers. */
-template <int T, int BN> struct pc_layout {
-    static constexpr int stage = 128 * BN, sum_stage = T == T_Q2_K ? 64 * BN : 0;
-    static constexpr int sums = PC_NS * stage;
+ * swizzle's period): the stages (B: BN rows of a slice's 128 bytes, hi and
+ * lo; or, without the lo halves, of its 64 bytes of hi), Q2_K's 16-sums per
+ * stage, the weight windows, the IQ2_XXS tables, the barriers. */
+template <int T, int BN, bool LO> struct pc_layout {
+    static constexpr int NS = LO ? PC_NS : PC_NS_HI;
+    static constexpr int stage = (LO ? 128 : 64) * BN, sum_stage = T == T_Q2_K ? 64 * BN : 0;
+    static constexpr int sums = NS * stage;
     static constexpr int row = 16 * pc_win_units<T>(), slot = 128 * row;
-    static constexpr int wins = sums + PC_NS * sum_stage, tables = wins + PC_NW * slot;
+    static constexpr int wins = sums + NS * sum_stage, tables = wins + PC_NW * slot;
     static constexpr int bars = tables + 256 * 8 + 128 * 16;
-    static constexpr int bytes = bars + (2 * PC_NS + 2 * PC_NW) * 8 + 1024; /* + the rounding */
+    static constexpr int bytes = bars + (2 * NS + 2 * PC_NW) * 8 + 1024; /* + the rounding */
 };
-template <int T, int BN> constexpr size_t pc_smem_bytes() { return pc_layout<T, BN>::bytes; }
+template <int T, int BN, bool LO> constexpr size_t pc_smem_bytes() {
+    static_assert(pc_layout<T, BN, LO>::bytes <= 227 * 1024, "more shared memory than a block may have");
+    return pc_layout<T, BN, LO>::bytes;
+}
 
 #ifdef WG_DEVICE
 __device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -729,11 +739,14 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *m, int
                  "l"((uint64_t)m), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(b))
                  : "memory");
 }
-/* Descriptor of a stage's B: K-major, 128-byte swizzle (rows of 128 bytes,
- * 8-row groups 1024 bytes apart); a k16 step 32 bytes on in the row. */
-__device__ __forceinline__ uint64_t wg_desc_sw128(const void *smem) {
+/* Descriptor of a stage's B: K-major, rows of 128 bytes (hi and lo) with
+ * the 128-byte swizzle, 8-row groups 1024 bytes apart; or rows of 64 bytes
+ * (hi alone) with the 64-byte swizzle, groups 512 bytes apart. Either way a
+ * k16 step is 32 bytes on in the row. */
+template <bool LO> __device__ __forceinline__ uint64_t wg_desc_swizzled(const void *smem) {
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
-    return (uint64_t)((a >> 4) & 0x3fff) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+    return (uint64_t)((a >> 4) & 0x3fff) | (1ull << 16) | ((uint64_t)((LO ? 1024 : 512) >> 4) << 32) |
+           ((LO ? 1ull : 2ull) << 62);
 }
 /* Until the barrier's phase of this parity has completed. */
 __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
@@ -749,7 +762,7 @@ template <int T, int BN, bool LO>
 __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_constant__ wg_args args) {
     pdl_enter();
 #ifdef WG_DEVICE
-    typedef pc_layout<T, BN> L;
+    typedef pc_layout<T, BN, LO> L;
     constexpr int R = BN / 2, SPB = wg_scale_slices<T>(), WB = pc_win_bytes<T>(), WU = pc_win_units<T>();
     constexpr bool MINS = T == T_Q2_K, PER_SLICE = SPB == 1;
     extern __shared__ __align__(1024) uint8_t wg_smem_raw[];
@@ -757,7 +770,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     uint8_t *stages = wg_smem, *sums = wg_smem + L::sums, *wins = wg_smem + L::wins;
     uint64_t *grid = (uint64_t *)(wg_smem + L::tables);
     uint4 *signs = (uint4 *)(grid + 256);
-    uint64_t *full = (uint64_t *)(wg_smem + L::bars), *empty = full + PC_NS, *wfull = empty + PC_NS,
+    uint64_t *full = (uint64_t *)(wg_smem + L::bars), *empty = full + L::NS, *wfull = empty + L::NS,
              *wempty = wfull + PC_NW;
     const int tid = threadIdx.x;
     const int64_t K = args.K;
@@ -797,7 +810,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         if (tid < 128) signs[tid] = args.signs[tid];
     }
     if (tid == 0) {
-        for (int i = 0; i < PC_NS; i++) {
+        for (int i = 0; i < L::NS; i++) {
             mbar_init(&full[i], MINS ? 129 : 1); /* thread 0's expected bytes (+ every producer thread's sums) */
             mbar_init(&empty[i], 8); /* each consumer warp, its products done */
         }
@@ -859,8 +872,8 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
             for (int w = 0; w < PC_NW - 1; w++) copy_window(w);
             for (int s = 0; s < nsl; s++) {
                 if ((s & 7) == 4) copy_window((s >> 3) + PC_NW - 1); /* its slot's last reader is well past it */
-                const int g = gs + s, st = g % PC_NS;
-                if ((MINS || pt == 0) && g >= PC_NS) mbar_wait(&empty[st], (uint32_t)((g / PC_NS - 1) & 1));
+                const int g = gs + s, st = g % L::NS;
+                if ((MINS || pt == 0) && g >= L::NS) mbar_wait(&empty[st], (uint32_t)((g / L::NS - 1) & 1));
                 if (pt == 0) {
                     mbar_expect_tx(&full[st], L::stage);
                     tma_load_3d(stages + st * L::stage, &args.tmap, 64 * s, tgrp, trow, &full[st]);
@@ -887,7 +900,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PC_CONSUMER_REGS));
     const int warp = wid & 3, g = lane >> 2, t4 = lane & 3;
     const int la = 64 * (wid >> 2) + 16 * warp + g, lc = la + 8; /* rows in the block */
-    const uint64_t desc0 = wg_desc_sw128(stages);
+    const uint64_t desc0 = wg_desc_swizzled<LO>(stages);
     const uint64_t sdesc0 = MINS ? wg_desc(sums, 16 * BN, 128) : 0;
     int gs = 0, gw = 0;
     tile_t tl;
@@ -915,7 +928,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         auto lookup = [&](int s, const wg_raw(&qs)[2]) { fr.lookup(qs, s, t4, grid, signs); };
         auto build = [&](int s, uint32_t (&a)[2][4]) { fr.build(s, a); };
         auto promote = [&](float sa, float sc) { wg_promote(acc, tmp, sa, sc); };
-        auto release = [&](int s) { mbar_arrive_lane0(&empty[(gs + s) % PC_NS], lane); };
+        auto release = [&](int s) { mbar_arrive_lane0(&empty[(gs + s) % L::NS], lane); };
         load(0, q[0]);
         load(1, q[1]);
         lookup(0, q[0]);
@@ -923,8 +936,8 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         load(2, q[0]);
         auto slice = [&](auto Bc, int s) {
             constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 1; /* slice s + 1's raw bytes */
-            const int gsl = gs + s, st = gsl % PC_NS;
-            mbar_wait(&full[st], (uint32_t)((gsl / PC_NS) & 1));
+            const int gsl = gs + s, st = gsl % L::NS;
+            mbar_wait(&full[st], (uint32_t)((gsl / L::NS) & 1));
             /* Q2_K's 16-sums landed through the generic proxy (cp.async) and
              * wgmma reads through the async one; the stage itself came by the
              * async proxy and its barrier's phase makes it visible (no fence:
@@ -947,7 +960,7 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
                 wg_mma<BN>::run(acc, fr.amin[1], m0, 1);
                 wg_mma<BN>::run(acc, fr.amin[1], m0 + 2 * BN, 1);
             }
-            /* (hi/lo, step) at 32 hi/lo + 16 step halves of each 128-byte row */
+            /* (hi/lo, step) at 32 hi/lo + 16 step halves of each row */
             wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
             if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][0], d0 + 4, 1); /* lo, step 0 */
             wg_mma<BN>::run(tmp, areg[B][1], d0 + 2, 1);        /* hi, step 1 */
@@ -998,6 +1011,8 @@ static int g_wgmma_f16 = 1; /* DS4_WGMMA_F16=0: F16 products on the mma.sync til
  * split's sums records all assume them; both types' blocks are 256
  * anyway); F16 too (promoted every eighth slice). Q8_0: any K of whole
  * 32-element blocks. */
+bool wgmma_takes_lo(void) { return g_wgmma_lo != 0; }
+
 bool wgmma_takes(int type, int64_t K) {
     if (!g_wgmma_on) return false;
     if (type == T_Q8_0) return K % 32 == 0;
@@ -1025,21 +1040,23 @@ static bool wg_weights_fit(int type, const void *W) { return type != T_F16 || (u
 
 /* The producer-fed kernel's view of the split rows: dimensions (2K halves,
  * groups, rows) with the rows ldh and the groups gxh halves apart (a
- * routed product: one group), a box of 64 halves x 1 x BN rows, 128-byte
- * swizzle (wgmma_pc_kernel's stages), zeros past the last row. */
-static bool wg_tensor_map(wg_args &a, int bn) {
+ * routed product: one group), zeros past the last row. A box is a slice of
+ * BN rows as wgmma_pc_kernel's stages hold it: its 64 halves (hi, lo) with
+ * the 128-byte swizzle, or without the lo halves its first 32 (hi) with the
+ * 64-byte swizzle, which halves what every tile reads from L2. */
+static bool wg_tensor_map(wg_args &a, int bn, bool lo) {
     const cuuint64_t dims[3] = {(cuuint64_t)(2 * a.K), (cuuint64_t)a.groups, (cuuint64_t)a.xrows};
     const cuuint64_t strides[2] = {(cuuint64_t)(2 * a.gxh), (cuuint64_t)(2 * a.ldh)};
-    const cuuint32_t box[3] = {64, 1, (cuuint32_t)bn}, step[3] = {1, 1, 1};
+    const cuuint32_t box[3] = {lo ? 64u : 32u, 1, (cuuint32_t)bn}, step[3] = {1, 1, 1};
     return g_encode_tmap(&a.tmap, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, (void *)a.X, dims, strides, box, step,
-                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+                         CU_TENSOR_MAP_INTERLEAVE_NONE, lo ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cudaStream_t s) {
     if constexpr (pc_type(T)) {
         wg_args a = a0;
-        if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN)) {
+        if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN, g_wgmma_lo)) {
             a.tx = (int)grid.x, a.ty = (int)grid.y;
             a.ntiles = (int)(grid.x * grid.y * grid.z);
             if (a.njobs) { /* numbered without the row blocks a job of fewer rows lacks */
@@ -1058,8 +1075,8 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
             const dim3 pg = !a.segs && a.ntiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks)
                             : a.njobs                           ? dim3((unsigned)a.ntiles)
                                                                 : grid;
-            if (g_wgmma_lo) launch_pdl((wgmma_pc_kernel<T, BN, true>), pg, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
-            else launch_pdl((wgmma_pc_kernel<T, BN, false>), pg, PC_THREADS, (pc_smem_bytes<T, BN>()), s, a);
+            if (g_wgmma_lo) launch_pdl((wgmma_pc_kernel<T, BN, true>), pg, PC_THREADS, (pc_smem_bytes<T, BN, true>()), s, a);
+            else launch_pdl((wgmma_pc_kernel<T, BN, false>), pg, PC_THREADS, (pc_smem_bytes<T, BN, false>()), s, a);
             return;
         }
     }
@@ -1170,9 +1187,9 @@ template <int T, int BN> static bool wg_allow_smem(void) {
         return false;
     if constexpr (pc_type(T))
         return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)pc_smem_bytes<T, BN>()) == cudaSuccess &&
+                                    (int)pc_smem_bytes<T, BN, true>()) == cudaSuccess &&
                cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)pc_smem_bytes<T, BN>()) == cudaSuccess;
+                                    (int)pc_smem_bytes<T, BN, false>()) == cudaSuccess;
     return true;
 }
 template <int T> static bool wg_allow_smem_t(void) {
