@@ -172,15 +172,21 @@ __global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float 
 }
 
 /* The same for heads of hd a multiple of 128 up to 512, RoPE on at most 32
- * pairs and no FP4 (the attention queries): one warp a head, four a block,
- * no block barrier (the kernel above spends a 128-thread block and three
- * barriers on 2 KB). Bitwise the kernel above: lane l holds elements l + 32 m
+ * pairs (the attention queries; with FP4, hd a power of two: the indexer's
+ * queries): one warp a head, four a block, no block barrier (the kernel above
+ * spends a 128-thread block and three barriers on 2 KB, and ten more on the
+ * Hadamard and FP4). Bitwise the kernel above: lane l holds elements l + 32 m
  * and forms the sums of squares of that kernel's threads 32 w + l (elements
  * 32 w + l + 128 j, in j order: m = w + 4 j), each warp w's butterfly, then
  * block_sum's last step over four warp sums, which comes to (W0 + W2) + (W1 +
- * W3) (the other lanes add zeros); lane k rotates pair k. */
+ * W3) (the other lanes add zeros); lane k rotates pair k. The Hadamard's
+ * butterflies are the same sums and differences in the same stage order (a
+ * stage below 32 between lanes, from 32 up between a lane's registers), and
+ * the FP4 blocks of 32 are register m of every lane: their maximum by a
+ * butterfly (max is exact in any order). */
 #define HR_WARPS 4
 #define HR_MAX 512
+template <bool FP4>
 __global__ void __launch_bounds__(32 * HR_WARPS)
     heads_rope_warp_kernel(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs,
                            int n_pairs, const int *d_pos) {
@@ -220,9 +226,44 @@ __global__ void __launch_bounds__(32 * HR_WARPS)
         rope_pair(&x[hd - 2 * n_pairs + 2 * lane], c, s);
     }
     __syncwarp();
+    if constexpr (FP4) {
 #pragma unroll
-    for (int m = 0; m < HR_MAX / 32; m++)
-        if (m < M) g[lane + 32 * m] = x[lane + 32 * m];
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) v[m] = x[lane + 32 * m];
+        for (int h = 1; h < 32; h *= 2) /* element j + h's partner j: lanes l and l ^ h */
+#pragma unroll
+            for (int m = 0; m < HR_MAX / 32; m++)
+                if (m < M) {
+                    const float o = __shfl_xor_sync(0xffffffffu, v[m], h);
+                    v[m] = lane & h ? o - v[m] : v[m] + o;
+                }
+#pragma unroll
+        for (int h = 1; h < HR_MAX / 32; h *= 2) /* 32 h apart: registers m and m + h */
+#pragma unroll
+            for (int m = 0; m < HR_MAX / 32; m++)
+                if (m + h < M && !(m & h)) {
+                    const float a = v[m], b = v[m + h];
+                    v[m] = a + b;
+                    v[m + h] = a - b;
+                }
+        const float sc = (float)(1.0 / sqrt((double)hd));
+#pragma unroll
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) {
+                v[m] *= sc;
+                float a = fabsf(v[m]);
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+                const float scale = dev_pow2_ceil(fmaxf(a, 7.052966104933725e-38f) / 6.0f);
+                float y = v[m] / scale;
+                y = y > 6.0f ? 6.0f : y < -6.0f ? -6.0f : y;
+                g[lane + 32 * m] = dev_e2m1_round(y) * scale;
+            }
+    } else {
+#pragma unroll
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) g[lane + 32 * m] = x[lane + 32 * m];
+    }
 }
 
 static int g_rope_warps = -1; /* DS4_ROPE_WARPS=0 / ds4k_heads_rope_warps: the block kernel (A/B, tests) */
@@ -237,10 +278,19 @@ extern "C" int ds4k_heads_rope_warps(int on) {
 extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs,
                                 int n_pairs, const int *d_pos, bool fp4, ds4_stream st) {
     if (n <= 0) return;
-    if (ds4k_heads_rope_warps(-1) && !fp4 && hd % 128 == 0 && hd <= HR_MAX && n_pairs <= 32 && 2 * n_pairs <= hd) {
+    /* FP4 heads by warps only in prefill batches: in a decode step (64
+     * heads of one token) the warps ran 1.1% slower than the 64 blocks, the
+     * same bits either way (12-layer model, docs/BENCHMARKS.md) */
+    if (ds4k_heads_rope_warps(-1) && hd % 128 == 0 && hd <= HR_MAX && n_pairs <= 32 && 2 * n_pairs <= hd &&
+        (!fp4 || ((hd & (hd - 1)) == 0 && n > 8))) {
         const int64_t warps = (int64_t)n * heads;
-        launch_pdl(heads_rope_warp_kernel, (unsigned)((warps + HR_WARPS - 1) / HR_WARPS), 32 * HR_WARPS, 0,
-                   (cudaStream_t)st, q, n, heads, hd, norm, rms_eps, freqs, n_pairs, d_pos);
+        const unsigned blocks = (unsigned)((warps + HR_WARPS - 1) / HR_WARPS);
+        if (fp4)
+            launch_pdl(heads_rope_warp_kernel<true>, blocks, 32 * HR_WARPS, 0, (cudaStream_t)st, q, n, heads, hd, norm,
+                       rms_eps, freqs, n_pairs, d_pos);
+        else
+            launch_pdl(heads_rope_warp_kernel<false>, blocks, 32 * HR_WARPS, 0, (cudaStream_t)st, q, n, heads, hd,
+                       norm, rms_eps, freqs, n_pairs, d_pos);
         return;
     }
     launch_pdl(heads_rope_kernel, dim3(n, heads), 128, hd * sizeof(float), (cudaStream_t)st, q, heads, hd, norm,

@@ -401,10 +401,11 @@ static void test_kv_and_heads(ds4_rng *r) {
 
 /* The heads' norm and RoPE by one warp a head against the 128-thread block
  * kernel it replaces where it can: bitwise, for head widths 128 .. 512, 16
- * or 32 rotated pairs, with and without the norm, and a head count that
- * leaves the last block's warps partly idle. */
+ * or 32 rotated pairs, with and without the norm, with and without the
+ * Hadamard + FP4 of the indexer's queries, and a head count that leaves the
+ * last block's warps partly idle. */
 static void test_heads_rope_warps(ds4_rng *r) {
-    const int n = 5, heads = 3, pos0 = 77;
+    const int n = 11, heads = 3, pos0 = 77; /* more than 8 tokens: FP4 heads take warps only then */
     const int widths[3] = {128, 256, 512}, pairs[2] = {16, 32};
     ds4_hparams hp;
     ds4_hparams_published(&hp);
@@ -415,15 +416,16 @@ static void test_heads_rope_warps(ds4_rng *r) {
     bool same = true;
     for (int wi = 0; wi < 3; wi++)
         for (int pi = 0; pi < 2; pi++)
-            for (int norm = 0; norm < 2; norm++) {
+            for (int mode = 0; mode < 4; mode++) {
                 const int d = widths[wi];
+                const bool norm = mode & 1, fp4 = mode & 2;
                 const size_t sz = (size_t)n * heads * d;
                 float *q = rnd(r, sz, 1.0f), *a = malloc(sizeof(float) * sz), *b = malloc(sizeof(float) * sz);
                 float *da = to_dev(q, sizeof(float) * sz), *db = to_dev(q, sizeof(float) * sz);
                 const int was = ds4k_heads_rope_warps(1);
-                ds4k_heads_rope(da, n, heads, d, norm, 1e-6f, dfr, pairs[pi], dpos, false, NULL);
+                ds4k_heads_rope(da, n, heads, d, norm, 1e-6f, dfr, pairs[pi], dpos, fp4, NULL);
                 ds4k_heads_rope_warps(0);
-                ds4k_heads_rope(db, n, heads, d, norm, 1e-6f, dfr, pairs[pi], dpos, false, NULL);
+                ds4k_heads_rope(db, n, heads, d, norm, 1e-6f, dfr, pairs[pi], dpos, fp4, NULL);
                 ds4k_heads_rope_warps(was);
                 from_dev(a, da, sizeof(float) * sz);
                 from_dev(b, db, sizeof(float) * sz);
@@ -432,7 +434,7 @@ static void test_heads_rope_warps(ds4_rng *r) {
                 free(b), free(a), free(q);
             }
     check(same, "heads_rope by a warp a head bitwise the block kernel (widths 128/256/512, 16/32 pairs, norm or not, "
-                "%d x %d heads)",
+                "Hadamard + FP4 or not, %d x %d heads)",
           n, heads);
     cudaFree(dpos), cudaFree(dfr);
 }
