@@ -380,6 +380,153 @@ __global__ void hc_mix_parts_tok_kernel(const uint16_t *W, int64_t K, const floa
     }
 }
 
+/* The same parts on the tensor cores (a prefill batch; DS4_HC_MIX_TC=0
+ * keeps the kernel above, whose arithmetic is the decode kernel's). The
+ * kernel above reads its stretch of all 24 weight rows from shared memory
+ * once per token and reduces 25 sums a token across the block: 58 us for a
+ * 512-token sub-batch, 0.6 TB/s of streams (12-layer prefill, H200). Here
+ * the stretch is a [tokens x k] . [k x 24] product of mma.sync m16n8k8 in
+ * TF32: each stream value as tf32 hi + lo (x - hi rounded again: ~22 bits,
+ * like the f16 hi/lo elsewhere, over f32's range), the F16 weights exact in
+ * tf32, two products per step. Block (s, g): stretch s, tokens 32 g .. +32
+ * (two m-tiles); warp w a k-range of the stretch; each k16 chunk's order
+ * permuted so a thread's values of its rows are one float4 (logical k t4,
+ * t4 + 4 of the first k8 step are physical 4 t4, 4 t4 + 1; of the second,
+ * 4 t4 + 2, + 3; the weights the same). The warps' partial sums, and the
+ * square sums, are added in a fixed order: deterministic, and a token's
+ * parts do not depend on the batch. */
+#define MIXC_WARPS 8
+#define MIXC_TOK 32
+__device__ __forceinline__ uint32_t tf32_rna(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__global__ void __launch_bounds__(32 * MIXC_WARPS)
+    hc_mix_parts_tc_kernel(const uint16_t *W, int64_t K, const float *H, int64_t ldh, int S, int n, float *parts,
+                           float *ss) {
+    pdl_enter();
+    constexpr int R = MIX_ROWS, NTL = R / 8;
+    __shared__ float red[MIXC_WARPS][MIXC_TOK][R + 1];
+    const int s = blockIdx.x, lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
+    const int t0 = blockIdx.y * MIXC_TOK;
+    const int64_t len = K / S, klen = len / MIXC_WARPS, kw = len * s + klen * w;
+    const float *xr[2][2];
+    bool live[2][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int t = t0 + 16 * mt + 8 * h + g;
+            live[mt][h] = t < n;
+            xr[mt][h] = H + (int64_t)(t < n ? t : 0) * ldh + kw + 4 * t4;
+        }
+    const uint16_t *wr[NTL];
+#pragma unroll
+    for (int nt = 0; nt < NTL; nt++) wr[nt] = W + (int64_t)(8 * nt + g) * K + kw + 4 * t4;
+    float acc[2][NTL][4] = {}, sq[2][2] = {};
+    /* chunk k + 16's loads are issued before chunk k's products (the loop
+     * otherwise waits on each chunk's global round trip) */
+    float4 xn[2][2];
+    uint2 wn[NTL];
+    auto fetch = [&](int64_t k) {
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                xn[mt][h] = live[mt][h] && k < klen ? *(const float4 *)(xr[mt][h] + k) : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int nt = 0; nt < NTL; nt++) wn[nt] = k < klen ? *(const uint2 *)(wr[nt] + k) : make_uint2(0, 0);
+    };
+    fetch(0);
+    for (int64_t k = 0; k < klen; k += 16) {
+        float4 x[2][2];
+        uint2 wb[NTL];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) x[mt][h] = xn[mt][h];
+#pragma unroll
+        for (int nt = 0; nt < NTL; nt++) wb[nt] = wn[nt];
+        fetch(k + 16);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float4 v = x[mt][h];
+                sq[mt][h] = __fmaf_rn(v.w, v.w, __fmaf_rn(v.z, v.z, __fmaf_rn(v.y, v.y, __fmaf_rn(v.x, v.x, sq[mt][h]))));
+            }
+#pragma unroll
+        for (int step = 0; step < 2; step++) {
+            uint32_t b[NTL][2];
+#pragma unroll
+            for (int nt = 0; nt < NTL; nt++) {
+                const uint32_t pr = step ? wb[nt].y : wb[nt].x; /* the step's two halves */
+                b[nt][0] = __float_as_uint(__half2float(__ushort_as_half((unsigned short)(pr & 0xffffu))));
+                b[nt][1] = __float_as_uint(__half2float(__ushort_as_half((unsigned short)(pr >> 16))));
+            }
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                /* logical (row g, k t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4) */
+                const float v[4] = {step ? x[mt][0].z : x[mt][0].x, step ? x[mt][1].z : x[mt][1].x,
+                                    step ? x[mt][0].w : x[mt][0].y, step ? x[mt][1].w : x[mt][1].y};
+                uint32_t hi[4], lo[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    hi[i] = tf32_rna(v[i]);
+                    lo[i] = tf32_rna(v[i] - __uint_as_float(hi[i]));
+                }
+#pragma unroll
+                for (int nt = 0; nt < NTL; nt++) {
+                    mma_tf32(acc[mt][nt], hi, b[nt][0], b[nt][1]);
+                    mma_tf32(acc[mt][nt], lo, b[nt][0], b[nt][1]);
+                }
+            }
+        }
+    }
+    /* the warps' partial sums: D register (g or g + 8, 2 t4 or 2 t4 + 1) */
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NTL; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) red[w][16 * mt + g + 8 * (i >> 1)][8 * nt + 2 * t4 + (i & 1)] = acc[mt][nt][i];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float q = sq[mt][h];
+            q += __shfl_xor_sync(0xffffffffu, q, 1);
+            q += __shfl_xor_sync(0xffffffffu, q, 2);
+            if (t4 == 0) red[w][16 * mt + 8 * h + g][R] = q;
+        }
+    __syncthreads();
+    for (int i = threadIdx.x; i < MIXC_TOK * (R + 1); i += 32 * MIXC_WARPS) {
+        const int tt = i / (R + 1), r = i % (R + 1), t = t0 + tt;
+        if (t >= n) continue;
+        float v = 0.0f;
+#pragma unroll
+        for (int ww = 0; ww < MIXC_WARPS; ww++) v += red[ww][tt][r];
+        if (r < R) parts[((int64_t)s * n + t) * R + r] = v;
+        else ss[(int64_t)s * n + t] = v;
+    }
+}
+
+static int g_mix_tc = -1; /* ds4k_hc_mix_tc / DS4_HC_MIX_TC */
+
+extern "C" int ds4k_hc_mix_tc(int on) {
+    if (g_mix_tc < 0) g_mix_tc = env_switch_on("DS4_HC_MIX_TC");
+    const int was = g_mix_tc;
+    if (on >= 0) g_mix_tc = on;
+    return was;
+}
+
 extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts,
                                  float *ss, ds4_stream st) {
     if (W->type != 1 /* F16 */ || W->N < rows || S > DS4K_MAX_HC_PARTS || W->K % (8 * S) != 0 ||
@@ -387,6 +534,11 @@ extern "C" int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int6
         return -1;
     if (n <= 0) return 0;
     const size_t w_bytes = (size_t)rows * (size_t)(W->K / S) * 2;
+    if (n > 8 && rows == MIX_ROWS && (W->K / S) % (16 * MIXC_WARPS) == 0 && ds4k_hc_mix_tc(-1)) {
+        launch_pdl(hc_mix_parts_tc_kernel, dim3(S, (n + MIXC_TOK - 1) / MIXC_TOK), 32 * MIXC_WARPS, 0,
+                   (cudaStream_t)st, (const uint16_t *)W->ptr, W->K, H, ldh, S, n, parts, ss);
+        return 0;
+    }
     if (n > 8 && rows == MIX_ROWS && w_bytes <= MIX_SMEM_MAX) {
         launch_pdl(hc_mix_parts_tok_kernel<MIX_ROWS>, dim3(S, (n + MIX_TOK - 1) / MIX_TOK), NT, w_bytes,
                    (cudaStream_t)st, (const uint16_t *)W->ptr, W->K, H, ldh, S, n, parts, ss);

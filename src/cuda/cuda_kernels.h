@@ -221,6 +221,11 @@ void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *b
  * 8 * S; returns -1 (nothing launched) otherwise. */
 int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts, float *ss,
                       ds4_stream st);
+/* Whether batches of more than 8 tokens take the mixer on the tensor cores
+ * (TF32 hi + lo: within ~1e-6 of the SIMT kernels, not bitwise) instead of
+ * the SIMT kernel whose parts are bitwise the decode kernel's; on < 0 only
+ * reads it (DS4_HC_MIX_TC=0 starts it off). */
+int ds4k_hc_mix_tc(int on);
 
 /* ds4k_hc_split_collapse whose mix is those parts: mix = (sum_s parts) /
  * sqrt(sum_s ss / (hc * D) + flat_eps), the mixer of rmsnorm(H). */

@@ -504,38 +504,66 @@ void test_hc_mix_parts(ds4_rng *r) {
     free(H), free(wf), free(w), free(base), free(wh), free(ag), free(Mg), free(pg);
 }
 
-/* The prefill mixer (a block per stretch and 16 tokens, all rows) against the
- * per-(row, stretch, token) kernel the decode step uses, token by token: the
- * parts and square sums must be bitwise the same. */
+/* The prefill mixers against the per-(row, stretch, token) kernel the decode
+ * step uses, token by token: the SIMT one (a block per stretch and 16
+ * tokens, all rows; DS4_HC_MIX_TC=0) must give its parts and square sums
+ * bitwise; the tensor-core one (TF32 hi + lo) within 1e-5 of sum |w| |x| over
+ * each part's stretch — a warp's partial sum is 64 accumulations in the
+ * tensor core's f32, each within 2^-23 of the running sum (64 x 2^-23 =
+ * 7.6e-6), the lo halves' rounding adds 2^-22 — and the square sums within
+ * 1e-6 relative. */
 void test_hc_mix_batched(ds4_rng *r) {
     const int n = 37, hc = 4, D = 4096, MIX = (2 + hc) * hc, S = 8; /* the published widths */
-    const int64_t K = (int64_t)hc * D;
+    const int64_t K = (int64_t)hc * D, len = K / S;
     float *H = rnd(r, (size_t)n * K, 1.0f), *wf = rnd(r, (size_t)MIX * K, 1.0f / 64.0f);
+    for (int64_t i = 0; i < (int64_t)n * K; i += 97) H[i] *= 300.0f; /* a wide range, as residual streams have */
     uint16_t *wh = malloc(sizeof(uint16_t) * MIX * K);
     for (int64_t i = 0; i < MIX * K; i++) wh[i] = ds4_f32_to_f16(wf[i]);
     ds4_dw d = {DS4_TYPE_F16, to_dev(wh, 2 * MIX * K), K, MIX};
     float *dH = to_dev(H, sizeof(float) * n * K);
     float *dparts = to_dev(NULL, sizeof(float) * S * n * MIX), *dss = to_dev(NULL, sizeof(float) * S * n);
     float *dp1 = to_dev(NULL, sizeof(float) * S * MIX), *ds1 = to_dev(NULL, sizeof(float) * S);
-    const int rc = ds4k_hc_mix_parts(&d, MIX, dH, K, n, S, dparts, dss, NULL);
     float *parts = malloc(sizeof(float) * S * n * MIX), *ss = malloc(sizeof(float) * S * n);
-    float p1[8 * 24], s1[8];
-    from_dev(parts, dparts, sizeof(float) * S * n * MIX);
-    from_dev(ss, dss, sizeof(float) * S * n);
-    bool same = rc == 0;
-    for (int t = 0; t < n; t++) {
+    float *p1 = malloc(sizeof(float) * S * MIX * n), *s1 = malloc(sizeof(float) * S * n);
+    for (int t = 0; t < n; t++) { /* the decode kernel, one token at a time */
         ds4k_hc_mix_parts(&d, MIX, dH + (int64_t)t * K, K, 1, S, dp1, ds1, NULL);
-        from_dev(p1, dp1, sizeof(float) * S * MIX);
-        from_dev(s1, ds1, sizeof(float) * S);
-        for (int s = 0; s < S; s++) {
-            same &= memcmp(&parts[((size_t)s * n + t) * MIX], &p1[s * MIX], sizeof(float) * MIX) == 0;
-            same &= memcmp(&ss[(size_t)s * n + t], &s1[s], sizeof(float)) == 0;
-        }
+        from_dev(p1 + (size_t)t * S * MIX, dp1, sizeof(float) * S * MIX);
+        from_dev(s1 + (size_t)t * S, ds1, sizeof(float) * S);
     }
-    check(same, "hc mixer, %d tokens batched (a block per stretch and 16 tokens): parts bitwise those of one token", n);
+    for (int tc = 0; tc < 2; tc++) {
+        const int was = ds4k_hc_mix_tc(tc);
+        const int rc = ds4k_hc_mix_parts(&d, MIX, dH, K, n, S, dparts, dss, NULL);
+        ds4k_hc_mix_tc(was);
+        from_dev(parts, dparts, sizeof(float) * S * n * MIX);
+        from_dev(ss, dss, sizeof(float) * S * n);
+        bool same = rc == 0;
+        double worst = 0.0, worst_ss = 0.0;
+        for (int t = 0; t < n; t++)
+            for (int s = 0; s < S; s++) {
+                const float *a = &parts[((size_t)s * n + t) * MIX], *b = &p1[(size_t)t * S * MIX + s * MIX];
+                same &= memcmp(a, b, sizeof(float) * MIX) == 0 && ss[(size_t)s * n + t] == s1[(size_t)t * S + s];
+                for (int row = 0; row < MIX; row++) {
+                    double scale = 0.0;
+                    for (int64_t k = len * s; k < len * (s + 1); k++)
+                        scale += fabs((double)ds4_f16_to_f32(wh[row * K + k]) * H[(int64_t)t * K + k]);
+                    worst = fold_max(worst, fabs((double)a[row] - b[row]) / scale);
+                }
+                worst_ss = fold_max(worst_ss, fabs((double)ss[(size_t)s * n + t] - s1[(size_t)t * S + s]) /
+                                                  fabs((double)s1[(size_t)t * S + s]));
+            }
+        if (tc == 0)
+            check(same, "hc mixer, %d tokens batched (SIMT: a block per stretch and 16 tokens): parts bitwise those of "
+                        "one token",
+                  n);
+        else
+            check(rc == 0 && worst < 1e-5 && worst_ss < 1e-6,
+                  "hc mixer, %d tokens batched (tensor cores, TF32 hi + lo): parts within %.2e of sum |w||x| of the "
+                  "decode kernel's (bound 1e-5), square sums %.2e relative",
+                  n, worst, worst_ss);
+    }
     void *bufs[] = {(void *)d.ptr, dH, dparts, dss, dp1, ds1};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-    free(H), free(wf), free(wh), free(parts), free(ss);
+    free(H), free(wf), free(wh), free(parts), free(ss), free(p1), free(s1);
 }
 
 /* The decode step's hc_post fused with the next sub-layer's mixer
