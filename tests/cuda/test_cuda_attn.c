@@ -148,13 +148,28 @@ static void topk_ref(const float *s, int V, int K, int32_t *out) {
     free(idx);
 }
 
+/* An FP4-simulated value as the indexer makes them: e2m1 times a power of two. */
+static float fp4_value(ds4_rng *r) {
+    static const float e2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    const uint32_t u = (uint32_t)(ds4_rng_u64(r) >> 32);
+    return (u & 8 ? -1.0f : 1.0f) * e2m1[u & 7] * ldexpf(1.0f, -(int)((u >> 4) % 5));
+}
+
 /* Scores vs double sums for tokens at p0 .. p0+n-1, then the top-k of the
- * kernel's own scores (and of tied scores) vs the sort. */
-static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int topk) {
+ * kernel's own scores (and of tied scores) vs the sort. fp4: queries and keys
+ * on the FP4 grid, which lets a batch above 8 tokens take the tensor cores. */
+static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int topk, bool fp4) {
     const int cap = (p0 + n) / 4 + 1;
     const int64_t lds = cap + 1;
     float *q = rnd(r, (size_t)n * IH * ID, 0.3f), *w = rnd(r, (size_t)n * IH, 1.0f), *keysf;
     uint16_t *keys = f16_rows(r, (size_t)cap * ID, &keysf);
+    if (fp4) {
+        for (size_t i = 0; i < (size_t)n * IH * ID; i++) q[i] = fp4_value(r);
+        for (size_t i = 0; i < (size_t)cap * ID; i++) {
+            keys[i] = ds4_f32_to_f16(fp4_value(r));
+            keysf[i] = ds4_f16_to_f32(keys[i]);
+        }
+    }
     float *dq = to_dev(q, sizeof(float) * n * IH * ID), *dw = to_dev(w, sizeof(float) * n * IH);
     uint16_t *dkeys = to_dev(keys, 2 * (size_t)cap * ID);
     int *dpos = to_dev(&p0, sizeof(int)), *dnsel = to_dev(NULL, sizeof(int) * n);
@@ -163,7 +178,7 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
     int32_t *want = malloc(sizeof(int32_t) * topk);
     int *n_sel = malloc(sizeof(int) * n);
     if (ds4k_prepare(4, 128, 256, IH, ID) != 0) check(false, "indexer: shared memory refused");
-    ds4k_indexer_scores(dq, dw, dkeys, true, n, dpos, IH, ID, topk, cap, dS, lds, NULL);
+    ds4k_indexer_scores(dq, dw, dkeys, true, fp4, n, dpos, IH, ID, topk, cap, dS, lds, NULL);
     from_dev(S, dS, sizeof(float) * n * lds);
     double worst = 0;
     const double scale = 1.0 / sqrt((double)ID * IH);
@@ -184,8 +199,9 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
             worst = fmax(worst, fabs(S[t * lds + c] - s * scale) / (mag * scale));
         }
     }
-    check(worst < 1e-6, "indexer scores vs double reference: %d tokens at %d, %d heads x %d: max |diff| / sum|terms| %.2e",
-          n, p0, IH, ID, worst);
+    check(worst < 1e-6,
+          "indexer scores%s vs double reference: %d tokens at %d, %d heads x %d: max |diff| / sum|terms| %.2e",
+          fp4 ? (n > 8 ? " (FP4 grid, tensor cores)" : " (FP4 grid)") : "", n, p0, IH, ID, worst);
     for (int tied = 0; tied < 2; tied++) {
         if (tied) { /* scores on a coarse grid: many exact ties at the threshold */
             for (int64_t i = 0; i < n * lds; i++) S[i] = roundf(S[i] * 8.0f) / 8.0f;
@@ -218,9 +234,13 @@ void test_attention_kernels(ds4_rng *r) {
     test_attention_decode(r, 1, 60, 64, 512, 0, false, false);      /* window only, short */
     test_attention_decode(r, 8, 1500, 64, 512, 4, true, false);     /* 8 tokens, every compressed row */
     test_attention_decode(r, 3, 2100, 4, 128, 4, true, true);       /* the fixture models' 4 heads */
-    test_indexer_topk(r, 3, 8000, 64, 128, 512);                    /* 2,000 rows */
-    test_indexer_topk(r, 2, 70000, 64, 128, 512);                   /* 17,500 rows: many per thread */
-    test_indexer_topk(r, 6, 2046, 64, 128, 512);                    /* around the first selection: 511 .. 513 rows */
-    test_indexer_topk(r, 2, 600, 4, 32, 8);                         /* few heads, short keys */
-    test_indexer_topk(r, 12, 8000, 64, 128, 512);                   /* a batch above 8: the 8-warp blocks */
+    test_indexer_topk(r, 3, 8000, 64, 128, 512, false);             /* 2,000 rows */
+    test_indexer_topk(r, 2, 70000, 64, 128, 512, false);            /* 17,500 rows: many per thread */
+    test_indexer_topk(r, 6, 2046, 64, 128, 512, false);             /* around the first selection: 511 .. 513 rows */
+    test_indexer_topk(r, 2, 600, 4, 32, 8, false);                  /* few heads, short keys */
+    test_indexer_topk(r, 12, 8000, 64, 128, 512, false);            /* a batch above 8: the 8-warp blocks */
+    test_indexer_topk(r, 3, 8000, 64, 128, 512, true);              /* FP4 grid, decode-sized: SIMT */
+    test_indexer_topk(r, 12, 8000, 64, 128, 512, true);             /* FP4 grid above 8 tokens: tensor cores */
+    test_indexer_topk(r, 12, 2040, 64, 128, 512, true);             /* ... around the first selection */
+    test_indexer_topk(r, 10, 70000, 64, 128, 512, true);            /* ... 17,500 rows, 137 tiles a warp */
 }
