@@ -4,6 +4,7 @@
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_attn.cuh"
 #include "cuda/cuda_ops.cuh"
+#include "cuda/cuda_tc.cuh"
 
 #include <cuda_bf16.h>
 
@@ -314,12 +315,6 @@ __device__ __forceinline__ uint32_t f16_pair_to_bf16(uint32_t u) {
     const float2 f = __half22float2(*(const __half2 *)&u);
     return bf16_pair(f.x, f.y);
 }
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 __global__ void __launch_bounds__(32 * IDXC_WARPS)
     indexer_scores_tc_kernel(const float *q, const float *w, const __half *keys, const int *d_pos, int topk, float *S,
                              int64_t lds, float scale) {
@@ -358,7 +353,7 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
 #pragma unroll
             for (int ks = 0; ks < IDXC_D / 16; ks++) {
                 const uint2 b = *(const uint2 *)(qh + 16 * ks);
-                mma_bf16(c, a[ks], b.x, b.y);
+                mma16816_bf16(c, a[ks], b.x, b.y);
             }
             const int h = 8 * nt + 2 * t4; /* D register (row g or g + 8, head h or h + 1) */
             pa = fmaf(ws[h], c[0] > 0.0f ? c[0] : 0.0f, pa);

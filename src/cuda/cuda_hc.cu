@@ -4,6 +4,7 @@
  * and the output head's collapse (twins: src/cpu/ops.c, cpu_backend.c). */
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
+#include "cuda/cuda_tc.cuh"
 
 #define NT 256
 
@@ -402,12 +403,6 @@ __device__ __forceinline__ uint32_t tf32_rna(float x) {
     asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
     return r;
 }
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 __global__ void __launch_bounds__(32 * MIXC_WARPS)
     hc_mix_parts_tc_kernel(const uint16_t *W, int64_t K, const float *H, int64_t ldh, int S, int n, float *parts,
                            float *ss) {
@@ -484,8 +479,8 @@ __global__ void __launch_bounds__(32 * MIXC_WARPS)
                 }
 #pragma unroll
                 for (int nt = 0; nt < NTL; nt++) {
-                    mma_tf32(acc[mt][nt], hi, b[nt][0], b[nt][1]);
-                    mma_tf32(acc[mt][nt], lo, b[nt][0], b[nt][1]);
+                    mma1688_tf32(acc[mt][nt], hi, b[nt][0], b[nt][1]);
+                    mma1688_tf32(acc[mt][nt], lo, b[nt][0], b[nt][1]);
                 }
             }
         }

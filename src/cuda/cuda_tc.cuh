@@ -1,6 +1,7 @@
-/* ds4 — tensor-core primitives shared by the prefill tiles (cuda_mma.cu) and
- * the prefill attention (cuda_attn_mma.cu): ldmatrix loads of 8 x 8 f16
- * matrices from shared memory and the m16n8k16 f16 product with f32
+/* ds4 — tensor-core primitives shared by the prefill tiles (cuda_mma.cu),
+ * the prefill attention (cuda_attn_mma.cu), the batch HC mixer (cuda_hc.cu)
+ * and the batch indexer scores (cuda_attn.cu): ldmatrix loads of 8 x 8 f16
+ * matrices from shared memory and the mma.sync products with f32
  * accumulation (the accumulation order inside an mma is fixed by the
  * hardware: the same inputs give the same bits). */
 #ifndef DS4_CUDA_TC_CUH
@@ -24,13 +25,18 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p) {
                  : "r"(a));
 }
 
-/* d += a (16 x 16, row-major fragments) . b (16 x 8, column fragments b0 b1). */
-__device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+/* d += a (16 x K, row-major fragments) . b (K x 8, column fragments b0 b1),
+ * f32 accumulation: f16 or bf16 with K = 16, tf32 with K = 8. */
+#define DS4_MMA_SYNC(name, shape_and_types)                                                                        \
+    __device__ __forceinline__ void name(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {                 \
+        asm volatile("mma.sync.aligned." shape_and_types " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n" \
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                              \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));                              \
+    }
+DS4_MMA_SYNC(mma16816, "m16n8k16.row.col.f32.f16.f16.f32")
+DS4_MMA_SYNC(mma16816_bf16, "m16n8k16.row.col.f32.bf16.bf16.f32")
+DS4_MMA_SYNC(mma1688_tf32, "m16n8k8.row.col.f32.tf32.tf32.f32")
+#undef DS4_MMA_SYNC
 
 /* Two floats as f16 hi and lo terms, a + b ~= hi + lo to ~22 bits (the
  * tiles' staging, split_rows_kernel, the wgmma kernel's Q2_K minimums). */
