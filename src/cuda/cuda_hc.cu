@@ -435,7 +435,8 @@ __global__ void __launch_bounds__(32 * MIXC_WARPS)
         for (int mt = 0; mt < 2; mt++)
 #pragma unroll
             for (int h = 0; h < 2; h++)
-                xn[mt][h] = live[mt][h] && k < klen ? *(const float4 *)(xr[mt][h] + k) : make_float4(0.f, 0.f, 0.f, 0.f);
+                xn[mt][h] = live[mt][h] && k < klen ? *(const float4 *)(xr[mt][h] + k)
+                                                    : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
         for (int nt = 0; nt < NTL; nt++) wn[nt] = k < klen ? *(const uint2 *)(wr[nt] + k) : make_uint2(0, 0);
     };
@@ -455,7 +456,10 @@ __global__ void __launch_bounds__(32 * MIXC_WARPS)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const float4 v = x[mt][h];
-                sq[mt][h] = __fmaf_rn(v.w, v.w, __fmaf_rn(v.z, v.z, __fmaf_rn(v.y, v.y, __fmaf_rn(v.x, v.x, sq[mt][h]))));
+                float q = __fmaf_rn(v.x, v.x, sq[mt][h]);
+                q = __fmaf_rn(v.y, v.y, q);
+                q = __fmaf_rn(v.z, v.z, q);
+                sq[mt][h] = __fmaf_rn(v.w, v.w, q);
             }
 #pragma unroll
         for (int step = 0; step < 2; step++) {

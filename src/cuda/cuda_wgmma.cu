@@ -1075,7 +1075,8 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
             const dim3 pg = !a.segs && a.ntiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks)
                             : a.njobs                           ? dim3((unsigned)a.ntiles)
                                                                 : grid;
-            if (g_wgmma_lo) launch_pdl((wgmma_pc_kernel<T, BN, true>), pg, PC_THREADS, (pc_smem_bytes<T, BN, true>()), s, a);
+            if (g_wgmma_lo)
+                launch_pdl((wgmma_pc_kernel<T, BN, true>), pg, PC_THREADS, (pc_smem_bytes<T, BN, true>()), s, a);
             else launch_pdl((wgmma_pc_kernel<T, BN, false>), pg, PC_THREADS, (pc_smem_bytes<T, BN, false>()), s, a);
             return;
         }
