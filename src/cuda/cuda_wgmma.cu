@@ -1053,10 +1053,11 @@ static bool wg_tensor_map(wg_args &a, int bn, bool lo) {
                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cudaStream_t s) {
+/* One precision's launch (LO: the activations' lo halves too). */
+template <int T, int BN, bool LO> static void wg_launch_as(dim3 grid, const wg_args &a0, cudaStream_t s) {
     if constexpr (pc_type(T)) {
         wg_args a = a0;
-        if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN, g_wgmma_lo)) {
+        if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN, LO)) {
             a.tx = (int)grid.x, a.ty = (int)grid.y;
             a.ntiles = (int)(grid.x * grid.y * grid.z);
             if (a.njobs) { /* numbered without the row blocks a job of fewer rows lacks */
@@ -1075,14 +1076,15 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
             const dim3 pg = !a.segs && a.ntiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks)
                             : a.njobs                           ? dim3((unsigned)a.ntiles)
                                                                 : grid;
-            if (g_wgmma_lo)
-                launch_pdl((wgmma_pc_kernel<T, BN, true>), pg, PC_THREADS, (pc_smem_bytes<T, BN, true>()), s, a);
-            else launch_pdl((wgmma_pc_kernel<T, BN, false>), pg, PC_THREADS, (pc_smem_bytes<T, BN, false>()), s, a);
+            launch_pdl((wgmma_pc_kernel<T, BN, LO>), pg, PC_THREADS, (pc_smem_bytes<T, BN, LO>()), s, a);
             return;
         }
     }
-    if (g_wgmma_lo) launch_pdl((wgmma_kernel<T, BN, true>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
-    else launch_pdl((wgmma_kernel<T, BN, false>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
+    launch_pdl((wgmma_kernel<T, BN, LO>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
+}
+template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cudaStream_t s) {
+    if (g_wgmma_lo) wg_launch_as<T, BN, true>(grid, a0, s);
+    else wg_launch_as<T, BN, false>(grid, a0, s);
 }
 
 /* Token tiles as wide as the mma.sync tiles choose (mma_tile_tokens); the
@@ -1180,18 +1182,17 @@ bool wgmma_dense_jobs(int type, int njobs, const void *const *W, const int64_t *
     return true;
 }
 
-template <int T, int BN> static bool wg_allow_smem(void) {
-    if (cudaFuncSetAttribute(wgmma_kernel<T, BN, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)wg_smem_bytes<T, BN>()) != cudaSuccess ||
-        cudaFuncSetAttribute(wgmma_kernel<T, BN, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+template <int T, int BN, bool LO> static bool wg_allow_smem_as(void) {
+    if (cudaFuncSetAttribute(wgmma_kernel<T, BN, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)wg_smem_bytes<T, BN>()) != cudaSuccess)
         return false;
     if constexpr (pc_type(T))
-        return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)pc_smem_bytes<T, BN, true>()) == cudaSuccess &&
-               cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)pc_smem_bytes<T, BN, false>()) == cudaSuccess;
+        return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)pc_smem_bytes<T, BN, LO>()) == cudaSuccess;
     return true;
+}
+template <int T, int BN> static bool wg_allow_smem(void) {
+    return wg_allow_smem_as<T, BN, true>() && wg_allow_smem_as<T, BN, false>();
 }
 template <int T> static bool wg_allow_smem_t(void) {
     return wg_allow_smem<T, 128>() && wg_allow_smem<T, 64>() && wg_allow_smem<T, 32>();
