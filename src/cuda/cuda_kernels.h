@@ -222,7 +222,7 @@ void ds4k_hc_split_collapse(const float *mix, const float *scale, const float *b
 int ds4k_hc_mix_parts(const ds4_dw *W, int rows, const float *H, int64_t ldh, int n, int S, float *parts, float *ss,
                       ds4_stream st);
 /* Whether batches of more than 8 tokens take the mixer on the tensor cores
- * (TF32 hi + lo: within ~1e-6 of the SIMT kernels, not bitwise) instead of
+ * (TF32 hi + lo: ~22 bits, not bitwise the SIMT kernels) instead of
  * the SIMT kernel whose parts are bitwise the decode kernel's; on < 0 only
  * reads it (DS4_HC_MIX_TC=0 starts it off). */
 int ds4k_hc_mix_tc(int on);
@@ -265,9 +265,10 @@ void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *fr
  * with fp4, Hadamard + FP4 after RoPE (indexer queries). */
 void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs, int n_pairs,
                      const int *d_pos, bool fp4, ds4_stream st);
-/* The attention queries' norm and RoPE by one warp a head (bitwise the
- * block kernel, which FP4 heads keep) on or off; returns the old setting
- * (DS4_ROPE_WARPS=0 starts it off; on < 0 only reads it). */
+/* The heads' norm and RoPE by one warp a head (bitwise the block kernel;
+ * FP4 heads take it only in batches of more than 8 tokens) on or off;
+ * returns the old setting (DS4_ROPE_WARPS=0 starts it off; on < 0 only
+ * reads it). */
 int ds4k_heads_rope_warps(int on);
 
 /* Feed n tokens (projections kv/gate [n][W]) through a compressor state in

@@ -656,8 +656,9 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  *              tensor-memory copy a stage (thread 0: BN rows of the slice's
  *              128 bytes, hi[32] lo[32], 128-byte swizzled as wgmma reads
  *              them, or its 64 bytes of hi alone, 64-byte swizzled, where
- *              the products skip the lo halves; tokens past the batch arrive as zeros, rows past a
- *              routed segment as the next one's, whose product columns are
+ *              the products skip the lo halves; tokens past the batch
+ *              arrive as zeros, rows past a routed segment as the next
+ *              one's, whose product columns are
  *              never stored), Q2_K's 16-sums by cp.async, and the weights
  *              into PC_NW windows of 8 slices (each row's bytes as the
  *              16-byte units that cover them, 9 or more slices ahead) by

@@ -148,13 +148,6 @@ static void topk_ref(const float *s, int V, int K, int32_t *out) {
     free(idx);
 }
 
-/* An FP4-simulated value as the indexer makes them: e2m1 times a power of two. */
-static float fp4_value(ds4_rng *r) {
-    static const float e2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-    const uint32_t u = (uint32_t)(ds4_rng_u64(r) >> 32);
-    return (u & 8 ? -1.0f : 1.0f) * e2m1[u & 7] * ldexpf(1.0f, -(int)((u >> 4) % 5));
-}
-
 /* Scores vs double sums for tokens at p0 .. p0+n-1, then the top-k of the
  * kernel's own scores (and of tied scores) vs the sort. fp4: queries and keys
  * on the FP4 grid, which lets a batch above 8 tokens take the tensor cores. */
@@ -163,11 +156,14 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
     const int64_t lds = cap + 1;
     float *q = rnd(r, (size_t)n * IH * ID, 0.3f), *w = rnd(r, (size_t)n * IH, 1.0f), *keysf;
     uint16_t *keys = f16_rows(r, (size_t)cap * ID, &keysf);
-    if (fp4) {
-        for (size_t i = 0; i < (size_t)n * IH * ID; i++) q[i] = fp4_value(r);
-        for (size_t i = 0; i < (size_t)cap * ID; i++) {
-            keys[i] = ds4_f32_to_f16(fp4_value(r));
-            keysf[i] = ds4_f16_to_f32(keys[i]);
+    if (fp4) { /* queries and keys through the CPU's FP4 simulation, as the model's indexer makes them */
+        for (int h = 0; h < n * IH; h++) ds4_fp4_sim(q + (size_t)h * ID, ID);
+        for (int c = 0; c < cap; c++) {
+            ds4_fp4_sim(keysf + (size_t)c * ID, ID);
+            for (int i = 0; i < ID; i++) {
+                keys[(size_t)c * ID + i] = ds4_f32_to_f16(keysf[(size_t)c * ID + i]);
+                keysf[(size_t)c * ID + i] = ds4_f16_to_f32(keys[(size_t)c * ID + i]);
+            }
         }
     }
     float *dq = to_dev(q, sizeof(float) * n * IH * ID), *dw = to_dev(w, sizeof(float) * n * IH);
