@@ -294,9 +294,14 @@ __global__ void __launch_bounds__(32 * W)
  * significant bits, exact in bf16 over f32's whole range, so every q . k
  * term is exact and only the f32 sums' order differs from the kernel
  * above). The SIMT kernel did 2 x 8,192 flops a row and token at ~24 TFLOPS
- * (181 us for 512 tokens of a 4k-context layer). Block t: token t's 64
+ * (181 us for 512 tokens of a 4k-context layer). Block (t, y): token t's 64
  * heads in shared memory as bf16 (rows padded to 288 bytes: 8-byte loads
- * of a half-warp on distinct banks); warp w the key rows 16 w + 128 i ..:
+ * of a half-warp on distinct banks) and rows [y rb, (y + 1) rb) — all of
+ * them in one block for a batch above 8 tokens (the queries staged once),
+ * 128 a block for decode-sized batches, whose few tokens would otherwise
+ * leave most of the GPU idle while each warp walks a long chain of row
+ * tiles (the SIMT kernel's problem there too, see above); warp w the key
+ * rows 16 w + 128 i .. of its block's rows:
  * A = 16 rows x 128 dims from the f16 ring (converted, exact), B = 8 heads
  * of q, mma.sync m16n8k16, each k16 step's order permuted so a thread's
  * values are 8 contiguous bytes (logical k 2 t4, + 1 and 2 t4 + 8, + 9 are
@@ -317,13 +322,14 @@ __device__ __forceinline__ uint32_t f16_pair_to_bf16(uint32_t u) {
 }
 __global__ void __launch_bounds__(32 * IDXC_WARPS)
     indexer_scores_tc_kernel(const float *q, const float *w, const __half *keys, const int *d_pos, int topk, float *S,
-                             int64_t lds, float scale) {
+                             int64_t lds, float scale, int64_t rb) {
     pdl_enter();
     __shared__ __align__(16) __nv_bfloat16 qs[IDXC_H * IDXC_QS];
     __shared__ float ws[IDXC_H];
     const int t = blockIdx.x;
-    const int64_t p = (int64_t)d_pos[0] + t, V = (p + 1) / 4;
-    if (V <= topk) return;
+    const int64_t p = (int64_t)d_pos[0] + t, V = (p + 1) / 4, rbeg = (int64_t)blockIdx.y * rb;
+    if (V <= topk || rbeg >= V) return;
+    const int64_t rend = rbeg + rb < V ? rbeg + rb : V;
     const float4 *qt = (const float4 *)(q + (int64_t)t * IDXC_H * IDXC_D);
     for (int i = threadIdx.x; i < IDXC_H * IDXC_D / 4; i += blockDim.x) {
         const float4 v = qt[i];
@@ -333,9 +339,9 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
     for (int i = threadIdx.x; i < IDXC_H; i += blockDim.x) ws[i] = w[(int64_t)t * IDXC_H + i];
     __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    for (int64_t r0 = 16 * warp; r0 < V; r0 += 16 * IDXC_WARPS) {
-        const int64_t ra = r0 + g < V ? r0 + g : V - 1, rb = r0 + g + 8 < V ? r0 + g + 8 : V - 1;
-        const __half *ka = keys + ra * IDXC_D + 4 * t4, *kb = keys + rb * IDXC_D + 4 * t4;
+    for (int64_t r0 = rbeg + 16 * warp; r0 < rend; r0 += 16 * IDXC_WARPS) {
+        const int64_t ra = r0 + g < V ? r0 + g : V - 1, rc = r0 + g + 8 < V ? r0 + g + 8 : V - 1;
+        const __half *ka = keys + ra * IDXC_D + 4 * t4, *kb = keys + rc * IDXC_D + 4 * t4;
         uint32_t a[IDXC_D / 16][4];
 #pragma unroll
         for (int ks = 0; ks < IDXC_D / 16; ks++) {
@@ -366,13 +372,13 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
         pb += __shfl_xor_sync(0xffffffffu, pb, 1);
         pb += __shfl_xor_sync(0xffffffffu, pb, 2);
         if (t4 == 0) {
-            if (r0 + g < V) S[(int64_t)t * lds + r0 + g] = pa * scale;
-            if (r0 + g + 8 < V) S[(int64_t)t * lds + r0 + g + 8] = pb * scale;
+            if (r0 + g < rend) S[(int64_t)t * lds + r0 + g] = pa * scale;
+            if (r0 + g + 8 < rend) S[(int64_t)t * lds + r0 + g + 8] = pb * scale;
         }
     }
 }
 
-static int g_idx_tc = -1; /* DS4_IDX_TC=0: prefill scores on the SIMT kernel (A/B timing) */
+static int g_idx_tc = -1; /* DS4_IDX_TC=0: scores on the SIMT kernels (A/B timing) */
 
 extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool f16, bool fp4, int n,
                                     const int *d_pos, int IH, int ID, int topk, int cap, float *S, int64_t lds,
@@ -380,9 +386,10 @@ extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *
     if (n <= 0 || cap <= 0) return;
     const float scale = (float)(1.0 / sqrt((double)ID * IH));
     if (g_idx_tc < 0) g_idx_tc = env_switch_on("DS4_IDX_TC");
-    if (g_idx_tc && n > 8 && f16 && fp4 && IH == IDXC_H && ID == IDXC_D && (uintptr_t)keys % 16 == 0) {
-        launch_pdl(indexer_scores_tc_kernel, n, 32 * IDXC_WARPS, 0, (cudaStream_t)st, q, w, (const __half *)keys, d_pos,
-                   topk, S, lds, scale);
+    if (g_idx_tc && f16 && fp4 && IH == IDXC_H && ID == IDXC_D && (uintptr_t)keys % 16 == 0) {
+        const int64_t tile = 16 * IDXC_WARPS, rb = n > 8 ? (cap + tile - 1) / tile * tile : tile;
+        launch_pdl(indexer_scores_tc_kernel, dim3(n, (unsigned)((cap + rb - 1) / rb)), 32 * IDXC_WARPS, 0,
+                   (cudaStream_t)st, q, w, (const __half *)keys, d_pos, topk, S, lds, scale, rb);
         return;
     }
     const dim3 grid(n, (unsigned)((cap + IDX_ROWS - 1) / IDX_ROWS));

@@ -284,8 +284,8 @@ void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int
 
 /* Indexer scores of token t over its visible rows c < (pos+1)/4, computed only
  * when that count exceeds topk: S[t][c] = sum_h w[t][h] relu(q[t][h] . k[c]) / sqrt(ID*IH).
- * fp4: the queries and keys are FP4-simulated (exact in bf16), so a batch of
- * more than 8 tokens may take the tensor cores (DS4_IDX_TC=0: never). */
+ * fp4: the queries and keys are FP4-simulated (exact in bf16), so
+ * every batch may take the tensor cores (DS4_IDX_TC=0: never). */
 void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool f16, bool fp4, int n, const int *d_pos,
                          int IH, int ID, int topk, int cap, float *S, int64_t lds, ds4_stream st);
 
