@@ -744,12 +744,12 @@ static int compare_full(const char *path, int n_prompts, int max_len) {
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
-    static const char *const modes[] = {"all", "kernels", "model", "prefill", "gemv", "chain", "compare", "gemv-bench"};
+    static const char *const modes[] = {"all", "kernels", "model", "prefill", "gemv", "chain", "attention", "compare", "gemv-bench"};
     bool known = false;
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) known |= !strcmp(what, modes[i]);
     if (!known) {
         fprintf(stderr,
-                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|chain|gemv-bench|compare MODEL [prompts] "
+                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|chain|attention|gemv-bench|compare MODEL [prompts] "
                 "[max_len]]\n");
         return 2;
     }
@@ -786,6 +786,7 @@ int main(int argc, char **argv) {
         test_engine_chain();
     }
     if (!strcmp(what, "prefill")) test_prefill_kernels(&r); /* alone: short enough for compute-sanitizer */
+    if (!strcmp(what, "attention")) test_attention_kernels(&r); /* attention, indexer, top-k */
     if (!strcmp(what, "gemv")) { /* only the one-token GEMV checks */
         test_gemv_stream(&r);
         test_gemv_pairs(&r);

@@ -224,6 +224,45 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
     free(q), free(w), free(keys), free(keysf), free(S), free(sel), free(want), free(n_sel);
 }
 
+/* The causal top-k alone on generated scores, tokens at p0 .. p0+n-1 (rows
+ * past the kernel's shared-memory cache of 48k keys once p0 > 196,608):
+ * normal scores, scores on a coarse grid (ties at the threshold, -0 and +0),
+ * and scores of one sign and exponent (one bin for every row in the first
+ * radix pass), each against the sort. */
+static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
+    const int64_t lds = (p0 + n) / 4 + 1;
+    float *S = malloc(sizeof(float) * n * lds), *dS = to_dev(NULL, sizeof(float) * n * lds);
+    int *dpos = to_dev(&p0, sizeof(int)), *dnsel = to_dev(NULL, sizeof(int) * n), *n_sel = malloc(sizeof(int) * n);
+    int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk), *sel = malloc(sizeof(int32_t) * n * topk);
+    int32_t *want = malloc(sizeof(int32_t) * topk);
+    static const char *kind[] = {"normal scores", "scores with exact ties", "scores in [1, 2)"};
+    if (ds4k_prepare(4, 128, 256, 64, 128) != 0) check(false, "top-k: shared memory refused");
+    for (int mode = 0; mode < 3; mode++) {
+        for (int64_t i = 0; i < n * lds; i++) {
+            const float x = ds4_rng_normal(r);
+            S[i] = mode == 0 ? x : mode == 1 ? roundf(x * 8.0f) / 8.0f : 1.0f + ds4_rng_below(r, 1u << 20) / 1048576.0f;
+        }
+        cudaMemcpy(dS, S, sizeof(float) * n * lds, cudaMemcpyHostToDevice);
+        ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
+        from_dev(sel, dsel, sizeof(int32_t) * n * topk);
+        from_dev(n_sel, dnsel, sizeof(int) * n);
+        int bad = 0;
+        for (int t = 0; t < n; t++) {
+            const int V = (p0 + t + 1) / 4;
+            if (V <= topk) {
+                bad += n_sel[t] != -1;
+                continue;
+            }
+            topk_ref(S + t * lds, V, topk, want);
+            bad += n_sel[t] != topk || memcmp(want, sel + (int64_t)t * topk, sizeof(int32_t) * topk) != 0;
+        }
+        check(bad == 0, "causal top-%d vs sort (%s): %d tokens at %d (up to %d rows): %d differ", topk, kind[mode], n,
+              p0, (p0 + n) / 4, bad);
+    }
+    cudaFree(dS), cudaFree(dpos), cudaFree(dnsel), cudaFree(dsel);
+    free(S), free(n_sel), free(sel), free(want);
+}
+
 void test_attention_kernels(ds4_rng *r) {
     test_attention_decode(r, 1, 4095, 64, 512, 4, true, true);     /* decode, published CSA: 128 + 512 selected */
     test_attention_decode(r, 1, 70000, 64, 512, 128, false, false); /* decode, HCA: 128 + 546 rows */
@@ -238,6 +277,9 @@ void test_attention_kernels(ds4_rng *r) {
     test_indexer_topk(r, 3, 8000, 64, 128, 512, true);              /* FP4 grid, decode-sized: 128 rows a block */
     test_indexer_topk(r, 1, 65000, 64, 128, 512, true);             /* ... one token at a 64k context */
     test_indexer_topk(r, 2, 2050, 64, 128, 512, true);              /* ... 512 rows (not scored), 513 (a block of one) */
+    test_topk_rows(r, 2, 230000, 512);  /* 57,500 rows: 8,348 past the cache, partial tiles */
+    test_topk_rows(r, 3, 4093, 512);    /* 1,023 .. 1,024 rows: one tile, full and partial */
+    test_topk_rows(r, 4, 200000, 2048); /* rows just past the cache (50,000 .. 50,001), a larger k */
     test_indexer_topk(r, 12, 8000, 64, 128, 512, true);             /* FP4 grid above 8 tokens: tensor cores */
     test_indexer_topk(r, 12, 2040, 64, 128, 512, true);             /* ... around the first selection */
     test_indexer_topk(r, 10, 70000, 64, 128, 512, true);            /* ... 17,500 rows, 137 tiles a warp */
