@@ -148,6 +148,30 @@ static void topk_ref(const float *s, int V, int K, int32_t *out) {
     free(idx);
 }
 
+/* Rows of tokens p0 .. p0+n-1 whose causal top-k (ds4k_topk on dS, the
+ * device copy of S) differs from the sort's (or whose count is wrong). */
+static int topk_vs_sort(const float *S, const float *dS, int64_t lds, int n, int p0, int topk, const int *dpos) {
+    int *dnsel = to_dev(NULL, sizeof(int) * n), *n_sel = malloc(sizeof(int) * n);
+    int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk), *sel = malloc(sizeof(int32_t) * n * topk);
+    int32_t *want = malloc(sizeof(int32_t) * topk);
+    ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
+    from_dev(sel, dsel, sizeof(int32_t) * n * topk);
+    from_dev(n_sel, dnsel, sizeof(int) * n);
+    int bad = 0;
+    for (int t = 0; t < n; t++) {
+        const int V = (p0 + t + 1) / 4;
+        if (V <= topk) {
+            bad += n_sel[t] != -1;
+            continue;
+        }
+        topk_ref(S + t * lds, V, topk, want);
+        bad += n_sel[t] != topk || memcmp(want, sel + (int64_t)t * topk, sizeof(int32_t) * topk) != 0;
+    }
+    cudaFree(dnsel), cudaFree(dsel);
+    free(n_sel), free(sel), free(want);
+    return bad;
+}
+
 /* Scores vs double sums for tokens at p0 .. p0+n-1, then the top-k of the
  * kernel's own scores (and of tied scores) vs the sort. fp4: queries and keys
  * on the FP4 grid, which lets a batch above 8 tokens take the tensor cores. */
@@ -168,11 +192,8 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
     }
     float *dq = to_dev(q, sizeof(float) * n * IH * ID), *dw = to_dev(w, sizeof(float) * n * IH);
     uint16_t *dkeys = to_dev(keys, 2 * (size_t)cap * ID);
-    int *dpos = to_dev(&p0, sizeof(int)), *dnsel = to_dev(NULL, sizeof(int) * n);
+    int *dpos = to_dev(&p0, sizeof(int));
     float *dS = to_dev(NULL, sizeof(float) * n * lds), *S = malloc(sizeof(float) * n * lds);
-    int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk), *sel = malloc(sizeof(int32_t) * n * topk);
-    int32_t *want = malloc(sizeof(int32_t) * topk);
-    int *n_sel = malloc(sizeof(int) * n);
     if (ds4k_prepare(4, 128, 256, IH, ID) != 0) check(false, "indexer: shared memory refused");
     ds4k_indexer_scores(dq, dw, dkeys, true, fp4, n, dpos, IH, ID, topk, cap, dS, lds, NULL);
     from_dev(S, dS, sizeof(float) * n * lds);
@@ -203,25 +224,13 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
             for (int64_t i = 0; i < n * lds; i++) S[i] = roundf(S[i] * 8.0f) / 8.0f;
             cudaMemcpy(dS, S, sizeof(float) * n * lds, cudaMemcpyHostToDevice);
         }
-        ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
-        from_dev(sel, dsel, sizeof(int32_t) * n * topk);
-        from_dev(n_sel, dnsel, sizeof(int) * n);
-        int bad = 0;
-        for (int t = 0; t < n; t++) {
-            const int V = (p0 + t + 1) / 4;
-            if (V <= topk) {
-                bad += n_sel[t] != -1;
-                continue;
-            }
-            topk_ref(S + t * lds, V, topk, want);
-            bad += n_sel[t] != topk || memcmp(want, sel + (int64_t)t * topk, sizeof(int32_t) * topk) != 0;
-        }
+        const int bad = topk_vs_sort(S, dS, lds, n, p0, topk, dpos);
         check(bad == 0, "causal top-%d vs sort%s: %d tokens at %d (up to %d rows): %d differ", topk,
               tied ? " (scores with exact ties)" : "", n, p0, (p0 + n) / 4, bad);
     }
-    void *bufs[] = {dq, dw, dkeys, dpos, dnsel, dS, dsel};
+    void *bufs[] = {dq, dw, dkeys, dpos, dS};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-    free(q), free(w), free(keys), free(keysf), free(S), free(sel), free(want), free(n_sel);
+    free(q), free(w), free(keys), free(keysf), free(S);
 }
 
 /* The causal top-k alone on generated scores, tokens at p0 .. p0+n-1 (rows
@@ -232,9 +241,7 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
 static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
     const int64_t lds = (p0 + n) / 4 + 1;
     float *S = malloc(sizeof(float) * n * lds), *dS = to_dev(NULL, sizeof(float) * n * lds);
-    int *dpos = to_dev(&p0, sizeof(int)), *dnsel = to_dev(NULL, sizeof(int) * n), *n_sel = malloc(sizeof(int) * n);
-    int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk), *sel = malloc(sizeof(int32_t) * n * topk);
-    int32_t *want = malloc(sizeof(int32_t) * topk);
+    int *dpos = to_dev(&p0, sizeof(int));
     static const char *kind[] = {"normal scores", "scores with exact ties", "scores in [1, 2)"};
     if (ds4k_prepare(4, 128, 256, 64, 128) != 0) check(false, "top-k: shared memory refused");
     for (int mode = 0; mode < 3; mode++) {
@@ -243,24 +250,12 @@ static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
             S[i] = mode == 0 ? x : mode == 1 ? roundf(x * 8.0f) / 8.0f : 1.0f + ds4_rng_below(r, 1u << 20) / 1048576.0f;
         }
         cudaMemcpy(dS, S, sizeof(float) * n * lds, cudaMemcpyHostToDevice);
-        ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
-        from_dev(sel, dsel, sizeof(int32_t) * n * topk);
-        from_dev(n_sel, dnsel, sizeof(int) * n);
-        int bad = 0;
-        for (int t = 0; t < n; t++) {
-            const int V = (p0 + t + 1) / 4;
-            if (V <= topk) {
-                bad += n_sel[t] != -1;
-                continue;
-            }
-            topk_ref(S + t * lds, V, topk, want);
-            bad += n_sel[t] != topk || memcmp(want, sel + (int64_t)t * topk, sizeof(int32_t) * topk) != 0;
-        }
+        const int bad = topk_vs_sort(S, dS, lds, n, p0, topk, dpos);
         check(bad == 0, "causal top-%d vs sort (%s): %d tokens at %d (up to %d rows): %d differ", topk, kind[mode], n,
               p0, (p0 + n) / 4, bad);
     }
-    cudaFree(dS), cudaFree(dpos), cudaFree(dnsel), cudaFree(dsel);
-    free(S), free(n_sel), free(sel), free(want);
+    cudaFree(dS), cudaFree(dpos);
+    free(S);
 }
 
 void test_attention_kernels(ds4_rng *r) {
