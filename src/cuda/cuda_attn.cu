@@ -424,6 +424,7 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 #define TOPK_THREADS 1024
 #define TOPK_CACHE_ROWS (48 * 1024)
 #define TOPK_TILE (4 * TOPK_THREADS)
+static_assert(TOPK_THREADS == 32 * 32, "the selection scans the warps' counts with a lane a warp");
 
 /* f(k, r0) for rows [0, V) in tiles of TOPK_TILE rows, thread i taking rows
  * r0 .. r0+3 (r0 = tile start + 4i) with keys k.x .. k.w (rows at or past V:
