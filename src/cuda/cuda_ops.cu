@@ -299,15 +299,25 @@ extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, f
 
 /* ------------------------------------------------------------------ MoE */
 
+/* One token a block: the scores sqrt(softplus(logit)) (written back over the
+ * logits, as the CPU does), then the selection and the weights on warp 0.
+ * The selection's ids and the scores stay in shared memory for the weights'
+ * sum: read back from global memory, as they once were, each of the k terms
+ * waited on two dependent round trips to L2 (the kernel took ~6.4 us of a
+ * decode step's critical path, most of it there). */
 __global__ void router_kernel(float *logits, int E, int k, const float *bias, const int32_t *tid2eid,
                               const int32_t *tok, float scale, int32_t *ids, float *w) {
     pdl_enter();
-    extern __shared__ float sel[];
+    extern __shared__ float sel[]; /* sel[E] selection scores, pr[E] scores, sid[k] chosen ids */
+    float *pr = sel + E;
+    int32_t *sid = (int32_t *)(pr + E);
     const int t = blockIdx.x;
     float *prob = logits + (int64_t)t * E;
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        prob[e] = sqrtf(dev_softplus(prob[e]));
-        sel[e] = prob[e] + (bias ? bias[e] : 0.0f);
+        const float p = sqrtf(dev_softplus(prob[e]));
+        prob[e] = p;
+        pr[e] = p;
+        sel[e] = p + (bias ? bias[e] : 0.0f);
     }
     __syncthreads();
     /* selection on warp 0: k rounds of a warp arg-max (each lane scans its
@@ -317,7 +327,7 @@ __global__ void router_kernel(float *logits, int E, int k, const float *bias, co
     const int lane = threadIdx.x;
     int32_t *id = ids + (int64_t)t * k;
     if (tid2eid) {
-        for (int j = lane; j < k; j += 32) id[j] = tid2eid[(int64_t)tok[t] * k + j];
+        for (int j = lane; j < k; j += 32) id[j] = sid[j] = tid2eid[(int64_t)tok[t] * k + j];
     } else {
         for (int j = 0; j < k; j++) {
             float bv = -INFINITY;
@@ -329,26 +339,26 @@ __global__ void router_kernel(float *logits, int E, int k, const float *bias, co
                 const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
                 if (oi < E && (bi == E || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
             }
-            if (lane == 0) id[j] = bi;
+            if (lane == 0) id[j] = sid[j] = bi;
             __syncwarp();
             if (lane == (bi & 31)) sel[bi] = -INFINITY;
             __syncwarp();
         }
     }
     __syncwarp();
-    if (lane == 0) {
-        float sum = 0.0f;
-        for (int j = 0; j < k; j++) sum += prob[id[j]];
-        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
-        for (int j = 0; j < k; j++) w[(int64_t)t * k + j] = prob[id[j]] / sum * scale;
-    }
+    /* every lane adds the k scores in slot order (the CPU's sum), then
+     * writes its slots' weights */
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) sum += pr[sid[j]];
+    if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+    for (int j = lane; j < k; j += 32) w[(int64_t)t * k + j] = pr[sid[j]] / sum * scale;
 }
 
 extern "C" void ds4k_router(float *logits, int n, int E, int k, const float *bias, const int32_t *tid2eid,
                             const int32_t *tok, float scale, int32_t *ids, float *w, ds4_stream st) {
     if (n > 0)
-        launch_pdl(router_kernel, n, NT, E * sizeof(float), (cudaStream_t)st, logits, E, k, bias, tid2eid, tok, scale,
-                   ids, w);
+        launch_pdl(router_kernel, n, NT, 2 * E * sizeof(float) + k * sizeof(int32_t), (cudaStream_t)st, logits, E, k,
+                   bias, tid2eid, tok, scale, ids, w);
 }
 
 __global__ void swiglu_kernel(float *g, const float *u, int64_t total, int FF, float L, const float *wts) {

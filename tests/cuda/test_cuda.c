@@ -142,6 +142,74 @@ static void test_moe_matmul(ds4_rng *r) {
     free(scratch);
 }
 
+/* The router against its CPU twin (cpu_ffn.c): scores sqrt(softplus(logit))
+ * within the two libms' rounding (1e-6); then, from the device's own scores,
+ * the same ids (biased top-k, ties to the lower id, or the hash table's row)
+ * and bitwise the same weights (the k scores added in slot order). Ties come
+ * from logits rounded to a few values; E = 16 leaves lanes of the selecting
+ * warp without an expert, E = 300 is not a multiple of 32. */
+static void test_router(ds4_rng *r) {
+    static const struct { int E, k, ties, bias, hash; } cs[] = {
+        {256, 6, 0, 1, 0}, {256, 6, 1, 1, 0}, {256, 6, 1, 0, 0}, {16, 6, 1, 1, 0}, {300, 8, 0, 1, 0}, {256, 6, 0, 0, 1}};
+    const int n = 3, vocab = 11;
+    const float scale = 1.5f;
+    for (size_t c = 0; c < sizeof(cs) / sizeof(cs[0]); c++) {
+        const int E = cs[c].E, k = cs[c].k;
+        float *lg = malloc(sizeof(float) * n * E), *bias = malloc(sizeof(float) * E);
+        float *pg = malloc(sizeof(float) * n * E), *wg = malloc(sizeof(float) * n * k);
+        int32_t *tab = malloc(sizeof(int32_t) * vocab * k), tok[3] = {4, 0, 10}, *ig = malloc(sizeof(int32_t) * n * k);
+        for (int i = 0; i < n * E; i++) {
+            const float x = ds4_rng_normal(r) * 2.0f;
+            lg[i] = cs[c].ties ? roundf(x) : x;
+        }
+        for (int e = 0; e < E; e++) bias[e] = cs[c].ties ? 0.25f * (float)(e % 3) : 0.1f * ds4_rng_normal(r);
+        for (int i = 0; i < vocab * k; i++) tab[i] = (int32_t)ds4_rng_below(r, (uint32_t)E);
+        float *dl = to_dev(lg, sizeof(float) * n * E), *db = to_dev(bias, sizeof(float) * E);
+        float *dw = to_dev(NULL, sizeof(float) * n * k);
+        int32_t *dtab = to_dev(tab, sizeof(int32_t) * vocab * k), *dtok = to_dev(tok, sizeof(tok));
+        int32_t *dids = to_dev(NULL, sizeof(int32_t) * n * k);
+        ds4k_router(dl, n, E, k, cs[c].bias ? db : NULL, cs[c].hash ? dtab : NULL, dtok, scale, dids, dw, NULL);
+        from_dev(pg, dl, sizeof(float) * n * E);
+        from_dev(ig, dids, sizeof(int32_t) * n * k);
+        from_dev(wg, dw, sizeof(float) * n * k);
+        double perr = 0.0;
+        int bad_ids = 0, bad_w = 0;
+        float *sel = malloc(sizeof(float) * E);
+        for (int t = 0; t < n; t++) {
+            const float *p = pg + (int64_t)t * E;
+            for (int e = 0; e < E; e++) {
+                const float want = sqrtf(ds4_softplus(lg[t * E + e]));
+                perr = fold_max(perr, fabs((double)p[e] - want) / fmax(fabs((double)want), 1e-30));
+            }
+            int32_t want_ids[8];
+            if (cs[c].hash) {
+                for (int j = 0; j < k; j++) want_ids[j] = tab[tok[t] * k + j];
+            } else {
+                for (int e = 0; e < E; e++) sel[e] = p[e] + (cs[c].bias ? bias[e] : 0.0f);
+                for (int j = 0; j < k; j++) {
+                    int best = 0;
+                    for (int e = 1; e < E; e++)
+                        if (sel[e] > sel[best]) best = e;
+                    want_ids[j] = best;
+                    sel[best] = -INFINITY;
+                }
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < k; j++) {
+                bad_ids += ig[t * k + j] != want_ids[j];
+                sum += p[want_ids[j]];
+            }
+            if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+            for (int j = 0; j < k; j++) bad_w += wg[t * k + j] != p[want_ids[j]] / sum * scale;
+        }
+        check(perr <= 1e-6 && bad_ids == 0 && bad_w == 0,
+              "router E %3d k %d%s%s%s: scores vs host %.2e (bound 1e-6), ids differing %d, weights not bitwise %d", E, k,
+              cs[c].ties ? " ties" : "", cs[c].bias ? " bias" : "", cs[c].hash ? " hash" : "", perr, bad_ids, bad_w);
+        cudaFree(dl), cudaFree(db), cudaFree(dw), cudaFree(dtab), cudaFree(dtok), cudaFree(dids);
+        free(lg), free(bias), free(pg), free(wg), free(tab), free(ig), free(sel);
+    }
+}
+
 /* The split and collapse of a batch (more than 8 tokens: the collapse
  * blocks and the Sinkhorn warps in launches of their own) against one token
  * at a time (a decode step's shared launch): bitwise, at the model's D. */
@@ -795,6 +863,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
         test_matmul(&r);
         test_moe_matmul(&r);
+        test_router(&r);
         test_gemv_stream(&r);
         test_gemv_pairs(&r);
         test_hc_mix_parts(&r);
