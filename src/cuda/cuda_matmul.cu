@@ -15,6 +15,8 @@
 #include "cuda/cuda_quant.cuh"
 #include "cuda/cuda_gemv.cuh"
 
+#include <stdio.h>
+
 static __thread const char *g_last_error;
 
 extern "C" const char *ds4k_last_error(void) {
@@ -479,11 +481,23 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
 }
 
 extern "C" int ds4k_init(void) {
-    if (quant_tables_upload() != 0 || ds4k_ops_init() != 0 || ds4k_hc_init() != 0 || gemv_stream_init() != 0 ||
-        mma_init() != 0 || wgmma_init() != 0)
-        return -1;
-    /* set before any graph capture: attributes cannot change inside one */
-    return cudaFuncSetAttribute(gemv_multi, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) == cudaSuccess ? 0 : -1;
+    /* which set-up failed, and CUDA's word for it (ds4k_last_error) */
+    static __thread char why[160];
+    const char *part = quant_tables_upload() != 0 ? "tables"
+                       : ds4k_ops_init() != 0     ? "ops"
+                       : ds4k_hc_init() != 0      ? "hc"
+                       : gemv_stream_init() != 0  ? "streaming gemv"
+                       : mma_init() != 0          ? "mma"
+                       : wgmma_init() != 0        ? "wgmma"
+                       /* set before any graph capture: attributes cannot change inside one */
+                       : cudaFuncSetAttribute(gemv_multi, cudaFuncAttributeMaxDynamicSharedMemorySize, XS_MAX) !=
+                               cudaSuccess
+                           ? "gemv"
+                           : NULL;
+    if (!part) return 0;
+    snprintf(why, sizeof(why), "kernel set-up (%s) failed: %s", part, cudaGetErrorString(cudaGetLastError()));
+    g_last_error = why;
+    return -1;
 }
 
 extern "C" void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y,
