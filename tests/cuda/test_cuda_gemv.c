@@ -52,7 +52,11 @@ void test_gemv_stream(ds4_rng *r) {
     } shapes[] = {{DS4_TYPE_Q8_0, 4096, 300},     {DS4_TYPE_Q8_0, 1024, 260},   {DS4_TYPE_Q8_0, 1536, 50},
                   {DS4_TYPE_Q8_0, 8192, 40}, /* rows of several ring chunks (o_b) */
                   {DS4_TYPE_Q2_K, 2048, 200},     {DS4_TYPE_Q2_K, 4096, 90},    {DS4_TYPE_Q4_K, 4096, 120},
-                  {DS4_TYPE_IQ2_XXS, 4096, 100}, {DS4_TYPE_IQ2_XXS, 1536, 70}, {DS4_TYPE_F16, 4096, 300}};
+                  {DS4_TYPE_IQ2_XXS, 4096, 100}, {DS4_TYPE_IQ2_XXS, 1536, 70}, {DS4_TYPE_F16, 4096, 300},
+                  /* IQ2_XXS: a slice a lane, all lanes and 24 of 32; K > 4096, whose
+                   * rows take the per-slice path (one ring chunk, then two) */
+                  {DS4_TYPE_IQ2_XXS, 1024, 50},  {DS4_TYPE_IQ2_XXS, 768, 40},  {DS4_TYPE_IQ2_XXS, 8192, 30},
+                  {DS4_TYPE_IQ2_XXS, 12288, 20}};
     /* every shape with the activations in registers (where the rows allow:
      * one chunk a row, K <= 4096) and in shared memory */
     for (size_t v = 0; v < 2 * sizeof(shapes) / sizeof(shapes[0]); v++) {
