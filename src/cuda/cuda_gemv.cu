@@ -6,8 +6,8 @@
  * a stretch of a row and decoding it, so most of the time a warp has nothing
  * in flight. Here each warp owns a run of whole rows and streams them through
  * a ring of GS_STAGES shared-memory buffers with asynchronous copies
- * (cp.async): while it decodes one chunk, the next three are on their way
- * (rows shorter than a chunk: up to seven rows).
+ * (cp.async): while it decodes one chunk, the next is on its way (rows
+ * shorter than a chunk: several rows, up to GS_MAX_SLOTS in the ring).
  *
  * The arithmetic is cheaper per weight than the generic kernel's: quantized
  * slices of 32 weights are multiplied with 8-bit integer dot products
@@ -51,13 +51,15 @@
 #endif
 
 #define GS_WARPS 8
-/* Ring of a warp: GS_STAGES chunks. Four, not three: 12-layer model, 4k
- * context, four alternating runs each: decode 496.6 -> 512.1 t/s (+3.1%),
- * of which ~1.1% from the rows of several chunks (o_a, o_b, q_a, the
- * shared expert) and the rest from one-chunk rows (8 slots instead of 6:
- * q_b, the routed experts); 6 stages lost occupancy (docs/BENCHMARKS.md).
- * DS4_GEMV_STAGES=2..4 overrides it (A/B timing). */
-#define GS_STAGES 4
+/* Ring of a warp: GS_STAGES chunks, up to GS_STAGES_MAX with DS4_GEMV_STAGES
+ * (A/B timing). Two: 12-layer model, 2k context, three alternating runs each
+ * in three device calls: decode +1.4%, +1.6%, +1.8% over four (a smaller
+ * ring, more blocks of the Q8_0 products a multiprocessor, and room for the
+ * next kernel's blocks to start beside a GEMV's; two for the routed experts
+ * alone lost 0.8%, for all the others alone gained 1.2%). Four had beaten
+ * three by 3.1% (4k context, at 4a5f746's kernels); docs/BENCHMARKS.md. */
+#define GS_STAGES 2
+#define GS_STAGES_MAX 4
 #define GS_MAX_SLOTS 8 /* rows shorter than a chunk: up to 8 of them in the ring */
 #define GS_X_MAX (96 * 1024) /* activations plus their 16-sums in shared memory */
 
@@ -664,7 +666,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
 
 static int g_stream_on = -1;  /* ds4k_gemv_stream_enable */
 static int g_stream_env = 1;  /* DS4_GEMV_STREAM=0 in the environment: always off (A/B timing) */
-static int g_stages = GS_STAGES; /* DS4_GEMV_STAGES (2 .. GS_STAGES): the ring's depth (A/B timing) */
+static int g_stages = GS_STAGES; /* DS4_GEMV_STAGES (2 .. GS_STAGES_MAX): the ring's depth (A/B timing) */
 static int g_sm_count;
 /* DS4_GEMV_PAIRS=0: rows of one chunk one an iteration, not two (see the
  * kernel; A/B timing). */
@@ -809,7 +811,7 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
 
 template <int T, int XR> static bool allow_smem_xr(void) {
     return cudaFuncSetAttribute(gemv_stream_kernel<T, XR>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)(gs_stage_bytes<T>(GS_STAGES) + GS_X_MAX)) == cudaSuccess;
+                                (int)(gs_stage_bytes<T>(GS_STAGES_MAX) + GS_X_MAX)) == cudaSuccess;
 }
 template <int T> static bool allow_smem(void) {
     constexpr bool Q = T != T_F16; /* F16 has no register variant */
@@ -823,7 +825,7 @@ int gemv_stream_init(void) {
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
     const int st = getenv("DS4_GEMV_STAGES") ? atoi(getenv("DS4_GEMV_STAGES")) : GS_STAGES;
-    g_stages = st >= 2 && st <= GS_STAGES ? st : GS_STAGES;
+    g_stages = st >= 2 && st <= GS_STAGES_MAX ? st : GS_STAGES;
     g_row_pairs = env_switch_on("DS4_GEMV_PAIRS");
     /* pdl_wait is compiled only for sm_90 and later: code built for an older
      * architecture (and JIT-compiled from its PTX on a newer GPU) must not
