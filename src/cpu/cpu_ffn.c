@@ -35,24 +35,9 @@ static void route_range(void *ctx, int64_t b, int64_t e, int thread) {
         const int64_t t = j->t0 + i;
         float *prob = c->router + i * E;
         for (int x = 0; x < E; x++) prob[x] = sqrtf(ds4_softplus(prob[x]));
-        int32_t *ids = c->route_e + t * K;
-        if (ds4_layer_is_hash(hp, j->il)) {
-            const int32_t *tab = (const int32_t *)L->tid2eid.data;
-            for (int k = 0; k < K; k++) ids[k] = tab[(int64_t)c->tok[t] * K + k];
-        } else {
-            for (int x = 0; x < E; x++) sel_score[x] = prob[x] + (bias ? bias[x] : 0.0f);
-            for (int k = 0; k < K; k++) {
-                int best = 0;
-                for (int x = 1; x < E; x++)
-                    if (sel_score[x] > sel_score[best]) best = x;
-                ids[k] = best;
-                sel_score[best] = -INFINITY;
-            }
-        }
-        float sum = 0.0f;
-        for (int k = 0; k < K; k++) sum += prob[ids[k]];
-        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
-        for (int k = 0; k < K; k++) c->route_w[t * K + k] = prob[ids[k]] / sum * hp->expert_scale;
+        const int32_t *hash = ds4_layer_is_hash(hp, j->il) ? (const int32_t *)L->tid2eid.data + (int64_t)c->tok[t] * K
+                                                           : NULL;
+        ds4_route_pick(prob, bias, E, K, hash, hp->expert_scale, sel_score, c->route_e + t * K, c->route_w + t * K);
     }
 }
 

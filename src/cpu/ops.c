@@ -152,6 +152,28 @@ float ds4_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
 float ds4_silu(float z) { return z * ds4_sigmoid(z); }
 
+/* ------------------------------------------------------------------ router */
+
+void ds4_route_pick(const float *prob, const float *bias, int E, int K, const int32_t *hash_ids, float scale,
+                    float *sel, int32_t *ids, float *w) {
+    if (hash_ids) {
+        for (int k = 0; k < K; k++) ids[k] = hash_ids[k];
+    } else {
+        for (int x = 0; x < E; x++) sel[x] = prob[x] + (bias ? bias[x] : 0.0f);
+        for (int k = 0; k < K; k++) {
+            int best = 0;
+            for (int x = 1; x < E; x++)
+                if (sel[x] > sel[best]) best = x;
+            ids[k] = best;
+            sel[best] = -INFINITY;
+        }
+    }
+    float sum = 0.0f;
+    for (int k = 0; k < K; k++) sum += prob[ids[k]];
+    if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+    for (int k = 0; k < K; k++) w[k] = prob[ids[k]] / sum * scale;
+}
+
 /* ------------------------------------------------------------------ hyper-connections */
 
 void ds4_hc_split(const float *mix, const float *scale, const float *base, int hc, int iters, float eps, float *pre,

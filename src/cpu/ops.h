@@ -62,4 +62,13 @@ float ds4_softplus(float z);
 float ds4_sigmoid(float z);
 float ds4_silu(float z);
 
+/* ---- router (MODEL.md §9) ---- */
+/* One token's experts from its scores prob[E] (sqrt(softplus) already applied):
+ * the hash table's row hash_ids[K] when given, else the top K of prob + bias
+ * (bias may be NULL; ties to the lower id); then the weights
+ * w[k] = prob[ids[k]] / max(sum, 6.1035e-5) * scale, the sum taken in slot order.
+ * sel: E floats of scratch. The CUDA router is tested against this. */
+void ds4_route_pick(const float *prob, const float *bias, int E, int K, const int32_t *hash_ids, float scale,
+                    float *sel, int32_t *ids, float *w);
+
 #endif

@@ -142,7 +142,7 @@ static void test_moe_matmul(ds4_rng *r) {
     free(scratch);
 }
 
-/* The router against its CPU twin (cpu_ffn.c): scores sqrt(softplus(logit))
+/* The router against its CPU twin (ds4_route_pick): scores sqrt(softplus(logit))
  * within the two libms' rounding (1e-6); then, from the device's own scores,
  * the same ids (biased top-k, ties to the lower id, or the hash table's row)
  * and bitwise the same weights (the k scores added in slot order). Ties come
@@ -182,25 +182,13 @@ static void test_router(ds4_rng *r) {
                 perr = fold_max(perr, fabs((double)p[e] - want) / fmax(fabs((double)want), 1e-30));
             }
             int32_t want_ids[8];
-            if (cs[c].hash) {
-                for (int j = 0; j < k; j++) want_ids[j] = tab[tok[t] * k + j];
-            } else {
-                for (int e = 0; e < E; e++) sel[e] = p[e] + (cs[c].bias ? bias[e] : 0.0f);
-                for (int j = 0; j < k; j++) {
-                    int best = 0;
-                    for (int e = 1; e < E; e++)
-                        if (sel[e] > sel[best]) best = e;
-                    want_ids[j] = best;
-                    sel[best] = -INFINITY;
-                }
-            }
-            float sum = 0.0f;
+            float want_w[8];
+            ds4_route_pick(p, cs[c].bias ? bias : NULL, E, k, cs[c].hash ? tab + tok[t] * k : NULL, scale, sel,
+                           want_ids, want_w);
             for (int j = 0; j < k; j++) {
                 bad_ids += ig[t * k + j] != want_ids[j];
-                sum += p[want_ids[j]];
+                bad_w += memcmp(&wg[t * k + j], &want_w[j], sizeof(float)) != 0;
             }
-            if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
-            for (int j = 0; j < k; j++) bad_w += wg[t * k + j] != p[want_ids[j]] / sum * scale;
         }
         check(perr <= 1e-6 && bad_ids == 0 && bad_w == 0,
               "router E %3d k %d%s%s%s: scores vs host %.2e (bound 1e-6), ids differing %d, weights not bitwise %d", E, k,
