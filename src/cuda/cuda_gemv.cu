@@ -53,11 +53,13 @@
 #define GS_WARPS 8
 /* Ring of a warp: GS_STAGES chunks, up to GS_STAGES_MAX with DS4_GEMV_STAGES
  * (A/B timing). Two: 12-layer model, 2k context, three alternating runs each
- * in three device calls: decode +1.4%, +1.6%, +1.8% over four (a smaller
- * ring, more blocks of the Q8_0 products a multiprocessor, and room for the
- * next kernel's blocks to start beside a GEMV's; two for the routed experts
- * alone lost 0.8%, for all the others alone gained 1.2%). Four had beaten
- * three by 3.1% (4k context, at 4a5f746's kernels); docs/BENCHMARKS.md. */
+ * in three device calls: decode +1.4%, +1.6%, +1.8% over four; full size
+ * +2.0%. A smaller ring fits four blocks of the Q8_0 products a
+ * multiprocessor instead of two, and leaves room for the next kernel's
+ * blocks beside a GEMV's (which of the two gains was not measured apart; two
+ * for the routed experts alone lost 0.8%, for all the others alone gained
+ * 1.2%, three everywhere lost 1.5%). Four had beaten three by 3.1% at
+ * 4a5f746's kernels (4k context); docs/BENCHMARKS.md. */
 #define GS_STAGES 2
 #define GS_STAGES_MAX 4
 #define GS_MAX_SLOTS 8 /* rows shorter than a chunk: up to 8 of them in the ring */
