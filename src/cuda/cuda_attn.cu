@@ -526,7 +526,7 @@ __global__ void __launch_bounds__(TOPK_THREADS, 1)
     }
     const uint32_t T = prefix; /* the K-th largest key; the first `need` rows equal to it are taken */
     int32_t *out = sel + (int64_t)t * K;
-    int gt_seen = 0, eq_seen = 0, tile = 0; /* rows above / equal to T in earlier tiles; tiles done */
+    int gt_seen = 0, eq_seen = 0; /* rows above / equal to T in earlier tiles */
     topk_each_tile(topk_cache, nc, s, V, [&](uint4 k4, int r0) {
         const uint32_t k[4] = {k4.x, k4.y, k4.z, k4.w};
         int ge = 0; /* this thread's rows above T (low 16 bits) and equal to it (high 16): a tile's counts fit */
@@ -538,7 +538,8 @@ __global__ void __launch_bounds__(TOPK_THREADS, 1)
             const int y = __shfl_up_sync(0xffffffffu, gei, o);
             if (lane >= o) gei += y;
         }
-        int *c = counts[tile & 1]; /* two sets: a tile's counts are written while the last one's are read */
+        /* two sets, by the tile's parity: a tile's counts are written while the last one's are read */
+        int *c = counts[(r0 / TOPK_TILE) & 1];
         if (lane == 31) c[w] = gei;
         __syncthreads();
         int wge = c[lane]; /* TOPK_THREADS / 32 == 32 warps: a lane a warp */
@@ -563,7 +564,6 @@ __global__ void __launch_bounds__(TOPK_THREADS, 1)
         const int tile_ge = __shfl_sync(0xffffffffu, wge, 31);
         gt_seen += tile_ge & 0xffff;
         eq_seen += tile_ge >> 16;
-        tile++;
     });
     if (threadIdx.x == 0) n_sel[t] = K;
 }
