@@ -494,15 +494,15 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         pdl_wait();
         return;
     }
-    const int64_t rb = jb.rb, K = jb.K;
-    const uint8_t *W = jb.W + jb.r0 * rb;
+    const int64_t rb = jb.rb, K = jb.K, ld = jb.ld ? jb.ld : rb; /* bytes read a row, row stride */
+    const uint8_t *W = jb.W + jb.r0 * ld;
     float *Y = jb.Y;
     X += jb.x_off;
     int64_t xrow = 0; /* the activations' row (for the prep's router weight) */
     if (ids) {
         pdl_wait(); /* the routing is the previous kernel's output */
         const int pair = blockIdx.z;
-        W = jb.W + (int64_t)ids[pair] * jb.rows * rb;
+        W = jb.W + (int64_t)ids[pair] * jb.rows * ld;
         xrow = x_per_pair ? pair : pair / k;
         X += xrow * ldx;
         Y += (int64_t)pair * jb.ldy;
@@ -526,7 +526,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
      * (which made the copy most of the instructions a row costs) */
     constexpr int UPL = (CH / 16 + 31) / 32; /* units a lane copies at most */
     const int units = (int)(rb / 16);
-    const uint8_t *is_src = W + r0 * rb + 16 * lane;
+    const uint8_t *is_src = W + r0 * ld + 16 * lane;
     auto issue_next = [&]() {
         if (is_n < items) {
             if (XR > 0) {
@@ -534,9 +534,9 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
 #pragma unroll
                 for (int u = 0; u < UPL; u++)
                     if (lane + 32 * u < units) cp_async16(dst + 512 * u, is_src + 512 * u);
-                is_src += rb;
+                is_src += ld;
             } else {
-                const uint8_t *src = W + (r0 + is_row) * rb + (int64_t)is_c * CH;
+                const uint8_t *src = W + (r0 + is_row) * ld + (int64_t)is_c * CH;
                 const int64_t left = rb - (int64_t)is_c * CH;
                 const int nb = (int)(left < CH ? left : CH);
                 uint8_t *dst = ring + is_slot * slot;
@@ -751,8 +751,8 @@ static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const i
     int64_t max_rows = 0, max_k = 0;
     for (int i = 0; i < jobs->n; i++) {
         const gemv_job *j = &jobs->j[i];
-        if (j->rb % 16 != 0 || j->rb % gs_fmt<T>::bpb != 0 || ((uintptr_t)j->W % 16) != 0 || j->x_off % 4 != 0 ||
-            j->K % 32 != 0)
+        if (j->rb % 16 != 0 || j->rb % gs_fmt<T>::bpb != 0 || j->ld % 16 != 0 || ((uintptr_t)j->W % 16) != 0 ||
+            j->x_off % 4 != 0 || j->K % 32 != 0)
             return false;
         max_rows = j->rows > max_rows ? j->rows : max_rows;
         max_k = j->K > max_k ? j->K : max_k;
@@ -775,8 +775,8 @@ static bool launch_f16_split(const gemv_jobs *jobs, const float *X, const int32_
     int64_t max_rows = 0;
     for (int i = 0; i < jobs->n; i++) {
         const gemv_job *j = &jobs->j[i];
-        if (j->rb > (int64_t)FS_PARTS * gs_fmt<T_F16>::chunk || j->rb % 16 != 0 || ((uintptr_t)j->W % 16) != 0 ||
-            j->x_off % 4 != 0 || j->K % 32 != 0)
+        if (j->rb > (int64_t)FS_PARTS * gs_fmt<T_F16>::chunk || j->rb % 16 != 0 || (j->ld && j->ld != j->rb) ||
+            ((uintptr_t)j->W % 16) != 0 || j->x_off % 4 != 0 || j->K % 32 != 0)
             return false;
         max_rows = j->rows > max_rows ? j->rows : max_rows;
     }

@@ -19,6 +19,7 @@ typedef struct gemv_job {
     float *Y;
     int64_t ldy;
     int type;
+    int64_t ld; /* row stride in bytes, where a job reads a stretch of each row (ds4k_matmul_ksplit); 0: rb */
 } gemv_job;
 #define GEMV_MAX_JOBS 8
 typedef struct gemv_jobs {

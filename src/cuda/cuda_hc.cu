@@ -563,13 +563,21 @@ __device__ __forceinline__ void moe_order(const int32_t *ids, int k, int *ord) {
     }
 }
 
+/* Element d of token t's y, given as `parts` partial vectors (ds4k_matmul_ksplit:
+ * part q of token t at row q * n + t) added in part order. */
+__device__ __forceinline__ float y_sum(const float *y, int64_t ldy, int parts, int n, int t, int d) {
+    float yd = y[(int64_t)t * ldy + d];
+    for (int q = 1; q < parts; q++) yd += y[((int64_t)q * n + t) * ldy + d];
+    return yd;
+}
+
 /* H = post y + M^T H, element-wise over d: a grid of (d blocks, tokens), so
  * one token spreads over the GPU. y is read from `y`, or — with `eo` — made
  * here as the MoE output: the token's k routed outputs in moe_order plus the
  * shared expert's `sh`, so the FFN's sum is never stored (one launch and
  * one round trip less a layer). */
-__global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
-                               const int32_t *ids, const float *sh, int k, int hc, int D, float *H) {
+__global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
+                               const float *eo, const int32_t *ids, const float *sh, int k, int hc, int D, float *H) {
     pdl_enter();
     const int t = blockIdx.y;
     const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc;
@@ -584,7 +592,7 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
             for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
             yd = acc + sh[(int64_t)t * D + d];
         } else {
-            yd = y[(int64_t)t * ldy + d];
+            yd = y_sum(y, ldy, yparts, gridDim.y, t, d);
         }
         float in[DS4K_MAX_HC];
         for (int s = 0; s < hc; s++) in[s] = h[(int64_t)s * D + d];
@@ -607,8 +615,8 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
 #define POST_HC 4
 #define POST_KMAX 8
 __device__ __forceinline__ void post_fast_d(const float *post, const float *M, const float *y, int64_t ldy,
-                                            const float *eo, const int32_t *ids, const float *sh, int k, int D,
-                                            const float *H, int t, int d, float out[POST_HC]) {
+                                            int yparts, const float *eo, const int32_t *ids, const float *sh, int k,
+                                            int D, const float *H, int t, int d, float out[POST_HC]) {
     const float *p = post + (int64_t)t * POST_HC, *m = M + (int64_t)t * POST_HC * POST_HC;
     const float *h = H + (int64_t)t * POST_HC * D;
     float in[POST_HC], pv[POST_HC], mv[POST_HC * POST_HC];
@@ -645,7 +653,7 @@ __device__ __forceinline__ void post_fast_d(const float *post, const float *M, c
         }
         yd = acc + shd;
     } else {
-        yd = y[(int64_t)t * ldy + d];
+        yd = y_sum(y, ldy, yparts, gridDim.y, t, d);
     }
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) {
@@ -656,13 +664,13 @@ __device__ __forceinline__ void post_fast_d(const float *post, const float *M, c
     }
 }
 
-__global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
-                                    const int32_t *ids, const float *sh, int k, int D, float *H) {
+__global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
+                                    const float *eo, const int32_t *ids, const float *sh, int k, int D, float *H) {
     pdl_enter();
     const int t = blockIdx.y, d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d >= D) return;
     float out[POST_HC];
-    post_fast_d(post, M, y, ldy, eo, ids, sh, k, D, H, t, d, out);
+    post_fast_d(post, M, y, ldy, yparts, eo, ids, sh, k, D, H, t, d, out);
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) H[((int64_t)t * POST_HC + j) * D + d] = out[j];
 }
@@ -682,7 +690,7 @@ __global__ void hc_post_fast_kernel(const float *post, const float *M, const flo
 #define PM_DB 256
 #define PM_ROWS 24 /* (2 + 4) x 4 mixer rows */
 __global__ void __launch_bounds__(PM_DB)
-    hc_post_mix_kernel(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+    hc_post_mix_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts, const float *eo,
                        const int32_t *ids, const float *sh, int k, int D, float *H, const uint16_t *W, float *parts,
                        float *ss) {
     __shared__ __align__(16) float hn[POST_HC][PM_DB];
@@ -699,7 +707,7 @@ __global__ void __launch_bounds__(PM_DB)
     pdl_wait();
     pdl_trigger();
     float out[POST_HC];
-    post_fast_d(post, M, y, ldy, eo, ids, sh, k, D, H, t, (int)e0 + tid, out);
+    post_fast_d(post, M, y, ldy, yparts, eo, ids, sh, k, D, H, t, (int)e0 + tid, out);
     float sq = 0.0f;
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) {
@@ -726,34 +734,35 @@ __global__ void __launch_bounds__(PM_DB)
     if (tid == 0) ss[p * n + t] = sq;
 }
 
-static void hc_post_launch(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
-                           const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H, ds4_stream st) {
+static void hc_post_launch(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
+                           const float *eo, const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H,
+                           ds4_stream st) {
     if (n <= 0) return;
     const dim3 grid((D + NT - 1) / NT, n);
     if (hc == POST_HC && (!eo || k <= POST_KMAX))
-        launch_pdl(hc_post_fast_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, eo, ids, sh, k, D, H);
+        launch_pdl(hc_post_fast_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, D, H);
     else
-        launch_pdl(hc_post_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, eo, ids, sh, k, hc, D, H);
+        launch_pdl(hc_post_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, hc, D, H);
 }
 
-extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D,
-                             float *H, ds4_stream st) {
-    hc_post_launch(post, M, y, ldy, NULL, NULL, NULL, n, 0, hc, D, H, st);
+extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int yparts, int n, int hc,
+                             int D, float *H, ds4_stream st) {
+    hc_post_launch(post, M, y, ldy, yparts, NULL, NULL, NULL, n, 0, hc, D, H, st);
 }
 
 extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh,
                                  int n, int k, int hc, int D, float *H, ds4_stream st) {
-    hc_post_launch(post, M, NULL, 0, eo, ids, sh, n, k, hc, D, H, st);
+    hc_post_launch(post, M, NULL, 0, 1, eo, ids, sh, n, k, hc, D, H, st);
 }
 
-extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
-                                const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H,
-                                const ds4_dw *W, int rows, float *parts, float *ss, ds4_stream st) {
+extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
+                                const float *eo, const int32_t *ids, const float *sh, int n, int k, int hc, int D,
+                                float *H, const ds4_dw *W, int rows, float *parts, float *ss, ds4_stream st) {
     const int P = D / PM_DB;
     if (hc != POST_HC || rows != PM_ROWS || (eo && k > POST_KMAX) || D % PM_DB != 0 || P > DS4K_MAX_HC_PARTS ||
         W->type != 1 /* F16 */ || W->K != (int64_t)hc * D || W->N < rows || ((uintptr_t)W->ptr % 16) != 0 || n < 1)
         return -1;
-    launch_pdl(hc_post_mix_kernel, dim3(P, n), PM_DB, 0, (cudaStream_t)st, post, M, y, ldy, eo, ids, sh, k, D, H,
+    launch_pdl(hc_post_mix_kernel, dim3(P, n), PM_DB, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, D, H,
                (const uint16_t *)W->ptr, parts, ss);
     return P;
 }

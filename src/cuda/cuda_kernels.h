@@ -136,6 +136,17 @@ typedef struct ds4_prep {
 int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
                      const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy, ds4_stream st);
 
+/* One token's products (the jobs of ds4k_matmul_multi) with each row's K
+ * split into `parts` equal stretches of whole quantization blocks, in one
+ * launch of the streaming GEMV: job i's stretch q writes its dots to
+ * jobs[i].Y + q * pstride, and the consumer adds the parts in the order
+ * q = 0, 1, ... (ds4k_hc_post's yparts). A row of K = 8192 is four rows of
+ * 2048 to the GEMV, which then stages a quarter of x per block and keeps its
+ * lanes' slices in registers. Returns -1 and launches nothing when the
+ * kernel cannot take the jobs (then use whole rows). */
+int ds4k_matmul_ksplit(const ds4_mm_job *jobs, int n_jobs, int parts, int64_t pstride, const float *X, int64_t ldx,
+                       ds4_stream st);
+
 /* Routed experts of a large batch, one launch per matrix. seg_dev holds
  * n_segs segments {int64 row0 = expert * rows, int x0, int count}: rows
  * [x0, x0+count) of X (gathered inputs) are multiplied with that expert's
@@ -234,9 +245,11 @@ void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_par
                                   const float *norm, float rms_eps, int n, float *pre, float *post, float *M, float *a,
                                   ds4_stream st);
 
-/* H[t][j] = post[t][j] * y[t] + sum_i M[t][i][j] H[t][i]. */
-void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int n, int hc, int D, float *H,
-                  ds4_stream st);
+/* H[t][j] = post[t][j] * y[t] + sum_i M[t][i][j] H[t][i]. y[t] may come as
+ * yparts partial vectors (ds4k_matmul_ksplit), part q of token t at row
+ * q * n + t (rows ldy apart), added in part order; 1: y itself. */
+void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int yparts, int n, int hc, int D,
+                  float *H, ds4_stream st);
 /* The same with y[t] the MoE output, made in place and not stored: the routed
  * outputs eo[t*k + j] summed in ascending expert id (ties in slot order),
  * plus the shared expert's sh[t]. */
@@ -248,7 +261,7 @@ void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const 
  * streams' sums of squares ss [P][n]) for ds4k_hc_split_collapse_parts.
  * Returns P, or -1 where the shape is not the model's (4 streams, 24 F16
  * mixer rows, D a multiple of 256): then nothing was launched. */
-int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t ldy, const float *eo,
+int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t ldy, int yparts, const float *eo,
                      const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H, const ds4_dw *W,
                      int rows, float *parts, float *ss, ds4_stream st);
 

@@ -603,6 +603,23 @@ extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, i
     return gemv_stream(&jobs, X, ldx, ids, ids ? n * k : 1, k, x_per_pair, (cudaStream_t)st, prep) ? 0 : -1;
 }
 
+extern "C" int ds4k_matmul_ksplit(const ds4_mm_job *mj, int n_jobs, int parts, int64_t pstride, const float *X,
+                                  int64_t ldx, ds4_stream st) {
+    if (parts < 1 || n_jobs < 1 || n_jobs * parts > GEMV_MAX_JOBS) return -1;
+    gemv_jobs jobs;
+    jobs.n = 0;
+    for (int i = 0; i < n_jobs; i++) {
+        const ds4_dw *W = mj[i].W;
+        if (W->K % parts != 0) return -1;
+        const int64_t kn = W->K / parts, rb = row_bytes_dev(W->type, kn), ld = row_bytes_dev(W->type, W->K);
+        if (rb <= 0 || rb * parts != ld) return -1; /* stretches of whole blocks */
+        for (int q = 0; q < parts; q++)
+            jobs.j[jobs.n++] = (gemv_job){(const uint8_t *)W->ptr + q * rb, rb,        mj[i].r0, mj[i].rows,
+                                          kn, mj[i].x_off + q * kn, mj[i].Y + q * pstride, mj[i].ldy, W->type, ld};
+    }
+    return gemv_stream(&jobs, X, ldx, NULL, 1, 1, 0, (cudaStream_t)st) ? 0 : -1;
+}
+
 /* ------------------------------------------------------------------ row gather / scatter */
 
 __global__ void gather_kernel(const float *src, int64_t lds, const int32_t *idx, int D, float *dst) {

@@ -332,7 +332,7 @@ static void test_norm_hc(ds4_rng *r) {
             }
         }
     float *dyy = to_dev(yy, sizeof(float) * n * D);
-    ds4k_hc_post(dpost, dM, dyy, D, n, hc, D, dH, NULL);
+    ds4k_hc_post(dpost, dM, dyy, D, 1, n, hc, D, dH, NULL);
     from_dev(Hg, dH, sizeof(float) * n * hc * D);
     worst = 0;
     for (int i = 0; i < n * hc * D; i++) worst = fmax(worst, fabs(Hg[i] - Hc[i]) / (1 + fabs(Hc[i])));
@@ -846,6 +846,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "gemv")) { /* only the one-token GEMV checks */
         test_gemv_stream(&r);
         test_gemv_pairs(&r);
+        test_gemv_ksplit(&r);
         test_gemv_prep(&r);
     }
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
@@ -854,6 +855,7 @@ int main(int argc, char **argv) {
         test_router(&r);
         test_gemv_stream(&r);
         test_gemv_pairs(&r);
+        test_gemv_ksplit(&r);
         test_hc_mix_parts(&r);
         test_hc_mix_batched(&r);
         test_hc_post_mix(&r);

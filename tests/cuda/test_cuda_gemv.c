@@ -167,6 +167,77 @@ void test_gemv_stream(ds4_rng *r) {
     }
 }
 
+/* Decode products with each row's K split into stretches
+ * (ds4k_matmul_ksplit): the parts added in order against the CPU's whole
+ * rows, within the one-row GEMV's tolerance — one matrix (o_b's four
+ * stretches of 2,048; Q8_0 of two, whose rows are then two ring chunks;
+ * IQ2_XXS, Q2_K; one stretch) and grouped jobs on stretches of x with row
+ * offsets; splits inside a quantization block refused. */
+static float *sum_parts_host(const float *v, int parts, int64_t count) {
+    float *s = malloc(sizeof(float) * count);
+    for (int64_t i = 0; i < count; i++) {
+        float a = v[i];
+        for (int q = 1; q < parts; q++) a += v[q * count + i];
+        s[i] = a;
+    }
+    return s;
+}
+
+void test_gemv_ksplit(ds4_rng *r) {
+    static const struct {
+        int type;
+        int64_t K, N;
+        int parts;
+    } cases[] = {{DS4_TYPE_Q8_0, 8192, 300, 4}, {DS4_TYPE_Q8_0, 8192, 77, 2}, {DS4_TYPE_IQ2_XXS, 8192, 40, 2},
+                 {DS4_TYPE_Q2_K, 4096, 90, 2},  {DS4_TYPE_Q8_0, 4096, 50, 1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const int64_t K = cases[i].K, N = cases[i].N;
+        const int P = cases[i].parts;
+        host_w h = make_w(r, cases[i].type, K, N);
+        float *x = rnd(r, (size_t)K, 1.0f), *yc = malloc(sizeof(float) * N), *yp = malloc(sizeof(float) * P * N);
+        float *dx = to_dev(x, sizeof(float) * K), *dy = to_dev(NULL, sizeof(float) * P * N);
+        cpu_rows(&h, 0, N, x, yc);
+        const ds4_mm_job j = {&h.d, 0, N, 0, dy, N};
+        const int rc = ds4k_matmul_ksplit(&j, 1, P, N, dx, K, NULL);
+        from_dev(yp, dy, sizeof(float) * P * N);
+        float *ys = sum_parts_host(yp, P, N);
+        const double e = dot_error(&h.t, 0, N, x, ys, yc);
+        check(rc == 0 && e < gemv_tolerance(cases[i].type),
+              "gemv K split, %-8s K=%-5lld in %d stretches: parts added, max |diff| / (|w| |x|) %.2e",
+              ds4_type_name(cases[i].type), (long long)K, P, e);
+        cudaFree(dx), cudaFree(dy), free(x), free(yc), free(yp), free(ys), free_w(&h);
+    }
+
+    /* grouped jobs (o_a's layout: rows g * 64.., x stretch g), two stretches each */
+    {
+        const int G = 3;
+        const int64_t K = 4096, R = 64;
+        host_w h = make_w(r, DS4_TYPE_Q8_0, K, G * R);
+        float *x = rnd(r, (size_t)G * K, 1.0f), *dx = to_dev(x, sizeof(float) * G * K);
+        float *dy = to_dev(NULL, sizeof(float) * 2 * G * R), *yp = malloc(sizeof(float) * 2 * G * R);
+        float *yc = malloc(sizeof(float) * G * R);
+        ds4_mm_job j[3];
+        for (int g = 0; g < G; g++) {
+            j[g] = (ds4_mm_job){&h.d, g * R, R, g * K, dy + g * R, G * R};
+            cpu_rows(&h, g * R, R, x + g * K, yc + g * R);
+        }
+        const int rc = ds4k_matmul_ksplit(j, G, 2, G * R, dx, G * K, NULL);
+        from_dev(yp, dy, sizeof(float) * 2 * G * R);
+        float *ys = sum_parts_host(yp, 2, G * R);
+        double e = 0;
+        for (int g = 0; g < G; g++) e = fold_max(e, dot_error(&h.t, g * R, R, x + g * K, ys + g * R, yc + g * R));
+        check(rc == 0 && e < gemv_tolerance(DS4_TYPE_Q8_0),
+              "gemv K split, 3 grouped jobs on their x stretches, 2 stretches each: max |diff| / (|w| |x|) %.2e", e);
+        cudaFree(dx), cudaFree(dy), free(x), free(yp), free(yc), free(ys), free_w(&h);
+    }
+
+    host_w h = make_w(r, DS4_TYPE_Q2_K, 2048, 8);
+    const ds4_mm_job j = {&h.d, 0, 8, 0, NULL, 8};
+    check(ds4k_matmul_ksplit(&j, 1, 16, 8, NULL, 2048, NULL) == -1 && ds4k_matmul_ksplit(&j, 1, 3, 8, NULL, 2048, NULL) == -1,
+          "gemv K split refuses stretches inside a Q2_K block (2048 / 16) and a K the parts do not divide");
+    free_w(&h);
+}
+
 /* Rows of one chunk two an iteration (the default) against one an
  * iteration: bitwise the same outputs, for rows of 1, 2 and 4 slices a lane
  * (rings of 8 and 4 slots) and of 1 or 2 (K = 1536, the bounds-tested path),
@@ -336,10 +407,17 @@ typedef struct bench_case {
     const int32_t *ids;
 } bench_case;
 
+static int bench_parts = 1; /* > 1: the rows in K stretches (ds4k_matmul_ksplit) */
 static void run_case(void *p) {
     bench_case *c = p;
-    if (c->experts) ds4k_moe_matmul(&c->d, c->N, c->ids, 1, 6, c->x, c->K, 0, c->y, c->N, NULL);
-    else ds4k_matmul(&c->d, 0, c->N, c->x, c->K, 1, c->y, c->N, NULL);
+    if (bench_parts > 1 && !c->experts) {
+        const ds4_mm_job j = {&c->d, 0, c->N, 0, c->y, c->N};
+        ds4k_matmul_ksplit(&j, 1, bench_parts, c->N, c->x, c->K, NULL);
+    } else if (c->experts) {
+        ds4k_moe_matmul(&c->d, c->N, c->ids, 1, 6, c->x, c->K, 0, c->y, c->N, NULL);
+    } else {
+        ds4k_matmul(&c->d, 0, c->N, c->x, c->K, 1, c->y, c->N, NULL);
+    }
 }
 
 static int prefill_n;
@@ -395,6 +473,12 @@ int gemv_bench(void) {
             const double t_one = time_ms(run_case, c, 20);
             ds4k_gemv_pairs_enable(was);
             printf("%-12s   x in registers, rows one an iteration: %.1f us, %.0f GB/s\n", "", t_one * 1e3, mb / t_one);
+        }
+        for (int parts = 2; parts <= 4 && c->K >= 4096 && c->type != DS4_TYPE_F16 && !c->experts; parts *= 2) {
+            bench_parts = parts;
+            const double t_k = time_ms(run_case, c, 20);
+            bench_parts = 1;
+            printf("%-12s   K in %d stretches: %.1f us, %.0f GB/s\n", "", parts, t_k * 1e3, mb / t_k);
         }
         cudaFree((void *)c->d.ptr);
     }
@@ -581,14 +665,23 @@ void test_hc_mix_batched(ds4_rng *r) {
  * parts, through split_collapse, against the CPU order (rmsnorm, mixer,
  * split, collapse) on the updated streams. */
 void test_hc_post_mix(ds4_rng *r) {
-    const int n = 2, hc = 4, MIX = (2 + hc) * hc, k = 6;
+    const int n = 2, hc = 4, MIX = (2 + hc) * hc, k = 6, YP = 3;
     const int Ds[2] = {1024, 4096};
-    for (int moe = 0; moe < 2; moe++)
+    /* moe 0: y; 1: the MoE sum; 2: y as YP partial vectors (ds4k_matmul_ksplit),
+     * against hc_post of their sum in part order — bitwise, fused or not */
+    for (int moe = 0; moe < 3; moe++)
         for (int di = 0; di < 2; di++) {
             const int D = Ds[di];
             const int64_t K = (int64_t)hc * D;
             float *H = rnd(r, (size_t)n * K, 1.0f), *post = rnd(r, n * hc, 1.0f), *M = rnd(r, n * hc * hc, 0.5f);
             float *y = rnd(r, (size_t)n * D, 1.0f), *eo = rnd(r, (size_t)n * k * D, 0.3f), *sh = rnd(r, (size_t)n * D, 1.0f);
+            float *yp = rnd(r, (size_t)YP * n * D, 1.0f);
+            if (moe == 2)
+                for (int i = 0; i < n * D; i++) {
+                    float v = yp[i];
+                    for (int q = 1; q < YP; q++) v += yp[(size_t)q * n * D + i];
+                    y[i] = v;
+                }
             const int32_t ids[12] = {40, 3, 77, 3, 120, 9, 5, 200, 1, 64, 199, 2}; /* a repeated id in token 0 */
             float *wf = rnd(r, (size_t)MIX * K, 1.0f / 64.0f), *w = rnd(r, D, 0.1f);
             for (int i = 0; i < D; i++) w[i] += 1.0f;
@@ -601,6 +694,9 @@ void test_hc_post_mix(ds4_rng *r) {
             float *dH1 = to_dev(H, sizeof(float) * n * K), *dH2 = to_dev(H, sizeof(float) * n * K);
             float *dpost = to_dev(post, sizeof(float) * n * hc), *dM = to_dev(M, sizeof(float) * n * hc * hc);
             float *dy = to_dev(y, sizeof(float) * n * D), *deo = to_dev(eo, sizeof(float) * n * k * D);
+            float *dyp = to_dev(yp, sizeof(float) * YP * n * D), *dH3 = to_dev(H, sizeof(float) * n * K);
+            const float *ymix = moe == 2 ? dyp : dy;
+            const int yparts = moe == 2 ? YP : 1;
             float *dsh = to_dev(sh, sizeof(float) * n * D);
             int32_t *dids = to_dev(ids, sizeof(ids));
             float *dparts = to_dev(NULL, sizeof(float) * DS4K_MAX_HC_PARTS * n * MIX);
@@ -608,10 +704,11 @@ void test_hc_post_mix(ds4_rng *r) {
             float *dbase = to_dev(base, sizeof(float) * MIX), *dw = to_dev(w, sizeof(float) * D);
             float *dpre = to_dev(NULL, sizeof(float) * n * hc), *dpost2 = to_dev(NULL, sizeof(float) * n * hc);
             float *dM2 = to_dev(NULL, sizeof(float) * n * hc * hc), *da = to_dev(NULL, sizeof(float) * n * D);
-            if (moe) ds4k_hc_post_moe(dpost, dM, deo, dids, dsh, n, k, hc, D, dH1, NULL);
-            else ds4k_hc_post(dpost, dM, dy, D, n, hc, D, dH1, NULL);
-            const int P = ds4k_hc_post_mix(dpost, dM, moe ? NULL : dy, D, moe ? deo : NULL, dids, dsh, n, k, hc, D, dH2,
-                                           &d, MIX, dparts, dss, NULL);
+            if (moe == 1) ds4k_hc_post_moe(dpost, dM, deo, dids, dsh, n, k, hc, D, dH1, NULL);
+            else ds4k_hc_post(dpost, dM, dy, D, 1, n, hc, D, dH1, NULL);
+            if (moe == 2) ds4k_hc_post(dpost, dM, dyp, D, YP, n, hc, D, dH3, NULL);
+            const int P = ds4k_hc_post_mix(dpost, dM, moe == 1 ? NULL : ymix, D, yparts, moe == 1 ? deo : NULL, dids,
+                                           dsh, n, k, hc, D, dH2, &d, MIX, dparts, dss, NULL);
             if (P > 0)
                 ds4k_hc_split_collapse_parts(dparts, dss, P, 1e-6f, dscale, dbase, hc, 20, 1e-6f, dH2, D, dw, 1e-6f, n,
                                              dpre, dpost2, dM2, da, NULL);
@@ -620,20 +717,28 @@ void test_hc_post_mix(ds4_rng *r) {
             float *pg = malloc(sizeof(float) * n * hc);
             from_dev(h1, dH1, sizeof(float) * n * K);
             from_dev(h2, dH2, sizeof(float) * n * K);
+            bool same3 = true;
+            if (moe == 2) {
+                float *h3 = malloc(sizeof(float) * n * K);
+                from_dev(h3, dH3, sizeof(float) * n * K);
+                same3 = memcmp(h1, h3, sizeof(float) * n * K) == 0;
+                free(h3);
+            }
             from_dev(ag, da, sizeof(float) * n * D);
             from_dev(Mg, dM2, sizeof(float) * n * hc * hc);
             from_dev(pg, dpost2, sizeof(float) * n * hc);
             double wm, wp, wa;
             hc_pre_errors(&t, h1, n, hc, D, scale, base, w, Mg, pg, ag, &wm, &wp, &wa);
             const bool same = memcmp(h1, h2, sizeof(float) * n * K) == 0;
-            check(P == D / 256 && same && wm < 2e-6 && wp < 1e-5 && wa < 2e-5,
-                  "hc_post + next mixer fused (%s, D=%d, %d parts): streams bitwise hc_post's %s, "
+            check(P == D / 256 && same && same3 && wm < 2e-6 && wp < 1e-5 && wa < 2e-5,
+                  "hc_post + next mixer fused (%s, D=%d, %d parts): streams bitwise hc_post's %s%s, "
                   "Sinkhorn %.2e, post %.2e, collapsed+normed input %.2e",
-                  moe ? "MoE sum" : "output y", D, P, same ? "yes" : "NO", wm, wp, wa);
-            void *bufs[] = {(void *)d.ptr, dH1, dH2, dpost, dM, dy, deo, dsh, dids, dparts, dss,
+                  moe == 1 ? "MoE sum" : moe == 2 ? "y in 3 parts" : "output y", D, P, same ? "yes" : "NO",
+                  moe == 2 ? (same3 ? " (unfused: yes)" : " (unfused: NO)") : "", wm, wp, wa);
+            void *bufs[] = {(void *)d.ptr, dH1, dH2, dH3, dpost, dM, dy, dyp, deo, dsh, dids, dparts, dss,
                             dscale, dbase, dw, dpre, dpost2, dM2, da};
             for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-            free(H), free(post), free(M), free(y), free(eo), free(sh), free(wf), free(w), free(base), free(wh);
+            free(H), free(post), free(M), free(y), free(yp), free(eo), free(sh), free(wf), free(w), free(base), free(wh);
             free(h1), free(h2), free(ag), free(Mg), free(pg);
         }
 }
