@@ -762,8 +762,8 @@ extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *
     if (hc != POST_HC || rows != PM_ROWS || (eo && k > POST_KMAX) || D % PM_DB != 0 || P > DS4K_MAX_HC_PARTS ||
         W->type != 1 /* F16 */ || W->K != (int64_t)hc * D || W->N < rows || ((uintptr_t)W->ptr % 16) != 0 || n < 1)
         return -1;
-    launch_pdl(hc_post_mix_kernel, dim3(P, n), PM_DB, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, D, H,
-               (const uint16_t *)W->ptr, parts, ss);
+    launch_pdl(hc_post_mix_kernel, dim3(P, n), PM_DB, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, D,
+               H, (const uint16_t *)W->ptr, parts, ss);
     return P;
 }
 

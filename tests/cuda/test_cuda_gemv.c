@@ -233,7 +233,8 @@ void test_gemv_ksplit(ds4_rng *r) {
 
     host_w h = make_w(r, DS4_TYPE_Q2_K, 2048, 8);
     const ds4_mm_job j = {&h.d, 0, 8, 0, NULL, 8};
-    check(ds4k_matmul_ksplit(&j, 1, 16, 8, NULL, 2048, NULL) == -1 && ds4k_matmul_ksplit(&j, 1, 3, 8, NULL, 2048, NULL) == -1,
+    check(ds4k_matmul_ksplit(&j, 1, 16, 8, NULL, 2048, NULL) == -1 &&
+              ds4k_matmul_ksplit(&j, 1, 3, 8, NULL, 2048, NULL) == -1,
           "gemv K split refuses stretches inside a Q2_K block (2048 / 16) and a K the parts do not divide");
     free_w(&h);
 }
@@ -738,7 +739,8 @@ void test_hc_post_mix(ds4_rng *r) {
             void *bufs[] = {(void *)d.ptr, dH1, dH2, dH3, dpost, dM, dy, dyp, deo, dsh, dids, dparts, dss,
                             dscale, dbase, dw, dpre, dpost2, dM2, da};
             for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-            free(H), free(post), free(M), free(y), free(yp), free(eo), free(sh), free(wf), free(w), free(base), free(wh);
+            free(H), free(post), free(M), free(y), free(yp), free(eo), free(sh), free(wf), free(w), free(base);
+            free(wh);
             free(h1), free(h2), free(ag), free(Mg), free(pg);
         }
 }
