@@ -677,12 +677,10 @@ void test_hc_post_mix(ds4_rng *r) {
             float *H = rnd(r, (size_t)n * K, 1.0f), *post = rnd(r, n * hc, 1.0f), *M = rnd(r, n * hc * hc, 0.5f);
             float *y = rnd(r, (size_t)n * D, 1.0f), *eo = rnd(r, (size_t)n * k * D, 0.3f), *sh = rnd(r, (size_t)n * D, 1.0f);
             float *yp = rnd(r, (size_t)YP * n * D, 1.0f);
-            if (moe == 2)
-                for (int i = 0; i < n * D; i++) {
-                    float v = yp[i];
-                    for (int q = 1; q < YP; q++) v += yp[(size_t)q * n * D + i];
-                    y[i] = v;
-                }
+            if (moe == 2) { /* y: the parts' sum in part order */
+                free(y);
+                y = sum_parts_host(yp, YP, (int64_t)n * D);
+            }
             const int32_t ids[12] = {40, 3, 77, 3, 120, 9, 5, 200, 1, 64, 199, 2}; /* a repeated id in token 0 */
             float *wf = rnd(r, (size_t)MIX * K, 1.0f / 64.0f), *w = rnd(r, D, 0.1f);
             for (int i = 0; i < D; i++) w[i] += 1.0f;
