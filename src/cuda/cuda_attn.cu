@@ -191,20 +191,36 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
 /* Rows 0 .. nrow-1 of `dim` elements (row(r) = the row's first byte, f16 or
  * f32, 16-byte aligned) into shared memory as floats at dst + r * ks, with
  * 16-byte loads spread over the block. */
+#define SR_BATCH 8
 template <typename Row>
 __device__ __forceinline__ void stage_rows(float *dst, int ks, int nrow, int dim, bool f16, Row row) {
     const int vpr = f16 ? dim / 8 : dim / 4; /* 16-byte vectors per row */
-    for (int v = threadIdx.x; v < nrow * vpr; v += blockDim.x) {
-        const int r = v / vpr, c = v - r * vpr;
-        float4 *d = (float4 *)(dst + r * ks);
-        const uint4 u = ((const uint4 *)row(r))[c];
-        if (f16) {
-            const float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
-            const float2 e = __half22float2(*(const __half2 *)&u.z), f = __half22float2(*(const __half2 *)&u.w);
-            d[2 * c] = make_float4(a.x, a.y, b.x, b.y);
-            d[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
-        } else {
-            d[c] = make_float4(__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z), __uint_as_float(u.w));
+    const int total = nrow * vpr;
+    /* SR_BATCH vectors a thread loaded before any is stored: as a plain loop
+     * each load waited for the store before it (the stores go through
+     * generic pointers the compiler cannot tell from the rows'), one L2 or
+     * DRAM round trip after another — most of a decode attention block */
+    for (int v0 = threadIdx.x; v0 < total; v0 += SR_BATCH * blockDim.x) {
+        uint4 u[SR_BATCH];
+#pragma unroll
+        for (int i = 0; i < SR_BATCH; i++) {
+            const int v = v0 + i * (int)blockDim.x, r = v / vpr;
+            u[i] = v < total ? ((const uint4 *)row(r))[v - r * vpr] : make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int i = 0; i < SR_BATCH; i++) {
+            const int v = v0 + i * (int)blockDim.x, r = v / vpr, c = v - r * vpr;
+            if (v >= total) break;
+            float4 *d = (float4 *)(dst + r * ks);
+            if (f16) {
+                const float2 a = __half22float2(*(const __half2 *)&u[i].x), b = __half22float2(*(const __half2 *)&u[i].y);
+                const float2 e = __half22float2(*(const __half2 *)&u[i].z), f = __half22float2(*(const __half2 *)&u[i].w);
+                d[2 * c] = make_float4(a.x, a.y, b.x, b.y);
+                d[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
+            } else {
+                d[c] = make_float4(__uint_as_float(u[i].x), __uint_as_float(u[i].y), __uint_as_float(u[i].z),
+                                   __uint_as_float(u[i].w));
+            }
         }
     }
 }
@@ -244,8 +260,8 @@ __global__ void __launch_bounds__(32 * W)
     if (r0 >= V) return;
     const int nrow = V - r0 < IDX_ROWS ? (int)(V - r0) : IDX_ROWS, ks = ID + 4;
     float *sq = sh, *sw = sq + IH * ID, *sk = sw + (IH + 3) / 4 * 4, *sred = sk + IDX_ROWS * ks; /* 16-byte aligned */
-    const float4 *q4 = (const float4 *)(q + (int64_t)t * IH * ID);
-    for (int i = threadIdx.x; i < IH * ID / 4; i += blockDim.x) ((float4 *)sq)[i] = q4[i];
+    const float *qt = q + (int64_t)t * IH * ID;
+    stage_rows(sq, IH * ID, 1, IH * ID, false, [&](int) { return (const uint8_t *)qt; }); /* loads in flight together */
     for (int i = threadIdx.x; i < IH; i += blockDim.x) sw[i] = w[(int64_t)t * IH + i];
     const int64_t row_bytes = (int64_t)ID * (f16 ? 2 : 4);
     stage_rows(sk, ks, nrow, ID, f16, [&](int r) { return (const uint8_t *)keys + (r0 + r) * row_bytes; });
@@ -677,6 +693,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
 #define ATT_SPLIT 32
 #define ATT_SPLIT_WARPS 8
 #define ATT_SPLIT_HG 4 /* heads a block (fewer when H is not a multiple) */
+#define ATT_Q_VEC (ATT_SPLIT_HG * DS4K_MAX_HEAD_DIM / 4 / (32 * ATT_SPLIT_WARPS))
 
 static size_t att_split_smem(int hd) {
     return (size_t)(ATT_SPLIT * (hd + 4) + ATT_SPLIT_HG * hd + ATT_SPLIT * ATT_SPLIT_HG) * sizeof(float);
@@ -705,6 +722,17 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
         if (threadIdx.x < hg) pp[threadIdx.x * head_stride + hd] = -INFINITY, pp[threadIdx.x * head_stride + hd + 1] = 0.0f;
         return;
     }
+    /* the query heads' loads go out first, beside the rows' addresses, and
+     * are stored after the rows' loads (ATT_Q_VEC 16-byte vectors a thread
+     * cover ATT_SPLIT_HG heads of DS4K_MAX_HEAD_DIM with 256 threads) */
+    const float4 *q4 = (const float4 *)(q + ((int64_t)t * H + h0) * hd);
+    const int nq4 = hg * hd / 4;
+    float4 qv[ATT_Q_VEC];
+#pragma unroll
+    for (int i = 0; i < ATT_Q_VEC; i++) {
+        const int v = threadIdx.x + i * (int)blockDim.x;
+        qv[i] = v < nq4 ? q4[v] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     __shared__ const uint8_t *rowp[ATT_SPLIT]; /* each row's address, found once */
     if (threadIdx.x < nrow) {
         int64_t off;
@@ -713,8 +741,12 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
     }
     __syncthreads();
     stage_rows(Ks, ks, nrow, hd, f16, [&](int r) { return rowp[r]; });
-    const float4 *q4 = (const float4 *)(q + ((int64_t)t * H + h0) * hd);
-    for (int i = threadIdx.x; i < hg * hd / 4; i += blockDim.x) ((float4 *)Qs)[i] = q4[i];
+#pragma unroll
+    for (int i = 0; i < ATT_Q_VEC; i++) {
+        const int v = threadIdx.x + i * (int)blockDim.x;
+        if (v < nq4) ((float4 *)Qs)[v] = qv[i];
+    }
+    for (int v = threadIdx.x + ATT_Q_VEC * (int)blockDim.x; v < nq4; v += blockDim.x) ((float4 *)Qs)[v] = q4[v];
     __syncthreads();
     __shared__ float sdot[ATT_SPLIT_WARPS][ATT_SPLIT];
     {
@@ -773,6 +805,7 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
  * denominator (sink included) are made once in shared memory with fixed
  * reduction trees, then each thread adds two dims over the chunks in index
  * order; the output is un-rotated at the query position. */
+#define COMB_BATCH 8
 __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part,
                                          int n_chunks, const double *freqs, int n_pairs, float *o) {
     pdl_enter();
@@ -786,20 +819,32 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
     const float M = block_max(mx, red);
     float den = 0.0f;
     for (int c = threadIdx.x; c < n_chunks; c += blockDim.x) {
-        const float mc = pp[c * (hd + 2) + hd];
+        const float mc = pp[c * (hd + 2) + hd], lc = pp[c * (hd + 2) + hd + 1]; /* together, not one after the other */
         const float w = mc == -INFINITY ? 0.0f : expf(mc - M);
         wc[c] = w;
-        den += w * pp[c * (hd + 2) + hd + 1];
+        den += w * lc;
     }
     den = block_sum(den, red) + expf(sinks[h] - M);
     __syncthreads();
     for (int c2 = threadIdx.x; c2 < hd / 2; c2 += blockDim.x) {
         float2 acc = make_float2(0.0f, 0.0f);
-        for (int c = 0; c < n_chunks; c++) {
-            if (wc[c] == 0.0f) continue; /* an empty chunk wrote no output */
-            const float2 v = *(const float2 *)(pp + c * (hd + 2) + 2 * c2);
-            acc.x = fmaf(wc[c], v.x, acc.x);
-            acc.y = fmaf(wc[c], v.y, acc.y);
+        /* COMB_BATCH chunks' values loaded before any is added (each load
+         * behind its chunk's test went out one L2 round trip at a time:
+         * ~7 us for the 20 chunks of a 64k step); an empty chunk's slot is
+         * read but not added (it wrote no output) */
+        for (int c0 = 0; c0 < n_chunks; c0 += COMB_BATCH) {
+            float2 v[COMB_BATCH];
+#pragma unroll
+            for (int i = 0; i < COMB_BATCH; i++)
+                v[i] = c0 + i < n_chunks ? *(const float2 *)(pp + (int64_t)(c0 + i) * (hd + 2) + 2 * c2)
+                                         : make_float2(0.0f, 0.0f);
+#pragma unroll
+            for (int i = 0; i < COMB_BATCH; i++) {
+                const float w = c0 + i < n_chunks ? wc[c0 + i] : 0.0f;
+                if (w == 0.0f) continue;
+                acc.x = fmaf(w, v[i].x, acc.x);
+                acc.y = fmaf(w, v[i].y, acc.y);
+            }
         }
         so[2 * c2] = acc.x / den;
         so[2 * c2 + 1] = acc.y / den;

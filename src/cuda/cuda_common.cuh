@@ -35,6 +35,27 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+/* dst[i] = src[i], i < n, over the block, each thread's BLOCK_LOADS loads
+ * issued before its stores: a plain loop issues a thread's next load only
+ * after the store before it (the compiler cannot tell the two pointers
+ * apart), one L2 round trip after another on a decode step's path. */
+#define BLOCK_LOADS 4
+__device__ __forceinline__ void block_load_floats(float *dst, const float *src, int n) {
+    for (int i0 = threadIdx.x; i0 < n; i0 += BLOCK_LOADS * blockDim.x) {
+        float v[BLOCK_LOADS];
+#pragma unroll
+        for (int j = 0; j < BLOCK_LOADS; j++) {
+            const int i = i0 + j * (int)blockDim.x;
+            v[j] = i < n ? src[i] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < BLOCK_LOADS; j++) {
+            const int i = i0 + j * (int)blockDim.x;
+            if (i < n) dst[i] = v[j];
+        }
+    }
+}
+
 /* Block-wide sum (blockDim.x a multiple of 32, <= 1024): warp sums, then
  * warp 0 sums the warp results in lane order. All threads get the result.
  * `red` is shared scratch of 32 floats. */

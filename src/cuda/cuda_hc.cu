@@ -564,10 +564,20 @@ __device__ __forceinline__ void moe_order(const int32_t *ids, int k, int *ord) {
 }
 
 /* Element d of token t's y, given as `parts` partial vectors (ds4k_matmul_ksplit:
- * part q of token t at row q * n + t) added in part order. */
+ * part q of token t at row q * n + t) added in part order. The first
+ * Y_PARTS_MAX parts are loaded before any is added: as a loop with a
+ * run-time count the loads went one after another, an L2 round trip each
+ * on the step's critical path (a decode step's o_b comes in four parts). */
+#define Y_PARTS_MAX 8
 __device__ __forceinline__ float y_sum(const float *y, int64_t ldy, int parts, int n, int t, int d) {
-    float yd = y[(int64_t)t * ldy + d];
-    for (int q = 1; q < parts; q++) yd += y[((int64_t)q * n + t) * ldy + d];
+    float v[Y_PARTS_MAX];
+#pragma unroll
+    for (int q = 0; q < Y_PARTS_MAX; q++) v[q] = q < parts ? y[((int64_t)q * n + t) * ldy + d] : 0.0f;
+    float yd = v[0];
+#pragma unroll
+    for (int q = 1; q < Y_PARTS_MAX; q++)
+        if (q < parts) yd += v[q];
+    for (int q = Y_PARTS_MAX; q < parts; q++) yd += y[((int64_t)q * n + t) * ldy + d];
     return yd;
 }
 

@@ -137,7 +137,7 @@ __global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, con
     const int t = blockIdx.x;
     const int64_t pos = (int64_t)d_pos[0] + t;
     float *x = sh;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) x[i] = kv[(int64_t)t * hd + i];
+    block_load_floats(x, kv + (int64_t)t * hd, hd);
     __syncthreads();
     block_rmsnorm(x, hd, norm, rms_eps, red);
     block_rope(x, hd, n_pairs, freqs, pos, false);
@@ -163,7 +163,7 @@ __global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float 
     const int64_t pos = (int64_t)d_pos[0] + t;
     float *g = q + ((int64_t)t * heads + h) * hd;
     float *x = sh;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) x[i] = g[i];
+    block_load_floats(x, g, hd);
     __syncthreads();
     if (norm) block_rmsnorm(x, hd, NULL, rms_eps, red);
     block_rope(x, hd, n_pairs, freqs, pos, false);
