@@ -830,14 +830,15 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
         float2 acc = make_float2(0.0f, 0.0f);
         /* COMB_BATCH chunks' values loaded before any is added (each load
          * behind its chunk's test went out one L2 round trip at a time:
-         * ~7 us for the 20 chunks of a 64k step); an empty chunk's slot is
-         * read but not added (it wrote no output) */
+         * ~7 us for the 20 chunks of a 64k step); an empty chunk (it
+         * wrote no output) is neither read nor added */
         for (int c0 = 0; c0 < n_chunks; c0 += COMB_BATCH) {
             float2 v[COMB_BATCH];
 #pragma unroll
             for (int i = 0; i < COMB_BATCH; i++)
-                v[i] = c0 + i < n_chunks ? *(const float2 *)(pp + (int64_t)(c0 + i) * (hd + 2) + 2 * c2)
-                                         : make_float2(0.0f, 0.0f);
+                v[i] = c0 + i < n_chunks && wc[c0 + i] != 0.0f
+                           ? *(const float2 *)(pp + (int64_t)(c0 + i) * (hd + 2) + 2 * c2)
+                           : make_float2(0.0f, 0.0f);
 #pragma unroll
             for (int i = 0; i < COMB_BATCH; i++) {
                 const float w = c0 + i < n_chunks ? wc[c0 + i] : 0.0f;
