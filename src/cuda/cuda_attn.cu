@@ -190,16 +190,16 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
 
 /* Rows 0 .. nrow-1 of `dim` elements (row(r) = the row's first byte, f16 or
  * f32, 16-byte aligned) into shared memory as floats at dst + r * ks, with
- * 16-byte loads spread over the block. */
+ * 16-byte loads spread over the block, SR_BATCH of a thread's loads issued
+ * before its first store. As a plain loop (one load, its store, the next
+ * load) the compiler kept that order — the stores go through pointers it
+ * cannot tell from the rows' — so a thread's 8 vectors of a decode
+ * attention chunk came one memory round trip after another. */
 #define SR_BATCH 8
 template <typename Row>
 __device__ __forceinline__ void stage_rows(float *dst, int ks, int nrow, int dim, bool f16, Row row) {
     const int vpr = f16 ? dim / 8 : dim / 4; /* 16-byte vectors per row */
     const int total = nrow * vpr;
-    /* SR_BATCH vectors a thread loaded before any is stored: as a plain loop
-     * each load waited for the store before it (the stores go through
-     * generic pointers the compiler cannot tell from the rows'), one L2 or
-     * DRAM round trip after another — most of a decode attention block */
     for (int v0 = threadIdx.x; v0 < total; v0 += SR_BATCH * blockDim.x) {
         uint4 u[SR_BATCH];
 #pragma unroll
@@ -828,10 +828,11 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
     __syncthreads();
     for (int c2 = threadIdx.x; c2 < hd / 2; c2 += blockDim.x) {
         float2 acc = make_float2(0.0f, 0.0f);
-        /* COMB_BATCH chunks' values loaded before any is added (each load
-         * behind its chunk's test went out one L2 round trip at a time:
-         * ~7 us for the 20 chunks of a 64k step); an empty chunk (it
-         * wrote no output) is neither read nor added */
+        /* COMB_BATCH chunks' values loaded before any is added (a load
+         * behind each chunk's test went out one round trip at a time, 20 of
+         * them at a 64k context); an empty chunk (it wrote no output) is
+         * neither read nor added — reading it anyway cost 1.5% of a decode
+         * step (docs/BENCHMARKS.md, "sixteenth") */
         for (int c0 = 0; c0 < n_chunks; c0 += COMB_BATCH) {
             float2 v[COMB_BATCH];
 #pragma unroll
