@@ -145,10 +145,10 @@ typedef struct cu_layer {
 
 typedef struct cu_sess {
     cudaStream_t st;
-    /* decode steps run a layer's independent branches on st2 beside st
-     * (cuda_layers.inc side_begin / side_end / side_join) */
-    cudaStream_t st2;
-    cudaEvent_t ev_fork, ev_join;
+    /* decode steps run a layer's independent branches on st2 (and st3)
+     * beside st (cuda_layers.inc side_begin / side_end / side_join) */
+    cudaStream_t st2, st3;
+    cudaEvent_t ev_fork, ev_join, ev_fork3, ev_join3;
     const ds4_hparams *hp;
     const ds4_weights *w;
     bool f16; /* KV rows as half (default) or f32 (oracle mode) */
@@ -502,8 +502,11 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     c->max_rows = max_attended_rows(c->hp, s->state);
     if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess ||
         cudaStreamCreateWithFlags(&c->st2, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&c->st3, cudaStreamNonBlocking) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_fork3, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_join3, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_step[0], cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_step[1], cudaEventDisableTiming) != cudaSuccess) {
         cu_destroy(s);
@@ -544,6 +547,7 @@ static void cu_destroy(ds4_session *s) {
     prof_print();
     cudaStreamSynchronize(c->st);
     if (c->st2) cudaStreamSynchronize(c->st2);
+    if (c->st3) cudaStreamSynchronize(c->st3);
     for (int g = 0; g < 2; g++) {
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
         if (c->chain_graph_ok[g]) cudaGraphExecDestroy(c->chain_graph[g]);
@@ -582,8 +586,11 @@ static void cu_destroy(ds4_session *s) {
     free(c->L);
     if (c->st) cudaStreamDestroy(c->st);
     if (c->st2) cudaStreamDestroy(c->st2);
+    if (c->st3) cudaStreamDestroy(c->st3);
     if (c->ev_fork) cudaEventDestroy(c->ev_fork);
     if (c->ev_join) cudaEventDestroy(c->ev_join);
+    if (c->ev_fork3) cudaEventDestroy(c->ev_fork3);
+    if (c->ev_join3) cudaEventDestroy(c->ev_join3);
     /* the device weights stay with the model (released by ds4_model_close), so
      * sessions can come and go without copying 80 GiB again */
     if (s->model->backend_weights) ((cu_weights *)s->model->backend_weights)->refs--;
