@@ -856,6 +856,73 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
     for (int i = threadIdx.x; i < hd; i += blockDim.x) o[((int64_t)t * H + h) * hd + i] = so[i];
 }
 
+/* The same merge for at most 32 chunks (a decode step's attention up to
+ * ~1,000 rows: a CSA layer's window and 512 selected rows, an HCA layer's up
+ * to a ~110k context) without shared memory or block barriers: lane c of
+ * every warp holds chunk c's maximum and sum, each warp forms the maximum,
+ * the weights and the denominator with shuffles, and each thread merges one
+ * pair of dims over the chunks and un-rotates it itself. The kernel above
+ * waits on three global round trips (the maxima, the weights' terms, the
+ * values behind the weights in shared memory) and five barriers; this one
+ * on two (maxima and sums, then the values) and none. Bitwise the kernel
+ * above: with every chunk in lanes 0..31 of warp 0 there, its block-wide
+ * trees reduce to one warp butterfly over those lanes plus exact additions
+ * of zeros, the maximum is exact in any order, and the chunks are added in
+ * index order with the same skips and the same rope_pair. 12-layer model,
+ * H200: decode +0.7% and +0.6% at 2k (two device calls), +0.3% at 64k; the
+ * merge ends ~0.5 us sooner after the split (docs/BENCHMARKS.md). */
+#define COMB_WARP_CHUNKS 32
+__global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
+    attention_combine_warp_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part, int n_chunks,
+                                  const double *freqs, int n_pairs, float *o) {
+    pdl_enter();
+    const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x & 31, c2 = threadIdx.x; /* dims 2 c2, 2 c2 + 1 */
+    const float *pp = part + ((int64_t)t * H + h) * n_chunks * (hd + 2);
+    const bool has = lane < n_chunks;
+    const float mc = has ? pp[lane * (hd + 2) + hd] : -INFINITY, lc = has ? pp[lane * (hd + 2) + hd + 1] : 0.0f;
+    const float sink = sinks[h];
+    /* the un-rotation's angle, while the loads above are in flight */
+    const int k = c2 - (hd / 2 - n_pairs);
+    float rc = 1.0f, rs = 0.0f;
+    if (k >= 0) {
+        dev_rope_cs((int64_t)d_pos[0] + t, freqs[k], &rc, &rs);
+        rs = -rs;
+    }
+    const float M = warp_max(fmaxf(sink, mc));
+    const float w = mc == -INFINITY ? 0.0f : expf(mc - M);
+    float den = 0.0f;
+    if (has) den += w * lc;
+    den = warp_sum(den) + expf(sink - M);
+    float wv[COMB_WARP_CHUNKS];
+    float2 v[COMB_WARP_CHUNKS];
+#pragma unroll
+    for (int c = 0; c < COMB_WARP_CHUNKS; c++) {
+        wv[c] = __shfl_sync(0xffffffffu, w, c);
+        v[c] = c < n_chunks && wv[c] != 0.0f ? *(const float2 *)(pp + (int64_t)c * (hd + 2) + 2 * c2)
+                                             : make_float2(0.0f, 0.0f);
+    }
+    float2 acc = make_float2(0.0f, 0.0f);
+#pragma unroll
+    for (int c = 0; c < COMB_WARP_CHUNKS; c++) {
+        if (c >= n_chunks || wv[c] == 0.0f) continue;
+        acc.x = fmaf(wv[c], v[c].x, acc.x);
+        acc.y = fmaf(wv[c], v[c].y, acc.y);
+    }
+    float r[2] = {acc.x / den, acc.y / den};
+    if (k >= 0) rope_pair(r, rc, rs);
+    *(float2 *)(o + ((int64_t)t * H + h) * hd + 2 * c2) = make_float2(r[0], r[1]);
+}
+
+/* DS4_COMB_WARP=0 / ds4k_attention_combine_warp(0): always the block merge
+ * (A/B timing, tests) */
+static int g_comb_warp = -1;
+extern "C" int ds4k_attention_combine_warp(int on) {
+    if (g_comb_warp < 0) g_comb_warp = env_switch_on("DS4_COMB_WARP");
+    const int was = g_comb_warp;
+    if (on >= 0) g_comb_warp = on;
+    return was;
+}
+
 extern "C" size_t ds4k_attention_part_floats(int H, int hd, int max_rows) {
     return (size_t)8 * H * ((max_rows + ATT_SPLIT - 1) / ATT_SPLIT) * (hd + 2);
 }
@@ -889,6 +956,12 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
                    topk, f16, part, n_chunks);
         /* the chunk weights' array rounded up to whole 16-byte words: the
          * compiler reads its tail with one 16-byte load */
+        if (ds4k_attention_combine_warp(-1) && n_chunks <= COMB_WARP_CHUNKS && hd % 64 == 0 &&
+            hd <= DS4K_MAX_HEAD_DIM && 2 * n_pairs <= hd) {
+            launch_pdl(attention_combine_warp_kernel, dim3(n, H), hd / 2, 0, (cudaStream_t)st, d_pos, H, hd, sinks, part,
+                       n_chunks, freqs, n_pairs, o);
+            return;
+        }
         launch_pdl(attention_combine_kernel, dim3(n, H), 256, sizeof(float) * ((n_chunks + 3) & ~3), (cudaStream_t)st,
                    d_pos, H, hd, sinks, part, n_chunks, freqs, n_pairs, o);
         return;

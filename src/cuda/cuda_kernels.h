@@ -63,6 +63,11 @@ int ds4k_mma_enable(int on);
  * DS4_ATT_MMA=0 keeps it off (the SIMT kernel runs instead). */
 int ds4k_attention_mma_enable(int on);
 
+/* The decode attention's merge of at most 32 chunks by warps, without
+ * barriers (bitwise the block merge) on or off; returns the old setting
+ * (DS4_COMB_WARP=0 starts it off; on < 0 only reads it). */
+int ds4k_attention_combine_warp(int on);
+
 /* Y[t][r] = W row (r0 + r) . X[t] for t < n, r < rows. */
 void ds4k_matmul(const ds4_dw *W, int64_t r0, int64_t rows, const float *X, int64_t ldx, int n, float *Y, int64_t ldy,
                  ds4_stream st);

@@ -71,10 +71,13 @@ static uint16_t *f16_rows(ds4_rng *r, size_t n, float **exact) {
     return h;
 }
 
-static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int ratio, bool csa, bool select) {
+/* spare: rows past those attended, as a decode graph captured for a longer
+ * context has (its tail chunks are empty) */
+static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int ratio, bool csa, bool select,
+                                  int spare) {
     const int window = 128, raw_cap = window + 64, n_pairs = 32, topk = 512;
     const int n_comp = ratio ? (p0 + n) / ratio : 0;
-    const int max_rows = window + 1 + (csa ? (n_comp < topk ? n_comp : topk) : n_comp);
+    const int max_rows = window + 1 + (csa ? (n_comp < topk ? n_comp : topk) : n_comp) + spare;
     ds4_hparams hp;
     ds4_hparams_published(&hp);
     double fr[32];
@@ -104,13 +107,26 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
     float *dpart = to_dev(NULL, sizeof(float) * ds4k_attention_part_floats(H, hd, max_rows));
     float *dout = to_dev(NULL, sizeof(float) * n * H * hd), *got = malloc(sizeof(float) * n * H * hd);
     if (ds4k_prepare(H, hd, max_rows, 64, 128) != 0) check(false, "attention: shared memory for %d rows refused", max_rows);
-    static const char *name[3] = {"split rows", "whole rows, SIMT", "whole rows, tensor cores"};
-    for (int k = 0; k < 3; k++) { /* the split (decode) kernel, the whole-row (prefill) kernels */
+    float *split_out = malloc(sizeof(float) * n * H * hd);
+    static const char *name[4] = {"split rows", "whole rows, SIMT", "whole rows, tensor cores",
+                                  "split rows, block merge"};
+    /* the split (decode) kernel with each merge, the whole-row (prefill) kernels */
+    for (int k = 0; k < 4; k++) {
         ds4k_attention_mma_enable(k == 2);
+        const int merge = ds4k_attention_combine_warp(k != 3);
         ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap, window, dcomp, ratio,
-                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows, k == 0 ? dpart : NULL, NULL);
+                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows, k == 0 || k == 3 ? dpart : NULL, NULL);
         ds4k_attention_mma_enable(1);
+        ds4k_attention_combine_warp(merge);
         from_dev(got, dout, sizeof(float) * n * H * hd);
+        if (k == 0) memcpy(split_out, got, sizeof(float) * n * H * hd);
+        if (k == 3) {
+            const int chunks = (max_rows + 31) / 32;
+            check(memcmp(got, split_out, sizeof(float) * n * H * hd) == 0,
+                  "attention: the warp merge bitwise the block merge (%d chunks%s%s): %d token(s) at %d, %2d heads x %3d",
+                  chunks, chunks > 32 ? ", past the warp merge: both the block merge" : "",
+                  spare ? ", empty tail chunks" : "", n, p0, H, hd);
+        }
         double worst = 0, mx = 0;
         for (size_t i = 0; i < (size_t)n * H * hd; i++) {
             worst = fmax(worst, fabs((double)got[i] - want[i]));
@@ -125,6 +141,7 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
     void *bufs[] = {dq, dsinks, dring, dcomp, dnsel, dpos, dsel, dfr, dpart, dout};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     free(q), free(sinks), free(ringf), free(compf), free(ring), free(comp), free(n_sel), free(sel), free(want), free(got);
+    free(split_out);
 }
 
 /* (score desc, index asc) of the first V scores, the best K sorted by index */
@@ -259,11 +276,13 @@ static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
 }
 
 void test_attention_kernels(ds4_rng *r) {
-    test_attention_decode(r, 1, 4095, 64, 512, 4, true, true);     /* decode, published CSA: 128 + 512 selected */
-    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false); /* decode, HCA: 128 + 546 rows */
-    test_attention_decode(r, 1, 60, 64, 512, 0, false, false);      /* window only, short */
-    test_attention_decode(r, 8, 1500, 64, 512, 4, true, false);     /* 8 tokens, every compressed row */
-    test_attention_decode(r, 3, 2100, 4, 128, 4, true, true);       /* the fixture models' 4 heads */
+    test_attention_decode(r, 1, 4095, 64, 512, 4, true, true, 0);     /* decode, published CSA: 128 + 512 selected */
+    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false, 0); /* decode, HCA: 128 + 546 rows */
+    test_attention_decode(r, 1, 60, 64, 512, 0, false, false, 0);      /* window only, short */
+    test_attention_decode(r, 1, 300, 64, 512, 128, false, false, 700); /* a graph's spare rows: empty tail chunks */
+    test_attention_decode(r, 1, 140000, 64, 512, 128, false, false, 0); /* HCA, 39 chunks: the block merge */
+    test_attention_decode(r, 8, 1500, 64, 512, 4, true, false, 0);     /* 8 tokens, every compressed row */
+    test_attention_decode(r, 3, 2100, 4, 128, 4, true, true, 0);       /* the fixture models' 4 heads */
     test_indexer_topk(r, 3, 8000, 64, 128, 512, false);             /* 2,000 rows */
     test_indexer_topk(r, 2, 70000, 64, 128, 512, false);            /* 17,500 rows: many per thread */
     test_indexer_topk(r, 6, 2046, 64, 128, 512, false);             /* around the first selection: 511 .. 513 rows */
