@@ -954,14 +954,14 @@ extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, i
         launch_pdl(attention_split_kernel, dim3(n, H / hg, n_chunks), 32 * ATT_SPLIT_WARPS, att_split_smem(hd),
                    (cudaStream_t)st, q, d_pos, H, hd, hg, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel,
                    topk, f16, part, n_chunks);
-        /* the chunk weights' array rounded up to whole 16-byte words: the
-         * compiler reads its tail with one 16-byte load */
         if (ds4k_attention_combine_warp(-1) && n_chunks <= COMB_WARP_CHUNKS && hd % 64 == 0 &&
             hd <= DS4K_MAX_HEAD_DIM && 2 * n_pairs <= hd) {
             launch_pdl(attention_combine_warp_kernel, dim3(n, H), hd / 2, 0, (cudaStream_t)st, d_pos, H, hd, sinks, part,
                        n_chunks, freqs, n_pairs, o);
             return;
         }
+        /* the chunk weights' array rounded up to whole 16-byte words: the
+         * compiler reads its tail with one 16-byte load */
         launch_pdl(attention_combine_kernel, dim3(n, H), 256, sizeof(float) * ((n_chunks + 3) & ~3), (cudaStream_t)st,
                    d_pos, H, hd, sinks, part, n_chunks, freqs, n_pairs, o);
         return;
