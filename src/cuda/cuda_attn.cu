@@ -870,7 +870,8 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
  * of zeros, the maximum is exact in any order, and the chunks are added in
  * index order with the same skips and the same rope_pair. 12-layer model,
  * H200: decode +0.7% and +0.6% at 2k (two device calls), +0.3% at 64k; the
- * merge ends ~0.5 us sooner after the split (docs/BENCHMARKS.md). */
+ * merge ends ~0.5 us sooner after the split. Full size, H200: +1.0 to +1.2%
+ * from 4k to 64k, -0.6% at 2k (docs/BENCHMARKS.md, "nineteenth"). */
 #define COMB_WARP_CHUNKS 32
 __global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
     attention_combine_warp_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part, int n_chunks,
