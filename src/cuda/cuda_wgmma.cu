@@ -42,9 +42,11 @@
  *                with one FMA per element (the way block-scaled GEMMs keep
  *                f32 accuracy); Q2_K's minimums are one more k16 product
  *                per super-block on the rows' 16-sums (wg_min_pairs). Q8_0
- *                has a scale per slice: each slice's sums are promoted at
- *                the start of the next, after its barrier, so the tensor
- *                cores work through the barrier and the next fragments.
+ *                has a scale per slice, folded into its f16 weights by
+ *                default (wg_build_q8); in oracle mode each slice's sums of
+ *                exact integers are promoted at the start of the next,
+ *                after its barrier, so the tensor cores work through the
+ *                barrier and the next fragments.
  *
  * Activation precision. By default the products take the hi halves alone:
  * each activation rounded to f16 (relative error <= 2^-11; the model's own
@@ -55,7 +57,9 @@
  * bounds them at 1e-6 of |w| |x|). Q2_K's minimums always take their
  * 16-sums' hi and lo. Without the lo halves the producer copies the hi
  * halves alone (half of every tile's reads from L2), wgmma_kernel skips
- * the lo pieces, and the split does not write them.
+ * the lo pieces, and the split does not write them; and Q8_0's weights are
+ * their f16 products with their block scales (one more 2^-11 rounding),
+ * which spares the per-slice promotion (oracle mode keeps it: exact).
  *
  * Every output is a fixed sequence of the same operations whatever the
  * grid, so results are deterministic, though not bitwise those of the
@@ -119,7 +123,8 @@ __device__ __forceinline__ uint64_t wg_desc(const void *smem, uint32_t lbo, uint
 #define WG_D16_AT(d, i) WG_D4(d, i), WG_D4(d, i + 4), WG_D4(d, i + 8), WG_D4(d, i + 12)
 #define WG_D16(d) WG_D16_AT(d, 0)
 #define WG_D32(d) WG_D16_AT(d, 0), WG_D16_AT(d, 16)
-#define WG_D64(d) WG_D16_AT(d, 0), WG_D16_AT(d, 16), WG_D16_AT(d, 32), WG_D16_AT(d, 48)
+#define WG_D64_AT(d, i) WG_D16_AT(d, i), WG_D16_AT(d, i + 16), WG_D16_AT(d, i + 32), WG_D16_AT(d, i + 48)
+#define WG_D64(d) WG_D64_AT(d, 0)
 
 template <int N> struct wg_mma;
 template <> struct wg_mma<32> {
@@ -153,6 +158,23 @@ template <> struct wg_mma<128> {
                      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
                      "}, {%64, %65, %66, %67}, %69, p, 1, 1, 0;\n}\n"
                      : WG_D64(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(acc), "l"(desc));
+    }
+};
+template <> struct wg_mma<256> {
+    static __device__ __forceinline__ void run(float (&d)[128], const uint32_t (&a)[4], uint64_t desc, int acc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %132, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+                     "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+                     "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+                     "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+                     "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+                     "}, {%128, %129, %130, %131}, %133, p, 1, 1, 0;\n}\n"
+                     : WG_D64(d), WG_D64_AT(d, 64)
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(acc), "l"(desc));
     }
 };
@@ -304,15 +326,29 @@ __device__ __forceinline__ void wg_build(const wg_look &l, uint32_t *v) {
 }
 
 /* Q8_0: a row's 8 bytes (xor 0x80) as f16 pairs: byte-permuted under the
- * exponent of 1024 and 1024 + 128 taken off, exact. */
-__device__ __forceinline__ void wg_build_q8(const wg_look &l, uint32_t *v) {
+ * exponent of 1024 and 1024 + 128 taken off, exact; with `fold`, times the
+ * block's scale d, rounded to f16 (what the CPU twin in the kernel test
+ * rounds). Folded, a product needs no f32 promotion per 32-element block:
+ * the products go straight into the result's accumulators over the whole
+ * K, with one f16 rounding per weight (2^-11 relative, as for the
+ * activations; the Q8_0 quantization itself is ~100 times coarser). That
+ * frees the promotion's second set of accumulators, which is what lets a
+ * 256-token tile (128 accumulators a thread) fit; the fold alone, at 128
+ * tokens, measured no faster (docs/BENCHMARKS.md, "twentieth"). Q8_0
+ * scales above 511 would overflow f16 here; no model's projections have
+ * them. */
+__device__ __forceinline__ void wg_build_q8(const wg_look &l, uint32_t *v, bool fold) {
     const uint32_t k1152 = 0x64806480u; /* 1152 as an f16 pair */
     const uint32_t lo = (uint32_t)l.gv, hi = (uint32_t)(l.gv >> 32);
     const uint32_t p[4] = {__byte_perm(lo, 0x6464u, 0x5140u), __byte_perm(lo, 0x6464u, 0x5342u),
                            __byte_perm(hi, 0x6464u, 0x5140u), __byte_perm(hi, 0x6464u, 0x5342u)};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const __half2 h = __hsub2(*(const __half2 *)&p[i], *(const __half2 *)&k1152);
+        __half2 h = __hsub2(*(const __half2 *)&p[i], *(const __half2 *)&k1152);
+        if (fold) {
+            const uint32_t dd = l.d * 0x10001u;
+            h = __hmul2(h, *(const __half2 *)&dd);
+        }
         v[i] = *(const uint32_t *)&h;
     }
 }
@@ -333,16 +369,20 @@ __device__ __forceinline__ void wg_min_pairs(uint32_t e, uint32_t dd, uint32_t *
     }
 }
 
-/* Slices a scale covers: a 256-element super-block, Q8_0's 32-element block
- * (F16 has none: its sums are promoted by 1.0 every 256 elements). */
-template <int T> constexpr int wg_scale_slices() { return T == T_Q8_0 ? 1 : 8; }
+/* Q8_0 without the activations' lo halves: each weight's block scale folded
+ * into its f16 value (see wg_build_q8), so its sums need no scale of their
+ * own and go straight into the result (DIRECT in the kernels below). */
+template <int T, bool LO> constexpr bool wg_q8_fold() { return T == T_Q8_0 && !LO; }
+/* Slices a scale covers: a 256-element super-block, or in oracle mode Q8_0's
+ * 32-element block (its scale applied to the f32 sums of exact integers). */
+template <int T, bool LO> constexpr int wg_scale_slices() { return T == T_Q8_0 && LO ? 1 : 8; }
 
 /* A thread's A fragments for its two rows (ra, rc), one slice at a time:
  * the lookups (issued well before the build needs them), then the build
  * (row ra in registers 0 and 2, rc in 1 and 3; step 0 takes value pairs
  * (0,1) (2,3), step 1 (4,5) (6,7)) and, at a scale block's start, the rows'
  * scales and Q2_K's minimums' fragment. Both kernels below use it. */
-template <int T> struct wg_frags {
+template <int T, bool LO> struct wg_frags {
     wg_look la, lc;
     float da, dc;        /* the current scale block's scale, rows ra and rc */
     uint32_t amin[2][4]; /* Q2_K: the minimums' A fragment, hi and lo */
@@ -354,8 +394,8 @@ template <int T> struct wg_frags {
     __device__ __forceinline__ void build(int s, uint32_t (&a)[2][4]) {
         uint32_t va[4], vc[4];
         if (T == T_Q8_0) {
-            wg_build_q8(la, va);
-            wg_build_q8(lc, vc);
+            wg_build_q8(la, va, wg_q8_fold<T, LO>());
+            wg_build_q8(lc, vc, wg_q8_fold<T, LO>());
         } else if (T == T_F16) {
             va[0] = la.sg.x, va[1] = la.sg.y, va[2] = la.sg.z, va[3] = la.sg.w;
             vc[0] = lc.sg.x, vc[1] = lc.sg.y, vc[2] = lc.sg.z, vc[3] = lc.sg.w;
@@ -365,9 +405,9 @@ template <int T> struct wg_frags {
         }
         a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
         a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
-        if (s % wg_scale_slices<T>() == 0) {
-            da = wg_dscale<T>(la.d);
-            dc = wg_dscale<T>(lc.d);
+        if (s % wg_scale_slices<T, LO>() == 0) {
+            da = wg_q8_fold<T, LO>() ? 1.0f : wg_dscale<T>(la.d);
+            dc = wg_q8_fold<T, LO>() ? 1.0f : wg_dscale<T>(lc.d);
             if (T == T_Q2_K) {
                 uint32_t ha[2], lo_a[2], hc[2], lo_c[2];
                 wg_min_pairs(la.e, la.d, ha, lo_a);
@@ -491,8 +531,9 @@ __device__ __forceinline__ wg_part wg_part_at(const wg_args &a, int z) {
 template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_kernel(const wg_args args) {
     pdl_enter();
 #ifdef WG_DEVICE
-    constexpr int R = BN / 2, SH = wg_stage_halves<BN>(), SPB = wg_scale_slices<T>();
+    constexpr int R = BN / 2, SH = wg_stage_halves<BN>(), SPB = wg_scale_slices<T, LO>();
     constexpr bool MINS = T == T_Q2_K, PER_SLICE = SPB == 1;
+    constexpr bool DIRECT = wg_q8_fold<T, LO>(); /* products straight into acc (wg_q8_fold) */
     extern __shared__ __align__(128) uint8_t wg_smem[];
     __half *stages = (__half *)wg_smem;
     uint64_t *grid = (uint64_t *)(stages + WG_NS * SH);
@@ -559,8 +600,9 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
     float acc[R], tmp[R];
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = tmp[i] = 0.0f;
+    float(&pd)[R] = DIRECT ? acc : tmp; /* where the products go (tmp: unused where DIRECT) */
     uint32_t areg[2][2][4];     /* [buffer][k16 step][fragment register] */
-    wg_frags<T> fr = {};
+    wg_frags<T, LO> fr = {};
     float pa = 0.0f, pc = 0.0f; /* Q8_0: the scales of the slice in flight */
     wg_raw q[4][2] = {};        /* raw bytes of rows ra and rc, slice s in q[s & 3] */
     auto load = [&](int s, wg_raw (&qs)[2]) {
@@ -586,7 +628,10 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
     build(0, areg[0]);
     load(4, q[0]);
     /* slice s from buffer B; then slice s + 1 decoded into the other */
-    auto promote = [&](float sa, float sc) { wg_promote(acc, tmp, sa, sc); };
+    auto promote = [&](float sa, float sc) {
+        if constexpr (DIRECT) wg_hold(acc); /* read only after the wait before this */
+        else wg_promote(acc, tmp, sa, sc);
+    };
     auto slice = [&](auto Bc, int s) {
         constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 3; /* slice s + 1's raw bytes */
         cp_async_wait<2>(); /* this thread's pieces of slice s are in (s + 1's, s + 2's may fly) */
@@ -615,14 +660,14 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
             wg_mma<BN>::run(acc, fr.amin[1], m0, 1);          /* A lo, B hi */
             wg_mma<BN>::run(acc, fr.amin[1], m0 + 2 * BN, 1); /* A lo, B lo */
         }
-        wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
-        if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][0], d0 + 4 * BN, 1); /* lo, step 0 */
-        wg_mma<BN>::run(tmp, areg[B][1], d0 + 2 * BN, 1);   /* hi, step 1 */
-        if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][1], d0 + 6 * BN, 1); /* lo, step 1 */
+        wg_mma<BN>::run(pd, areg[B][0], d0, DIRECT || s % SPB != 0); /* hi, step 0 */
+        if constexpr (LO) wg_mma<BN>::run(pd, areg[B][0], d0 + 4 * BN, 1); /* lo, step 0 */
+        wg_mma<BN>::run(pd, areg[B][1], d0 + 2 * BN, 1);   /* hi, step 1 */
+        if constexpr (LO) wg_mma<BN>::run(pd, areg[B][1], d0 + 6 * BN, 1); /* lo, step 1 */
         wg_commit();
         if (PER_SLICE) {
             /* slice s - 1's products are done (waited above): its buffers are free */
-        } else if ((s & 7) == 7) { /* the super-block is complete: promote it (K % 256 == 0: wgmma_takes) */
+        } else if ((s & 7) == 7 || s == nsl - 1) { /* the super-block is complete (Q8_0's last may be short) */
             wg_wait<0>();
             promote(fr.da, fr.dc);
         } else {
@@ -764,8 +809,9 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     pdl_enter();
 #ifdef WG_DEVICE
     typedef pc_layout<T, BN, LO> L;
-    constexpr int R = BN / 2, SPB = wg_scale_slices<T>(), WB = pc_win_bytes<T>(), WU = pc_win_units<T>();
+    constexpr int R = BN / 2, SPB = wg_scale_slices<T, LO>(), WB = pc_win_bytes<T>(), WU = pc_win_units<T>();
     constexpr bool MINS = T == T_Q2_K, PER_SLICE = SPB == 1;
+    constexpr bool DIRECT = wg_q8_fold<T, LO>(); /* products straight into acc (wg_q8_fold) */
     extern __shared__ __align__(1024) uint8_t wg_smem_raw[];
     uint8_t *wg_smem = wg_smem_raw + ((1024 - (smem_addr(wg_smem_raw) & 1023)) & 1023);
     uint8_t *stages = wg_smem, *sums = wg_smem + L::sums, *wins = wg_smem + L::wins;
@@ -910,8 +956,9 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         float acc[R], tmp[R];
 #pragma unroll
         for (int i = 0; i < R; i++) acc[i] = tmp[i] = 0.0f;
+        float(&pd)[R] = DIRECT ? acc : tmp;
         uint32_t areg[2][2][4];
-        wg_frags<T> fr = {};
+        wg_frags<T, LO> fr = {};
         float pa = 0.0f, pc = 0.0f;
         wg_raw q[2][2] = {}; /* raw bytes of rows la and lc, slice s in q[s & 1] */
         /* slice s's bytes from its window (waiting for the window at its
@@ -928,7 +975,10 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         };
         auto lookup = [&](int s, const wg_raw(&qs)[2]) { fr.lookup(qs, s, t4, grid, signs); };
         auto build = [&](int s, uint32_t (&a)[2][4]) { fr.build(s, a); };
-        auto promote = [&](float sa, float sc) { wg_promote(acc, tmp, sa, sc); };
+        auto promote = [&](float sa, float sc) {
+            if constexpr (DIRECT) wg_hold(acc); /* read only after the wait before this */
+            else wg_promote(acc, tmp, sa, sc);
+        };
         auto release = [&](int s) { mbar_arrive_lane0(&empty[(gs + s) % L::NS], lane); };
         load(0, q[0]);
         load(1, q[1]);
@@ -962,10 +1012,10 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
                 wg_mma<BN>::run(acc, fr.amin[1], m0 + 2 * BN, 1);
             }
             /* (hi/lo, step) at 32 hi/lo + 16 step halves of each row */
-            wg_mma<BN>::run(tmp, areg[B][0], d0, s % SPB != 0); /* hi, step 0 */
-            if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][0], d0 + 4, 1); /* lo, step 0 */
-            wg_mma<BN>::run(tmp, areg[B][1], d0 + 2, 1);        /* hi, step 1 */
-            if constexpr (LO) wg_mma<BN>::run(tmp, areg[B][1], d0 + 6, 1); /* lo, step 1 */
+            wg_mma<BN>::run(pd, areg[B][0], d0, DIRECT || s % SPB != 0); /* hi, step 0 */
+            if constexpr (LO) wg_mma<BN>::run(pd, areg[B][0], d0 + 4, 1); /* lo, step 0 */
+            wg_mma<BN>::run(pd, areg[B][1], d0 + 2, 1);        /* hi, step 1 */
+            if constexpr (LO) wg_mma<BN>::run(pd, areg[B][1], d0 + 6, 1); /* lo, step 1 */
             wg_commit();
             if (PER_SLICE) {
             } else if ((s & 7) == 7) {
@@ -1006,6 +1056,7 @@ static int g_wgmma_lo = 0;
 static int g_wgmma_lo_env = -1;
 static int g_wgmma_on; /* wgmma_init: an sm_90a build on an sm_90 device, DS4_WGMMA not 0 */
 static int g_wgmma_f16 = 1; /* DS4_WGMMA_F16=0: F16 products on the mma.sync tiles (A/B timing) */
+static int g_wgmma_256 = 1; /* DS4_WGMMA_256=0: dense Q8_0 products in 128-token tiles at most (A/B timing) */
 
 /* IQ2_XXS and Q2_K: whole 256-element super-blocks only (the raw-byte
  * offsets, the promotion at every eighth slice, Q2_K's minimums and the
@@ -1054,8 +1105,9 @@ static bool wg_tensor_map(wg_args &a, int bn, bool lo) {
                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-/* One precision's launch (LO: the activations' lo halves too). */
-template <int T, int BN, bool LO> static void wg_launch_as(dim3 grid, const wg_args &a0, cudaStream_t s) {
+/* The producer-fed kernel's launch where it takes the rows (false: not
+ * launched). */
+template <int T, int BN, bool LO> static bool wg_launch_pc(dim3 grid, const wg_args &a0, cudaStream_t s) {
     if constexpr (pc_type(T)) {
         wg_args a = a0;
         if (pc_takes(a.W, a.rb, a.K) && wg_tensor_map(a, BN, LO)) {
@@ -1078,10 +1130,15 @@ template <int T, int BN, bool LO> static void wg_launch_as(dim3 grid, const wg_a
                             : a.njobs                           ? dim3((unsigned)a.ntiles)
                                                                 : grid;
             launch_pdl((wgmma_pc_kernel<T, BN, LO>), pg, PC_THREADS, (pc_smem_bytes<T, BN, LO>()), s, a);
-            return;
+            return true;
         }
     }
-    launch_pdl((wgmma_kernel<T, BN, LO>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
+    return false;
+}
+/* One precision's launch (LO: the activations' lo halves too). */
+template <int T, int BN, bool LO> static void wg_launch_as(dim3 grid, const wg_args &a0, cudaStream_t s) {
+    if (!wg_launch_pc<T, BN, LO>(grid, a0, s))
+        launch_pdl((wgmma_kernel<T, BN, LO>), grid, WG_THREADS, (wg_smem_bytes<T, BN>()), s, a0);
 }
 template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cudaStream_t s) {
     if (g_wgmma_lo) wg_launch_as<T, BN, true>(grid, a0, s);
@@ -1093,6 +1150,15 @@ template <int T, int BN> static void wg_launch(dim3 grid, const wg_args &a0, cud
 template <int T> static void wg_launch_t(const wg_args &a, int max_count, unsigned z, cudaStream_t s) {
     const unsigned bx = (unsigned)((a.rows + WG_BM - 1) / WG_BM);
     const int bn = mma_tile_tokens(max_count, a.segs != NULL);
+    /* dense Q8_0 products of 256 tokens or more, without the lo halves:
+     * 256-token tiles on the producer-fed kernel, twice the tensor work per
+     * slice for the same weight decoding and barriers (their accumulators,
+     * 128 registers a thread, fit because the folded scales need no second
+     * set for promotion: wg_q8_fold) */
+    if constexpr (T == T_Q8_0)
+        if (g_wgmma_256 && !g_wgmma_lo && !a.segs && bn == 128 && max_count >= 256 &&
+            wg_launch_pc<T_Q8_0, 256, false>(dim3(bx, (unsigned)((max_count + 255) / 256), z), a, s))
+            return;
     const dim3 grid(bx, (unsigned)((max_count + bn - 1) / bn), z);
     if (bn == 128) wg_launch<T, 128>(grid, a, s);
     else if (bn == 64) wg_launch<T, 64>(grid, a, s);
@@ -1207,6 +1273,8 @@ int wgmma_init(void) {
         return 0; /* not an error: the mma.sync tiles serve */
     if (!wg_allow_smem_t<T_IQ2_XXS>() || !wg_allow_smem_t<T_Q2_K>() || !wg_allow_smem_t<T_Q8_0>() ||
         !wg_allow_smem_t<T_F16>() ||
+        cudaFuncSetAttribute(wgmma_pc_kernel<T_Q8_0, 256, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)pc_smem_bytes<T_Q8_0, 256, false>()) != cudaSuccess ||
         quant_tables_upload() != 0)
         return -1;
     /* the producer-fed kernel's tensor maps: without the driver's encoder
@@ -1224,6 +1292,7 @@ int wgmma_init(void) {
     g_wgmma_lo_env = lo_env ? strcmp(lo_env, "0") != 0 : -1;
     if (g_wgmma_lo_env >= 0) g_wgmma_lo = g_wgmma_lo_env;
     g_wgmma_f16 = env_switch_on("DS4_WGMMA_F16");
+    g_wgmma_256 = env_switch_on("DS4_WGMMA_256");
     if (cudaDeviceGetAttribute(&g_tile_blocks, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return -1;
     return 0;
 }

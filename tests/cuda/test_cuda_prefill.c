@@ -150,7 +150,9 @@ static bool g_acts_f16;
  * activations are rounded to f16, that rounding's own bound (2^-11 of each
  * |x_i|, and sum |w_i x_i| <= |w| |x|). */
 static double acts_bound(int type, int64_t K) {
-    return g_acts_f16 && ds4k_wgmma_takes(type, K) ? 1e-6 + 1.0 / 2048 : 1e-6;
+    if (!g_acts_f16 || !ds4k_wgmma_takes(type, K)) return 1e-6;
+    /* Q8_0: its weights rounded to f16 too (scales folded in, twin_weights) */
+    return type == DS4_TYPE_Q8_0 ? 1e-6 + 2.0 / 2048 + 1.0 / (2048.0 * 2048.0) : 1e-6 + 1.0 / 2048;
 }
 /* Where the product must also match the CPU's on the activations as the
  * kernel rounds them (round_f16_rows) to f32 rounding: every such type but
@@ -158,6 +160,28 @@ static double acts_bound(int type, int64_t K) {
 static bool twin_applies(int type, int64_t K) {
     return g_acts_f16 && ds4k_wgmma_takes(type, K) && type != DS4_TYPE_Q2_K;
 }
+/* The weights as the products take them where the activations are rounded
+ * to f16 (cuda_wgmma.cu, wg_build_q8): Q8_0's as an F16 tensor of each
+ * weight times its block's scale, rounded to f16 (the f32 product of two
+ * f16 values is exact, so one rounding, as the GPU's f16 multiply); other
+ * types as they are. The caller frees data where it is not t's. */
+static ds4_tensor twin_weights(const ds4_tensor *t) {
+    if (t->type != DS4_TYPE_Q8_0) return *t;
+    const int64_t K = t->ne[0], rows = (int64_t)(t->size / ds4_row_bytes(t->type, K));
+    uint16_t *h = malloc(sizeof(uint16_t) * rows * K);
+    const uint8_t *b = t->data;
+    for (int64_t i = 0; i < rows * K / 32; i++, b += 34) {
+        const float d = ds4_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+        for (int j = 0; j < 32; j++) h[32 * i + j] = ds4_f32_to_f16(d * (float)(int8_t)b[2 + j]);
+    }
+    ds4_tensor f = *t;
+    f.type = DS4_TYPE_F16, f.data = h, f.size = sizeof(uint16_t) * rows * K;
+    return f;
+}
+static void twin_weights_free(const ds4_tensor *t, const ds4_tensor *f) {
+    if (f->data != t->data) free((void *)f->data);
+}
+
 /* A copy of x (n tokens ld apart) with each split row (token t's group g: K
  * elements at t ld + g K) as the products see it without the lo halves: the
  * split scales the row by the power of two that brings its largest |x| to
@@ -213,6 +237,7 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
     double worst = 0, worst2 = 0, worst16 = 0; /* split per tile, split once; split once vs x in f16 */
     const bool twin = twin_applies(type, K);
     float *xr = twin ? round_f16_rows(x, pairs, 1, K, K) : NULL;
+    const ds4_tensor tw = twin ? twin_weights(&t) : t;
     for (int i = 0; i < n_segs; i++) {
         const test_seg *sg = &segs[i];
         ds4_matmul_serial(&t, sg->row0, rows, x + (size_t)sg->x0 * K, K, sg->count, yc + (size_t)sg->x0 * rows, rows,
@@ -223,13 +248,14 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
             worst2 = fold_max(worst2, dot_error(&t, sg->row0, rows, x + (size_t)tk * K, y2 + o, yc + o));
         }
         if (!twin) continue;
-        ds4_matmul_serial(&t, sg->row0, rows, xr + (size_t)sg->x0 * K, K, sg->count, yc + (size_t)sg->x0 * rows,
+        ds4_matmul_serial(&tw, sg->row0, rows, xr + (size_t)sg->x0 * K, K, sg->count, yc + (size_t)sg->x0 * rows,
                           rows, scratch);
         for (int tk = sg->x0; tk < sg->x0 + sg->count; tk++) {
             const size_t o = (size_t)tk * rows;
-            worst16 = fold_max(worst16, dot_error(&t, sg->row0, rows, xr + (size_t)tk * K, y2 + o, yc + o));
+            worst16 = fold_max(worst16, dot_error(&tw, sg->row0, rows, xr + (size_t)tk * K, y2 + o, yc + o));
         }
     }
+    twin_weights_free(&t, &tw);
     free(xr);
     const double bound = acts_bound(type, K);
     /* split rows of a wgmma weight go to the warpgroup-MMA kernel: its own
@@ -350,14 +376,16 @@ static void test_dense_scratch(ds4_rng *r, int type, int64_t K, int rows, int n,
     const bool twin = enough && twin_applies(type, K);
     if (twin) { /* the same against the CPU on x rounded to f16 */
         float *xr = round_f16_rows(x, n, groups, K, ldx);
+        const ds4_tensor tw = twin_weights(&t);
         for (int g = 0; g < groups; g++)
-            ds4_matmul_serial(&t, (int64_t)g * rows, rows, xr + g * K, ldx, n, yc + (int64_t)g * rows, R, scratch);
+            ds4_matmul_serial(&tw, (int64_t)g * rows, rows, xr + g * K, ldx, n, yc + (int64_t)g * rows, R, scratch);
         for (int tk = 0; tk < n; tk++)
             for (int g = 0; g < groups; g++) {
                 const size_t o = (size_t)tk * R + (size_t)g * rows;
                 worst16 = fold_max(worst16,
-                                   dot_error(&t, (int64_t)g * rows, rows, xr + tk * ldx + g * K, y + o, yc + o));
+                                   dot_error(&tw, (int64_t)g * rows, rows, xr + tk * ldx + g * K, y + o, yc + o));
             }
+        twin_weights_free(&t, &tw);
         free(xr);
     }
     const double bound = enough ? acts_bound(type, K) : 1e-6;
@@ -479,10 +507,12 @@ static void test_dense_jobs(ds4_rng *r, int64_t K, int n) {
             worst = fold_max(worst, dot_error(&t[j], 0, rows[j], x + tk * ldx, y + (size_t)tk * rows[j],
                                               yc + (size_t)tk * rows[j]) / bound);
         if (twin_applies(types[j], K)) {
-            ds4_matmul_serial(&t[j], 0, rows[j], xr, ldx, n, yc, rows[j], scratch);
+            const ds4_tensor tw = twin_weights(&t[j]);
+            ds4_matmul_serial(&tw, 0, rows[j], xr, ldx, n, yc, rows[j], scratch);
             for (int tk = 0; tk < n; tk++)
-                worst16 = fold_max(worst16, dot_error(&t[j], 0, rows[j], xr + tk * ldx, y + (size_t)tk * rows[j],
+                worst16 = fold_max(worst16, dot_error(&tw, 0, rows[j], xr + tk * ldx, y + (size_t)tk * rows[j],
                                                       yc + (size_t)tk * rows[j]));
+            twin_weights_free(&t[j], &tw);
         }
         free(yc);
         free(y1);
@@ -541,6 +571,12 @@ void test_prefill_kernels(ds4_rng *r) {
     test_dense_scratch(r, DS4_TYPE_Q8_0, 2048, 64, 40, 1, true);
     test_dense_scratch(r, DS4_TYPE_Q8_0, 8192, 40, 70, 1, true);
     test_dense_scratch(r, DS4_TYPE_Q8_0, 96, 37, 70, 2, true);
+    /* 256-token tiles (dense Q8_0 of 256 tokens or more): against the CPU
+     * twin, and bitwise the 64-token tiles of the first 40 tokens alone, the
+     * other kernel (128-token tiles) and 3 blocks taking every tile */
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 4096, 130, 300, 3, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 300, 520, 1, true);
+    test_dense_jobs(r, 1024, 300);
     test_dense_scratch(r, DS4_TYPE_Q8_0, 32, 20, 9, 1, true);
     test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 50, 20, 2, false);
     /* dense F16 products (wgmma_kernel where K is whole 256s): the router
@@ -560,8 +596,17 @@ void test_prefill_kernels(ds4_rng *r) {
     test_expert_split(r, DS4_TYPE_IQ2_XXS, 4096, mid, 4);
     test_expert_split(r, DS4_TYPE_Q2_K, 2048, wide, 3);
     test_expert_split(r, DS4_TYPE_Q8_0, 512, wide, 3);
+    test_expert_split(r, DS4_TYPE_Q8_0, 64, mid, 4); /* folded scales: a short last super-block */
     test_dense_scratch(r, DS4_TYPE_Q8_0, 4096, 130, 100, 3, true);
     test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 300, 150, 1, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 8192, 40, 70, 1, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 96, 37, 70, 2, true);
+    /* 256-token tiles (dense Q8_0 of 256 tokens or more): against the CPU
+     * twin, and bitwise the 64-token tiles of the first 40 tokens alone, the
+     * other kernel (128-token tiles) and 3 blocks taking every tile */
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 4096, 130, 300, 3, true);
+    test_dense_scratch(r, DS4_TYPE_Q8_0, 1024, 300, 520, 1, true);
+    test_dense_jobs(r, 1024, 300);
     test_dense_scratch(r, DS4_TYPE_F16, 4096, 256, 150, 1, true);
     test_dense_jobs(r, 1024, 150);
     g_acts_f16 = false;
