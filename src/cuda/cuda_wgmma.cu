@@ -13,7 +13,8 @@
  * the next weights, and covers 64 rows x BN tokens per instruction.
  *
  * A block is two warpgroups, each owning 64 weight rows, and BN tokens of an
- * expert segment or a dense product (128, 64 or 32, as the tiles choose).
+ * expert segment or a dense product (128, 64 or 32, as the tiles choose;
+ * 256 for dense Q8_0 products of 256 tokens or more, see wg_launch_t).
  * Per 32-element slice:
  *
  *   weights      each thread decodes its own A fragment straight from the
