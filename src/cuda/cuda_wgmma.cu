@@ -407,8 +407,8 @@ template <int T, bool LO> struct wg_frags {
         a[0][0] = va[0], a[0][1] = vc[0], a[0][2] = va[1], a[0][3] = vc[1];
         a[1][0] = va[2], a[1][1] = vc[2], a[1][2] = va[3], a[1][3] = vc[3];
         if (s % wg_scale_slices<T, LO>() == 0) {
-            da = wg_q8_fold<T, LO>() ? 1.0f : wg_dscale<T>(la.d);
-            dc = wg_q8_fold<T, LO>() ? 1.0f : wg_dscale<T>(lc.d);
+            da = wg_dscale<T>(la.d); /* (unused where the scales are folded: see DIRECT) */
+            dc = wg_dscale<T>(lc.d);
             if (T == T_Q2_K) {
                 uint32_t ha[2], lo_a[2], hc[2], lo_c[2];
                 wg_min_pairs(la.e, la.d, ha, lo_a);

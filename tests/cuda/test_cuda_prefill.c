@@ -169,11 +169,12 @@ static ds4_tensor twin_weights(const ds4_tensor *t) {
     if (t->type != DS4_TYPE_Q8_0) return *t;
     const int64_t K = t->ne[0], rows = (int64_t)(t->size / ds4_row_bytes(t->type, K));
     uint16_t *h = malloc(sizeof(uint16_t) * rows * K);
-    const uint8_t *b = t->data;
-    for (int64_t i = 0; i < rows * K / 32; i++, b += 34) {
-        const float d = ds4_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
-        for (int j = 0; j < 32; j++) h[32 * i + j] = ds4_f32_to_f16(d * (float)(int8_t)b[2 + j]);
+    float *row = malloc(sizeof(float) * K);
+    for (int64_t r = 0; r < rows; r++) {
+        ds4_tensor_row(t, r, row); /* d * q, exact in f32 */
+        for (int64_t k = 0; k < K; k++) h[r * K + k] = ds4_f32_to_f16(row[k]);
     }
+    free(row);
     ds4_tensor f = *t;
     f.type = DS4_TYPE_F16, f.data = h, f.size = sizeof(uint16_t) * rows * K;
     return f;
