@@ -192,6 +192,10 @@ int ds4k_wgmma_producer_enable(int on);
 /* 1 where that kernel is on and multiplies weights of this type and K
  * (rows on 16 bytes, whole 8-slice windows); else the other kernel does. */
 int ds4k_wgmma_producer_takes(int type, int64_t K);
+/* The routed experts' 32- and 64-token tiles on that kernel at two blocks a
+ * multiprocessor (the default; DS4_WGMMA_TWO_BLOCKS=0 starts it off) or one;
+ * returns the old setting. Both give the same bits; the tests compare them. */
+int ds4k_wgmma_two_blocks(int on);
 /* The blocks of a dense product on the producer-fed kernel, which take its
  * tiles in turn (default: one a multiprocessor); returns the old count. The
  * tests set a few, so that each block makes many tiles. */

@@ -733,6 +733,24 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  * the 128-token consumers spill. */
 #define PC_PRODUCER_REGS 56
 #define PC_CONSUMER_REGS 224
+/* Two blocks a multiprocessor for the routed experts' narrow tiles (32 and
+ * 64 tokens, hi halves alone). An expert's remainder tile, and at a 2,048-
+ * token chunk most experts' only tile, decodes as many weights per slice as
+ * a 128-token tile for a half or a quarter of its tensor work, so its warps
+ * spend a slice in a chain of dependent loads, lookups and builds; a second
+ * block gives each scheduler twice the warps to hide that chain (12-layer
+ * 4k step +6.8%, docs/BENCHMARKS.md "twenty-first"). It costs registers:
+ * 2 x 384 threads at 80 each, the producer giving 48 to the consumers, 104;
+ * within that the consumers load raw bytes one slice ahead instead of two
+ * and look them up just before the build (the other block's warps hide the
+ * latency). Q2_K's 64-token consumers still spill 160 bytes a thread and
+ * IQ2_XXS's 24 (measured faster anyway). The products, their order and so
+ * their bits are those of one block a multiprocessor. */
+template <int T, int BN, bool LO> constexpr bool pc_two_blocks() {
+    return !LO && BN <= 64 && (T == T_IQ2_XXS || T == T_Q2_K);
+}
+#define PC2_PRODUCER_REGS 32
+#define PC2_CONSUMER_REGS 104
 
 template <int T> constexpr int pc_win_bytes() { return T == T_Q8_0 ? 8 * 34 : T == T_Q2_K ? 84 : 66; }
 /* 16-byte units that cover a window wherever it starts: Q8_0's start on 16
@@ -805,8 +823,8 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
 }
 #endif
 
-template <int T, int BN, bool LO>
-__global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_constant__ wg_args args) {
+template <int T, int BN, bool LO, int OCC = 1>
+__global__ void __launch_bounds__(PC_THREADS, OCC) wgmma_pc_kernel(const __grid_constant__ wg_args args) {
     pdl_enter();
 #ifdef WG_DEVICE
     typedef pc_layout<T, BN, LO> L;
@@ -883,7 +901,8 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
 
     if (wid >= 8) {
         /* ---------------- producer */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PC_PRODUCER_REGS));
+        if constexpr (OCC == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PC2_PRODUCER_REGS));
+        else asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PC_PRODUCER_REGS));
         /* a thread's 16-sum units (Q2_K): k half pt & 1, unit i of a
          * super-block at q = pt / 2 + 64 i: token q % BN, hi/lo q / BN */
         constexpr int NTP = BN > 64 ? BN / 64 : 1, US = BN / 32;
@@ -945,7 +964,8 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
     }
 
     /* ---------------- consumers: the kernel above's work, fed */
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PC_CONSUMER_REGS));
+    if constexpr (OCC == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PC2_CONSUMER_REGS));
+    else asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PC_CONSUMER_REGS));
     const int warp = wid & 3, g = lane >> 2, t4 = lane & 3;
     const int la = 64 * (wid >> 2) + 16 * warp + g, lc = la + 8; /* rows in the block */
     const uint64_t desc0 = wg_desc_swizzled<LO>(stages);
@@ -961,7 +981,10 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         uint32_t areg[2][2][4];
         wg_frags<T, LO> fr = {};
         float pa = 0.0f, pc = 0.0f;
-        wg_raw q[2][2] = {}; /* raw bytes of rows la and lc, slice s in q[s & 1] */
+        /* raw bytes of rows la and lc: two slices ahead, slice s in q[s & 1];
+         * at two blocks a multiprocessor one ahead, in q[0] (pc_two_blocks) */
+        constexpr int QB = OCC == 2 ? 1 : 2;
+        wg_raw q[QB][2] = {};
         /* slice s's bytes from its window (waiting for the window at its
          * first slice): a row pointer shifted so wg_load's offsets land in
          * the slot */
@@ -982,12 +1005,13 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
         };
         auto release = [&](int s) { mbar_arrive_lane0(&empty[(gs + s) % L::NS], lane); };
         load(0, q[0]);
-        load(1, q[1]);
+        if constexpr (QB == 2) load(1, q[QB - 1]);
         lookup(0, q[0]);
         build(0, areg[0]);
-        load(2, q[0]);
+        load(QB, q[0]);
         auto slice = [&](auto Bc, int s) {
-            constexpr int B = decltype(Bc)::value & 1, Q = (decltype(Bc)::value + 1) & 1; /* slice s + 1's raw bytes */
+            constexpr int B = decltype(Bc)::value & 1; /* slice s + 1's raw bytes in q[Q] */
+            constexpr int Q = QB == 2 ? (decltype(Bc)::value + 1) & 1 : 0;
             const int gsl = gs + s, st = gsl % L::NS;
             mbar_wait(&full[st], (uint32_t)((gsl / L::NS) & 1));
             /* Q2_K's 16-sums landed through the generic proxy (cp.async) and
@@ -995,8 +1019,8 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
              * async proxy and its barrier's phase makes it visible (no fence:
              * 2.4% faster prefill, bitwise the same sums) */
             if (MINS) fence_proxy_async();
-            if (s + 1 < nsl) lookup(s + 1, q[Q]);
-            if ((s & 7) == 6) mbar_arrive_lane0(&wempty[(gw + (s >> 3)) % PC_NW], lane); /* window s / 8 read */
+            if (QB == 2 && s + 1 < nsl) lookup(s + 1, q[Q]);
+            if (QB == 2 && (s & 7) == 6) mbar_arrive_lane0(&wempty[(gw + (s >> 3)) % PC_NW], lane); /* window s / 8 read */
             const uint64_t d0 = desc0 + (uint64_t)(st * (L::stage >> 4));
             if (PER_SLICE) {
                 wg_wait<0>(); /* unconditional: see the kernel above */
@@ -1029,9 +1053,12 @@ __global__ void __launch_bounds__(PC_THREADS, 1) wgmma_pc_kernel(const __grid_co
                 if ((s & 7) != 0) release(s - 1); /* (slice s - 1 ended a super-block: released there) */
             }
             if (s + 1 < nsl) {
+                if (QB == 1) lookup(s + 1, q[Q]); /* late: the other block's warps hide its latency */
                 build(s + 1, areg[B ^ 1]);
-                load(s + 3, q[Q]);
+                load(s + QB + 1, q[Q]);
             }
+            if (QB == 1 && (s & 7) == 6) /* window s / 8 read: its last slice looked up just above */
+                mbar_arrive_lane0(&wempty[(gw + (s >> 3)) % PC_NW], lane);
         };
         wg_slices(nsl, slice);
         if (PER_SLICE) {
@@ -1073,6 +1100,7 @@ bool wgmma_takes(int type, int64_t K) {
 }
 
 static int g_wgmma_pc = 1; /* DS4_WGMMA_PRODUCER=0: the kernel that copies in its MMA warps (A/B timing) */
+static int g_wgmma_two = 1; /* DS4_WGMMA_TWO_BLOCKS=0: narrow routed tiles one block a multiprocessor (A/B timing) */
 static int g_tile_blocks = 132; /* wgmma_pc_kernel's blocks for a dense product: the multiprocessors */
 
 /* Whether wgmma_pc_kernel takes rows of rb bytes at W: its producer copies
@@ -1130,6 +1158,11 @@ template <int T, int BN, bool LO> static bool wg_launch_pc(dim3 grid, const wg_a
             const dim3 pg = !a.segs && a.ntiles > g_tile_blocks ? dim3((unsigned)g_tile_blocks)
                             : a.njobs                           ? dim3((unsigned)a.ntiles)
                                                                 : grid;
+            if constexpr (pc_two_blocks<T, BN, LO>())
+                if (g_wgmma_two) {
+                    launch_pdl((wgmma_pc_kernel<T, BN, LO, 2>), pg, PC_THREADS, (pc_smem_bytes<T, BN, LO>()), s, a);
+                    return true;
+                }
             launch_pdl((wgmma_pc_kernel<T, BN, LO>), pg, PC_THREADS, (pc_smem_bytes<T, BN, LO>()), s, a);
             return true;
         }
@@ -1254,6 +1287,12 @@ template <int T, int BN, bool LO> static bool wg_allow_smem_as(void) {
     if (cudaFuncSetAttribute(wgmma_kernel<T, BN, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)wg_smem_bytes<T, BN>()) != cudaSuccess)
         return false;
+    if constexpr (pc_two_blocks<T, BN, LO>()) /* two blocks' shared memory: the largest carveout */
+        if (cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)pc_smem_bytes<T, BN, LO>()) != cudaSuccess ||
+            cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO, 2>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 (int)cudaSharedmemCarveoutMaxShared) != cudaSuccess)
+            return false;
     if constexpr (pc_type(T))
         return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)pc_smem_bytes<T, BN, LO>()) == cudaSuccess;
@@ -1294,6 +1333,7 @@ int wgmma_init(void) {
     if (g_wgmma_lo_env >= 0) g_wgmma_lo = g_wgmma_lo_env;
     g_wgmma_f16 = env_switch_on("DS4_WGMMA_F16");
     g_wgmma_256 = env_switch_on("DS4_WGMMA_256");
+    g_wgmma_two = env_switch_on("DS4_WGMMA_TWO_BLOCKS");
     if (cudaDeviceGetAttribute(&g_tile_blocks, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return -1;
     return 0;
 }
@@ -1307,6 +1347,12 @@ extern "C" int ds4k_wgmma_producer_takes(int type, int64_t K) {
 extern "C" int ds4k_wgmma_tile_blocks(int blocks) {
     const int was = g_tile_blocks;
     if (blocks > 0) g_tile_blocks = blocks;
+    return was;
+}
+
+extern "C" int ds4k_wgmma_two_blocks(int on) {
+    const int was = g_wgmma_two;
+    g_wgmma_two = on ? 1 : 0;
     return was;
 }
 

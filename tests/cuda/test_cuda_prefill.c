@@ -288,6 +288,15 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
         ds4k_wgmma_producer_enable(was);
         from_dev(y, dy, sizeof(float) * pairs * rows);
         kernels_same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
+        /* and the producer-fed kernel at one block a multiprocessor where it
+         * takes two (narrow tiles without the lo halves): the same bits */
+        const int two = ds4k_wgmma_two_blocks(0);
+        ds4k_wgmma_two_blocks(!two);
+        cudaMemset(dy, 0, sizeof(float) * pairs * rows);
+        ds4k_expert_matmul(&d, rows, dsegs, n_segs, max_count, dx2, daux, pairs, K, dy, rows, NULL);
+        ds4k_wgmma_two_blocks(two);
+        from_dev(y, dy, sizeof(float) * pairs * rows);
+        kernels_same &= memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
     }
     check(rc == 0 && (wg || same) && widths_same && kernels_same && worst < bound && worst2 < bound,
           "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each)%s: split once %s split per tile: %s, "
@@ -297,7 +306,7 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
           !wg || tile_width(max_count) == 128 ? ""
           : widths_same                       ? "; wider tiles bitwise"
                                               : "; wider tiles DIFFER",
-          !pc ? "" : kernels_same ? "; both wgmma kernels bitwise" : "; wgmma kernels DIFFER");
+          !pc ? "" : kernels_same ? "; both wgmma kernels and 1 or 2 blocks an SM bitwise" : "; wgmma kernels DIFFER");
     if (twin)
         check(worst16 < 1e-6, "expert tiles %-8s K=%-4lld, x in f16: vs CPU on x rounded to f16 %.2e",
               ds4_type_name(type), (long long)K, worst16);
