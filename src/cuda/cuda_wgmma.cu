@@ -740,7 +740,8 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  * spend a slice in a chain of dependent loads, lookups and builds; a second
  * block gives each scheduler twice the warps to hide that chain (12-layer
  * 4k step +6.8%, docs/BENCHMARKS.md "twenty-first"). It costs registers:
- * 2 x 384 threads at 80 each, the producer giving 48 to the consumers, 104;
+ * 2 x 384 threads at 80 each; the producer's 128 threads give 48 each to
+ * the 256 consumers, which get 104;
  * within that the consumers load raw bytes one slice ahead instead of two
  * and look them up just before the build (the other block's warps hide the
  * latency). Q2_K's 64-token consumers still spill 160 bytes a thread and
