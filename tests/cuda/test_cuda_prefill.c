@@ -275,28 +275,24 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
         from_dev(y, dy, sizeof(float) * pairs * rows);
         widths_same &= memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
     }
-    /* the two warpgroup-MMA kernels (producer-fed or not) make the same
-     * products in the same order: the same bits (where the producer-fed one
-     * takes these rows; elsewhere both runs would be the other kernel) */
+    /* the two warpgroup-MMA kernels (producer-fed or not), and the
+     * producer-fed one at one block a multiprocessor where it takes two
+     * (narrow tiles without the lo halves), make the same products in the
+     * same order: each switch flipped gives the same bits (where the
+     * producer-fed kernel takes these rows; elsewhere every run would be the
+     * other kernel) */
     const bool pc = wg && ds4k_wgmma_producer_takes(type, K);
+    const size_t ybytes = sizeof(float) * pairs * rows;
     bool kernels_same = true;
-    if (pc) {
-        const int was = ds4k_wgmma_producer_enable(0);
-        ds4k_wgmma_producer_enable(!was);
-        cudaMemset(dy, 0, sizeof(float) * pairs * rows);
+    int (*const flips[2])(int) = {ds4k_wgmma_producer_enable, ds4k_wgmma_two_blocks};
+    for (int f = 0; pc && f < 2; f++) {
+        const int was = flips[f](0);
+        flips[f](!was);
+        cudaMemset(dy, 0, ybytes);
         ds4k_expert_matmul(&d, rows, dsegs, n_segs, max_count, dx2, daux, pairs, K, dy, rows, NULL);
-        ds4k_wgmma_producer_enable(was);
-        from_dev(y, dy, sizeof(float) * pairs * rows);
-        kernels_same = memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
-        /* and the producer-fed kernel at one block a multiprocessor where it
-         * takes two (narrow tiles without the lo halves): the same bits */
-        const int two = ds4k_wgmma_two_blocks(0);
-        ds4k_wgmma_two_blocks(!two);
-        cudaMemset(dy, 0, sizeof(float) * pairs * rows);
-        ds4k_expert_matmul(&d, rows, dsegs, n_segs, max_count, dx2, daux, pairs, K, dy, rows, NULL);
-        ds4k_wgmma_two_blocks(two);
-        from_dev(y, dy, sizeof(float) * pairs * rows);
-        kernels_same &= memcmp(y, y2, sizeof(float) * pairs * rows) == 0;
+        flips[f](was);
+        from_dev(y, dy, ybytes);
+        kernels_same &= memcmp(y, y2, ybytes) == 0;
     }
     check(rc == 0 && (wg || same) && widths_same && kernels_same && worst < bound && worst2 < bound,
           "expert tiles %-8s K=%-4lld (%d segments, up to %3d rows each)%s: split once %s split per tile: %s, "
