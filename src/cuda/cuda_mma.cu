@@ -510,10 +510,10 @@ __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int g
     const float *x = X + t * ldx + g * gx;
     float m = 0.0f;
     if (((uintptr_t)x & 15) == 0) {
-        /* float4 loads, four a thread issued before any is stored. A float
-         * at a time, each load waited behind the store before it and the
-         * kernel moved ~2.3 TB/s: 41.7 -> 26.8 us a launch, prefill +1-2%
-         * (docs/BENCHMARKS.md, "nineteenth") */
+        /* float4 loads (K % 32 == 0: both callers check), four a thread
+         * issued before any is stored. A float at a time, each load waited
+         * behind the store before it and the kernel moved ~2.3 TB/s: 41.7 ->
+         * 26.8 us a launch, prefill +1-2% (docs/BENCHMARKS.md, "nineteenth") */
         const float4 *x4 = (const float4 *)x;
         const int K4 = K / 4;
         for (int k0 = threadIdx.x; k0 < K4; k0 += 4 * blockDim.x) {

@@ -741,10 +741,9 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  * block gives each scheduler twice the warps to hide that chain (12-layer
  * 4k step +6.8%, docs/BENCHMARKS.md "twenty-first"). It costs registers:
  * 2 x 384 threads at 80 each; the producer's 128 threads give 48 each to
- * the 256 consumers, which get 104;
- * within that the consumers load raw bytes one slice ahead instead of two
- * and look them up just before the build (the other block's warps hide the
- * latency). Q2_K's 64-token consumers still spill 160 bytes a thread and
+ * the 256 consumers, which get 104. Within that the consumers load raw
+ * bytes one slice ahead instead of two and look them up just before the
+ * build (the other block's warps hide the latency). Q2_K's 64-token consumers still spill 160 bytes a thread and
  * IQ2_XXS's 24 (measured faster anyway). The products, their order and so
  * their bits are those of one block a multiprocessor. */
 template <int T, int BN, bool LO> constexpr bool pc_two_blocks() {
@@ -902,8 +901,7 @@ __global__ void __launch_bounds__(PC_THREADS, OCC) wgmma_pc_kernel(const __grid_
 
     if (wid >= 8) {
         /* ---------------- producer */
-        if constexpr (OCC == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PC2_PRODUCER_REGS));
-        else asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PC_PRODUCER_REGS));
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(OCC == 2 ? PC2_PRODUCER_REGS : PC_PRODUCER_REGS));
         /* a thread's 16-sum units (Q2_K): k half pt & 1, unit i of a
          * super-block at q = pt / 2 + 64 i: token q % BN, hi/lo q / BN */
         constexpr int NTP = BN > 64 ? BN / 64 : 1, US = BN / 32;
@@ -965,8 +963,7 @@ __global__ void __launch_bounds__(PC_THREADS, OCC) wgmma_pc_kernel(const __grid_
     }
 
     /* ---------------- consumers: the kernel above's work, fed */
-    if constexpr (OCC == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PC2_CONSUMER_REGS));
-    else asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PC_CONSUMER_REGS));
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(OCC == 2 ? PC2_CONSUMER_REGS : PC_CONSUMER_REGS));
     const int warp = wid & 3, g = lane >> 2, t4 = lane & 3;
     const int la = 64 * (wid >> 2) + 16 * warp + g, lc = la + 8; /* rows in the block */
     const uint64_t desc0 = wg_desc_swizzled<LO>(stages);
@@ -1284,19 +1281,20 @@ bool wgmma_dense_jobs(int type, int njobs, const void *const *W, const int64_t *
     return true;
 }
 
+template <int T, int BN, bool LO, int OCC> static bool pc_allow_smem(void) {
+    return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO, OCC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)pc_smem_bytes<T, BN, LO>()) == cudaSuccess;
+}
 template <int T, int BN, bool LO> static bool wg_allow_smem_as(void) {
     if (cudaFuncSetAttribute(wgmma_kernel<T, BN, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)wg_smem_bytes<T, BN>()) != cudaSuccess)
         return false;
     if constexpr (pc_two_blocks<T, BN, LO>()) /* two blocks' shared memory: the largest carveout */
-        if (cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)pc_smem_bytes<T, BN, LO>()) != cudaSuccess ||
+        if (!pc_allow_smem<T, BN, LO, 2>() ||
             cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO, 2>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                  (int)cudaSharedmemCarveoutMaxShared) != cudaSuccess)
             return false;
-    if constexpr (pc_type(T))
-        return cudaFuncSetAttribute(wgmma_pc_kernel<T, BN, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)pc_smem_bytes<T, BN, LO>()) == cudaSuccess;
+    if constexpr (pc_type(T)) return pc_allow_smem<T, BN, LO, 1>();
     return true;
 }
 template <int T, int BN> static bool wg_allow_smem(void) {
