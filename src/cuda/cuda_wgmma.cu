@@ -743,9 +743,11 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  * 2 x 384 threads at 80 each; the producer's 128 threads give 48 each to
  * the 256 consumers, which get 104. Within that the consumers load raw
  * bytes one slice ahead instead of two and look them up just before the
- * build (the other block's warps hide the latency). Q2_K's 64-token consumers still spill 160 bytes a thread and
- * IQ2_XXS's 24 (measured faster anyway). The products, their order and so
- * their bits are those of one block a multiprocessor. */
+ * build (the other block's warps hide the latency). Q2_K's 64-token
+ * consumers still spill 160 bytes a thread, and ptxas serializes their
+ * wgmma for want of registers (C7512); IQ2_XXS's spill 24. Both measured
+ * faster anyway. The products, their order and so their bits are those of
+ * one block a multiprocessor. */
 template <int T, int BN, bool LO> constexpr bool pc_two_blocks() {
     return !LO && BN <= 64 && (T == T_IQ2_XXS || T == T_Q2_K);
 }
