@@ -35,10 +35,11 @@ extern "C" {
 #define HC_PARTS 8
 #define HC_FUSE_MAX 8
 
-/* Sub-batch of the per-token buffers of attention (q, o, indexer scores,
- * HC mixer): prefill runs q_b, the indexer, attention and o_a 512 tokens at
- * a time (256 measured 4-5% slower: o_a's grouped tiles half filled the
- * GPU); 227 MiB more than 256. */
+/* Sub-batch of the per-token buffers of attention (q, o, indexer scores;
+ * and the normalized copy of the streams a mixer that is not F16 takes):
+ * prefill runs q_b, the indexer, attention and o_a 512 tokens at a time
+ * (256 measured 4-5% slower: o_a's grouped tiles half filled the GPU);
+ * 227 MiB more than 256. */
 #define SB 512
 
 /* ------------------------------------------------------------------ errors */
@@ -149,6 +150,9 @@ typedef struct cu_sess {
      * beside st (cuda_layers.inc side_begin / side_end / side_join) */
     cudaStream_t st2, st3;
     cudaEvent_t ev_fork, ev_join, ev_fork3, ev_join3;
+    /* a prefill layer's routing (ffn_layer): its ids made, copied to the
+     * host, its tables copied back */
+    cudaEvent_t ev_ids, ev_route, ev_routed;
     const ds4_hparams *hp;
     const ds4_weights *w;
     bool f16; /* KV rows as half (default) or f32 (oracle mode) */
@@ -166,7 +170,7 @@ typedef struct cu_sess {
     float *att_part;          /* split-row attention partials */
     int32_t *sel, *ids, *h_ids;
     int *n_sel;
-    int32_t *gtok, *gpair, *h_gtok, *h_gpair;
+    int32_t *gtok, *gpair, *gpos, *h_gtok, *h_gpair, *h_gpos; /* gathered row r: token, pair; pair i: its row */
     void *segs, *h_segs; /* expert segments: 2 * EXP_TILES tables of E x 16 bytes (cuda_layers.inc ffn_layer) */
     float *gw, *h_gw, *h_rw;
     cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
@@ -259,6 +263,7 @@ static int batch_buffers(cu_sess *c, const ds4_hparams *hp, batch_buf *b) {
     BB(exa, K * (1 + (D > FF ? D : FF) / 16)); /* scales and 16-sums of split expert inputs (ds4k_expert_split) */
     BB(gtok, K);
     BB(gpair, K);
+    BB(gpos, K);
     BB(gw, K);
 #undef BB
     return n;
@@ -316,10 +321,10 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->d_pos, sizeof(int) * nsb);
     DA(c->flat, sb * HC * D * 4);
     DA(c->mix, sb * (2 + HC) * HC * 4);
-    /* the mixer's parts: HC_PARTS stretches of a sub-batch, or up to
-     * DS4K_MAX_HC_PARTS element ranges of a decode-sized batch (hc_post_next) */
-    const size_t parts = (size_t)HC_PARTS * sb > (size_t)DS4K_MAX_HC_PARTS * HC_FUSE_MAX
-                             ? (size_t)HC_PARTS * sb
+    /* the mixer's parts: HC_PARTS stretches of every token of a batch, or up
+     * to DS4K_MAX_HC_PARTS element ranges of a decode-sized batch (hc_post_next) */
+    const size_t parts = (size_t)HC_PARTS * B > (size_t)DS4K_MAX_HC_PARTS * HC_FUSE_MAX
+                             ? (size_t)HC_PARTS * B
                              : (size_t)DS4K_MAX_HC_PARTS * HC_FUSE_MAX;
     DA(c->mix_parts, parts * (2 + HC) * HC * 4);
     DA(c->mix_ss, parts * 4);
@@ -344,14 +349,18 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
         cudaHostAlloc((void **)&c->h_picked, 4 * sizeof(int32_t), cudaHostAllocMapped) != cudaSuccess)
         return ds4_errf(err, "CUDA: cannot allocate pinned host buffers");
     CU(cudaHostGetDevicePointer((void **)&c->d_picked, c->h_picked, 0), "mapping the pick ring");
-    c->h_ids = (int32_t *)malloc(B * K * 4);
-    c->h_rw = (float *)malloc(B * K * 4);
-    c->h_gtok = (int32_t *)malloc(B * K * 4);
-    c->h_gpair = (int32_t *)malloc(B * K * 4);
-    c->h_gw = (float *)malloc(B * K * 4);
-    c->h_segs = calloc(2 * EXP_TILES * (size_t)hp->n_expert, 16);
-    if (!c->h_ids || !c->h_rw || !c->h_gtok || !c->h_gpair || !c->h_gw || !c->h_segs)
-        return ds4_errf(err, "CUDA: out of host memory for the routing buffers");
+    /* pinned, so a prefill layer's routing copies are asynchronous: the
+     * host waits for the ids alone while the shared expert runs (ffn_layer) */
+    const size_t segs_bytes = 2 * EXP_TILES * (size_t)hp->n_expert * 16;
+    if (cudaMallocHost((void **)&c->h_ids, B * K * 4) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_rw, B * K * 4) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_gtok, B * K * 4) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_gpair, B * K * 4) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_gpos, B * K * 4) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_gw, B * K * 4) != cudaSuccess ||
+        cudaMallocHost(&c->h_segs, segs_bytes) != cudaSuccess)
+        return ds4_errf(err, "CUDA: cannot allocate pinned host buffers for the expert routing");
+    memset(c->h_segs, 0, segs_bytes);
     return 0;
 }
 
@@ -507,6 +516,9 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_fork3, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_join3, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_ids, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_route, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_routed, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_step[0], cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_step[1], cudaEventDisableTiming) != cudaSuccess) {
         cu_destroy(s);
@@ -570,19 +582,20 @@ static void cu_destroy(ds4_session *s) {
                     c->mix_parts, c->mix_ss,   c->kvb,   c->q,     c->o,        c->low,  c->y,          c->iq,
                     c->iw,        c->S,        c->sel,   c->n_sel, c->router,   c->ids,  c->rw,         c->eg,
                     c->eu,        c->ex,       c->eo,    c->shg,   c->shu,      c->sh,   c->z,          c->logits,
-                    c->gtok,      c->gpair,    c->gw,    c->segs,  c->att_part, c->pick, c->logits_keep};
+                    c->gtok,      c->gpair,    c->gpos,  c->gw,    c->segs,  c->att_part, c->pick, c->logits_keep};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_pos);
     cudaFreeHost(c->h_tok);
     cudaFreeHost(c->h_pick);
     cudaFreeHost(c->h_picked);
-    free(c->h_ids);
-    free(c->h_rw);
-    free(c->h_gtok);
-    free(c->h_gpair);
-    free(c->h_gw);
-    free(c->h_segs);
+    cudaFreeHost(c->h_ids);
+    cudaFreeHost(c->h_rw);
+    cudaFreeHost(c->h_gtok);
+    cudaFreeHost(c->h_gpair);
+    cudaFreeHost(c->h_gpos);
+    cudaFreeHost(c->h_gw);
+    cudaFreeHost(c->h_segs);
     free(c->L);
     if (c->st) cudaStreamDestroy(c->st);
     if (c->st2) cudaStreamDestroy(c->st2);
@@ -591,6 +604,9 @@ static void cu_destroy(ds4_session *s) {
     if (c->ev_join) cudaEventDestroy(c->ev_join);
     if (c->ev_fork3) cudaEventDestroy(c->ev_fork3);
     if (c->ev_join3) cudaEventDestroy(c->ev_join3);
+    if (c->ev_ids) cudaEventDestroy(c->ev_ids);
+    if (c->ev_route) cudaEventDestroy(c->ev_route);
+    if (c->ev_routed) cudaEventDestroy(c->ev_routed);
     /* the device weights stay with the model (released by ds4_model_close), so
      * sessions can come and go without copying 80 GiB again */
     if (s->model->backend_weights) ((cu_weights *)s->model->backend_weights)->refs--;
@@ -603,15 +619,15 @@ static size_t cu_memory(const ds4_session *s) {
     return c ? c->bytes : 0;
 }
 
-/* Bytes of the sub-batch buffers cu_alloc makes (the same for any chunk of
- * at least SB tokens): HC scratch, q and o, the indexer's queries and its
- * scores over every compressed row, the selection, the head's input and
- * logits. */
-static size_t sub_batch_bytes(const ds4_hparams *hp, size_t comp_cap) {
+/* Bytes of the sub-batch buffers cu_alloc makes for a chunk of at least SB
+ * tokens: HC scratch, q and o, the indexer's queries and its scores over
+ * every compressed row, the selection, the head's input and logits; and the
+ * HC mixer's parts, which hold the whole chunk. */
+static size_t sub_batch_bytes(const ds4_hparams *hp, size_t comp_cap, size_t chunk) {
     const size_t HC = hp->n_hc, D = hp->n_embd, MIXW = (2 + HC) * HC, QD = (size_t)hp->n_head * hp->head_dim;
-    const size_t per = HC * D + MIXW * (1 + HC_PARTS) + HC_PARTS + 2 * QD + (size_t)hp->idx_heads * (hp->idx_dim + 1) +
-                       (comp_cap + 1) + (size_t)hp->idx_topk + 1 + D + (size_t)hp->n_vocab;
-    return (size_t)SB * per * 4;
+    const size_t per = HC * D + MIXW + 2 * QD + (size_t)hp->idx_heads * (hp->idx_dim + 1) + (comp_cap + 1) +
+                       (size_t)hp->idx_topk + 1 + D + (size_t)hp->n_vocab;
+    return ((size_t)SB * per + chunk * HC_PARTS * (MIXW + 1)) * 4;
 }
 
 /* Default prefill chunk: 4096 where GPU memory allows, else 2048. Take 4096
@@ -635,7 +651,7 @@ static int cu_default_chunk(const ds4_model *m, int ctx) {
         kv += ((size_t)hp->window + big) * hd * 2;
         if (hp->ratio[il] > 0) kv += ((size_t)ctx / hp->ratio[il] + 2) * hd * 2 + ((size_t)ctx / 4 + 2) * id * 2;
     }
-    const size_t need = weights + kv + big * per_token + sub_batch_bytes(hp, (size_t)ctx / 4 + 2) + (1ull << 30);
+    const size_t need = weights + kv + big * per_token + sub_batch_bytes(hp, (size_t)ctx / 4 + 2, big) + (1ull << 30);
     return free_b >= need ? (int)big : DS4_DEFAULT_PREFILL_CHUNK;
 }
 

@@ -69,12 +69,23 @@ bool mma_needs_sums(int type);
  * super-block, in the same bytes. False (nothing launched, X unchanged)
  * where the tiles are off or the layout does not fit. */
 bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s);
+/* The same for the rows swiglu_kernel would make of G and U (G's row r
+ * times wts[r] where wts is not NULL), bitwise, without writing them: G
+ * holds the split rows afterwards, U is left as it was. */
+bool mma_split_rows_swiglu(float *G, const float *U, float L, const float *wts, int n, int64_t K, int64_t ldx,
+                           float *aux, bool sums, bool perm, cudaStream_t s);
 /* The same for a dense product's input, out of place: the n x groups rows
  * (token t's group g at X + t ldx + g gx, K values) into dst (split row
  * t groups + g at dst + (t groups + g) K floats), their scales into down;
  * no sums. X is left as it was. */
 bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx, int64_t gx, float *dst, float *down,
                        bool perm, cudaStream_t s);
+/* Rows idx[0 .. n) of a dense split in the wgmma order (mma_split_rows_to
+ * with perm, one group, n_src rows: wgmma_split's scratch) into X as
+ * mma_split_rows(X, n, K, ldx, aux, false, true) would have split the
+ * gathered floats, bitwise, their scales at down (aux + n K / 16). */
+bool mma_gather_split(const float *split, int n_src, int64_t K, const int32_t *idx, int n, float *X, int64_t ldx,
+                      float *down, cudaStream_t s);
 /* Tokens a prefill tile covers for a batch (or segments) of at most `cols`
  * rows: 128 for wide ones, 64 for small ones, 32 for segment tables whose
  * counts are all <= 32 (the routed experts' remainders: less padding). The
@@ -94,9 +105,11 @@ bool wgmma_takes(int type, int64_t K);
 /* Whether those products take the activations' lo halves (oracle mode,
  * DS4_WGMMA_LO=1); without them a split for them (perm) writes hi alone. */
 bool wgmma_takes_lo(void);
-bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                         int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
-                         const float *split_aux, cudaStream_t s);
+/* W2 (with Y2) not NULL: a second matrix of the same type and shape over
+ * the same segments in the same launch (gate and up). */
+bool wgmma_expert_matmul(int type, const void *W, const void *W2, int64_t rb, int64_t rows, int64_t K, const float *X,
+                         int64_t ldx, int n, float *Y, float *Y2, int64_t ldy, const void *segs, int n_segs,
+                         int max_count, const float *split_aux, cudaStream_t s);
 /* A dense product (mma_matmul's arguments without segments; groups as
  * there) on the warpgroup MMA: X split into scratch first (X unchanged),
  * which must hold n * groups * (K + 1) floats (the split rows, then their

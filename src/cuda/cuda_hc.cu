@@ -586,8 +586,14 @@ __device__ __forceinline__ float y_sum(const float *y, int64_t ldy, int parts, i
  * here as the MoE output: the token's k routed outputs in moe_order plus the
  * shared expert's `sh`, so the FFN's sum is never stored (one launch and
  * one round trip less a layer). */
+/* The row of eo holding pair i (token i / k, slot i % k): i itself, or
+ * erow[i] where the routed outputs stayed in their gathered order (a prefill
+ * batch: no scatter back to pair order). */
+__device__ __forceinline__ int eo_row(const int32_t *erow, int i) { return erow ? erow[i] : i; }
+
 __global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
-                               const float *eo, const int32_t *ids, const float *sh, int k, int hc, int D, float *H) {
+                               const float *eo, const int32_t *erow, const int32_t *ids, const float *sh, int k, int hc,
+                               int D, float *H) {
     pdl_enter();
     const int t = blockIdx.y;
     const float *p = post + (int64_t)t * hc, *m = M + (int64_t)t * hc * hc;
@@ -599,7 +605,7 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
             int ord[DS4K_MAX_EXPERTS_USED];
             moe_order(ids + (int64_t)t * k, k, ord);
             float acc = 0.0f;
-            for (int j = 0; j < k; j++) acc += eo[((int64_t)t * k + ord[j]) * D + d];
+            for (int j = 0; j < k; j++) acc += eo[(int64_t)eo_row(erow, t * k + ord[j]) * D + d];
             yd = acc + sh[(int64_t)t * D + d];
         } else {
             yd = y_sum(y, ldy, yparts, gridDim.y, t, d);
@@ -625,8 +631,9 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
 #define POST_HC 4
 #define POST_KMAX 8
 __device__ __forceinline__ void post_fast_d(const float *post, const float *M, const float *y, int64_t ldy,
-                                            int yparts, const float *eo, const int32_t *ids, const float *sh, int k,
-                                            int D, const float *H, int t, int d, float out[POST_HC]) {
+                                            int yparts, const float *eo, const int32_t *erow, const int32_t *ids,
+                                            const float *sh, int k, int D, const float *H, int t, int d,
+                                            float out[POST_HC]) {
     const float *p = post + (int64_t)t * POST_HC, *m = M + (int64_t)t * POST_HC * POST_HC;
     const float *h = H + (int64_t)t * POST_HC * D;
     float in[POST_HC], pv[POST_HC], mv[POST_HC * POST_HC];
@@ -642,7 +649,7 @@ __device__ __forceinline__ void post_fast_d(const float *post, const float *M, c
 #pragma unroll
         for (int j = 0; j < POST_KMAX; j++) {
             id[j] = j < k ? ti[j] : INT_MAX;
-            v[j] = j < k ? eo[((int64_t)t * k + j) * D + d] : 0.0f;
+            v[j] = j < k ? eo[(int64_t)eo_row(erow, t * k + j) * D + d] : 0.0f;
         }
         const float shd = sh[(int64_t)t * D + d];
 #pragma unroll
@@ -675,12 +682,13 @@ __device__ __forceinline__ void post_fast_d(const float *post, const float *M, c
 }
 
 __global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
-                                    const float *eo, const int32_t *ids, const float *sh, int k, int D, float *H) {
+                                    const float *eo, const int32_t *erow, const int32_t *ids, const float *sh, int k,
+                                    int D, float *H) {
     pdl_enter();
     const int t = blockIdx.y, d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d >= D) return;
     float out[POST_HC];
-    post_fast_d(post, M, y, ldy, yparts, eo, ids, sh, k, D, H, t, d, out);
+    post_fast_d(post, M, y, ldy, yparts, eo, erow, ids, sh, k, D, H, t, d, out);
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) H[((int64_t)t * POST_HC + j) * D + d] = out[j];
 }
@@ -717,7 +725,7 @@ __global__ void __launch_bounds__(PM_DB)
     pdl_wait();
     pdl_trigger();
     float out[POST_HC];
-    post_fast_d(post, M, y, ldy, yparts, eo, ids, sh, k, D, H, t, (int)e0 + tid, out);
+    post_fast_d(post, M, y, ldy, yparts, eo, NULL, ids, sh, k, D, H, t, (int)e0 + tid, out);
     float sq = 0.0f;
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) {
@@ -745,24 +753,27 @@ __global__ void __launch_bounds__(PM_DB)
 }
 
 static void hc_post_launch(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
-                           const float *eo, const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H,
-                           ds4_stream st) {
+                           const float *eo, const int32_t *erow, const int32_t *ids, const float *sh, int n, int k,
+                           int hc, int D, float *H, ds4_stream st) {
     if (n <= 0) return;
     const dim3 grid((D + NT - 1) / NT, n);
     if (hc == POST_HC && (!eo || k <= POST_KMAX))
-        launch_pdl(hc_post_fast_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, D, H);
+        launch_pdl(hc_post_fast_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, erow, ids, sh, k, D,
+                   H);
     else
-        launch_pdl(hc_post_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, hc, D, H);
+        launch_pdl(hc_post_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, erow, ids, sh, k, hc, D,
+                   H);
 }
 
 extern "C" void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int yparts, int n, int hc,
                              int D, float *H, ds4_stream st) {
-    hc_post_launch(post, M, y, ldy, yparts, NULL, NULL, NULL, n, 0, hc, D, H, st);
+    hc_post_launch(post, M, y, ldy, yparts, NULL, NULL, NULL, NULL, n, 0, hc, D, H, st);
 }
 
-extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh,
-                                 int n, int k, int hc, int D, float *H, ds4_stream st) {
-    hc_post_launch(post, M, NULL, 0, 1, eo, ids, sh, n, k, hc, D, H, st);
+extern "C" void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *erow,
+                                 const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H,
+                                 ds4_stream st) {
+    hc_post_launch(post, M, NULL, 0, 1, eo, erow, ids, sh, n, k, hc, D, H, st);
 }
 
 extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t ldy, int yparts,

@@ -107,6 +107,12 @@ void ds4k_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const float *X, int64
  * batch of 8 tokens or fewer: ds4k_matmul_multi. */
 void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
                       size_t scratch_floats, ds4_stream st);
+/* ds4k_matmul_jobs whose input split can be shared between calls: split_k
+ * is the K of X's rows whose split (wgmma_split) the scratch already holds
+ * (0: none), and the K whose split it holds afterwards is returned (0:
+ * none, or not in a form ds4k_expert_gather_split can read). */
+int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
+                               size_t scratch_floats, int64_t split_k, ds4_stream st);
 
 /* Several expert matrices (gate and up) with the same routing in one launch. */
 void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
@@ -161,6 +167,17 @@ int ds4k_matmul_ksplit(const ds4_mm_job *jobs, int n_jobs, int parts, int64_t ps
 void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, int n_segs, int max_count,
                         const float *X, const float *split_aux, int n_x, int64_t ldx, float *Y, int64_t ldy,
                         ds4_stream st);
+/* Two matrices of one type and shape (gate and up) over the same
+ * segments and rows, into Y and Y2: one launch on the warpgroup MMA (one
+ * tail of partly filled waves instead of two), else ds4k_expert_matmul
+ * each; the same products either way. */
+void ds4k_expert_matmul2(const ds4_dw *W, const ds4_dw *W2, int64_t rows, const int32_t *seg_dev, int n_segs,
+                         int max_count, const float *X, const float *split_aux, int n_x, int64_t ldx, float *Y,
+                         float *Y2, int64_t ldy, ds4_stream st);
+/* Whether ds4k_expert_matmul2 pairs its matrices in one launch (default;
+ * DS4_EXPERT_PAIR=0 in the environment turns it off at start-up): the
+ * previous setting (kernel tests, A/B timing). */
+int ds4k_expert_pair_enable(int on);
 
 /* The n gathered rows of X (stride ldx) split in place, once, into the input
  * form of the tensor-core tiles of every reader (gate and up read the same
@@ -174,6 +191,19 @@ void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t *seg_dev, i
  * warpgroup MMA. */
 int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx, float *aux,
                       ds4_stream st);
+/* ds4k_expert_split of the rows ds4k_swiglu(G, U, n, K, L, wts) would
+ * leave in G, bitwise, in one pass (G holds the split rows afterwards, U
+ * as it was): -1 and nothing launched where ds4k_expert_split declines. */
+int ds4k_expert_split_swiglu(const ds4_dw *const *readers, int n_readers, float *G, const float *U, float L,
+                             const float *wts, int n, int64_t ldx, float *aux, ds4_stream st);
+/* The routed experts' inputs straight from the dense split of the batch's
+ * rows that ds4k_matmul_jobs_split left in scratch (n_src rows of the
+ * readers' K): X row r (ldx floats apart) becomes split row idx[r], its
+ * scale in aux as ds4k_expert_split would place it, bitwise what gathering
+ * the floats and ds4k_expert_split give. -1 (nothing launched) where the
+ * readers take another split (16-sums, the mma.sync tiles' order). */
+int ds4k_expert_gather_split(const ds4_dw *const *readers, int n_readers, const float *split, int n_src,
+                             const int32_t *idx, int n, float *X, int64_t ldx, float *aux, ds4_stream st);
 /* 1 where ds4k_expert_matmul multiplies split rows of this weight type and K
  * on the warpgroup MMA (sm_90a builds): not bitwise the mma.sync tiles'
  * sums, which the kernel test then does not expect. */
@@ -260,10 +290,11 @@ void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_par
 void ds4k_hc_post(const float *post, const float *M, const float *y, int64_t ldy, int yparts, int n, int hc, int D,
                   float *H, ds4_stream st);
 /* The same with y[t] the MoE output, made in place and not stored: the routed
- * outputs eo[t*k + j] summed in ascending expert id (ties in slot order),
- * plus the shared expert's sh[t]. */
-void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *ids, const float *sh, int n,
-                      int k, int hc, int D, float *H, ds4_stream st);
+ * outputs of pairs t*k + j summed in ascending expert id (ties in slot
+ * order), plus the shared expert's sh[t]. Pair i's output is row i of eo, or
+ * row erow[i] where erow is not NULL (the rows left in their gathered order). */
+void ds4k_hc_post_moe(const float *post, const float *M, const float *eo, const int32_t *erow, const int32_t *ids,
+                      const float *sh, int n, int k, int hc, int D, float *H, ds4_stream st);
 /* A decode step's hc_post (y, or the MoE sum when eo is set) fused with the
  * next sub-layer's HC mixer: the streams H updated in place, and the mixer's
  * partial sums over element ranges of the streams (parts [P][n][rows], the

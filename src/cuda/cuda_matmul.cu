@@ -439,20 +439,52 @@ __global__ void __launch_bounds__(256) tile_kernel(int type, const uint8_t *W, i
     }
 }
 
-extern "C" int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx,
-                                 float *aux, ds4_stream st) {
-    if (n <= 0 || n_readers <= 0) return -1;
+/* The split form every reader takes: false where some reader's type or
+ * layout is not the tiles', or the readers disagree on the wgmma order;
+ * else whether 16-sums are needed and the order. */
+static bool split_form(const ds4_dw *const *readers, int n_readers, bool *sums, bool *perm) {
+    if (n_readers <= 0) return false;
     const int64_t K = readers[0]->K;
-    bool sums = false;
     int wg = 0; /* readers that take their rows in the wgmma order */
+    *sums = false;
     for (int i = 0; i < n_readers; i++) {
         const ds4_dw *W = readers[i];
-        if (W->K != K || !mma_takes(W->type, W->ptr, row_bytes_dev(W->type, W->K), W->K)) return -1;
-        sums |= mma_needs_sums(W->type);
+        if (W->K != K || !mma_takes(W->type, W->ptr, row_bytes_dev(W->type, W->K), W->K)) return false;
+        *sums |= mma_needs_sums(W->type);
         wg += wgmma_takes(W->type, W->K);
     }
-    if (wg != 0 && wg != n_readers) return -1; /* one order for all readers, or no split */
-    return mma_split_rows(X, n, K, ldx, aux, sums, wg != 0, (cudaStream_t)st) ? 0 : -1;
+    *perm = wg != 0;
+    return wg == 0 || wg == n_readers; /* one order for all readers, or no split */
+}
+
+extern "C" int ds4k_expert_split(const ds4_dw *const *readers, int n_readers, float *X, int n, int64_t ldx,
+                                 float *aux, ds4_stream st) {
+    bool sums, perm;
+    if (n <= 0 || !split_form(readers, n_readers, &sums, &perm)) return -1;
+    return mma_split_rows(X, n, readers[0]->K, ldx, aux, sums, perm, (cudaStream_t)st) ? 0 : -1;
+}
+
+extern "C" int ds4k_expert_split_swiglu(const ds4_dw *const *readers, int n_readers, float *G, const float *U,
+                                        float L, const float *wts, int n, int64_t ldx, float *aux, ds4_stream st) {
+    bool sums, perm;
+    if (n <= 0 || !split_form(readers, n_readers, &sums, &perm)) return -1;
+    return mma_split_rows_swiglu(G, U, L, wts, n, readers[0]->K, ldx, aux, sums, perm, (cudaStream_t)st) ? 0 : -1;
+}
+
+extern "C" int ds4k_expert_gather_split(const ds4_dw *const *readers, int n_readers, const float *split, int n_src,
+                                        const int32_t *idx, int n, float *X, int64_t ldx, float *aux, ds4_stream st) {
+    bool sums, perm; /* the dense split has the wgmma order and no 16-sums */
+    if (n <= 0 || !split_form(readers, n_readers, &sums, &perm) || sums || !perm) return -1;
+    const int64_t K = readers[0]->K;
+    return mma_gather_split(split, n_src, K, idx, n, X, ldx, aux + (int64_t)n * (K / 16), (cudaStream_t)st) ? 0 : -1;
+}
+
+/* DS4_EXPERT_PAIR=0: gate and up in a launch each (A/B timing) */
+static int g_expert_pair = 1;
+extern "C" int ds4k_expert_pair_enable(int on) {
+    const int was = g_expert_pair;
+    g_expert_pair = on;
+    return was;
 }
 
 /* Routed experts of a batch in one launch per matrix: segment e covers the
@@ -463,8 +495,8 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
                                    ds4_stream st) {
     if (n_segs <= 0 || max_count <= 0) return;
     if (split_aux && wgmma_takes(W->type, W->K)) { /* rows split in its order: only it may read them */
-        if (!wgmma_expert_matmul(W->type, W->ptr, row_bytes_dev(W->type, W->K), rows, W->K, X, ldx, n_x, Y, ldy,
-                                 seg_dev, n_segs, max_count, split_aux, (cudaStream_t)st))
+        if (!wgmma_expert_matmul(W->type, W->ptr, NULL, row_bytes_dev(W->type, W->K), rows, W->K, X, ldx, n_x, Y, NULL,
+                                 ldy, seg_dev, n_segs, max_count, split_aux, (cudaStream_t)st))
             g_last_error = "ds4k_expert_matmul: rows split for the warpgroup MMA but its kernel declined them";
         return;
     }
@@ -480,9 +512,22 @@ extern "C" void ds4k_expert_matmul(const ds4_dw *W, int64_t rows, const int32_t 
                row_bytes_dev(W->type, W->K), 0, rows, W->K, X, ldx, 0, Y, ldy, (const seg3 *)seg_dev);
 }
 
+extern "C" void ds4k_expert_matmul2(const ds4_dw *W, const ds4_dw *W2, int64_t rows, const int32_t *seg_dev, int n_segs,
+                                    int max_count, const float *X, const float *split_aux, int n_x, int64_t ldx,
+                                    float *Y, float *Y2, int64_t ldy, ds4_stream st) {
+    if (n_segs <= 0 || max_count <= 0) return;
+    if (split_aux && g_expert_pair && W->type == W2->type && W->K == W2->K && wgmma_takes(W->type, W->K) &&
+        wgmma_expert_matmul(W->type, W->ptr, W2->ptr, row_bytes_dev(W->type, W->K), rows, W->K, X, ldx, n_x, Y, Y2,
+                            ldy, seg_dev, n_segs, max_count, split_aux, (cudaStream_t)st))
+        return;
+    ds4k_expert_matmul(W, rows, seg_dev, n_segs, max_count, X, split_aux, n_x, ldx, Y, ldy, st);
+    ds4k_expert_matmul(W2, rows, seg_dev, n_segs, max_count, X, split_aux, n_x, ldx, Y2, ldy, st);
+}
+
 extern "C" int ds4k_init(void) {
     /* which set-up failed, and CUDA's word for it (ds4k_last_error) */
     static __thread char why[160];
+    g_expert_pair = env_switch_on("DS4_EXPERT_PAIR");
     const char *part = quant_tables_upload() != 0 ? "tables"
                        : ds4k_ops_init() != 0     ? "ops"
                        : ds4k_hc_init() != 0      ? "hc"
@@ -531,15 +576,15 @@ extern "C" void ds4k_matmul_scratch(const ds4_dw *W, int64_t r0, int64_t rows, c
  * prefill +1.6%, bitwise the same products); anything else, one
  * ds4k_matmul_scratch each (after them: it splits into the same scratch).
  * A batch the GEMV takes goes to ds4k_matmul_multi. */
-extern "C" void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
-                                 size_t scratch_floats, ds4_stream st) {
+extern "C" int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n,
+                                         float *scratch, size_t scratch_floats, int64_t split_k, ds4_stream st) {
     cudaStream_t s = (cudaStream_t)st;
     if (n <= GEMV_MAX_TOK) {
         ds4k_matmul_multi(jobs, n_jobs, X, ldx, n, st);
-        return;
+        return split_k;
     }
     bool taken[GEMV_MAX_JOBS] = {false};
-    int64_t split_k = 0; /* the K whose split rows the scratch holds (0: none yet) */
+    /* split_k: the K whose split rows the scratch holds (0: none yet) */
     for (int pass = 0; n_jobs <= GEMV_MAX_JOBS && pass < 2; pass++) {
         const int type = pass == 0 ? T_Q8_0 : T_F16;
         const void *W[WG_JOBS];
@@ -561,9 +606,17 @@ extern "C" void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float
             for (int i = 0; i < m; i++) taken[members[i]] = true;
     }
     for (int i = 0; i < n_jobs; i++)
-        if (i >= GEMV_MAX_JOBS || !taken[i])
+        if (i >= GEMV_MAX_JOBS || !taken[i]) {
             ds4k_matmul_scratch(jobs[i].W, jobs[i].r0, jobs[i].rows, X + jobs[i].x_off, ldx, n, jobs[i].Y, jobs[i].ldy,
                                 scratch, scratch_floats, st);
+            split_k = 0; /* its own split may have overwritten the scratch */
+        }
+    return split_k;
+}
+
+extern "C" void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
+                                 size_t scratch_floats, ds4_stream st) {
+    ds4k_matmul_jobs_split(jobs, n_jobs, X, ldx, n, scratch, scratch_floats, 0, st);
 }
 
 /* ------------------------------------------------------------------ routed experts, small batches */

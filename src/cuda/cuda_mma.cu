@@ -28,6 +28,7 @@
  * fixed order: results are deterministic and independent of the grid. */
 #include "cuda/cuda_gemv.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_quant.cuh"
 #include "cuda/cuda_tc.cuh"
 
@@ -501,15 +502,53 @@ __device__ __forceinline__ int split_src_pair(int k, bool perm) {
     return (P & ~31) + 8 * ((p & 7) >> 1) + 4 * step + 2 * (p >> 3);
 }
 
+/* The optional SwiGLU in front of a split (the routed experts' down input):
+ * each value is dev_swiglu(x, u, L) times the row's weight, the expression
+ * swiglu_kernel applies, so the split is bitwise that of its output. */
+struct split_swiglu {
+    const float *U; /* NULL: the rows as they are */
+    float L;
+    const float *wts; /* a weight a row, or NULL */
+};
+__device__ __forceinline__ float swiglu_at(float g, float u, float L, const float *wts, int64_t row) {
+    float h = dev_swiglu(g, u, L);
+    if (wts) h *= wts[row];
+    return h;
+}
+
 __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int groups, float *dst, int64_t ldd,
-                                  int K, float *down, float *xsum, bool perm, bool lo_too) {
+                                  int K, float *down, float *xsum, bool perm, bool lo_too, split_swiglu sw) {
     pdl_enter();
     extern __shared__ float row_s[];
     __shared__ float red[32];
     const int64_t t = blockIdx.x / groups, g = blockIdx.x % groups;
     const float *x = X + t * ldx + g * gx;
+    const float *u = sw.U ? sw.U + t * ldx + g * gx : NULL;
     float m = 0.0f;
-    if (((uintptr_t)x & 15) == 0) {
+    if (u) { /* float4 loads of both rows, four a thread in flight (rows on 16 bytes, K % 32 == 0: the caller) */
+        const float4 *x4 = (const float4 *)x, *u4 = (const float4 *)u;
+        const int K4 = K / 4;
+        for (int k0 = threadIdx.x; k0 < K4; k0 += 4 * blockDim.x) {
+            float4 v[4], w[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int k = k0 + e * blockDim.x;
+                v[e] = k < K4 ? x4[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                w[e] = k < K4 ? u4[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int k = k0 + e * blockDim.x;
+                if (k >= K4) break;
+                float *d = row_s + split_slot(4 * k);
+                d[0] = swiglu_at(v[e].x, w[e].x, sw.L, sw.wts, t);
+                d[1] = swiglu_at(v[e].y, w[e].y, sw.L, sw.wts, t);
+                d[2] = swiglu_at(v[e].z, w[e].z, sw.L, sw.wts, t);
+                d[3] = swiglu_at(v[e].w, w[e].w, sw.L, sw.wts, t);
+                m = fmaxf(m, fmaxf(fmaxf(fabsf(d[0]), fabsf(d[1])), fmaxf(fabsf(d[2]), fabsf(d[3]))));
+            }
+        }
+    } else if (((uintptr_t)x & 15) == 0) {
         /* float4 loads (K % 32 == 0: both callers check), four a thread
          * issued before any is stored. A float at a time, each load waited
          * behind the store before it and the kernel moved ~2.3 TB/s: 41.7 ->
@@ -569,6 +608,39 @@ __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int g
                 rec[16] = __float2half_rn(v - __half2float(h));
             }
         }
+}
+
+/* Rows of a dense split (mma_split_rows_to, one group: n_src rows of K
+ * floats, then a scale a row) gathered: dst row r (ldd floats apart) is
+ * split row idx[r], dst_down[r] its scale. A row's split depends on that
+ * row alone, so this is bitwise what splitting the gathered floats in place
+ * gives (mma_split_rows), without the float rows' round trip. Without the
+ * lo halves only the hi ones are copied: in the wgmma order each 32-slice's
+ * 16 hi pairs are its first 64 bytes. Each thread issues its loads before
+ * any store (a load behind the previous store would wait for it). */
+#define GATHER_UNITS 4 /* 16-byte units a thread has in flight */
+__global__ void gather_split_kernel(const float *src, int64_t K, int n_src, const int32_t *idx, float *dst, int64_t ldd,
+                                    float *dst_down, bool lo_too) {
+    pdl_enter();
+    const int r = blockIdx.x;
+    const int64_t t = idx[r];
+    const uint4 *s = (const uint4 *)(src + t * K);
+    uint4 *d = (uint4 *)(dst + (int64_t)r * ldd);
+    const int units = (int)(lo_too ? K / 4 : K / 8); /* 16-byte units to copy */
+    for (int i0 = threadIdx.x; i0 < units; i0 += GATHER_UNITS * blockDim.x) {
+        uint4 v[GATHER_UNITS];
+#pragma unroll
+        for (int u = 0; u < GATHER_UNITS; u++) {
+            const int i = i0 + u * blockDim.x, at = lo_too ? i : 8 * (i >> 2) + (i & 3);
+            if (i < units) v[u] = s[at];
+        }
+#pragma unroll
+        for (int u = 0; u < GATHER_UNITS; u++) {
+            const int i = i0 + u * blockDim.x, at = lo_too ? i : 8 * (i >> 2) + (i & 3);
+            if (i < units) d[at] = v[u];
+        }
+    }
+    if (threadIdx.x == 0) dst_down[r] = src[(int64_t)n_src * K + t];
 }
 
 /* ------------------------------------------------------------------ launch */
@@ -676,7 +748,18 @@ bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool su
     if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
         return false;
     launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, (const float *)X, ldx, (int64_t)0, 1, X, ldx, (int)K,
-               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo());
+               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo(),
+               split_swiglu{NULL, 0.0f, NULL});
+    return true;
+}
+
+bool mma_split_rows_swiglu(float *G, const float *U, float L, const float *wts, int n, int64_t K, int64_t ldx,
+                           float *aux, bool sums, bool perm, cudaStream_t s) {
+    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)G % 16) != 0 ||
+        ((uintptr_t)U % 16) != 0)
+        return false;
+    launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, (const float *)G, ldx, (int64_t)0, 1, G, ldx, (int)K,
+               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo(), split_swiglu{U, L, wts});
     return true;
 }
 
@@ -684,7 +767,16 @@ bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx
                        bool perm, cudaStream_t s) {
     if (!g_mma_on || n <= 0 || groups < 1 || K % 32 != 0 || K > MM_SPLIT_MAX_K) return false;
     launch_pdl(split_rows_kernel, n * groups, 256, split_smem_bytes(K), s, X, ldx, gx, groups, dst, K, (int)K, down,
-               (float *)NULL, perm, !perm || wgmma_takes_lo());
+               (float *)NULL, perm, !perm || wgmma_takes_lo(), split_swiglu{NULL, 0.0f, NULL});
+    return true;
+}
+
+bool mma_gather_split(const float *split, int n_src, int64_t K, const int32_t *idx, int n, float *X, int64_t ldx,
+                      float *down, cudaStream_t s) {
+    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0 ||
+        ((uintptr_t)split % 16) != 0)
+        return false;
+    launch_pdl(gather_split_kernel, n, 128, 0, s, split, K, n_src, idx, X, ldx, down, wgmma_takes_lo());
     return true;
 }
 

@@ -480,6 +480,12 @@ typedef struct wg_args {
     float *Y;
     int64_t ldy, gy;
     const seg3 *segs;
+    /* routed experts: a second matrix over the same segments (gate and up
+     * in one launch, one tail instead of two): tiles z >= nseg1 take
+     * segment z - nseg1 of W2 into Y2 */
+    const uint8_t *W2;
+    float *Y2;
+    int nseg1;
     int n, groups;
     const float *down;
     const __half *xsums;
@@ -513,8 +519,10 @@ __device__ __forceinline__ wg_part wg_part_at(const wg_args &a, int z) {
     wg_part p;
     p.W = a.W, p.rows = a.rows, p.ldy = a.ldy, p.tgrp = 0;
     if (a.segs) {
-        p.sg = a.segs[z];
-        p.xoff = p.sg.x0 * a.ldh, p.Y = a.Y + p.sg.x0 * a.ldy, p.down = a.down + p.sg.x0;
+        const bool second = z >= a.nseg1;
+        p.sg = a.segs[second ? z - a.nseg1 : z];
+        if (second) p.W = a.W2;
+        p.xoff = p.sg.x0 * a.ldh, p.Y = (second ? a.Y2 : a.Y) + p.sg.x0 * a.ldy, p.down = a.down + p.sg.x0;
     } else if (a.njobs) {
         p.sg = seg3{0, 0, a.n};
         p.xoff = 0, p.Y = a.Y, p.down = a.down;
@@ -1206,22 +1214,24 @@ static void wg_dispatch(int type, const wg_args &a, int max_count, unsigned z, c
     else wg_launch_t<T_Q8_0>(a, max_count, z, s);
 }
 
-bool wgmma_expert_matmul(int type, const void *W, int64_t rb, int64_t rows, int64_t K, const float *X, int64_t ldx,
-                         int n, float *Y, int64_t ldy, const void *segs, int n_segs, int max_count,
-                         const float *split_aux, cudaStream_t s) {
+bool wgmma_expert_matmul(int type, const void *W, const void *W2, int64_t rb, int64_t rows, int64_t K, const float *X,
+                         int64_t ldx, int n, float *Y, float *Y2, int64_t ldy, const void *segs, int n_segs,
+                         int max_count, const float *split_aux, cudaStream_t s) {
     if (!wgmma_takes(type, K) || !segs || !split_aux || n_segs <= 0 || max_count <= 0 || ldx % 4 != 0 ||
-        (uintptr_t)X % 16 != 0 || !wg_weights_fit(type, W))
+        (uintptr_t)X % 16 != 0 || !wg_weights_fit(type, W) || (W2 && !wg_weights_fit(type, W2)) ||
+        (W2 && !pc_takes(W, rb, K) != !pc_takes(W2, rb, K)))
         return false; /* (the split checked the layout already) */
     wg_args a = {};
     a.W = (const uint8_t *)W, a.rb = rb, a.rows = rows, a.K = K;
     a.X = (const __half *)X, a.ldh = 2 * ldx; /* split in place: a row's halves where its floats were */
     a.Y = Y, a.ldy = ldy;
     a.segs = (const seg3 *)segs;
+    a.W2 = (const uint8_t *)W2, a.Y2 = Y2, a.nseg1 = n_segs;
     a.down = split_aux + (int64_t)n * (K / 16);
     a.xsums = (const __half *)split_aux; /* the 16-sums as hi/lo halves (perm split) */
     a.xrows = n, a.groups = 1, a.gxh = 2 * K; /* the tensor map's one group */
     a.signs = mma_iq2_pair_signs();
-    wg_dispatch(type, a, max_count, (unsigned)n_segs, s);
+    wg_dispatch(type, a, max_count, (unsigned)(W2 ? 2 * n_segs : n_segs), s);
     return true;
 }
 

@@ -358,13 +358,32 @@ static void test_norm_hc(ds4_rng *r) {
     float *deo = to_dev(eo, sizeof(float) * n * k * D), *dsh = to_dev(sh, sizeof(float) * n * D);
     float *d1 = to_dev(ones, sizeof(float) * n * hc), *d0 = to_dev(zeros, sizeof(float) * n * hc * hc);
     int32_t *dids = to_dev(ids, sizeof(int32_t) * n * k);
-    ds4k_hc_post_moe(d1, d0, deo, dids, dsh, n, k, hc, D, dH, NULL);
+    ds4k_hc_post_moe(d1, d0, deo, NULL, dids, dsh, n, k, hc, D, dH, NULL);
     from_dev(Hg, dH, sizeof(float) * n * hc * D);
     int same = 1;
     for (int t = 0; t < n; t++)
         for (int j = 0; j < hc; j++)
             for (int d = 0; d < D; d++) same &= Hg[t * hc * D + j * D + d] == yy[t * D + d];
     check(same, "hc_post of the MoE sum (ascending expert id, repeated ids in slot order): bitwise the C order");
+    /* the routed outputs left in a gathered order (a prefill batch): row
+     * erow[i] holds pair i; the same sums */
+    {
+        int32_t *erow = malloc(sizeof(int32_t) * n * k);
+        float *eg = malloc(sizeof(float) * n * k * D);
+        for (int i = 0; i < n * k; i++) erow[i] = (int32_t)((i * 7 + 3) % (n * k)); /* a permutation: 7 is prime to n k */
+        for (int i = 0; i < n * k; i++) memcpy(eg + (size_t)erow[i] * D, eo + (size_t)i * D, sizeof(float) * D);
+        float *deg = to_dev(eg, sizeof(float) * n * k * D);
+        int32_t *derow = to_dev(erow, sizeof(int32_t) * n * k);
+        cudaMemset(dH, 0, sizeof(float) * n * hc * D);
+        ds4k_hc_post_moe(d1, d0, deg, derow, dids, dsh, n, k, hc, D, dH, NULL);
+        from_dev(Hg, dH, sizeof(float) * n * hc * D);
+        int same_rows = 1;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < hc; j++)
+                for (int d = 0; d < D; d++) same_rows &= Hg[t * hc * D + j * D + d] == yy[t * D + d];
+        check(same_rows, "hc_post of the MoE sum from rows in a gathered order (erow): bitwise the C order");
+        cudaFree(deg), cudaFree(derow), free(eg), free(erow);
+    }
     cudaFree(d1), cudaFree(d0), free(ones), free(zeros);
     cudaFree(deo), cudaFree(dsh), cudaFree(dids);
     free(eo), free(sh), free(ids);

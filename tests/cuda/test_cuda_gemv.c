@@ -703,7 +703,7 @@ void test_hc_post_mix(ds4_rng *r) {
             float *dbase = to_dev(base, sizeof(float) * MIX), *dw = to_dev(w, sizeof(float) * D);
             float *dpre = to_dev(NULL, sizeof(float) * n * hc), *dpost2 = to_dev(NULL, sizeof(float) * n * hc);
             float *dM2 = to_dev(NULL, sizeof(float) * n * hc * hc), *da = to_dev(NULL, sizeof(float) * n * D);
-            if (moe == 1) ds4k_hc_post_moe(dpost, dM, deo, dids, dsh, n, k, hc, D, dH1, NULL);
+            if (moe == 1) ds4k_hc_post_moe(dpost, dM, deo, NULL, dids, dsh, n, k, hc, D, dH1, NULL);
             else ds4k_hc_post(dpost, dM, dy, D, 1, n, hc, D, dH1, NULL);
             if (moe == 2) ds4k_hc_post(dpost, dM, dyp, D, YP, n, hc, D, dH3, NULL);
             const int P = ds4k_hc_post_mix(dpost, dM, moe == 1 ? NULL : ymix, D, yparts, moe == 1 ? deo : NULL, dids,

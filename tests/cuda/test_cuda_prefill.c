@@ -322,6 +322,136 @@ static void test_expert_split(ds4_rng *r, int type, int64_t K, const int *counts
     free(wf);
 }
 
+/* The routed experts' split rows gathered from the batch's dense split
+ * (ds4k_matmul_jobs_split's scratch, ds4k_expert_gather_split) against the
+ * floats gathered and split in place (ds4k_gather_rows, ds4k_expert_split):
+ * the same scales and hi (and, with them, lo) halves, so bitwise the same
+ * routed products. n_tok batch rows (one of small values: its own scale),
+ * pairs gathered rows over two expert segments. */
+static void test_expert_gather_split(ds4_rng *r, int64_t K, int n_tok, int pairs) {
+    const int E = 2, rows = 64;
+    const size_t rb = ds4_row_bytes(DS4_TYPE_IQ2_XXS, K), qb = ds4_row_bytes(DS4_TYPE_Q8_0, K);
+    float *wf = rnd(r, (size_t)E * rows * K, 0.05f);
+    uint8_t *w = malloc(rb * E * rows), *wq = malloc(qb * rows);
+    for (int i = 0; i < E * rows; i++) ds4_quantize_row(DS4_TYPE_IQ2_XXS, wf + (size_t)i * K, w + (size_t)i * rb, K);
+    for (int i = 0; i < rows; i++) ds4_quantize_row(DS4_TYPE_Q8_0, wf + (size_t)i * K, wq + (size_t)i * qb, K);
+    ds4_dw d = {DS4_TYPE_IQ2_XXS, to_dev(w, rb * E * rows), K, E * rows}, dq = {DS4_TYPE_Q8_0, to_dev(wq, qb * rows), K, rows};
+    float *x = rnd(r, (size_t)n_tok * K, 1.0f);
+    for (int64_t k = 0; k < K; k++) x[K + k] *= 1e-3f;
+    int32_t *idx = malloc(sizeof(int32_t) * pairs);
+    for (int i = 0; i < pairs; i++) idx[i] = (int32_t)ds4_rng_below(r, (uint32_t)n_tok);
+    const test_seg segs[2] = {{0, 0, pairs / 3}, {rows, pairs / 3, pairs - pairs / 3}};
+    const size_t cap = (size_t)n_tok * (K + 1);
+    float *dx = to_dev(x, sizeof(float) * n_tok * K), *dscr = to_dev(NULL, sizeof(float) * cap);
+    float *dq_y = to_dev(NULL, sizeof(float) * n_tok * rows);
+    float *da = to_dev(NULL, sizeof(float) * pairs * K), *db = to_dev(NULL, sizeof(float) * pairs * K);
+    float *auxa = to_dev(NULL, sizeof(float) * pairs * (1 + K / 16)), *auxb = to_dev(NULL, sizeof(float) * pairs * (1 + K / 16));
+    float *dya = to_dev(NULL, sizeof(float) * pairs * rows), *dyb = to_dev(NULL, sizeof(float) * pairs * rows);
+    int32_t *didx = to_dev(idx, sizeof(int32_t) * pairs), *dsegs = to_dev(segs, sizeof(segs));
+    const ds4_mm_job job = {&dq, 0, rows, 0, dq_y, rows};
+    const int64_t split_k = ds4k_matmul_jobs_split(&job, 1, dx, K, n_tok, dscr, cap, 0, NULL);
+    const ds4_dw *readers[1] = {&d};
+    ds4k_gather_rows(dx, K, didx, pairs, (int)K, da, NULL);
+    const int rca = ds4k_expert_split(readers, 1, da, pairs, K, auxa, NULL);
+    const int rcb = split_k == K ? ds4k_expert_gather_split(readers, 1, dscr, n_tok, didx, pairs, db, K, auxb, NULL) : -1;
+    const int max_count = pairs - pairs / 3;
+    ds4k_expert_matmul(&d, rows, dsegs, 2, max_count, da, rca == 0 ? auxa : NULL, pairs, K, dya, rows, NULL);
+    ds4k_expert_matmul(&d, rows, dsegs, 2, max_count, db, rcb == 0 ? auxb : NULL, pairs, K, dyb, rows, NULL);
+    const size_t yb_bytes = sizeof(float) * pairs * rows;
+    float *ya = malloc(yb_bytes), *yb = malloc(yb_bytes);
+    float *sa = malloc(sizeof(float) * pairs), *sb = malloc(sizeof(float) * pairs);
+    from_dev(ya, dya, yb_bytes);
+    from_dev(yb, dyb, yb_bytes);
+    from_dev(sa, auxa + (size_t)pairs * (K / 16), sizeof(float) * pairs);
+    from_dev(sb, auxb + (size_t)pairs * (K / 16), sizeof(float) * pairs);
+    const bool wg = ds4k_wgmma_takes(DS4_TYPE_IQ2_XXS, K) != 0;
+    const bool same = memcmp(ya, yb, yb_bytes) == 0 && memcmp(sa, sb, sizeof(float) * pairs) == 0;
+    check(wg ? rca == 0 && rcb == 0 && same : rcb != 0,
+          "expert rows gathered from the dense split, K=%lld, %d of %d rows%s: %s", (long long)K, pairs, n_tok,
+          g_acts_f16 ? ", x in f16" : "",
+          !wg ? (rcb != 0 ? "declined (no wgmma)" : "TAKEN without wgmma")
+              : rcb != 0 ? "DECLINED"
+              : same     ? "scales and products bitwise those of gather + split"
+                         : "DIFFER from gather + split");
+    /* gate and up in one launch (ds4k_expert_matmul2): each matrix's
+     * products bitwise its own launch's; the second matrix is the first's
+     * experts swapped (other weights for the same segments) */
+    const ds4_dw d2 = {DS4_TYPE_IQ2_XXS, (const uint8_t *)d.ptr + rb * rows, K, rows};
+    const test_seg segs2[2] = {{0, 0, pairs / 3}, {0, pairs / 3, pairs - pairs / 3}};
+    int32_t *dsegs2 = to_dev(segs2, sizeof(segs2));
+    float *dy1 = to_dev(NULL, yb_bytes), *dy2 = to_dev(NULL, yb_bytes);
+    float *y1 = malloc(yb_bytes), *y2 = malloc(yb_bytes), *y2s = malloc(yb_bytes);
+    const float *aux = rca == 0 ? auxa : NULL;
+    ds4k_expert_matmul(&d2, rows, dsegs2, 2, max_count, da, aux, pairs, K, dyb, rows, NULL);
+    from_dev(y2s, dyb, yb_bytes);
+    ds4k_expert_matmul(&d, rows, dsegs2, 2, max_count, da, aux, pairs, K, dyb, rows, NULL);
+    from_dev(yb, dyb, yb_bytes);
+    const int was = ds4k_expert_pair_enable(1);
+    ds4k_expert_matmul2(&d, &d2, rows, dsegs2, 2, max_count, da, aux, pairs, K, dy1, dy2, rows, NULL);
+    ds4k_expert_pair_enable(was);
+    from_dev(y1, dy1, yb_bytes);
+    from_dev(y2, dy2, yb_bytes);
+    const bool pair_same = memcmp(y1, yb, yb_bytes) == 0 && memcmp(y2, y2s, yb_bytes) == 0;
+    check(pair_same, "expert gate and up in one launch, K=%lld, %d rows%s: %s", (long long)K, pairs,
+          g_acts_f16 ? ", x in f16" : "", pair_same ? "bitwise a launch each" : "DIFFER from a launch each");
+    free(y2s), free(y2), free(y1);
+    cudaFree(dy2), cudaFree(dy1), cudaFree(dsegs2);
+    free(sb), free(sa), free(yb), free(ya);
+    cudaFree(dsegs), cudaFree(didx), cudaFree(dyb), cudaFree(dya), cudaFree(auxb), cudaFree(auxa);
+    cudaFree(db), cudaFree(da), cudaFree(dq_y), cudaFree(dscr), cudaFree(dx);
+    cudaFree((void *)dq.ptr), cudaFree((void *)d.ptr);
+    free(idx), free(x), free(wq), free(w), free(wf);
+}
+
+/* The routed experts' down input: the SwiGLU inside the split
+ * (ds4k_expert_split_swiglu) against ds4k_swiglu then ds4k_expert_split:
+ * bitwise the same scales and 16-sums and so the same products (whose
+ * inputs, the lo halves aside, are all the split writes). A row of small
+ * values (its own scale) and values past the clamp L. */
+static void test_expert_split_swiglu(ds4_rng *r, int type, int64_t K, int pairs) {
+    const int E = 2, rows = 64;
+    const float L = 2.5f;
+    const size_t rb = ds4_row_bytes(type, K);
+    float *wf = rnd(r, (size_t)E * rows * K, 0.05f);
+    uint8_t *w = malloc(rb * E * rows);
+    for (int i = 0; i < E * rows; i++) ds4_quantize_row(type, wf + (size_t)i * K, w + (size_t)i * rb, K);
+    ds4_dw d = {type, to_dev(w, rb * E * rows), K, E * rows};
+    float *g = rnd(r, (size_t)pairs * K, 3.0f), *u = rnd(r, (size_t)pairs * K, 3.0f), *wt = rnd(r, (size_t)pairs, 1.0f);
+    for (int64_t k = 0; k < K; k++) g[K + k] *= 1e-3f;
+    const test_seg segs[2] = {{0, 0, pairs / 2}, {rows, pairs / 2, pairs - pairs / 2}};
+    const size_t xb = sizeof(float) * pairs * K, ab = sizeof(float) * pairs * (1 + K / 16);
+    float *dga = to_dev(g, xb), *dgb = to_dev(g, xb), *du = to_dev(u, xb), *dw = to_dev(wt, sizeof(float) * pairs);
+    float *auxa = to_dev(NULL, ab), *auxb = to_dev(NULL, ab);
+    float *dya = to_dev(NULL, sizeof(float) * pairs * rows), *dyb = to_dev(NULL, sizeof(float) * pairs * rows);
+    int32_t *dsegs = to_dev(segs, sizeof(segs));
+    cudaMemset(auxa, 0, ab);
+    cudaMemset(auxb, 0, ab);
+    const ds4_dw *readers[1] = {&d};
+    ds4k_swiglu(dga, du, pairs, (int)K, L, dw, NULL);
+    const int rca = ds4k_expert_split(readers, 1, dga, pairs, K, auxa, NULL);
+    const int rcb = ds4k_expert_split_swiglu(readers, 1, dgb, du, L, dw, pairs, K, auxb, NULL);
+    const int max_count = pairs - pairs / 2;
+    ds4k_expert_matmul(&d, rows, dsegs, 2, max_count, dga, rca == 0 ? auxa : NULL, pairs, K, dya, rows, NULL);
+    ds4k_expert_matmul(&d, rows, dsegs, 2, max_count, dgb, rcb == 0 ? auxb : NULL, pairs, K, dyb, rows, NULL);
+    float *ya = malloc(sizeof(float) * pairs * rows), *yb = malloc(sizeof(float) * pairs * rows);
+    float *aa = malloc(ab), *abb = malloc(ab);
+    from_dev(ya, dya, sizeof(float) * pairs * rows);
+    from_dev(yb, dyb, sizeof(float) * pairs * rows);
+    from_dev(aa, auxa, ab);
+    from_dev(abb, auxb, ab);
+    const bool same = memcmp(ya, yb, sizeof(float) * pairs * rows) == 0 && memcmp(aa, abb, ab) == 0;
+    check(rca == rcb && same, "expert down input, SwiGLU inside the split, %-8s K=%lld, %d rows%s: %s",
+          ds4_type_name(type), (long long)K, pairs, g_acts_f16 ? ", x in f16" : "",
+          rca != rcb ? "TAKEN BY ONE PATH ONLY"
+          : rca != 0 ? (same ? "both declined, products the same" : "both declined, products DIFFER")
+          : same     ? "scales, 16-sums and products bitwise those of swiglu + split"
+                     : "DIFFER from swiglu + split");
+    free(abb), free(aa), free(yb), free(ya);
+    cudaFree(dsegs), cudaFree(dyb), cudaFree(dya), cudaFree(auxb), cudaFree(auxa);
+    cudaFree(dw), cudaFree(du), cudaFree(dgb), cudaFree(dga), cudaFree((void *)d.ptr);
+    free(wt), free(u), free(g), free(w), free(wf);
+}
+
 /* A reader whose weights the tiles do not take: the split declines and the
  * rows keep their floats. */
 static void test_expert_split_declines(ds4_rng *r) {
@@ -569,6 +699,11 @@ void test_prefill_kernels(ds4_rng *r) {
     test_expert_split(r, DS4_TYPE_Q2_K, 2048, wide, 3); /* the model's down width */
     test_expert_split(r, DS4_TYPE_F16, 512, wide, 3);    /* F16 experts (no model has them) */
     test_expert_split_declines(r);
+    test_expert_gather_split(r, 4096, 40, 150); /* the model's gate/up width */
+    test_expert_gather_split(r, 256, 12, 70);
+    test_expert_split_swiglu(r, DS4_TYPE_Q2_K, 2048, 150); /* the model's down width */
+    test_expert_split_swiglu(r, DS4_TYPE_IQ2_XXS, 256, 40);
+    test_expert_split_swiglu(r, DS4_TYPE_Q4_K, 512, 40); /* the mma.sync tiles' split */
     /* dense Q8_0 products: the model's q_b (K 1024), o_a (K 4096 a group),
      * shared down (K 2048) and o_b (K 8192) widths; an odd number of blocks a
      * row (2-byte aligned groups); one slice; a batch just past the GEMV */
@@ -599,6 +734,8 @@ void test_prefill_kernels(ds4_rng *r) {
     ds4k_wgmma_exact_acts(0);
     g_acts_f16 = true;
     test_expert_split(r, DS4_TYPE_IQ2_XXS, 4096, mid, 4);
+    test_expert_gather_split(r, 4096, 40, 150);
+    test_expert_split_swiglu(r, DS4_TYPE_Q2_K, 2048, 150);
     test_expert_split(r, DS4_TYPE_Q2_K, 2048, wide, 3);
     test_expert_split(r, DS4_TYPE_Q8_0, 512, wide, 3);
     test_expert_split(r, DS4_TYPE_Q8_0, 64, mid, 4); /* folded scales: a short last super-block */
