@@ -19,23 +19,39 @@
  * weighting their kv values; 0 when no candidate has a score. cand(s, col,
  * &kv, &score) reads slot s. The serial and the chunk kernels both pool
  * here, in slot order, so their rows are bitwise the same. */
+#define CMP_BATCH 8 /* candidates whose loads a thread has in flight */
 template <typename Cand>
 __device__ __forceinline__ float cmp_pool(int j, int ratio, bool overlap, int width, Cand cand) {
     const int slots = overlap ? 2 * ratio : ratio;
+    /* CMP_BATCH candidates loaded, then used in slot order: one at a time,
+     * each load waited behind the arithmetic before it, and a ratio-128
+     * window took 256 dependent round trips (the HCA layers' chunk kernel
+     * ~150 us a prefill batch) */
+    auto batch = [&](int s0, float (&v)[CMP_BATCH], float (&sc)[CMP_BATCH]) {
+#pragma unroll
+        for (int u = 0; u < CMP_BATCH; u++)
+            if (s0 + u < slots) cand(s0 + u, overlap && s0 + u >= ratio ? width + j : j, &v[u], &sc[u]);
+    };
     float mx = -INFINITY;
-    for (int s = 0; s < slots; s++) {
-        float v, sc;
-        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
-        mx = fmaxf(mx, sc);
+    for (int s0 = 0; s0 < slots; s0 += CMP_BATCH) {
+        float v[CMP_BATCH], sc[CMP_BATCH];
+        batch(s0, v, sc);
+#pragma unroll
+        for (int u = 0; u < CMP_BATCH; u++)
+            if (s0 + u < slots) mx = fmaxf(mx, sc[u]);
     }
     if (mx == -INFINITY) return 0.0f;
     float den = 0.0f, num = 0.0f;
-    for (int s = 0; s < slots; s++) {
-        float v, sc;
-        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
-        const float wgt = expf(sc - mx);
-        den += wgt;
-        num += wgt * v;
+    for (int s0 = 0; s0 < slots; s0 += CMP_BATCH) {
+        float v[CMP_BATCH], sc[CMP_BATCH];
+        batch(s0, v, sc);
+#pragma unroll
+        for (int u = 0; u < CMP_BATCH; u++)
+            if (s0 + u < slots) {
+                const float wgt = expf(sc[u] - mx);
+                den += wgt;
+                num += wgt * v[u];
+            }
     }
     return num / den;
 }
@@ -143,8 +159,12 @@ __global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio
                                         const float *gate, int ape_type, const void *ape, const int *d_pos, int n) {
     pdl_enter();
     const int64_t p0 = d_pos[0], w_open = p0 / ratio, pe = p0 + n, w_end = pe / ratio;
+    /* with overlap one block (its copies before the open window's writes);
+     * without, only the open window's slots, from the chunk or left as they
+     * are: any number of blocks */
+    const int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, step = (int64_t)gridDim.x * blockDim.x;
     for (int part = overlap ? 0 : 1; part < 2; part++) {
-        for (int64_t i = threadIdx.x; i < (int64_t)ratio * W; i += blockDim.x) {
+        for (int64_t i = i0; i < (int64_t)ratio * W; i += step) {
             const int r = (int)(i / W), col = (int)(i % W);
             const int64_t q = part == 0 || r >= pe - w_end * ratio ? (w_end - 1) * ratio + r : w_end * ratio + r;
             if (q < 0) continue;
@@ -182,8 +202,9 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
     const int nw = n / ratio + 1;
     launch_pdl(compressor_windows_kernel, nw, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
                gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
-    launch_pdl(compressor_state_kernel, 1, 512, 0, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr,
-               d_pos, n);
+    const int state_blocks = overlap ? 1 : (int)(((int64_t)ratio * W + 511) / 512);
+    launch_pdl(compressor_state_kernel, state_blocks, 512, 0, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type,
+               ape->ptr, d_pos, n);
 }
 
 /* ------------------------------------------------------------------ indexer scores */

@@ -331,7 +331,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->q, sb * QD * 4);
     DA(c->o, sb * QD * 4);
     DA(c->iq, sb * hp->idx_heads * id * 4);
-    DA(c->iw, sb * hp->idx_heads * 4);
+    DA(c->iw, B * hp->idx_heads * 4); /* the batch's (attention_layer's input projections) */
     DA(c->S, sb * (size_t)(c->comp_cap_max + 1) * 4);
     DA(c->sel, sb * hp->idx_topk * 4);
     DA(c->n_sel, sb * 4);

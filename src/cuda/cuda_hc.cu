@@ -569,28 +569,52 @@ __device__ __forceinline__ void moe_order(const int32_t *ids, int k, int *ord) {
  * run-time count the loads went one after another, an L2 round trip each
  * on the step's critical path (a decode step's o_b comes in four parts). */
 #define Y_PARTS_MAX 8
-__device__ __forceinline__ float y_sum(const float *y, int64_t ldy, int parts, int n, int t, int d) {
-    float v[Y_PARTS_MAX];
+/* V consecutive floats at p (V 4: one 16-byte load) */
+template <int V> __device__ __forceinline__ void load_v(const float *p, float (&x)[V]) {
+    if constexpr (V == 4) {
+        const float4 a = *(const float4 *)p;
+        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+    } else {
 #pragma unroll
-    for (int q = 0; q < Y_PARTS_MAX; q++) v[q] = q < parts ? y[((int64_t)q * n + t) * ldy + d] : 0.0f;
-    float yd = v[0];
-#pragma unroll
-    for (int q = 1; q < Y_PARTS_MAX; q++)
-        if (q < parts) yd += v[q];
-    for (int q = Y_PARTS_MAX; q < parts; q++) yd += y[((int64_t)q * n + t) * ldy + d];
-    return yd;
+        for (int e = 0; e < V; e++) x[e] = p[e];
+    }
 }
+/* elements d .. d + V - 1 (see load_v) */
+template <int V>
+__device__ __forceinline__ void y_sum_v(const float *y, int64_t ldy, int parts, int n, int t, int d, float (&yd)[V]) {
+    float v[Y_PARTS_MAX][V];
+#pragma unroll
+    for (int q = 0; q < Y_PARTS_MAX; q++) {
+        if (q < parts) load_v<V>(y + ((int64_t)q * n + t) * ldy + d, v[q]);
+        else
+#pragma unroll
+            for (int e = 0; e < V; e++) v[q][e] = 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < V; e++) {
+        yd[e] = v[0][e];
+#pragma unroll
+        for (int q = 1; q < Y_PARTS_MAX; q++)
+            if (q < parts) yd[e] += v[q][e];
+        for (int q = Y_PARTS_MAX; q < parts; q++) yd[e] += y[((int64_t)q * n + t) * ldy + d + e];
+    }
+}
+__device__ __forceinline__ float y_sum(const float *y, int64_t ldy, int parts, int n, int t, int d) {
+    float yd[1];
+    y_sum_v<1>(y, ldy, parts, n, t, d, yd);
+    return yd[0];
+}
+
+/* The row of eo holding pair i (token i / k, slot i % k): i itself, or
+ * erow[i] where the routed outputs stayed in their gathered order (a prefill
+ * batch: no scatter back to pair order). */
+__device__ __forceinline__ int eo_row(const int32_t *erow, int i) { return erow ? erow[i] : i; }
 
 /* H = post y + M^T H, element-wise over d: a grid of (d blocks, tokens), so
  * one token spreads over the GPU. y is read from `y`, or — with `eo` — made
  * here as the MoE output: the token's k routed outputs in moe_order plus the
  * shared expert's `sh`, so the FFN's sum is never stored (one launch and
  * one round trip less a layer). */
-/* The row of eo holding pair i (token i / k, slot i % k): i itself, or
- * erow[i] where the routed outputs stayed in their gathered order (a prefill
- * batch: no scatter back to pair order). */
-__device__ __forceinline__ int eo_row(const int32_t *erow, int i) { return erow ? erow[i] : i; }
-
 __global__ void hc_post_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
                                const float *eo, const int32_t *erow, const int32_t *ids, const float *sh, int k, int hc,
                                int D, float *H) {
@@ -630,28 +654,32 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
  * step waited on twice a layer. */
 #define POST_HC 4
 #define POST_KMAX 8
-__device__ __forceinline__ void post_fast_d(const float *post, const float *M, const float *y, int64_t ldy,
+template <int V>
+__device__ __forceinline__ void post_fast_v(const float *post, const float *M, const float *y, int64_t ldy,
                                             int yparts, const float *eo, const int32_t *erow, const int32_t *ids,
                                             const float *sh, int k, int D, const float *H, int t, int d,
-                                            float out[POST_HC]) {
+                                            float (&out)[POST_HC][V]) {
     const float *p = post + (int64_t)t * POST_HC, *m = M + (int64_t)t * POST_HC * POST_HC;
     const float *h = H + (int64_t)t * POST_HC * D;
-    float in[POST_HC], pv[POST_HC], mv[POST_HC * POST_HC];
+    float in[POST_HC][V], pv[POST_HC], mv[POST_HC * POST_HC];
 #pragma unroll
-    for (int s = 0; s < POST_HC; s++) in[s] = h[(int64_t)s * D + d], pv[s] = p[s];
+    for (int s = 0; s < POST_HC; s++) load_v<V>(h + (int64_t)s * D + d, in[s]), pv[s] = p[s];
 #pragma unroll
     for (int i = 0; i < POST_HC * POST_HC; i++) mv[i] = m[i];
-    float yd;
+    float yd[V];
     if (eo) {
         int id[POST_KMAX], rank[POST_KMAX];
-        float v[POST_KMAX];
+        float v[POST_KMAX][V], shd[V];
         const int32_t *ti = ids + (int64_t)t * k;
 #pragma unroll
         for (int j = 0; j < POST_KMAX; j++) {
             id[j] = j < k ? ti[j] : INT_MAX;
-            v[j] = j < k ? eo[(int64_t)eo_row(erow, t * k + j) * D + d] : 0.0f;
+            if (j < k) load_v<V>(eo + (int64_t)eo_row(erow, t * k + j) * D + d, v[j]);
+            else
+#pragma unroll
+                for (int e = 0; e < V; e++) v[j][e] = 0.0f;
         }
-        const float shd = sh[(int64_t)t * D + d];
+        load_v<V>(sh + (int64_t)t * D + d, shd);
 #pragma unroll
         for (int j = 0; j < POST_KMAX; j++) {
             int r = 0;
@@ -659,38 +687,61 @@ __device__ __forceinline__ void post_fast_d(const float *post, const float *M, c
             for (int i = 0; i < POST_KMAX; i++) r += i < k && (id[i] < id[j] || (id[i] == id[j] && i < j));
             rank[j] = r;
         }
-        float acc = 0.0f;
 #pragma unroll
-        for (int r = 0; r < POST_KMAX; r++) {
-            if (r >= k) break;
-            float x = 0.0f;
+        for (int e = 0; e < V; e++) {
+            float acc = 0.0f;
 #pragma unroll
-            for (int j = 0; j < POST_KMAX; j++) x = rank[j] == r ? v[j] : x;
-            acc += x;
+            for (int r = 0; r < POST_KMAX; r++) {
+                if (r >= k) break;
+                float x = 0.0f;
+#pragma unroll
+                for (int j = 0; j < POST_KMAX; j++) x = rank[j] == r ? v[j][e] : x;
+                acc += x;
+            }
+            yd[e] = acc + shd[e];
         }
-        yd = acc + shd;
     } else {
-        yd = y_sum(y, ldy, yparts, gridDim.y, t, d);
+        y_sum_v<V>(y, ldy, yparts, gridDim.y, t, d, yd);
     }
 #pragma unroll
-    for (int j = 0; j < POST_HC; j++) {
-        float acc = __fmul_rn(pv[j], yd); /* rounding steps spelled out: see collapse_finish */
+    for (int j = 0; j < POST_HC; j++)
 #pragma unroll
-        for (int s = 0; s < POST_HC; s++) acc = __fmaf_rn(mv[s * POST_HC + j], in[s], acc);
-        out[j] = acc;
-    }
+        for (int e = 0; e < V; e++) {
+            float acc = __fmul_rn(pv[j], yd[e]); /* rounding steps spelled out: see collapse_finish */
+#pragma unroll
+            for (int s = 0; s < POST_HC; s++) acc = __fmaf_rn(mv[s * POST_HC + j], in[s][e], acc);
+            out[j][e] = acc;
+        }
+}
+__device__ __forceinline__ void post_fast_d(const float *post, const float *M, const float *y, int64_t ldy,
+                                            int yparts, const float *eo, const int32_t *erow, const int32_t *ids,
+                                            const float *sh, int k, int D, const float *H, int t, int d,
+                                            float out[POST_HC]) {
+    float o[POST_HC][1];
+    post_fast_v<1>(post, M, y, ldy, yparts, eo, erow, ids, sh, k, D, H, t, d, o);
+#pragma unroll
+    for (int j = 0; j < POST_HC; j++) out[j] = o[j][0];
 }
 
+/* V elements a thread: 4 for a batch whose rows allow 16-byte loads (each
+ * thread has four times the bytes in flight: a prefill batch's ~500 MB a
+ * MoE sub-layer moved at ~2 TB/s a float a thread), else 1. The same
+ * arithmetic per element either way. */
+template <int V>
 __global__ void hc_post_fast_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
                                     const float *eo, const int32_t *erow, const int32_t *ids, const float *sh, int k,
                                     int D, float *H) {
     pdl_enter();
-    const int t = blockIdx.y, d = blockIdx.x * blockDim.x + threadIdx.x;
+    const int t = blockIdx.y, d = V * (blockIdx.x * blockDim.x + threadIdx.x);
     if (d >= D) return;
-    float out[POST_HC];
-    post_fast_d(post, M, y, ldy, yparts, eo, erow, ids, sh, k, D, H, t, d, out);
+    float out[POST_HC][V];
+    post_fast_v<V>(post, M, y, ldy, yparts, eo, erow, ids, sh, k, D, H, t, d, out);
 #pragma unroll
-    for (int j = 0; j < POST_HC; j++) H[((int64_t)t * POST_HC + j) * D + d] = out[j];
+    for (int j = 0; j < POST_HC; j++) {
+        float *o = H + ((int64_t)t * POST_HC + j) * D + d;
+        if constexpr (V == 4) *(float4 *)o = make_float4(out[j][0], out[j][1], out[j][2], out[j][3]);
+        else o[0] = out[j][0];
+    }
 }
 
 /* A decode step's hc_post fused with the next sub-layer's HC mixer: block
@@ -757,9 +808,15 @@ static void hc_post_launch(const float *post, const float *M, const float *y, in
                            int hc, int D, float *H, ds4_stream st) {
     if (n <= 0) return;
     const dim3 grid((D + NT - 1) / NT, n);
-    if (hc == POST_HC && (!eo || k <= POST_KMAX))
-        launch_pdl(hc_post_fast_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, erow, ids, sh, k, D,
-                   H);
+    /* four elements a thread where every row starts on 16 bytes */
+    const bool v4 = D % 4 == 0 && ((uintptr_t)H % 16) == 0 && (!y || (ldy % 4 == 0 && ((uintptr_t)y % 16) == 0)) &&
+                    (!eo || ((uintptr_t)eo % 16) == 0) && (!sh || ((uintptr_t)sh % 16) == 0);
+    if (hc == POST_HC && (!eo || k <= POST_KMAX) && v4 && n > 8)
+        launch_pdl(hc_post_fast_kernel<4>, dim3((D / 4 + NT - 1) / NT, n), NT, 0, (cudaStream_t)st, post, M, y, ldy,
+                   yparts, eo, erow, ids, sh, k, D, H);
+    else if (hc == POST_HC && (!eo || k <= POST_KMAX))
+        launch_pdl(hc_post_fast_kernel<1>, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, erow, ids, sh, k,
+                   D, H);
     else
         launch_pdl(hc_post_kernel, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, erow, ids, sh, k, hc, D,
                    H);

@@ -279,8 +279,10 @@ static void test_split_collapse_batch(ds4_rng *r) {
     free(H);
 }
 
-static void test_norm_hc(ds4_rng *r) {
-    const int n = 5, hc = 4, D = 256, MIX = (2 + hc) * hc;
+/* n tokens: a decode-sized batch (5) or a prefill one (12: hc_post four
+ * elements a thread, the split-collapse in two launches) */
+static void test_norm_hc(ds4_rng *r, int n) {
+    const int hc = 4, D = 256, MIX = (2 + hc) * hc;
     float *H = rnd(r, (size_t)n * hc * D, 1.0f), *w = rnd(r, D, 0.1f), *mix = rnd(r, (size_t)n * MIX, 1.0f);
     for (int i = 0; i < D; i++) w[i] += 1.0f;
     float scale[3] = {0.8f, 1.2f, 0.9f}, *base = rnd(r, MIX, 0.5f);
@@ -292,7 +294,7 @@ static void test_norm_hc(ds4_rng *r) {
     from_dev(yg, dy, sizeof(float) * n * hc * D);
     double worst = 0;
     for (int i = 0; i < n * hc * D; i++) worst = fmax(worst, fabs(yg[i] - y[i]));
-    check(worst < 1e-5, "rmsnorm: max abs diff %.2e", worst);
+    check(worst < 1e-5, "rmsnorm (%d tokens): max abs diff %.2e", n, worst);
     /* HC split + collapse + norm */
     float pre[4], post[4], M[16], *a = malloc(sizeof(float) * n * D), *ag = malloc(sizeof(float) * n * D);
     float *preg = malloc(sizeof(float) * n * hc), *postg = malloc(sizeof(float) * n * hc), *Mg = malloc(sizeof(float) * n * hc * hc);
@@ -316,7 +318,7 @@ static void test_norm_hc(ds4_rng *r) {
         for (int i = 0; i < hc; i++) wm = fmax(wm, fabs(preg[t * hc + i] - pre[i]));
     }
     for (int i = 0; i < n * D; i++) wa = fmax(wa, fabs(ag[i] - a[i]));
-    check(wm < 2e-6 && wa < 2e-5, "hc_split_collapse: Sinkhorn %.2e, collapsed+normed input %.2e", wm, wa);
+    check(wm < 2e-6 && wa < 2e-5, "hc_split_collapse (%d tokens): Sinkhorn %.2e, collapsed+normed input %.2e", n, wm, wa);
     /* HC post */
     float *yy = rnd(r, (size_t)n * D, 1.0f), *Hc = malloc(sizeof(float) * n * hc * D), *Hg = malloc(sizeof(float) * n * hc * D);
     from_dev(postg, dpost, sizeof(float) * n * hc);
@@ -336,7 +338,7 @@ static void test_norm_hc(ds4_rng *r) {
     from_dev(Hg, dH, sizeof(float) * n * hc * D);
     worst = 0;
     for (int i = 0; i < n * hc * D; i++) worst = fmax(worst, fabs(Hg[i] - Hc[i]) / (1 + fabs(Hc[i])));
-    check(worst < 1e-6, "hc_post: max rel diff %.2e", worst);
+    check(worst < 1e-6, "hc_post (%d tokens): max rel diff %.2e", n, worst);
     /* HC post of the MoE output made in place: routed outputs in ascending
      * expert id (a repeated id in slot order) plus the shared expert */
     const int k = 6;
@@ -364,7 +366,7 @@ static void test_norm_hc(ds4_rng *r) {
     for (int t = 0; t < n; t++)
         for (int j = 0; j < hc; j++)
             for (int d = 0; d < D; d++) same &= Hg[t * hc * D + j * D + d] == yy[t * D + d];
-    check(same, "hc_post of the MoE sum (ascending expert id, repeated ids in slot order): bitwise the C order");
+    check(same, "hc_post of the MoE sum (ascending expert id, repeated ids in slot order) (%d tokens): bitwise the C order", n);
     /* the routed outputs left in a gathered order (a prefill batch): row
      * erow[i] holds pair i; the same sums */
     {
@@ -381,7 +383,7 @@ static void test_norm_hc(ds4_rng *r) {
         for (int t = 0; t < n; t++)
             for (int j = 0; j < hc; j++)
                 for (int d = 0; d < D; d++) same_rows &= Hg[t * hc * D + j * D + d] == yy[t * D + d];
-        check(same_rows, "hc_post of the MoE sum from rows in a gathered order (erow): bitwise the C order");
+        check(same_rows, "hc_post of the MoE sum from rows in a gathered order (erow) (%d tokens): bitwise the C order", n);
         cudaFree(deg), cudaFree(derow), free(eg), free(erow);
     }
     cudaFree(d1), cudaFree(d0), free(ones), free(zeros);
@@ -881,7 +883,8 @@ int main(int argc, char **argv) {
         test_gemv_prep(&r);
         test_prefill_kernels(&r);
         test_attention_kernels(&r);
-        test_norm_hc(&r);
+        test_norm_hc(&r, 5);
+        test_norm_hc(&r, 12);
         test_split_collapse_batch(&r);
         test_heads_rope_warps(&r);
         test_kv_and_heads(&r);
