@@ -19,39 +19,23 @@
  * weighting their kv values; 0 when no candidate has a score. cand(s, col,
  * &kv, &score) reads slot s. The serial and the chunk kernels both pool
  * here, in slot order, so their rows are bitwise the same. */
-#define CMP_BATCH 8 /* candidates whose loads a thread has in flight */
 template <typename Cand>
 __device__ __forceinline__ float cmp_pool(int j, int ratio, bool overlap, int width, Cand cand) {
     const int slots = overlap ? 2 * ratio : ratio;
-    /* CMP_BATCH candidates loaded, then used in slot order: one at a time,
-     * each load waited behind the arithmetic before it, and a ratio-128
-     * window took 256 dependent round trips (the HCA layers' chunk kernel
-     * ~150 us a prefill batch) */
-    auto batch = [&](int s0, float (&v)[CMP_BATCH], float (&sc)[CMP_BATCH]) {
-#pragma unroll
-        for (int u = 0; u < CMP_BATCH; u++)
-            if (s0 + u < slots) cand(s0 + u, overlap && s0 + u >= ratio ? width + j : j, &v[u], &sc[u]);
-    };
     float mx = -INFINITY;
-    for (int s0 = 0; s0 < slots; s0 += CMP_BATCH) {
-        float v[CMP_BATCH], sc[CMP_BATCH];
-        batch(s0, v, sc);
-#pragma unroll
-        for (int u = 0; u < CMP_BATCH; u++)
-            if (s0 + u < slots) mx = fmaxf(mx, sc[u]);
+    for (int s = 0; s < slots; s++) {
+        float v, sc;
+        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
+        mx = fmaxf(mx, sc);
     }
     if (mx == -INFINITY) return 0.0f;
     float den = 0.0f, num = 0.0f;
-    for (int s0 = 0; s0 < slots; s0 += CMP_BATCH) {
-        float v[CMP_BATCH], sc[CMP_BATCH];
-        batch(s0, v, sc);
-#pragma unroll
-        for (int u = 0; u < CMP_BATCH; u++)
-            if (s0 + u < slots) {
-                const float wgt = expf(sc[u] - mx);
-                den += wgt;
-                num += wgt * v[u];
-            }
+    for (int s = 0; s < slots; s++) {
+        float v, sc;
+        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
+        const float wgt = expf(sc - mx);
+        den += wgt;
+        num += wgt * v;
     }
     return num / den;
 }
