@@ -279,6 +279,15 @@ static void test_split_collapse_batch(ds4_rng *r) {
     free(H);
 }
 
+/* Whether each of token t's hc streams in H is bitwise y[t]. */
+static bool every_stream_is(const float *H, const float *y, int n, int hc, int D) {
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < hc; j++)
+            for (int d = 0; d < D; d++)
+                if (H[(t * hc + j) * D + d] != y[t * D + d]) return false;
+    return true;
+}
+
 /* n tokens: a decode-sized batch (5) or a prefill one (12: hc_post four
  * elements a thread, the split-collapse in two launches) */
 static void test_norm_hc(ds4_rng *r, int n) {
@@ -362,10 +371,7 @@ static void test_norm_hc(ds4_rng *r, int n) {
     int32_t *dids = to_dev(ids, sizeof(int32_t) * n * k);
     ds4k_hc_post_moe(d1, d0, deo, NULL, dids, dsh, n, k, hc, D, dH, NULL);
     from_dev(Hg, dH, sizeof(float) * n * hc * D);
-    int same = 1;
-    for (int t = 0; t < n; t++)
-        for (int j = 0; j < hc; j++)
-            for (int d = 0; d < D; d++) same &= Hg[t * hc * D + j * D + d] == yy[t * D + d];
+    const bool same = every_stream_is(Hg, yy, n, hc, D);
     check(same, "hc_post of the MoE sum (ascending expert id, repeated ids in slot order) (%d tokens): bitwise the C order", n);
     /* the routed outputs left in a gathered order (a prefill batch): row
      * erow[i] holds pair i; the same sums */
@@ -379,11 +385,7 @@ static void test_norm_hc(ds4_rng *r, int n) {
         cudaMemset(dH, 0, sizeof(float) * n * hc * D);
         ds4k_hc_post_moe(d1, d0, deg, derow, dids, dsh, n, k, hc, D, dH, NULL);
         from_dev(Hg, dH, sizeof(float) * n * hc * D);
-        int same_rows = 1;
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < hc; j++)
-                for (int d = 0; d < D; d++) same_rows &= Hg[t * hc * D + j * D + d] == yy[t * D + d];
-        check(same_rows, "hc_post of the MoE sum from rows in a gathered order (erow) (%d tokens): bitwise the C order", n);
+        check(every_stream_is(Hg, yy, n, hc, D), "hc_post of the MoE sum from rows in a gathered order (erow) (%d tokens): bitwise the C order", n);
         cudaFree(deg), cudaFree(derow), free(eg), free(erow);
     }
     cudaFree(d1), cudaFree(d0), free(ones), free(zeros);

@@ -375,7 +375,7 @@ static void test_expert_gather_split(ds4_rng *r, int64_t K, int n_tok, int pairs
                          : "DIFFER from gather + split");
     /* gate and up in one launch (ds4k_expert_matmul2): each matrix's
      * products bitwise its own launch's; the second matrix is the first's
-     * experts swapped (other weights for the same segments) */
+     * second expert, so both segments (expert 0 of each) read other weights */
     const ds4_dw d2 = {DS4_TYPE_IQ2_XXS, (const uint8_t *)d.ptr + rb * rows, K, rows};
     const test_seg segs2[2] = {{0, 0, pairs / 3}, {0, pairs / 3, pairs - pairs / 3}};
     int32_t *dsegs2 = to_dev(segs2, sizeof(segs2));
