@@ -808,13 +808,15 @@ static void hc_post_launch(const float *post, const float *M, const float *y, in
                            int hc, int D, float *H, ds4_stream st) {
     if (n <= 0) return;
     const dim3 grid((D + NT - 1) / NT, n);
-    /* four elements a thread where every row starts on 16 bytes */
-    const bool v4 = D % 4 == 0 && ((uintptr_t)H % 16) == 0 && (!y || (ldy % 4 == 0 && ((uintptr_t)y % 16) == 0)) &&
-                    (!eo || ((uintptr_t)eo % 16) == 0) && (!sh || ((uintptr_t)sh % 16) == 0);
-    if (hc == POST_HC && (!eo || k <= POST_KMAX) && v4 && n > 8)
+    const bool fast = hc == POST_HC && (!eo || k <= POST_KMAX);
+    /* a batch: four elements a thread where every row starts on 16 bytes */
+    const bool v4 = n > 8 && D % 4 == 0 && ((uintptr_t)H % 16) == 0 &&
+                    (!y || (ldy % 4 == 0 && ((uintptr_t)y % 16) == 0)) && ((uintptr_t)eo % 16) == 0 &&
+                    ((uintptr_t)sh % 16) == 0;
+    if (fast && v4)
         launch_pdl(hc_post_fast_kernel<4>, dim3((D / 4 + NT - 1) / NT, n), NT, 0, (cudaStream_t)st, post, M, y, ldy,
                    yparts, eo, erow, ids, sh, k, D, H);
-    else if (hc == POST_HC && (!eo || k <= POST_KMAX))
+    else if (fast)
         launch_pdl(hc_post_fast_kernel<1>, grid, NT, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, erow, ids, sh, k,
                    D, H);
     else

@@ -503,18 +503,13 @@ __device__ __forceinline__ int split_src_pair(int k, bool perm) {
 }
 
 /* The optional SwiGLU in front of a split (the routed experts' down input):
- * each value is dev_swiglu(x, u, L) times the row's weight, the expression
- * swiglu_kernel applies, so the split is bitwise that of its output. */
+ * each value is swiglu_at's (swiglu_kernel's expression), so the split is
+ * bitwise that of swiglu_kernel's output. */
 struct split_swiglu {
     const float *U; /* NULL: the rows as they are */
     float L;
     const float *wts; /* a weight a row, or NULL */
 };
-__device__ __forceinline__ float swiglu_at(float g, float u, float L, const float *wts, int64_t row) {
-    float h = dev_swiglu(g, u, L);
-    if (wts) h *= wts[row];
-    return h;
-}
 
 __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int groups, float *dst, int64_t ldd,
                                   int K, float *down, float *xsum, bool perm, bool lo_too, split_swiglu sw) {
@@ -525,7 +520,12 @@ __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int g
     const float *x = X + t * ldx + g * gx;
     const float *u = sw.U ? sw.U + t * ldx + g * gx : NULL;
     float m = 0.0f;
-    if (u) { /* float4 loads of both rows, four a thread in flight (rows on 16 bytes, K % 32 == 0: the caller) */
+    if (((uintptr_t)x & 15) == 0 && ((uintptr_t)u & 15) == 0) {
+        /* float4 loads (K % 32 == 0: every caller checks), four a thread
+         * (and four of u) issued before any is stored. A float at a time,
+         * each load waited behind the store before it and the kernel moved
+         * ~2.3 TB/s: 41.7 -> 26.8 us a launch, prefill +1-2%
+         * (docs/BENCHMARKS.md, "nineteenth") */
         const float4 *x4 = (const float4 *)x, *u4 = (const float4 *)u;
         const int K4 = K / 4;
         for (int k0 = threadIdx.x; k0 < K4; k0 += 4 * blockDim.x) {
@@ -534,46 +534,25 @@ __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int g
             for (int e = 0; e < 4; e++) {
                 const int k = k0 + e * blockDim.x;
                 v[e] = k < K4 ? x4[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                w[e] = k < K4 ? u4[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (u) w[e] = k < K4 ? u4[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int k = k0 + e * blockDim.x;
                 if (k >= K4) break;
-                float *d = row_s + split_slot(4 * k);
-                d[0] = swiglu_at(v[e].x, w[e].x, sw.L, sw.wts, t);
-                d[1] = swiglu_at(v[e].y, w[e].y, sw.L, sw.wts, t);
-                d[2] = swiglu_at(v[e].z, w[e].z, sw.L, sw.wts, t);
-                d[3] = swiglu_at(v[e].w, w[e].w, sw.L, sw.wts, t);
-                m = fmaxf(m, fmaxf(fmaxf(fabsf(d[0]), fabsf(d[1])), fmaxf(fabsf(d[2]), fabsf(d[3]))));
-            }
-        }
-    } else if (((uintptr_t)x & 15) == 0) {
-        /* float4 loads (K % 32 == 0: both callers check), four a thread
-         * issued before any is stored. A float at a time, each load waited
-         * behind the store before it and the kernel moved ~2.3 TB/s: 41.7 ->
-         * 26.8 us a launch, prefill +1-2% (docs/BENCHMARKS.md, "nineteenth") */
-        const float4 *x4 = (const float4 *)x;
-        const int K4 = K / 4;
-        for (int k0 = threadIdx.x; k0 < K4; k0 += 4 * blockDim.x) {
-            float4 v[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const int k = k0 + u * blockDim.x;
-                v[u] = k < K4 ? x4[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const int k = k0 + u * blockDim.x;
-                if (k >= K4) break;
+                if (u)
+                    v[e] = make_float4(swiglu_at(v[e].x, w[e].x, sw.L, sw.wts, t),
+                                       swiglu_at(v[e].y, w[e].y, sw.L, sw.wts, t),
+                                       swiglu_at(v[e].z, w[e].z, sw.L, sw.wts, t),
+                                       swiglu_at(v[e].w, w[e].w, sw.L, sw.wts, t));
                 float *d = row_s + split_slot(4 * k); /* a group's four floats are adjacent: 4k + e + k / 4 */
-                d[0] = v[u].x, d[1] = v[u].y, d[2] = v[u].z, d[3] = v[u].w;
-                m = fmaxf(m, fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w))));
+                d[0] = v[e].x, d[1] = v[e].y, d[2] = v[e].z, d[3] = v[e].w;
+                m = fmaxf(m, fmaxf(fmaxf(fabsf(v[e].x), fabsf(v[e].y)), fmaxf(fabsf(v[e].z), fabsf(v[e].w))));
             }
         }
     } else {
         for (int k = threadIdx.x; k < K; k += blockDim.x) {
-            const float v = x[k];
+            const float v = u ? swiglu_at(x[k], u[k], sw.L, sw.wts, t) : x[k];
             row_s[split_slot(k)] = v;
             m = fmaxf(m, fabsf(v));
         }
@@ -744,23 +723,24 @@ bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, i
 
 static size_t split_smem_bytes(int64_t K) { return (size_t)(K + K / 16) * sizeof(float); }
 
-bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s) {
-    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0)
+/* An in-place split of X's rows, through the SwiGLU with sw.U set. */
+static bool split_in_place(float *X, split_swiglu sw, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm,
+                           cudaStream_t s) {
+    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0 ||
+        ((uintptr_t)sw.U % 16) != 0)
         return false;
     launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, (const float *)X, ldx, (int64_t)0, 1, X, ldx, (int)K,
-               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo(),
-               split_swiglu{NULL, 0.0f, NULL});
+               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo(), sw);
     return true;
+}
+
+bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm, cudaStream_t s) {
+    return split_in_place(X, split_swiglu{NULL, 0.0f, NULL}, n, K, ldx, aux, sums, perm, s);
 }
 
 bool mma_split_rows_swiglu(float *G, const float *U, float L, const float *wts, int n, int64_t K, int64_t ldx,
                            float *aux, bool sums, bool perm, cudaStream_t s) {
-    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)G % 16) != 0 ||
-        ((uintptr_t)U % 16) != 0)
-        return false;
-    launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, (const float *)G, ldx, (int64_t)0, 1, G, ldx, (int)K,
-               aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo(), split_swiglu{U, L, wts});
-    return true;
+    return U && split_in_place(G, split_swiglu{U, L, wts}, n, K, ldx, aux, sums, perm, s);
 }
 
 bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx, int64_t gx, float *dst, float *down,

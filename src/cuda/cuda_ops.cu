@@ -364,9 +364,7 @@ extern "C" void ds4k_router(float *logits, int n, int E, int k, const float *bia
 __global__ void swiglu_kernel(float *g, const float *u, int64_t total, int FF, float L, const float *wts) {
     pdl_enter();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        float h = dev_swiglu(g[i], u[i], L);
-        if (wts) h *= wts[i / FF];
-        g[i] = h;
+        g[i] = swiglu_at(g[i], u[i], L, wts, i / FF);
     }
 }
 

@@ -152,6 +152,13 @@ __device__ __forceinline__ float dev_swiglu(float g, float u, float L) {
     const float uu = u > L ? L : u < -L ? -L : u;
     return dev_silu(gg) * uu;
 }
+/* ... times the row's weight where there is one: swiglu_kernel's element,
+ * and the routed down input's split makes the same (split_rows_kernel). */
+__device__ __forceinline__ float swiglu_at(float g, float u, float L, const float *wts, int64_t row) {
+    float h = dev_swiglu(g, u, L);
+    if (wts) h *= wts[row];
+    return h;
+}
 
 /* 1 / sqrt(mean(x^2) + eps) over x[0..len), summed by the whole block in a
  * fixed order (thread i adds x[i], x[i + blockDim.x], ...; then block_sum):
