@@ -106,10 +106,66 @@ __device__ __forceinline__ void cmp_cand(int64_t q, int col, int64_t p0, int64_t
     }
 }
 
+/* Slot s of window w: the previous window's token s (overlap) or this
+ * window's token s - ratio; without overlap this window's token s. */
+__device__ __forceinline__ int64_t cmp_slot_pos(int64_t w, int s, int ratio, bool overlap) {
+    const bool cur = !overlap || s >= ratio;
+    return cur ? w * ratio + (overlap ? s - ratio : s) : (w - 1) * ratio + s;
+}
+
+/* A wide window's pooling apart (ratio >= CMP_POOL_RATIO: an HCA layer's
+ * 128 candidates). One block a window pooled each column through 2 x 128
+ * dependent loads, ~150 us a prefill batch on 17 blocks. Here block (u, c)
+ * stages CMP_COLS columns of window u's candidates in shared memory, the
+ * loads of all its threads in flight (CMP_STAGE_BATCH a thread before any
+ * store), then CMP_COLS threads pool them with cmp_pool's arithmetic in slot
+ * order into `pooled`; compressor_windows_kernel finishes the rows from
+ * there: bitwise the rows of the one-kernel path. */
+#define CMP_POOL_RATIO 32
+#define CMP_COLS 32
+#define CMP_STAGE_BATCH 4
+__global__ void compressor_pool_kernel(const float *st_kv, const float *st_score, int ratio, bool overlap, int W,
+                                       const float *kv, const float *gate, int ape_type, const void *ape, int width,
+                                       const int *d_pos, int n, float *pooled) {
+    pdl_enter();
+    extern __shared__ float stage[]; /* [slots][CMP_COLS] kv values, then scores */
+    const int slots = overlap ? 2 * ratio : ratio, total = slots * CMP_COLS;
+    float *sv = stage, *ss = stage + total;
+    const int64_t p0 = d_pos[0], w_open = p0 / ratio;
+    const int64_t w = (p0 + ratio) / ratio - 1 + blockIdx.x;
+    if ((w + 1) * ratio - 1 >= p0 + n) return;
+    const int j0 = blockIdx.y * CMP_COLS;
+    for (int i0 = threadIdx.x; i0 < total; i0 += CMP_STAGE_BATCH * blockDim.x) {
+        float v[CMP_STAGE_BATCH], sc[CMP_STAGE_BATCH];
+#pragma unroll
+        for (int u = 0; u < CMP_STAGE_BATCH; u++) {
+            const int i = i0 + u * blockDim.x, s = i / CMP_COLS, j = j0 + i % CMP_COLS;
+            v[u] = sc[u] = 0.0f;
+            if (i < total && j < width)
+                cmp_cand(cmp_slot_pos(w, s, ratio, overlap), overlap && s >= ratio ? width + j : j, p0, w_open, ratio,
+                         overlap, W, st_kv, st_score, kv, gate, ape_type, ape, &v[u], &sc[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < CMP_STAGE_BATCH; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (i < total) sv[i] = v[u], ss[i] = sc[u];
+        }
+    }
+    __syncthreads();
+    const int jj = threadIdx.x, j = j0 + jj;
+    if (jj < CMP_COLS && j < width)
+        pooled[(int64_t)blockIdx.x * width + j] = cmp_pool(j, ratio, overlap, width, [&](int s, int, float *v, float *sc) {
+            *v = sv[s * CMP_COLS + jj];
+            *sc = ss[s * CMP_COLS + jj];
+        });
+}
+
+/* pooled: the rows pooled apart (compressor_pool_kernel), else here. */
 __global__ void compressor_windows_kernel(const float *st_kv, const float *st_score, int ratio, bool overlap, int W,
                                           const float *kv, const float *gate, int ape_type, const void *ape,
                                           const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
-                                          const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16) {
+                                          const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16,
+                                          const float *pooled) {
     pdl_enter();
     extern __shared__ float row[];
     __shared__ float red[32], amax[64];
@@ -117,14 +173,12 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
     const int64_t w = (p0 + ratio) / ratio - 1 + blockIdx.x; /* the first window closing at or after p0, then on */
     const int64_t p = (w + 1) * ratio - 1;                    /* its closing position */
     if (p >= p0 + n) return;
-    /* slot s: the previous window's token s (overlap) or this window's token
-     * s - ratio; without overlap this window's token s */
     for (int j = threadIdx.x; j < width; j += blockDim.x)
-        row[j] = cmp_pool(j, ratio, overlap, width, [&](int s, int col, float *v, float *sc) {
-            const bool cur = !overlap || s >= ratio;
-            const int64_t q = cur ? w * ratio + (overlap ? s - ratio : s) : (w - 1) * ratio + s;
-            cmp_cand(q, col, p0, w_open, ratio, overlap, W, st_kv, st_score, kv, gate, ape_type, ape, v, sc);
-        });
+        row[j] = pooled ? pooled[(int64_t)blockIdx.x * width + j]
+                        : cmp_pool(j, ratio, overlap, width, [&](int s, int col, float *v, float *sc) {
+                              cmp_cand(cmp_slot_pos(w, s, ratio, overlap), col, p0, w_open, ratio, overlap, W, st_kv,
+                                       st_score, kv, gate, ape_type, ape, v, sc);
+                          });
     __syncthreads();
     block_rmsnorm(row, width, norm, rms_eps, red);
     block_rope(row, width, n_pairs, freqs, p + 1 - ratio, false);
@@ -164,12 +218,39 @@ __global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio
     }
 }
 
+/* The pooled rows of a wide compressor's windows: a grow-only device
+ * buffer (prefill batches are never captured in a graph, so it may grow
+ * here; the stream is drained first, as a launch before may still read it).
+ * DS4_CMP_POOL=0: pooled inside the windows kernel (A/B timing). */
+static float *g_pool;
+static size_t g_pool_cap;
+static int g_pool_on = -1;
+extern "C" int ds4k_cmp_pool_enable(int on) {
+    if (g_pool_on < 0) g_pool_on = env_switch_on("DS4_CMP_POOL");
+    const int was = g_pool_on;
+    g_pool_on = on;
+    return was;
+}
+static bool pool_scratch(size_t floats, cudaStream_t s) {
+    if (floats <= g_pool_cap) return true;
+    cudaStreamSynchronize(s);
+    cudaFree(g_pool);
+    g_pool = NULL, g_pool_cap = 0;
+    if (cudaMalloc(&g_pool, floats * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    g_pool_cap = floats;
+    return true;
+}
+
 extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                 const float *gate, const ds4_dw *ape, const float *norm, float rms_eps, int width,
                                 const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8, bool fp4,
                                 void *rows, bool f16, const int32_t *skip, ds4_stream st) {
     if (n <= 0) return;
     cudaStream_t s = (cudaStream_t)st;
+    if (g_pool_on < 0) g_pool_on = env_switch_on("DS4_CMP_POOL");
     /* both kernels normalize a row with block_rmsnorm, whose sum of squares
      * is taken in an order set by the block's width: the same width for
      * both, so their rows are bitwise the same (with 256 threads for the
@@ -184,8 +265,16 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
     }
     /* windows closing in [p0, p0 + n): at most n / ratio + 1, whatever p0 */
     const int nw = n / ratio + 1;
+    const float *pooled = NULL;
+    const size_t pool_smem = 2 * (size_t)(overlap ? 2 * ratio : ratio) * CMP_COLS * sizeof(float);
+    if (ratio >= CMP_POOL_RATIO && pool_smem <= 48 * 1024 && g_pool_on && pool_scratch((size_t)nw * width, s)) {
+        launch_pdl(compressor_pool_kernel, dim3((unsigned)nw, (unsigned)((width + CMP_COLS - 1) / CMP_COLS)), 256,
+                   pool_smem, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr, width, d_pos, n,
+                   g_pool);
+        pooled = g_pool;
+    }
     launch_pdl(compressor_windows_kernel, nw, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
-               gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16);
+               gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16, pooled);
     const int state_blocks = overlap ? 1 : (int)(((int64_t)ratio * W + 511) / 512);
     launch_pdl(compressor_state_kernel, state_blocks, 512, 0, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type,
                ape->ptr, d_pos, n);

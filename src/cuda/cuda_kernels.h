@@ -334,6 +334,11 @@ void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int
                      const ds4_dw *ape, const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
                      const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16, const int32_t *skip,
                      ds4_stream st);
+/* Whether a prefill batch pools a wide compressor's windows (ratio >= 32)
+ * in a kernel of their own, many blocks a window (default; DS4_CMP_POOL=0
+ * turns it off at start-up): the previous setting (kernel tests, A/B). The
+ * same rows either way. */
+int ds4k_cmp_pool_enable(int on);
 
 /* Indexer scores of token t over its visible rows c < (pos+1)/4, computed only
  * when that count exceeds topk: S[t][c] = sum_h w[t][h] relu(q[t][h] . k[c]) / sqrt(ID*IH).

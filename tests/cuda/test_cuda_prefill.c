@@ -34,6 +34,12 @@
 
 static void set_pos(int *dpos, int p) { cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice); }
 
+static bool pool_on(void) {
+    const int on = ds4k_cmp_pool_enable(0);
+    ds4k_cmp_pool_enable(on);
+    return on != 0;
+}
+
 static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width, bool fp8) {
     const int W = overlap ? 2 * width : width, slots = overlap ? 2 * ratio : ratio;
     const int p0 = 5, n = 300, n_rows = (p0 + n) / ratio + 1, n_pairs = 32;
@@ -77,8 +83,9 @@ static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width
     int nonzero = 0;
     for (size_t i = 0; i < (size_t)n_rows * width; i++) nonzero += rows[0][i] != 0;
     check(same_rows && same_state && nonzero > 0,
-          "compressor ratio %3d%s: %d-token chunk vs one token at a time: rows %s, state %s", ratio,
-          overlap ? " (overlap)" : "          ", n, same_rows ? "bitwise identical" : "DIFFER",
+          "compressor ratio %3d%s%s: %d-token chunk vs one token at a time: rows %s, state %s", ratio,
+          overlap ? " (overlap)" : "          ", ratio >= 32 && !pool_on() ? " (pooled in place)" : "", n,
+          same_rows ? "bitwise identical" : "DIFFER",
           same_state ? "bitwise identical" : "DIFFERS");
     void *bufs[] = {dkv, dgate, dnorm, dfr, (void *)dape.ptr, dpos, dst[0], dst[1], drows[0], drows[1]};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
@@ -677,6 +684,9 @@ void test_prefill_kernels(ds4_rng *r) {
     g_acts_f16 = false;
     test_compressor_chunk(r, 4, true, 512, true);     /* CSA attention compressor (FP8 rows) */
     test_compressor_chunk(r, 128, false, 512, true);  /* HCA */
+    const int pool = ds4k_cmp_pool_enable(0);         /* HCA windows pooled in the windows kernel itself */
+    test_compressor_chunk(r, 128, false, 512, true);
+    ds4k_cmp_pool_enable(pool);
     test_compressor_chunk(r, 4, true, 128, false);    /* indexer compressor */
     test_attention_mma(r, 64, 512, 4, true);          /* the published shape: CSA rows */
     test_attention_mma(r, 64, 512, 128, false);       /* HCA rows */
