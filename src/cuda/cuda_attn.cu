@@ -14,25 +14,30 @@
 
 #define CMP_THREADS 512 /* a compressor block (serial and windows kernels alike: see ds4k_compressor) */
 
+/* Column of channel j in slot s: j, or width + j for the current window's
+ * half with overlap. */
+__device__ __forceinline__ int cmp_slot_col(int s, int j, int ratio, bool overlap, int width) {
+    return overlap && s >= ratio ? width + j : j;
+}
 /* Channel j of a closing window: softmax over the candidate slots' scores
- * (column j, or width + j for the current window's half with overlap)
- * weighting their kv values; 0 when no candidate has a score. cand(s, col,
- * &kv, &score) reads slot s. The serial and the chunk kernels both pool
- * here, in slot order, so their rows are bitwise the same. */
+ * (column cmp_slot_col) weighting their kv values; 0 when no candidate has a
+ * score. cand(s, col, &kv, &score) reads slot s. The serial and the chunk
+ * kernels both pool here, in slot order, so their rows are bitwise the
+ * same. */
 template <typename Cand>
 __device__ __forceinline__ float cmp_pool(int j, int ratio, bool overlap, int width, Cand cand) {
     const int slots = overlap ? 2 * ratio : ratio;
     float mx = -INFINITY;
     for (int s = 0; s < slots; s++) {
         float v, sc;
-        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
+        cand(s, cmp_slot_col(s, j, ratio, overlap, width), &v, &sc);
         mx = fmaxf(mx, sc);
     }
     if (mx == -INFINITY) return 0.0f;
     float den = 0.0f, num = 0.0f;
     for (int s = 0; s < slots; s++) {
         float v, sc;
-        cand(s, overlap && s >= ratio ? width + j : j, &v, &sc);
+        cand(s, cmp_slot_col(s, j, ratio, overlap, width), &v, &sc);
         const float wgt = expf(sc - mx);
         den += wgt;
         num += wgt * v;
@@ -106,6 +111,10 @@ __device__ __forceinline__ void cmp_cand(int64_t q, int col, int64_t p0, int64_t
     }
 }
 
+/* Window u of a chunk starting at p0: the u-th window closing at or after
+ * p0 (its closing position (w + 1) ratio - 1, inside the chunk when below
+ * p0 + n). */
+__device__ __forceinline__ int64_t cmp_window(int64_t p0, int ratio, int u) { return (p0 + ratio) / ratio - 1 + u; }
 /* Slot s of window w: the previous window's token s (overlap) or this
  * window's token s - ratio; without overlap this window's token s. */
 __device__ __forceinline__ int64_t cmp_slot_pos(int64_t w, int s, int ratio, bool overlap) {
@@ -132,7 +141,7 @@ __global__ void compressor_pool_kernel(const float *st_kv, const float *st_score
     const int slots = overlap ? 2 * ratio : ratio, total = slots * CMP_COLS;
     float *sv = stage, *ss = stage + total;
     const int64_t p0 = d_pos[0], w_open = p0 / ratio;
-    const int64_t w = (p0 + ratio) / ratio - 1 + blockIdx.x;
+    const int64_t w = cmp_window(p0, ratio, blockIdx.x);
     if ((w + 1) * ratio - 1 >= p0 + n) return;
     const int j0 = blockIdx.y * CMP_COLS;
     for (int i0 = threadIdx.x; i0 < total; i0 += CMP_STAGE_BATCH * blockDim.x) {
@@ -142,8 +151,8 @@ __global__ void compressor_pool_kernel(const float *st_kv, const float *st_score
             const int i = i0 + u * blockDim.x, s = i / CMP_COLS, j = j0 + i % CMP_COLS;
             v[u] = sc[u] = 0.0f;
             if (i < total && j < width)
-                cmp_cand(cmp_slot_pos(w, s, ratio, overlap), overlap && s >= ratio ? width + j : j, p0, w_open, ratio,
-                         overlap, W, st_kv, st_score, kv, gate, ape_type, ape, &v[u], &sc[u]);
+                cmp_cand(cmp_slot_pos(w, s, ratio, overlap), cmp_slot_col(s, j, ratio, overlap, width), p0, w_open,
+                         ratio, overlap, W, st_kv, st_score, kv, gate, ape_type, ape, &v[u], &sc[u]);
         }
 #pragma unroll
         for (int u = 0; u < CMP_STAGE_BATCH; u++) {
@@ -170,8 +179,8 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
     extern __shared__ float row[];
     __shared__ float red[32], amax[64];
     const int64_t p0 = d_pos[0], w_open = p0 / ratio;
-    const int64_t w = (p0 + ratio) / ratio - 1 + blockIdx.x; /* the first window closing at or after p0, then on */
-    const int64_t p = (w + 1) * ratio - 1;                    /* its closing position */
+    const int64_t w = cmp_window(p0, ratio, blockIdx.x);
+    const int64_t p = (w + 1) * ratio - 1; /* its closing position */
     if (p >= p0 + n) return;
     for (int j = threadIdx.x; j < width; j += blockDim.x)
         row[j] = pooled ? pooled[(int64_t)blockIdx.x * width + j]
@@ -225,9 +234,12 @@ __global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio
 static float *g_pool;
 static size_t g_pool_cap;
 static int g_pool_on = -1;
-extern "C" int ds4k_cmp_pool_enable(int on) {
+static bool cmp_pool_on(void) {
     if (g_pool_on < 0) g_pool_on = env_switch_on("DS4_CMP_POOL");
-    const int was = g_pool_on;
+    return g_pool_on;
+}
+extern "C" int ds4k_cmp_pool_enable(int on) {
+    const int was = cmp_pool_on();
     g_pool_on = on;
     return was;
 }
@@ -250,7 +262,6 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
                                 void *rows, bool f16, const int32_t *skip, ds4_stream st) {
     if (n <= 0) return;
     cudaStream_t s = (cudaStream_t)st;
-    if (g_pool_on < 0) g_pool_on = env_switch_on("DS4_CMP_POOL");
     /* both kernels normalize a row with block_rmsnorm, whose sum of squares
      * is taken in an order set by the block's width: the same width for
      * both, so their rows are bitwise the same (with 256 threads for the
@@ -267,7 +278,7 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
     const int nw = n / ratio + 1;
     const float *pooled = NULL;
     const size_t pool_smem = 2 * (size_t)(overlap ? 2 * ratio : ratio) * CMP_COLS * sizeof(float);
-    if (ratio >= CMP_POOL_RATIO && pool_smem <= 48 * 1024 && g_pool_on && pool_scratch((size_t)nw * width, s)) {
+    if (ratio >= CMP_POOL_RATIO && pool_smem <= 48 * 1024 && cmp_pool_on() && pool_scratch((size_t)nw * width, s)) {
         launch_pdl(compressor_pool_kernel, dim3((unsigned)nw, (unsigned)((width + CMP_COLS - 1) / CMP_COLS)), 256,
                    pool_smem, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr, width, d_pos, n,
                    g_pool);
