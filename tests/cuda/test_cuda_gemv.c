@@ -450,8 +450,12 @@ int gemv_bench(void) {
     float *dy = to_dev(NULL, sizeof(float) * 129280 * 6);
     printf("%-12s %-8s %6s %7s %9s | %9s %7s | %9s %7s | %9s %7s\n", "matrix", "type", "K", "rows", "MB", "old us",
            "GB/s", "x smem us", "GB/s", "x reg us", "GB/s");
+    /* DS4_GEMV_BENCH=name: only the cases whose name contains it (no
+     * prefill section), for quick A/B runs of one matrix */
+    const char *only = getenv("DS4_GEMV_BENCH");
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         bench_case *c = &cases[i];
+        if (only && !strstr(c->name, only)) continue;
         const size_t rb = ds4_row_bytes(c->type, c->K);
         const int64_t total_rows = c->N * (c->experts ? c->experts : 1);
         c->d = (ds4_dw){c->type, random_dev(rb * total_rows, 0x9e3779b97f4a7c15ull + i), c->K, total_rows};
@@ -488,6 +492,7 @@ int gemv_bench(void) {
     cudaFree(dy);
     free(x);
 
+    if (only) return 0;
     /* prefill-sized products: float tiles vs tensor-core tiles */
     static const struct {
         const char *name;
