@@ -186,6 +186,7 @@ typedef struct cu_sess {
     ds4k_pick_ctl *pick, *h_pick; /* device; pinned (the first three fields, set at chain_begin) */
     int32_t *h_picked, *d_picked; /* mapped host ring of picks, by position & 3 (host / device address) */
     float *logits_keep;           /* a step's logits when its pick was the stop token */
+    unsigned *route_done;         /* the router GEMV's count of finished blocks (ds4k_router_matmul), 0 between launches */
     cudaEvent_t ev_step[2];       /* the end of each queued chained step */
     int chain_n, chain_head;      /* queued steps, and the slot of the oldest */
     int chain_pos[2];             /* their positions */
@@ -341,7 +342,9 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->att_part, ds4k_attention_part_floats(hp->n_head, hd, c->max_rows) * 4);
     DA(c->pick, sizeof(ds4k_pick_ctl));
     DA(c->logits_keep, hp->n_vocab * 4);
+    DA(c->route_done, sizeof(unsigned));
     CU(cudaMemset(c->pick, 0, sizeof(ds4k_pick_ctl)), "clearing the pick state");
+    CU(cudaMemset(c->route_done, 0, sizeof(unsigned)), "clearing the router's count");
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess ||
@@ -582,7 +585,8 @@ static void cu_destroy(ds4_session *s) {
                     c->mix_parts, c->mix_ss,   c->kvb,   c->q,     c->o,        c->low,  c->y,          c->iq,
                     c->iw,        c->S,        c->sel,   c->n_sel, c->router,   c->ids,  c->rw,         c->eg,
                     c->eu,        c->ex,       c->eo,    c->shg,   c->shu,      c->sh,   c->z,          c->logits,
-                    c->gtok,      c->gpair,    c->gpos,  c->gw,    c->segs,  c->att_part, c->pick, c->logits_keep};
+                    c->gtok,      c->gpair,    c->gpos,  c->gw,    c->segs,  c->att_part, c->pick, c->logits_keep,
+                    c->route_done};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_pos);

@@ -422,6 +422,35 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
     return xf;
 }
 
+/* The router GEMV's last block (ds4k_router_matmul). Each block counts
+ * itself done once its logits are written (a fence first, so they are
+ * visible to the block that sees the last count), and lets the next kernel
+ * launch only then: the routed GEMV's blocks, which take every register of
+ * a multiprocessor, are not resident beside this GEMV and the shared
+ * expert while they wait. The block that counts last reads the E logits
+ * from L2, writes the scores over them and selects on its warp 0 with
+ * router_kernel's code (route_scores, route_pick_warp), and sets the count
+ * back to 0 for the next layer. Only integer atomics, and the selection
+ * does not depend on which block is last. `scratch` holds 2 E floats. */
+__device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch) {
+    __shared__ bool last;
+    __shared__ int32_t sid[DS4_ROUTE_K_MAX];
+    __threadfence();
+    __syncthreads();
+    pdl_trigger();
+    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x * gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence(); /* the other blocks' logits, counted before this block's */
+    float *sel = scratch, *pr = scratch + route.E;
+    route_scores<true>(route.logits, route.logits, route.E, route.bias, sel, pr);
+    __syncthreads();
+    if (threadIdx.x < 32)
+        route_pick_warp(route.E, route.k, route.tid2eid, route.tid2eid ? route.tok[0] : 0, route.scale, sel, pr, sid,
+                        route.ids, route.w);
+    if (threadIdx.x == 0) *done = 0;
+}
+
 /* F16 rows of at most FS_PARTS chunks (K <= 4096: the router, the compressor
  * projections), FS_PARTS warps a row, each copying and multiplying one
  * chunk, so a row's bytes are all in flight at once: the streaming kernel
@@ -433,7 +462,12 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
 #define FS_PARTS 4
 #define FS_WARPS 16
 #define FS_ROWS (FS_WARPS / FS_PARTS)
-__global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs jobs, const float *X) {
+/* SELECT (a decode step's router, ds4k_router_matmul): one job, the E logits
+ * of the token, and the block that finishes last selects the experts (see
+ * route_last_block); the rest of the kernel is the same. */
+template <bool SELECT>
+__global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs jobs, const float *X, ds4_route route,
+                                                                       unsigned *done) {
     typedef gs_fmt<T_F16> F;
     constexpr int CH = F::chunk;
     extern __shared__ __align__(16) uint8_t gs_smem[];
@@ -441,7 +475,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     const gemv_job jb = jobs.j[blockIdx.y];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rloc = warp / FS_PARTS, c = warp % FS_PARTS;
     const int64_t row = (int64_t)blockIdx.x * FS_ROWS + rloc, rb = jb.rb, K = jb.K;
-    if ((int64_t)blockIdx.x * FS_ROWS >= jb.rows) { /* the whole block is past this job's rows */
+    if (!SELECT && (int64_t)blockIdx.x * FS_ROWS >= jb.rows) { /* the whole block is past this job's rows */
         pdl_wait();
         return;
     }
@@ -455,7 +489,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     }
     cp_async_commit();
     pdl_wait(); /* the weights are in flight; the activations are the previous kernel's */
-    pdl_trigger();
+    if (!SELECT) pdl_trigger();
     const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f};
     gs_x xv = {};
     xv.xf = stage_floats(X + jb.x_off, K, gs_smem + (size_t)FS_WARPS * CH, none, NULL, 1.0f, 1.0f);
@@ -470,6 +504,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
         const float sum = warp_sum(acc);
         if (lane == 0) jb.Y[row] = sum;
     }
+    if (SELECT) route_last_block(route, done, (float *)gs_smem);
 }
 
 /* Block: GS_WARPS warps over GS_WARPS * rpw consecutive rows of one job (and
@@ -787,7 +822,30 @@ static bool launch_f16_split(const gemv_jobs *jobs, const float *X, const int32_
     const cudaLaunchConfig_t cfg =
         pdl_config(dim3((unsigned)((max_rows + FS_ROWS - 1) / FS_ROWS), (unsigned)jobs->n), dim3(FS_WARPS * 32), smem, s,
                    &attr, true);
-    return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel, *jobs, X) == cudaSuccess;
+    const ds4_route none_route = {};
+    return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel<false>, *jobs, X, none_route, (unsigned *)NULL) ==
+           cudaSuccess;
+}
+
+extern "C" int ds4k_router_matmul(const ds4_dw *W, const float *X, const ds4_route *r, unsigned *done,
+                                  ds4_stream st) {
+    static int on = -1; /* DS4_ROUTER_LAST=0: the product and ds4k_router apart (A/B) */
+    if (on < 0) on = env_switch_on("DS4_ROUTER_LAST");
+    const int64_t rb = W->K * 2; /* F16 rows */
+    const size_t scratch = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk; /* the chunk buffers, free once the dots are done */
+    if (!on || g_stream_on != 1 || !g_f16_split || W->type != T_F16 || W->N != r->E || r->k < 1 ||
+        r->k > DS4_ROUTE_K_MAX || r->E < r->k || (size_t)r->E * 2 * sizeof(float) > scratch ||
+        rb > (int64_t)FS_PARTS * gs_fmt<T_F16>::chunk || rb % 16 != 0 || ((uintptr_t)W->ptr % 16) != 0 ||
+        W->K % 32 != 0 || ((uintptr_t)X % 16) != 0)
+        return -1;
+    gemv_jobs jobs;
+    jobs.n = 1;
+    jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, r->E, W->K, 0, r->logits, r->E, T_F16};
+    const size_t smem = scratch + gs_x_bytes<T_F16>(FS_PARTS * gs_fmt<T_F16>::chunk / 2);
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg = pdl_config(dim3((unsigned)((r->E + FS_ROWS - 1) / FS_ROWS), 1), dim3(FS_WARPS * 32),
+                                              smem, (cudaStream_t)st, &attr, true);
+    return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel<true>, jobs, X, *r, done) == cudaSuccess ? 0 : -1;
 }
 
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
@@ -838,8 +896,10 @@ int gemv_stream_init(void) {
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         return -1;
-    if (cudaFuncSetAttribute(gemv_f16_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) !=
-        cudaSuccess)
+    if (cudaFuncSetAttribute(gemv_f16_split_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) !=
+            cudaSuccess ||
+        cudaFuncSetAttribute(gemv_f16_split_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) !=
+            cudaSuccess)
         return -1;
     if (!allow_smem<T_Q8_0>() || !allow_smem<T_Q2_K>() || !allow_smem<T_Q4_K>() || !allow_smem<T_IQ2_XXS>() ||
         !allow_smem<T_F16>())

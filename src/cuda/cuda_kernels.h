@@ -118,6 +118,29 @@ int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *
 void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
                            int64_t ldx, int x_per_pair, ds4_stream st);
 
+/* One token's routing, as ds4k_router takes it (the router's E logits, k
+ * experts chosen; ids and w are written). */
+typedef struct ds4_route {
+    float *logits;
+    int E, k;
+    const float *bias;
+    const int32_t *tid2eid, *tok; /* hash routing: the table and the token (device) */
+    float scale;
+    int32_t *ids;
+    float *w;
+} ds4_route;
+#define DS4_ROUTE_K_MAX 16 /* k at most (ds4k_router_matmul) */
+
+/* The router's product and ds4k_router for one token in one launch (a
+ * decode step): the split F16 GEMV writes the E logits of W . X into
+ * r->logits, and the block that finishes last (an integer count in *done,
+ * which it sets back to 0) turns them into scores and selects, with
+ * router_kernel's code: the same scores, ids and weights, bit for bit.
+ * Returns -1 and launches nothing where the split GEMV cannot take W (then
+ * the product and ds4k_router apart), or with DS4_ROUTER_LAST=0 in the
+ * environment. */
+int ds4k_router_matmul(const ds4_dw *W, const float *X, const ds4_route *r, unsigned *done, ds4_stream st);
+
 /* Routed experts for small batches: for pair i = t * k + j (t < n, j < k) and
  * expert e = ids[i], Y[i][r] = W row (e * rows + r) . X[x_per_pair ? i : t]. */
 void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X, int64_t ldx,

@@ -300,11 +300,12 @@ extern "C" void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, f
 /* ------------------------------------------------------------------ MoE */
 
 /* One token a block: the scores sqrt(softplus(logit)) (written back over the
- * logits, as the CPU does), then the selection and the weights on warp 0.
- * The selection's ids and the scores stay in shared memory for the weights'
- * sum; read back from global memory, as they once were, each of the k terms
- * waited on two dependent loads (a decode step's trace: the kernel's time
- * after the router GEMV ~6.4 -> ~5.8 us). */
+ * logits, as the CPU does), then the selection and the weights on warp 0
+ * (route_scores, route_pick_warp). The selection's ids and the scores stay
+ * in shared memory for the weights' sum; read back from global memory, as
+ * they once were, each of the k terms waited on two dependent loads (a
+ * decode step's trace: the kernel's time after the router GEMV ~6.4 -> ~5.8
+ * us). */
 __global__ void router_kernel(float *logits, int E, int k, const float *bias, const int32_t *tid2eid,
                               const int32_t *tok, float scale, int32_t *ids, float *w) {
     pdl_enter();
@@ -313,45 +314,10 @@ __global__ void router_kernel(float *logits, int E, int k, const float *bias, co
     int32_t *sid = (int32_t *)(pr + E);
     const int t = blockIdx.x;
     float *prob = logits + (int64_t)t * E;
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        const float p = sqrtf(dev_softplus(prob[e]));
-        prob[e] = p;
-        pr[e] = p;
-        sel[e] = p + (bias ? bias[e] : 0.0f);
-    }
+    route_scores(prob, prob, E, bias, sel, pr);
     __syncthreads();
-    /* selection on warp 0: k rounds of a warp arg-max (each lane scans its
-     * experts in ascending order, the butterfly keeps the larger value and,
-     * on ties, the lower id) — the CPU's "first maximum" rule */
     if (threadIdx.x >= 32) return;
-    const int lane = threadIdx.x;
-    int32_t *id = ids + (int64_t)t * k;
-    if (tid2eid) {
-        for (int j = lane; j < k; j += 32) id[j] = sid[j] = tid2eid[(int64_t)tok[t] * k + j];
-    } else {
-        for (int j = 0; j < k; j++) {
-            float bv = -INFINITY;
-            int bi = E;
-            for (int e = lane; e < E; e += 32)
-                if (bi == E || sel[e] > bv) bv = sel[e], bi = e;
-            for (int o = 16; o > 0; o >>= 1) {
-                const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-                const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-                if (oi < E && (bi == E || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
-            }
-            if (lane == 0) id[j] = sid[j] = bi;
-            __syncwarp();
-            if (lane == (bi & 31)) sel[bi] = -INFINITY;
-            __syncwarp();
-        }
-    }
-    __syncwarp();
-    /* every lane adds the k scores in slot order (the CPU's sum), then
-     * writes its slots' weights */
-    float sum = 0.0f;
-    for (int j = 0; j < k; j++) sum += pr[sid[j]];
-    if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
-    for (int j = lane; j < k; j += 32) w[(int64_t)t * k + j] = pr[sid[j]] / sum * scale;
+    route_pick_warp(E, k, tid2eid, tid2eid ? tok[t] : 0, scale, sel, pr, sid, ids + (int64_t)t * k, w + (int64_t)t * k);
 }
 
 extern "C" void ds4k_router(float *logits, int n, int E, int k, const float *bias, const int32_t *tid2eid,

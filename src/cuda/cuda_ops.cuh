@@ -176,6 +176,59 @@ __device__ __forceinline__ float dev_softplus(float z) {
     return log1pf(expf(z));
 }
 
+/* The router's selection for one token, in two parts shared by
+ * router_kernel and the router GEMV's last block (decode, ds4k_router_matmul),
+ * so both give the same scores, ids and weights bit for bit.
+ * route_scores, every thread of the block: pr[e] = sqrt(softplus(logit)),
+ * sel[e] = pr[e] + bias[e] (shared memory), the scores also written over the
+ * logits where `scores` is not NULL; a block barrier follows in the caller.
+ * FROM_L2: the logits read past the L1 cache (other blocks wrote them).
+ * route_pick_warp, warp 0 alone: sid[0..k) the hash table's row of token
+ * `tok` (tid2eid) or k rounds of a warp arg-max over sel (each lane scans its
+ * experts in ascending order, the butterfly keeps the larger value and, on
+ * ties, the lower id: the CPU's "first maximum" rule); then every lane adds
+ * the k scores in slot order (the CPU's sum), and where `ids` is not NULL
+ * writes the ids and the weights pr[id] / max(sum, 2^-14) * scale. */
+template <bool FROM_L2 = false>
+__device__ __forceinline__ void route_scores(const float *logits, float *scores, int E, const float *bias, float *sel,
+                                             float *pr) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        const float p = sqrtf(dev_softplus(FROM_L2 ? __ldcg(logits + e) : logits[e]));
+        if (scores) scores[e] = p;
+        pr[e] = p;
+        sel[e] = p + (bias ? bias[e] : 0.0f);
+    }
+}
+__device__ __forceinline__ void route_pick_warp(int E, int k, const int32_t *tid2eid, int32_t tok, float scale,
+                                                float *sel, const float *pr, int32_t *sid, int32_t *ids, float *w) {
+    const int lane = threadIdx.x & 31;
+    if (tid2eid) {
+        for (int j = lane; j < k; j += 32) sid[j] = tid2eid[(int64_t)tok * k + j];
+    } else {
+        for (int j = 0; j < k; j++) {
+            float bv = -INFINITY;
+            int bi = E;
+            for (int e = lane; e < E; e += 32)
+                if (bi == E || sel[e] > bv) bv = sel[e], bi = e;
+            for (int o = 16; o > 0; o >>= 1) {
+                const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+                const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+                if (oi < E && (bi == E || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+            }
+            if (lane == 0) sid[j] = bi;
+            __syncwarp();
+            if (lane == (bi & 31)) sel[bi] = -INFINITY;
+            __syncwarp();
+        }
+    }
+    __syncwarp();
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) sum += pr[sid[j]];
+    if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+    if (ids)
+        for (int j = lane; j < k; j += 32) ids[j] = sid[j], w[j] = pr[sid[j]] / sum * scale;
+}
+
 /* Element i of a float-type weight (F32 / F16 / BF16). */
 __device__ __forceinline__ float dev_elem(int type, const void *p, int64_t i) {
     if (type == 0) return ((const float *)p)[i];

@@ -871,6 +871,7 @@ int main(int argc, char **argv) {
         test_gemv_pairs(&r);
         test_gemv_ksplit(&r);
         test_gemv_prep(&r);
+        test_router_matmul(&r);
     }
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
         test_matmul(&r);
@@ -883,6 +884,7 @@ int main(int argc, char **argv) {
         test_hc_mix_batched(&r);
         test_hc_post_mix(&r);
         test_gemv_prep(&r);
+        test_router_matmul(&r);
         test_prefill_kernels(&r);
         test_attention_kernels(&r);
         test_norm_hc(&r, 5);

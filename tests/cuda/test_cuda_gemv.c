@@ -366,6 +366,73 @@ void test_gemv_prep(ds4_rng *r) {
     }
 }
 
+/* ds4k_router_matmul (a decode step's router product, its last block
+ * selecting) against ds4k_matmul + ds4k_router, which test_gemv_stream and
+ * test_router hold to the CPU: bitwise the same scores (written over the
+ * logits), the same ids, bitwise the same weights; each case launched twice
+ * on one count, which must be back at 0 after each launch. E = 16 and 298
+ * leave lanes of the selecting warp without an expert and a block partly
+ * past the rows; hash routing and ties as in test_router. */
+void test_router_matmul(ds4_rng *r) {
+    static const struct {
+        int64_t K;
+        int E, k, bias, ties, hash;
+    } cs[] = {{4096, 256, 6, 1, 0, 0}, {4096, 256, 6, 0, 1, 0}, {4096, 256, 6, 1, 0, 1},
+              {2048, 16, 6, 1, 1, 0},  {4096, 298, 8, 1, 0, 0}};
+    const int vocab = 7, tok = 3;
+    const float scale = 1.5f;
+    unsigned *done = to_dev(NULL, sizeof(unsigned));
+    cudaMemset(done, 0, sizeof(unsigned));
+    for (size_t c = 0; c < sizeof(cs) / sizeof(cs[0]); c++) {
+        const int E = cs[c].E, k = cs[c].k;
+        const int64_t K = cs[c].K;
+        host_w h = make_w(r, DS4_TYPE_F16, K, E);
+        float *x = rnd(r, (size_t)K, 1.0f), *bias = malloc(sizeof(float) * E);
+        if (cs[c].ties) { /* four distinct rows, repeated: the logits tie in fours */
+            const size_t rb = ds4_row_bytes(DS4_TYPE_F16, K);
+            for (int e = 4; e < E; e++) memcpy(h.w + rb * e, h.w + rb * (e % 4), rb);
+            cudaMemcpy((void *)h.d.ptr, h.w, rb * E, cudaMemcpyHostToDevice);
+        }
+        for (int e = 0; e < E; e++) bias[e] = cs[c].ties ? 0.25f * (float)(e % 3) : 0.1f * ds4_rng_normal(r);
+        int32_t *tab = malloc(sizeof(int32_t) * vocab * k);
+        for (int i = 0; i < vocab * k; i++) tab[i] = (int32_t)ds4_rng_below(r, (uint32_t)E);
+        float *dx = to_dev(x, sizeof(float) * K), *db = to_dev(bias, sizeof(float) * E);
+        float *dl = to_dev(NULL, sizeof(float) * 3 * E), *dw = to_dev(NULL, sizeof(float) * 3 * k);
+        int32_t *dtab = to_dev(tab, sizeof(int32_t) * vocab * k), *dtok = to_dev(&tok, sizeof(tok));
+        int32_t *dids = to_dev(NULL, sizeof(int32_t) * 3 * k);
+        const float *bp = cs[c].bias ? db : NULL;
+        const int32_t *tp = cs[c].hash ? dtab : NULL;
+        int rc = 0;
+        unsigned left[2] = {1, 1};
+        for (int rep = 0; rep < 2; rep++) {
+            const ds4_route rt = {dl + rep * E, E, k, bp, tp, dtok, scale, dids + rep * k, dw + rep * k};
+            rc |= ds4k_router_matmul(&h.d, dx, &rt, done, NULL);
+            from_dev(&left[rep], done, sizeof(unsigned));
+        }
+        ds4k_matmul(&h.d, 0, E, dx, K, 1, dl + 2 * E, E, NULL); /* the two launches */
+        ds4k_router(dl + 2 * E, 1, E, k, bp, tp, dtok, scale, dids + 2 * k, dw + 2 * k, NULL);
+        float *pl = malloc(sizeof(float) * 3 * E), w[3 * 16];
+        int32_t ids[3 * 16];
+        from_dev(pl, dl, sizeof(float) * 3 * E);
+        from_dev(w, dw, sizeof(float) * 3 * k);
+        from_dev(ids, dids, sizeof(int32_t) * 3 * k);
+        bool same = true;
+        for (int rep = 0; rep < 2; rep++)
+            same = same && memcmp(pl + rep * E, pl + 2 * E, sizeof(float) * E) == 0 &&
+                   memcmp(ids + rep * k, ids + 2 * k, sizeof(int32_t) * k) == 0 &&
+                   memcmp(w + rep * k, w + 2 * k, sizeof(float) * k) == 0;
+        check(rc == 0 && same && left[0] == 0 && left[1] == 0,
+              "router GEMV, E %3d k %d K %lld%s%s%s, its last block selecting (twice): scores, ids and weights %s, "
+              "count back to 0: %s",
+              E, k, (long long)K, cs[c].bias ? " bias" : "", cs[c].ties ? " ties" : "", cs[c].hash ? " hash" : "",
+              rc != 0 ? "NOT LAUNCHED" : same ? "bitwise the two launches'" : "DIFFER",
+              left[0] == 0 && left[1] == 0 ? "yes" : "NO");
+        cudaFree(dx), cudaFree(db), cudaFree(dl), cudaFree(dw), cudaFree(dtab), cudaFree(dtok), cudaFree(dids);
+        free(x), free(bias), free(tab), free(pl), free_w(&h);
+    }
+    cudaFree(done);
+}
+
 /* ------------------------------------------------------------------ timing */
 
 static void *random_dev(size_t bytes, uint64_t seed) {
