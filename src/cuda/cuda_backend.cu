@@ -344,7 +344,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->logits_keep, hp->n_vocab * 4);
     DA(c->route_done, sizeof(unsigned));
     CU(cudaMemset(c->pick, 0, sizeof(ds4k_pick_ctl)), "clearing the pick state");
-    CU(cudaMemset(c->route_done, 0, sizeof(unsigned)), "clearing the router's count");
+    CU(cudaMemsetAsync(c->route_done, 0, sizeof(unsigned), c->st), "clearing the router's count");
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess ||

@@ -429,16 +429,18 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
  * a multiprocessor, are not resident beside this GEMV and the shared
  * expert while they wait. The block that counts last reads the E logits
  * from L2, writes the scores over them and selects on its warp 0 with
- * router_kernel's code (route_scores, route_pick_warp), and sets the count
- * back to 0 for the next layer. Only integer atomics, and the selection
- * does not depend on which block is last. `scratch` holds 2 E floats. */
+ * router_kernel's code (route_scores, route_pick_warp). The count wraps
+ * back to 0 on the last increment (atomicInc), so no separate reset can be
+ * lost. Only integer atomics, and the selection does not depend on which
+ * block is last. `scratch` holds 2 E floats. */
 __device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch) {
     __shared__ bool last;
     __shared__ int32_t sid[DS4_ROUTE_K_MAX];
     __threadfence();
     __syncthreads();
     pdl_trigger();
-    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x * gridDim.y - 1;
+    const unsigned blocks = gridDim.x * gridDim.y;
+    if (threadIdx.x == 0) last = atomicInc(done, blocks - 1) == blocks - 1;
     __syncthreads();
     if (!last) return;
     __threadfence(); /* the other blocks' logits, counted before this block's */
@@ -448,7 +450,6 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
     if (threadIdx.x < 32)
         route_pick_warp(route.E, route.k, route.tid2eid, route.tid2eid ? route.tok[0] : 0, route.scale, sel, pr, sid,
                         route.ids, route.w);
-    if (threadIdx.x == 0) *done = 0;
 }
 
 /* F16 rows of at most FS_PARTS chunks (K <= 4096: the router, the compressor
@@ -833,7 +834,8 @@ extern "C" int ds4k_router_matmul(const ds4_dw *W, const float *X, const ds4_rou
     if (on < 0) on = env_switch_on("DS4_ROUTER_LAST");
     const int64_t rb = W->K * 2; /* F16 rows */
     const size_t scratch = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk; /* the chunk buffers, free once the dots are done */
-    if (!on || g_stream_on != 1 || !g_f16_split || W->type != T_F16 || W->N != r->E || r->k < 1 ||
+    if (!on || g_stream_on != 1 || !g_f16_split || !done || !r->logits || !r->ids || !r->w ||
+        (r->tid2eid && !r->tok) || W->type != T_F16 || W->N != r->E || r->k < 1 ||
         r->k > DS4_ROUTE_K_MAX || r->E < r->k || (size_t)r->E * 2 * sizeof(float) > scratch ||
         rb > (int64_t)FS_PARTS * gs_fmt<T_F16>::chunk || rb % 16 != 0 || ((uintptr_t)W->ptr % 16) != 0 ||
         W->K % 32 != 0 || ((uintptr_t)X % 16) != 0)

@@ -134,7 +134,7 @@ typedef struct ds4_route {
 /* The router's product and ds4k_router for one token in one launch (a
  * decode step): the split F16 GEMV writes the E logits of W . X into
  * r->logits, and the block that finishes last (an integer count in *done,
- * which it sets back to 0) turns them into scores and selects, with
+ * 0 between launches: it wraps) turns them into scores and selects, with
  * router_kernel's code: the same scores, ids and weights, bit for bit.
  * Returns -1 and launches nothing where the split GEMV cannot take W (then
  * the product and ds4k_router apart), or with DS4_ROUTER_LAST=0 in the
