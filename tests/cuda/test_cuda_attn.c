@@ -132,8 +132,11 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
             mx = fmax(mx, fabs((double)want[i]));
         }
         /* float sums of <= 675 rows of 512 products vs double: ~1e-7 relative;
-         * the tensor cores take q and the weights as f16 hi + lo (~22 bits) */
-        const double tol = k == 2 ? 1e-5 : 2e-6;
+         * the tensor cores take q and the weights as f16 hi + lo (~22 bits).
+         * A float sum's error bound grows with its length: past 675 rows the
+         * bound grows with them (1,222 rows at 140,000, ratio 128: the SIMT
+         * kernel measured 1.38e-6 and 2.08e-6 on two draws of the data) */
+        const double tol = (k == 2 ? 1e-5 : 2e-6) * (max_rows > 675 ? max_rows / 675.0 : 1.0);
         check(worst / mx < tol, "attention (%s) vs double reference: %d token(s) at %d, %2d heads x %3d, ratio %3d%s: "
               "max |diff| / max|o| %.2e", name[k], n, p0, H, hd, ratio, select ? ", selected rows" : "", worst / mx);
     }
