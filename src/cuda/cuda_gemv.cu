@@ -334,8 +334,9 @@ __device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv
         for (int p = 0; p < SQ_BATCH; p++) {
             const int64_t i = base0 + p * blockDim.x + threadIdx.x;
             const bool on = i < tasks;
-            f[p][0] = on ? X4[2 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            f[p][1] = on ? X4[2 * i + 1] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            /* through L2: x may be staged before the wait (DS4_EARLY_X) */
+            f[p][0] = on ? __ldcg(X4 + 2 * i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            f[p][1] = on ? __ldcg(X4 + 2 * i + 1) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             ax[p][0] = on && aux ? A4[2 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             ax[p][1] = on && aux ? A4[2 * i + 1] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
@@ -491,7 +492,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     cp_async_commit();
     pdl_wait(); /* the weights are in flight; the activations are the previous kernel's */
     if (!SELECT) pdl_trigger();
-    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f};
+    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, 0};
     gs_x xv = {};
     xv.xf = stage_floats(X + jb.x_off, K, gs_smem + (size_t)FS_WARPS * CH, none, NULL, 1.0f, 1.0f);
     cp_async_wait<0>();
@@ -531,14 +532,12 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         return;
     }
     const int64_t rb = jb.rb, K = jb.K, ld = jb.ld ? jb.ld : rb; /* bytes read a row, row stride */
-    const uint8_t *W = jb.W + jb.r0 * ld;
+    const uint8_t *W = jb.W + jb.r0 * ld; /* routed: set once the ids are read */
     float *Y = jb.Y;
     X += jb.x_off;
     int64_t xrow = 0; /* the activations' row (for the prep's router weight) */
+    const int pair = blockIdx.z;
     if (ids) {
-        pdl_wait(); /* the routing is the previous kernel's output */
-        const int pair = blockIdx.z;
-        W = jb.W + (int64_t)ids[pair] * jb.rows * ld;
         xrow = x_per_pair ? pair : pair / k;
         X += xrow * ldx;
         Y += (int64_t)pair * jb.ldy;
@@ -562,7 +561,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
      * (which made the copy most of the instructions a row costs) */
     constexpr int UPL = (CH / 16 + 31) / 32; /* units a lane copies at most */
     const int units = (int)(rb / 16);
-    const uint8_t *is_src = W + r0 * ld + 16 * lane;
+    const uint8_t *is_src = NULL; /* set with W */
     auto issue_next = [&]() {
         if (is_n < items) {
             if (XR > 0) {
@@ -584,30 +583,55 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         }
         cp_async_commit(); /* an empty group keeps the wait count uniform */
     };
-    /* IQ2_XXS: the signed tables, copied in the oldest copy group, so the
-     * ring's first wait (below) also covers them */
+    /* IQ2_XXS: the signed tables (constant: copied before any wait), in the
+     * oldest copy group, so the ring's first wait (below) also covers them */
     uint8_t *xa = gs_smem + gs_stage_bytes<T>(stages);
     uint32_t *tab = (uint32_t *)(xa + gs_x_bytes<T>(K) - (T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0));
     if (T == T_IQ2_XXS) {
         for (int i = threadIdx.x; i < IQ2_TAB_WORDS / 4; i += blockDim.x) cp_async16(tab + 4 * i, iq2tab + 4 * i);
         cp_async_commit();
     }
-    for (int p = 0; p < nslots - 1; p++) issue_next();
-    /* weights are in flight; from here on the previous kernel's output */
-    if (!ids) pdl_wait();
-    pdl_trigger();
-
+    /* The order of the prologue. A dense product issues its first weight
+     * copies, waits for the previous kernel (pdl_wait), then stages x. A
+     * routed one waits first, since the ids choose its weights, unless the
+     * caller says the ids are older (DS4_EARLY_IDS: the dense order) or x is
+     * (DS4_EARLY_X: x staged before the wait, then the ids read and the
+     * copies issued). What was written before the previous kernel is
+     * complete once this kernel runs (that kernel triggered this launch
+     * only after its own wait) and is read through L2 (__ldcg), where no
+     * stale L1 line can shadow it. */
+    const bool x_first = ids && (prep.early & DS4_EARLY_X);
+    const bool wait_first = ids && (x_first || !(prep.early & DS4_EARLY_IDS));
+    auto start_copies = [&]() {
+        if (wait_first) pdl_wait();
+        if (ids) W = jb.W + (int64_t)__ldcg(ids + pair) * jb.rows * ld;
+        is_src = W + r0 * ld + 16 * lane;
+        for (int p = 0; p < nslots - 1; p++) issue_next();
+        if (!wait_first) pdl_wait(); /* weights in flight; from here on the previous kernel's output */
+        pdl_trigger();
+    };
     /* stage the activations (with the prep: the norm's 1/rms summed in
      * rmsnorm_kernel's order when blockDim.x == row_threads(K)) */
     __shared__ float red[32];
-    const float wt = prep.op == DS4_PREP_SWIGLU && prep.wts ? prep.wts[xrow] : 1.0f;
     gs_x xv = {};
     xv.tab = tab;
-    if (T == T_F16) {
-        const float inv = prep.op == DS4_PREP_NORM ? block_inv_rms(X, K, prep.eps, red) : 1.0f;
-        xv.xf = stage_floats(X, K, xa, prep, U, inv, wt);
+    auto stage = [&]() {
+        const float wt = prep.op == DS4_PREP_SWIGLU && prep.wts ? prep.wts[xrow] : 1.0f;
+        if (T == T_F16) {
+            const float inv = prep.op == DS4_PREP_NORM ? block_inv_rms(X, K, prep.eps, red) : 1.0f;
+            xv.xf = stage_floats(X, K, xa, prep, U, inv, wt);
+        } else {
+            stage_quantized<T>(X, K, xa, &xv, prep, U, wt, red);
+        }
+    };
+    /* two inlined copies of each: one copy of the staging reached through a
+     * runtime branch cost q_b 16 and the routed down 18 registers (ptxas) */
+    if (x_first) {
+        stage();
+        start_copies();
     } else {
-        stage_quantized<T>(X, K, xa, &xv, prep, U, wt, red);
+        start_copies();
+        stage();
     }
     if (T == T_IQ2_XXS) cp_async_wait_n(nslots - 1);
     __syncthreads();
@@ -750,6 +774,7 @@ static int g_xreg = 1;
 int g_pdl_on = 1;           /* DS4_PDL=0: each kernel after the previous one completes (A/B timing) */
 int g_pdl_small_batch = 1;   /* set per forward pass (cuda_layers.inc) */
 static int g_f16_split = 1; /* DS4_GEMV_F16_SPLIT=0: F16 rows by the streaming kernel (A/B timing) */
+static int g_early = 1;     /* DS4_GEMV_EARLY=0: ds4_prep's early flags ignored (A/B timing) */
 
 template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
     bool one_chunk = true;
@@ -853,7 +878,10 @@ extern "C" int ds4k_router_matmul(const ds4_dw *W, const float *X, const ds4_rou
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
                  int x_per_pair, cudaStream_t s, const ds4_prep *prep_in) {
     if (g_stream_on != 1 || jobs->n < 1) return false;
-    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f}, &prep = prep_in ? *prep_in : none;
+    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, 0};
+    ds4_prep prep = prep_in ? *prep_in : none;
+    if (!g_early || !ids) prep.early = 0;
+    if (jobs->j[0].type == T_F16) prep.early &= ~DS4_EARLY_X; /* stage_floats reads x through L1 */
     /* the prep's other inputs are read with the activations' layout */
     if (prep.op == DS4_PREP_SWIGLU && (!prep.u || ((uintptr_t)prep.u % 16) != 0)) return false;
     if (prep.op == DS4_PREP_NORM && (!prep.w || jobs->n != 1 || ((uintptr_t)prep.w % 16) != 0)) return false;
@@ -894,6 +922,7 @@ int gemv_stream_init(void) {
      * be launched early, it would not wait */
     g_pdl_on = env_switch_on("DS4_PDL") && DS4_CUDA_ARCH_MIN >= 90;
     g_f16_split = env_switch_on("DS4_GEMV_F16_SPLIT");
+    g_early = env_switch_on("DS4_GEMV_EARLY");
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)

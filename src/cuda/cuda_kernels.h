@@ -114,9 +114,10 @@ void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_
 int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
                                size_t scratch_floats, int64_t split_k, ds4_stream st);
 
-/* Several expert matrices (gate and up) with the same routing in one launch. */
+/* Several expert matrices (gate and up) with the same routing in one launch.
+ * early: DS4_EARLY_* flags (ds4_prep), or 0. */
 void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
-                           int64_t ldx, int x_per_pair, ds4_stream st);
+                           int64_t ldx, int x_per_pair, int early, ds4_stream st);
 
 /* One token's routing, as ds4k_router takes it (the router's E logits, k
  * experts chosen; ids and w are written). */
@@ -154,6 +155,17 @@ void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, i
  *                    (* wts[pair] with wts), as ds4k_swiglu; u has x's layout.
  * The result is the same as the separate kernel's. */
 enum { DS4_PREP_NONE = 0, DS4_PREP_NORM = 1, DS4_PREP_SWIGLU = 2 };
+/* What of a routed product's inputs was written before the kernel launched
+ * just ahead of it on the stream (the caller's promise), so the streaming
+ * GEMV need not wait for that kernel to use it:
+ *   DS4_EARLY_X:   the activations (and the prep's inputs): staged first,
+ *                  while the previous kernel finishes (a decode step's
+ *                  routed gate and up: x is the sub-layer input, the router
+ *                  ran in between);
+ *   DS4_EARLY_IDS: the expert ids: the weights' copies start first (the
+ *                  routed down projection: the ids are the router's).
+ * Ignored without ids; DS4_GEMV_EARLY=0 in the environment: never. */
+enum { DS4_EARLY_X = 1, DS4_EARLY_IDS = 2 };
 typedef struct ds4_prep {
     int op;
     const float *w; /* norm weight */
@@ -161,6 +173,7 @@ typedef struct ds4_prep {
     const float *u;   /* up projection */
     const float *wts; /* router weight per pair, or NULL */
     float clamp;
+    int early; /* DS4_EARLY_* */
 } ds4_prep;
 
 /* ds4k_matmul (one token) or ds4k_moe_matmul (ids != NULL: n tokens, k

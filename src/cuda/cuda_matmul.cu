@@ -267,7 +267,7 @@ static int pick_wpr(int64_t total_rows, int64_t rb, int unit) {
 }
 
 static void launch_multi(const gemv_jobs *jobs, const float *X, int64_t ldx, int n, const int32_t *ids, int pairs, int k,
-                         int x_per_pair, cudaStream_t s) {
+                         int x_per_pair, cudaStream_t s, int early = 0) {
     int64_t max_rows = 0, total = 0, K = 0, min_rb = INT64_MAX;
     int unit = 16;
     for (int i = 0; i < jobs->n; i++) {
@@ -276,7 +276,8 @@ static void launch_multi(const gemv_jobs *jobs, const float *X, int64_t ldx, int
         K = jobs->j[i].K > K ? jobs->j[i].K : K;
         if (jobs->j[i].rb < min_rb) min_rb = jobs->j[i].rb, unit = stage_unit(jobs->j[i].type);
     }
-    if ((ids || n == 1) && gemv_stream(jobs, X, ldx, ids, pairs, k, x_per_pair, s)) return;
+    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, early};
+    if ((ids || n == 1) && gemv_stream(jobs, X, ldx, ids, pairs, k, x_per_pair, s, &none)) return;
     if (ids) total *= pairs;
     const int wpr = pick_wpr(total, min_rb, unit);
     const int ntok = ids ? 1 : n;
@@ -622,7 +623,7 @@ extern "C" void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float
 /* ------------------------------------------------------------------ routed experts, small batches */
 
 extern "C" void ds4k_moe_matmul_multi(const ds4_mm_job *mj, int n_jobs, const int32_t *ids, int n, int k, const float *X,
-                                      int64_t ldx, int x_per_pair, ds4_stream st) {
+                                      int64_t ldx, int x_per_pair, int early, ds4_stream st) {
     bool ok = n_jobs <= GEMV_MAX_JOBS;
     for (int i = 0; ok && i < n_jobs; i++) ok = stageable(mj[i].W, row_bytes_dev(mj[i].W->type, mj[i].W->K));
     if (!ok) {
@@ -634,7 +635,7 @@ extern "C" void ds4k_moe_matmul_multi(const ds4_mm_job *mj, int n_jobs, const in
     for (int i = 0; i < n_jobs; i++)
         jobs.j[i] = (gemv_job){(const uint8_t *)mj[i].W->ptr, row_bytes_dev(mj[i].W->type, mj[i].W->K), 0, mj[i].rows,
                                mj[i].W->K, 0, mj[i].Y, mj[i].ldy, mj[i].W->type};
-    launch_multi(&jobs, X, ldx, 1, ids, n * k, k, x_per_pair, (cudaStream_t)st);
+    launch_multi(&jobs, X, ldx, 1, ids, n * k, k, x_per_pair, (cudaStream_t)st, early);
 }
 
 extern "C" void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *ids, int n, int k, const float *X,

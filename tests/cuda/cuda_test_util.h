@@ -126,6 +126,7 @@ void test_hc_mix_batched(ds4_rng *r);
 void test_hc_post_mix(ds4_rng *r);
 void test_gemv_prep(ds4_rng *r);
 void test_router_matmul(ds4_rng *r);
+void test_gemv_early(void);
 
 /* Prefill-only kernels vs the kernels they replace (test_cuda_prefill.c). */
 void test_prefill_kernels(ds4_rng *r);

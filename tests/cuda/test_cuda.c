@@ -872,6 +872,7 @@ int main(int argc, char **argv) {
         test_gemv_ksplit(&r);
         test_gemv_prep(&r);
         test_router_matmul(&r);
+        test_gemv_early();
     }
     if (!strcmp(what, "all") || !strcmp(what, "kernels")) {
         test_matmul(&r);
@@ -885,6 +886,7 @@ int main(int argc, char **argv) {
         test_hc_post_mix(&r);
         test_gemv_prep(&r);
         test_router_matmul(&r);
+        test_gemv_early();
         test_prefill_kernels(&r);
         test_attention_kernels(&r);
         test_norm_hc(&r, 5);

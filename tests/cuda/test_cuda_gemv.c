@@ -306,7 +306,7 @@ void test_gemv_prep(ds4_rng *r) {
         cpu_rows(&h, 0, rows, xn, yc);
         float *dx = to_dev(x, sizeof(float) * K), *dw = to_dev(w, sizeof(float) * K);
         float *dy = to_dev(NULL, sizeof(float) * rows), *dy2 = to_dev(NULL, sizeof(float) * rows);
-        const ds4_prep pp = {DS4_PREP_NORM, dw, 1e-6f, NULL, NULL, 0.0f};
+        const ds4_prep pp = {DS4_PREP_NORM, dw, 1e-6f, NULL, NULL, 0.0f, 0};
         const int rc = ds4k_matmul_prep(&h.d, rows, dx, K, &pp, NULL, 1, 1, 0, dy, rows, NULL);
         from_dev(yg, dy, sizeof(float) * rows);
         ds4k_rmsnorm(dx, K, dw, 1, (int)K, 1e-6f, dx, K, NULL); /* the separate kernels */
@@ -343,7 +343,7 @@ void test_gemv_prep(ds4_rng *r) {
         float *dwts = to_dev(wts, sizeof(float) * nx), *dy = to_dev(NULL, sizeof(float) * nx * rows);
         float *dy2 = to_dev(NULL, sizeof(float) * nx * rows);
         int32_t *dids = to_dev(ids, sizeof(ids));
-        const ds4_prep pp = {DS4_PREP_SWIGLU, NULL, 0.0f, du, routed ? dwts : NULL, lim};
+        const ds4_prep pp = {DS4_PREP_SWIGLU, NULL, 0.0f, du, routed ? dwts : NULL, lim, 0};
         const int rc = ds4k_matmul_prep(&h.d, rows, dg, K, &pp, routed ? dids : NULL, n, k, routed, dy, rows, NULL);
         from_dev(yg, dy, sizeof(float) * nx * rows);
         ds4k_swiglu(dg, du, nx, (int)K, lim, routed ? dwts : NULL, NULL); /* the separate kernels */
@@ -450,6 +450,101 @@ void test_router_matmul(ds4_rng *r) {
     }
     cudaFree(done);
     cudaStreamDestroy(ts);
+}
+
+/* Random weight bytes of a quantized type with sane block scales (the
+ * checks below compare two paths bitwise, so no CPU quantization is needed:
+ * IQ2_XXS quantizes slowly). */
+static void *sane_blocks_dev(ds4_rng *r, int type, size_t bytes) {
+    uint8_t *h = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) h[i] = (uint8_t)ds4_rng_below(r, 256);
+    const size_t bb = type == DS4_TYPE_IQ2_XXS ? 66 : 84, at = type == DS4_TYPE_IQ2_XXS ? 0 : 80;
+    for (size_t b = 0; b + bb <= bytes; b += bb) {
+        const uint16_t d = ds4_f32_to_f16(0.01f + 0.01f * (float)ds4_rng_below(r, 100) / 100.0f);
+        memcpy(h + b + at, &d, 2);
+        if (type == DS4_TYPE_Q2_K) memcpy(h + b + at + 2, &d, 2); /* dmin */
+    }
+    void *d = to_dev(h, bytes);
+    free(h);
+    return d;
+}
+
+/* The routed products' early starts (DS4_EARLY_X for gate and up, whose
+ * x is staged before their wait; DS4_EARLY_IDS for the down projection,
+ * whose weight copies start before it) in the decode step's order: a kernel
+ * writes x into the one buffer every round reuses, the router's product and
+ * selection write the ids, then gate/up and the SwiGLU down. Eight rounds
+ * captured in a graph, replayed 10 times, against the same rounds with the
+ * flags off, one launch at a time: bitwise, or a read came too early. */
+void test_gemv_early(void) {
+    const char *off = getenv("DS4_GEMV_EARLY"), *stream_off = getenv("DS4_GEMV_STREAM");
+    if ((off && strcmp(off, "0") == 0) || (stream_off && strcmp(stream_off, "0") == 0)) {
+        printf("skip routed GEMVs started early: switched off in the environment\n");
+        return;
+    }
+    ds4_rng lr; /* its own draws: the checks after this one see the same data either way */
+    ds4_rng_seed(&lr, 11);
+    enum { E = 16, KS = 6, ROUNDS = 8 };
+    const int64_t D = 4096, FF = 1024; /* Q2_K rows of FF: whole 16-byte units */
+    const size_t gb = ds4_row_bytes(DS4_TYPE_IQ2_XXS, D) * FF * E, db = ds4_row_bytes(DS4_TYPE_Q2_K, FF) * D * E;
+    const ds4_dw wg = {DS4_TYPE_IQ2_XXS, sane_blocks_dev(&lr, DS4_TYPE_IQ2_XXS, gb), D, FF * E},
+                 wu = {DS4_TYPE_IQ2_XXS, sane_blocks_dev(&lr, DS4_TYPE_IQ2_XXS, gb), D, FF * E},
+                 wd = {DS4_TYPE_Q2_K, sane_blocks_dev(&lr, DS4_TYPE_Q2_K, db), FF, D * E};
+    host_w wr = make_w(&lr, DS4_TYPE_F16, D, E);
+    float *src = rnd(&lr, (size_t)ROUNDS * D, 1.0f), *dsrc = to_dev(src, sizeof(float) * ROUNDS * D);
+    float *dx = to_dev(NULL, sizeof(float) * D), *dl = to_dev(NULL, sizeof(float) * E);
+    float *dg = to_dev(NULL, sizeof(float) * 2 * ROUNDS * KS * FF), *du = dg + ROUNDS * KS * FF;
+    float *dy = to_dev(NULL, sizeof(float) * 2 * ROUNDS * KS * D), *dw = to_dev(NULL, sizeof(float) * ROUNDS * KS);
+    int32_t *dids = to_dev(NULL, sizeof(int32_t) * ROUNDS * KS);
+    unsigned *done = to_dev(NULL, sizeof(unsigned));
+    cudaMemset(done, 0, sizeof(unsigned));
+    cudaStream_t ts;
+    cudaStreamCreateWithFlags(&ts, cudaStreamNonBlocking);
+    int rc = 0;
+    for (int pass = 0; pass < 2; pass++) { /* 0: early, in a graph; 1: flags off, synchronized launches */
+        cudaGraph_t graph = NULL;
+        cudaGraphExec_t exec = NULL;
+        bool ok = pass == 1 || cudaStreamBeginCapture(ts, cudaStreamCaptureModeGlobal) == cudaSuccess;
+        for (int t = 0; t < ROUNDS; t++) {
+            const ds4_stream st = (ds4_stream)ts;
+            float *g = dg + (int64_t)t * KS * FF, *u = du + (int64_t)t * KS * FF, *y = dy + (int64_t)(pass * ROUNDS + t) * KS * D;
+            int32_t *ids = dids + t * KS;
+            ds4k_rmsnorm(dsrc + t * D, D, NULL, 1, (int)D, 1e-6f, dx, D, st);
+            const ds4_route rt = {dl, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS};
+            if (ds4k_router_matmul(&wr.d, dx, &rt, done, st) != 0) {
+                ds4k_matmul(&wr.d, 0, E, dx, D, 1, dl, E, st);
+                ds4k_router(dl, 1, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS, st);
+            }
+            const ds4_mm_job j[2] = {{&wg, 0, FF, 0, g, FF}, {&wu, 0, FF, 0, u, FF}};
+            ds4k_moe_matmul_multi(j, 2, ids, 1, KS, dx, D, 0, pass ? 0 : DS4_EARLY_X, st);
+            const ds4_prep sw = {DS4_PREP_SWIGLU, NULL, 0.0f, u, dw + t * KS, 10.0f, pass ? 0 : DS4_EARLY_IDS};
+            rc |= ds4k_matmul_prep(&wd, D, g, FF, &sw, ids, 1, KS, 1, y, D, st);
+            if (pass) ok = ok && cudaStreamSynchronize(ts) == cudaSuccess;
+        }
+        if (pass == 0) {
+            ok = ok && cudaStreamEndCapture(ts, &graph) == cudaSuccess && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+            for (int i = 0; ok && i < 10; i++) ok = cudaGraphLaunch(exec, ts) == cudaSuccess;
+            ok = ok && cudaStreamSynchronize(ts) == cudaSuccess;
+            if (exec) cudaGraphExecDestroy(exec);
+            if (graph) cudaGraphDestroy(graph);
+        }
+        rc |= ok ? 0 : 1;
+    }
+    float *y = malloc(sizeof(float) * 2 * ROUNDS * KS * D);
+    from_dev(y, dy, sizeof(float) * 2 * ROUNDS * KS * D);
+    int bad = 0, finite = 1;
+    int64_t nonzero = 0;
+    for (int t = 0; t < ROUNDS; t++) bad += memcmp(y + (int64_t)t * KS * D, y + (int64_t)(ROUNDS + t) * KS * D, sizeof(float) * KS * D) != 0;
+    for (int64_t i = 0; i < (int64_t)ROUNDS * KS * D; i++) finite &= isfinite(y[i]), nonzero += y[i] != 0.0f;
+    finite &= nonzero > (int64_t)ROUNDS * KS * D / 2;
+    check(rc == 0 && bad == 0 && finite,
+          "routed gate/up with x staged early and the down with its copies started early (%d rounds x 10 graph "
+          "replays): %s",
+          ROUNDS, rc ? "NOT LAUNCHED" : !finite ? "outputs not finite or mostly 0" : bad ? "DIFFER from the flags off" : "bitwise the flags off");
+    cudaFree((void *)wg.ptr), cudaFree((void *)wu.ptr), cudaFree((void *)wd.ptr), free_w(&wr);
+    cudaFree(dsrc), cudaFree(dx), cudaFree(dl), cudaFree(dg), cudaFree(dy), cudaFree(dw), cudaFree(dids), cudaFree(done);
+    cudaStreamDestroy(ts);
+    free(src), free(y);
 }
 
 /* ------------------------------------------------------------------ timing */
