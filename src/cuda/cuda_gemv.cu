@@ -319,7 +319,7 @@ __device__ __forceinline__ float prep_elem(const ds4_prep &pp, float x, const fl
  * taken while they arrive: the staging waits on one round trip to L2, not
  * one a pass (o_b's K = 8,192 took four). */
 #define SQ_BATCH 2
-template <int T>
+template <int T, bool CG = false>
 __device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv, const ds4_prep &pp, const float *U,
                                 float wt, float *red) {
     int8_t *xq = (int8_t *)xa;
@@ -334,9 +334,9 @@ __device__ void stage_quantized(const float *X, int64_t K, uint8_t *xa, gs_x *xv
         for (int p = 0; p < SQ_BATCH; p++) {
             const int64_t i = base0 + p * blockDim.x + threadIdx.x;
             const bool on = i < tasks;
-            /* through L2: x may be staged before the wait (DS4_EARLY_X) */
-            f[p][0] = on ? __ldcg(X4 + 2 * i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            f[p][1] = on ? __ldcg(X4 + 2 * i + 1) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            /* CG: through L2 (x staged before the wait, DS4_EARLY_X) */
+            f[p][0] = on ? (CG ? __ldcg(X4 + 2 * i) : X4[2 * i]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            f[p][1] = on ? (CG ? __ldcg(X4 + 2 * i + 1) : X4[2 * i + 1]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             ax[p][0] = on && aux ? A4[2 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             ax[p][1] = on && aux ? A4[2 * i + 1] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
@@ -513,8 +513,19 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
  * one routed pair); warp w streams rows [w * rpw, (w + 1) * rpw) chunk by
  * chunk. The first copies are issued before the activations are staged, so
  * both latencies overlap. XR > 0: every row is one chunk and has at most
- * 32 * XR slices; lane l keeps slices l, l + 32, ... of x in registers. */
-template <int T, int XR>
+ * 32 * XR slices; lane l keeps slices l, l + 32, ... of x in registers.
+ *
+ * EARLY (routed products, ds4_prep.early): 0, the ids are the previous
+ * kernel's output, so the block waits for it before anything else;
+ * DS4_EARLY_IDS, the ids are older: the weight copies start before the wait
+ * as a dense product's do; DS4_EARLY_X, x is older: it is staged first,
+ * then the block waits, reads the ids and issues the copies. What was
+ * written before the previous kernel is complete once this kernel runs
+ * (that kernel triggered this launch only after its own wait); it is read
+ * through L2 (__ldcg), where no stale L1 line can shadow it. A template
+ * parameter, so the other products' code is unchanged (a runtime flag
+ * cost q_b 16 registers, or with the staging duplicated, 5.5% of decode). */
+template <int T, int XR, int EARLY>
 __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jobs, const float *X, int64_t ldx,
                                                                     int rpw, const int32_t *ids, int k, int x_per_pair,
                                                                     const uint32_t *iq2tab, ds4_prep prep, int stages,
@@ -532,12 +543,15 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         return;
     }
     const int64_t rb = jb.rb, K = jb.K, ld = jb.ld ? jb.ld : rb; /* bytes read a row, row stride */
-    const uint8_t *W = jb.W + jb.r0 * ld; /* routed: set once the ids are read */
+    const uint8_t *W = jb.W + jb.r0 * ld;
     float *Y = jb.Y;
     X += jb.x_off;
     int64_t xrow = 0; /* the activations' row (for the prep's router weight) */
-    const int pair = blockIdx.z;
     if (ids) {
+        if (EARLY == 0) pdl_wait(); /* the routing is the previous kernel's output */
+        const int pair = blockIdx.z;
+        if (EARLY == 0) W = jb.W + (int64_t)ids[pair] * jb.rows * ld;
+        if (EARLY == DS4_EARLY_IDS) W = jb.W + (int64_t)__ldcg(ids + pair) * jb.rows * ld;
         xrow = x_per_pair ? pair : pair / k;
         X += xrow * ldx;
         Y += (int64_t)pair * jb.ldy;
@@ -561,7 +575,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
      * (which made the copy most of the instructions a row costs) */
     constexpr int UPL = (CH / 16 + 31) / 32; /* units a lane copies at most */
     const int units = (int)(rb / 16);
-    const uint8_t *is_src = NULL; /* set with W */
+    const uint8_t *is_src = W + r0 * ld + 16 * lane; /* DS4_EARLY_X: set again once W is */
     auto issue_next = [&]() {
         if (is_n < items) {
             if (XR > 0) {
@@ -583,33 +597,14 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         }
         cp_async_commit(); /* an empty group keeps the wait count uniform */
     };
-    /* IQ2_XXS: the signed tables (constant: copied before any wait), in the
-     * oldest copy group, so the ring's first wait (below) also covers them */
+    /* IQ2_XXS: the signed tables, copied in the oldest copy group, so the
+     * ring's first wait (below) also covers them */
     uint8_t *xa = gs_smem + gs_stage_bytes<T>(stages);
     uint32_t *tab = (uint32_t *)(xa + gs_x_bytes<T>(K) - (T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0));
     if (T == T_IQ2_XXS) {
         for (int i = threadIdx.x; i < IQ2_TAB_WORDS / 4; i += blockDim.x) cp_async16(tab + 4 * i, iq2tab + 4 * i);
         cp_async_commit();
     }
-    /* The order of the prologue. A dense product issues its first weight
-     * copies, waits for the previous kernel (pdl_wait), then stages x. A
-     * routed one waits first, since the ids choose its weights, unless the
-     * caller says the ids are older (DS4_EARLY_IDS: the dense order) or x is
-     * (DS4_EARLY_X: x staged before the wait, then the ids read and the
-     * copies issued). What was written before the previous kernel is
-     * complete once this kernel runs (that kernel triggered this launch
-     * only after its own wait) and is read through L2 (__ldcg), where no
-     * stale L1 line can shadow it. */
-    const bool x_first = ids && (prep.early & DS4_EARLY_X);
-    const bool wait_first = ids && (x_first || !(prep.early & DS4_EARLY_IDS));
-    auto start_copies = [&]() {
-        if (wait_first) pdl_wait();
-        if (ids) W = jb.W + (int64_t)__ldcg(ids + pair) * jb.rows * ld;
-        is_src = W + r0 * ld + 16 * lane;
-        for (int p = 0; p < nslots - 1; p++) issue_next();
-        if (!wait_first) pdl_wait(); /* weights in flight; from here on the previous kernel's output */
-        pdl_trigger();
-    };
     /* stage the activations (with the prep: the norm's 1/rms summed in
      * rmsnorm_kernel's order when blockDim.x == row_threads(K)) */
     __shared__ float red[32];
@@ -621,18 +616,20 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
             const float inv = prep.op == DS4_PREP_NORM ? block_inv_rms(X, K, prep.eps, red) : 1.0f;
             xv.xf = stage_floats(X, K, xa, prep, U, inv, wt);
         } else {
-            stage_quantized<T>(X, K, xa, &xv, prep, U, wt, red);
+            stage_quantized<T, EARLY == DS4_EARLY_X>(X, K, xa, &xv, prep, U, wt, red);
         }
     };
-    /* two inlined copies of each: one copy of the staging reached through a
-     * runtime branch cost q_b 16 and the routed down 18 registers (ptxas) */
-    if (x_first) {
+    if (EARLY == DS4_EARLY_X) {
         stage();
-        start_copies();
-    } else {
-        start_copies();
-        stage();
+        pdl_wait();
+        W = jb.W + (int64_t)__ldcg(ids + blockIdx.z) * jb.rows * ld;
+        is_src = W + r0 * ld + 16 * lane;
     }
+    for (int p = 0; p < nslots - 1; p++) issue_next();
+    /* weights are in flight; from here on the previous kernel's output */
+    if (!ids || EARLY == DS4_EARLY_IDS) pdl_wait();
+    pdl_trigger();
+    if (EARLY != DS4_EARLY_X) stage();
     if (T == T_IQ2_XXS) cp_async_wait_n(nslots - 1);
     __syncthreads();
 
@@ -783,12 +780,26 @@ template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
     return max_k <= 1024 ? 1 : max_k <= 2048 ? 2 : 4;
 }
 
+/* Whether gemv_stream_kernel has EARLY variants for T and XR: the routed
+ * experts' types with activations in registers. */
+template <int T, int XR> static constexpr bool has_early(void) {
+    return XR > 0 && (T == T_IQ2_XXS || T == T_Q2_K || T == T_Q4_K);
+}
+template <int T, int XR> static auto stream_kernel(int early) {
+    constexpr bool E = has_early<T, XR>();
+    return early == DS4_EARLY_X && E     ? gemv_stream_kernel<T, XR, E ? DS4_EARLY_X : 0>
+           : early == DS4_EARLY_IDS && E ? gemv_stream_kernel<T, XR, E ? DS4_EARLY_IDS : 0>
+                                         : gemv_stream_kernel<T, XR, 0>;
+}
+
 template <int T, int XR>
 static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
                       int x_per_pair, int64_t max_rows, int64_t max_k, cudaStream_t s, const ds4_prep &prep) {
     const size_t smem = smem_bytes<T>(max_k);
+    /* early starts only for routed products (DS4_GEMV_EARLY=0: never) */
+    const auto kern = stream_kernel<T, XR>(ids && g_early ? prep.early : 0);
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_stream_kernel<T, XR>, GS_WARPS * 32, smem) !=
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, GS_WARPS * 32, smem) !=
             cudaSuccess ||
         per_sm < 1)
         return false;
@@ -802,7 +813,7 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(GS_WARPS * 32), smem, s, &attr, true);
     const int pairs_on = XR > 0 && g_row_pairs;
-    return cudaLaunchKernelEx(&cfg, gemv_stream_kernel<T, XR>, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab,
+    return cudaLaunchKernelEx(&cfg, kern, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab,
                               prep, g_stages, pairs_on) == cudaSuccess;
 }
 
@@ -878,10 +889,7 @@ extern "C" int ds4k_router_matmul(const ds4_dw *W, const float *X, const ds4_rou
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
                  int x_per_pair, cudaStream_t s, const ds4_prep *prep_in) {
     if (g_stream_on != 1 || jobs->n < 1) return false;
-    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, 0};
-    ds4_prep prep = prep_in ? *prep_in : none;
-    if (!g_early || !ids) prep.early = 0;
-    if (jobs->j[0].type == T_F16) prep.early &= ~DS4_EARLY_X; /* stage_floats reads x through L1 */
+    const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, 0}, &prep = prep_in ? *prep_in : none;
     /* the prep's other inputs are read with the activations' layout */
     if (prep.op == DS4_PREP_SWIGLU && (!prep.u || ((uintptr_t)prep.u % 16) != 0)) return false;
     if (prep.op == DS4_PREP_NORM && (!prep.w || jobs->n != 1 || ((uintptr_t)prep.w % 16) != 0)) return false;
@@ -900,8 +908,12 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
 }
 
 template <int T, int XR> static bool allow_smem_xr(void) {
-    return cudaFuncSetAttribute(gemv_stream_kernel<T, XR>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)(gs_stage_bytes<T>(GS_STAGES_MAX) + GS_X_MAX)) == cudaSuccess;
+    const int bytes = (int)(gs_stage_bytes<T>(GS_STAGES_MAX) + GS_X_MAX);
+    for (int early = 0; early <= DS4_EARLY_IDS; early++)
+        if (cudaFuncSetAttribute(stream_kernel<T, XR>(early), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) !=
+            cudaSuccess)
+            return false;
+    return true;
 }
 template <int T> static bool allow_smem(void) {
     constexpr bool Q = T != T_F16; /* F16 has no register variant */
