@@ -446,7 +446,7 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
     if (!last) return;
     __threadfence(); /* the other blocks' logits, counted before this block's */
     float *sel = scratch, *pr = scratch + route.E;
-    route_scores<true>(route.logits, route.logits, route.E, route.bias, sel, pr);
+    route_scores<true>(route.logits, route.E, route.bias, sel, pr);
     __syncthreads();
     if (threadIdx.x < 32)
         route_pick_warp(route.E, route.k, route.tid2eid, route.tid2eid ? route.tok[0] : 0, route.scale, sel, pr, sid,

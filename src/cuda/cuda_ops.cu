@@ -314,7 +314,7 @@ __global__ void router_kernel(float *logits, int E, int k, const float *bias, co
     int32_t *sid = (int32_t *)(pr + E);
     const int t = blockIdx.x;
     float *prob = logits + (int64_t)t * E;
-    route_scores(prob, prob, E, bias, sel, pr);
+    route_scores(prob, E, bias, sel, pr);
     __syncthreads();
     if (threadIdx.x >= 32) return;
     route_pick_warp(E, k, tid2eid, tid2eid ? tok[t] : 0, scale, sel, pr, sid, ids + (int64_t)t * k, w + (int64_t)t * k);

@@ -181,20 +181,19 @@ __device__ __forceinline__ float dev_softplus(float z) {
  * so both give the same scores, ids and weights bit for bit.
  * route_scores, every thread of the block: pr[e] = sqrt(softplus(logit)),
  * sel[e] = pr[e] + bias[e] (shared memory), the scores also written over the
- * logits where `scores` is not NULL; a block barrier follows in the caller.
+ * logits (as the CPU does); a block barrier follows in the caller.
  * FROM_L2: the logits read past the L1 cache (other blocks wrote them).
  * route_pick_warp, warp 0 alone: sid[0..k) the hash table's row of token
  * `tok` (tid2eid) or k rounds of a warp arg-max over sel (each lane scans its
  * experts in ascending order, the butterfly keeps the larger value and, on
  * ties, the lower id: the CPU's "first maximum" rule); then every lane adds
- * the k scores in slot order (the CPU's sum), and where `ids` is not NULL
- * writes the ids and the weights pr[id] / max(sum, 2^-14) * scale. */
+ * the k scores in slot order (the CPU's sum) and writes the ids and the
+ * weights pr[id] / max(sum, 2^-14) * scale. */
 template <bool FROM_L2 = false>
-__device__ __forceinline__ void route_scores(const float *logits, float *scores, int E, const float *bias, float *sel,
-                                             float *pr) {
+__device__ __forceinline__ void route_scores(float *logits, int E, const float *bias, float *sel, float *pr) {
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
         const float p = sqrtf(dev_softplus(FROM_L2 ? __ldcg(logits + e) : logits[e]));
-        if (scores) scores[e] = p;
+        logits[e] = p;
         pr[e] = p;
         sel[e] = p + (bias ? bias[e] : 0.0f);
     }
@@ -225,8 +224,7 @@ __device__ __forceinline__ void route_pick_warp(int E, int k, const int32_t *tid
     float sum = 0.0f;
     for (int j = 0; j < k; j++) sum += pr[sid[j]];
     if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
-    if (ids)
-        for (int j = lane; j < k; j += 32) ids[j] = sid[j], w[j] = pr[sid[j]] / sum * scale;
+    for (int j = lane; j < k; j += 32) ids[j] = sid[j], w[j] = pr[sid[j]] / sum * scale;
 }
 
 /* Element i of a float-type weight (F32 / F16 / BF16). */
