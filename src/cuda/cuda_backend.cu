@@ -176,6 +176,11 @@ typedef struct cu_sess {
     cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
     int mix_ready;  /* > 0: the last hc_post also formed the next mixer's parts, this many (cuda_layers.inc) */
+    bool a_ready;      /* the last hc_post also made the next sub-layer's input (ds4k_hc_post_collapse) */
+    bool post_due;     /* ... so this sub-layer's post and M are still to be made, from mixsum */
+    float *mixsum;     /* ... and its mixer's sums, MIX a token, for its post and M (hc_pre) */
+    float *cparts;     /* ds4k_hc_post_collapse's parts */
+    unsigned *hc_bar;  /* ... and its meeting counters, 2 a token, zero between launches */
     bool graph_ok[2];
     int graph_failed;
     /* chained greedy decoding (cuda_layers.inc, "chained steps"): its own
@@ -343,6 +348,10 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->pick, sizeof(ds4k_pick_ctl));
     DA(c->logits_keep, hp->n_vocab * 4);
     DA(c->route_done, sizeof(unsigned));
+    DA(c->mixsum, (size_t)DS4K_HC_COLLAPSE_MAX_TOKENS * (2 + HC) * HC * 4);
+    DA(c->cparts, (size_t)DS4K_MAX_HC_PARTS * DS4K_HC_COLLAPSE_MAX_TOKENS * DS4K_HC_COLLAPSE_COLS * 4);
+    DA(c->hc_bar, 2 * DS4K_HC_COLLAPSE_MAX_TOKENS * sizeof(unsigned));
+    CU(cudaMemsetAsync(c->hc_bar, 0, 2 * DS4K_HC_COLLAPSE_MAX_TOKENS * sizeof(unsigned), c->st), "clearing the HC counters");
     CU(cudaMemset(c->pick, 0, sizeof(ds4k_pick_ctl)), "clearing the pick state");
     CU(cudaMemsetAsync(c->route_done, 0, sizeof(unsigned), c->st), "clearing the router's count");
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
@@ -586,7 +595,7 @@ static void cu_destroy(ds4_session *s) {
                     c->iw,        c->S,        c->sel,   c->n_sel, c->router,   c->ids,  c->rw,         c->eg,
                     c->eu,        c->ex,       c->eo,    c->shg,   c->shu,      c->sh,   c->z,          c->logits,
                     c->gtok,      c->gpair,    c->gpos,  c->gw,    c->segs,  c->att_part, c->pick, c->logits_keep,
-                    c->route_done};
+                    c->route_done, c->mixsum, c->cparts, c->hc_bar};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_pos);

@@ -91,6 +91,55 @@ __device__ void hc_sinkhorn_warp_t(const float *mix, const float *scale, const f
     if (own) M[lane] = v;
 }
 
+/* The same on one thread, for ds4k_hc_post_collapse's prologue: the same
+ * operations in the same order as hc_sinkhorn_warp_t (each row or column sum
+ * from 0 in index order, the same fast divisions), so the same bits; a pass
+ * waits on three dependent adds and a division instead of four shuffles and
+ * a division (the Sinkhorn stood on the critical path of the FFN's hc_post,
+ * whose launch follows a join and cannot start early). */
+template <int HC>
+__device__ void hc_sinkhorn_thread(const float *mix, const float *scale, const float *base, int iters, float eps,
+                                   float *M) {
+    float v[HC][HC];
+#pragma unroll
+    for (int i = 0; i < HC; i++) {
+        float lg[HC], e[HC], mx = -INFINITY, sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < HC; j++) lg[j] = mix[2 * HC + i * HC + j] * scale[2] + base[2 * HC + i * HC + j];
+#pragma unroll
+        for (int k = 0; k < HC; k++) mx = fmaxf(mx, lg[k]);
+#pragma unroll
+        for (int k = 0; k < HC; k++) e[k] = expf(lg[k] - mx);
+#pragma unroll
+        for (int k = 0; k < HC; k++) sum += e[k];
+#pragma unroll
+        for (int j = 0; j < HC; j++) v[i][j] = e[j] / sum + eps;
+    }
+    for (int it = 0; it < iters; it++) {
+        if (it > 0)
+#pragma unroll
+            for (int i = 0; i < HC; i++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int k = 0; k < HC; k++) s += v[i][k];
+#pragma unroll
+                for (int j = 0; j < HC; j++) v[i][j] = __fdividef(v[i][j], s + eps);
+            }
+#pragma unroll
+        for (int j = 0; j < HC; j++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < HC; k++) s += v[k][j];
+#pragma unroll
+            for (int i = 0; i < HC; i++) v[i][j] = __fdividef(v[i][j], s + eps);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < HC; i++)
+#pragma unroll
+        for (int j = 0; j < HC; j++) M[i * HC + j] = v[i][j];
+}
+
 __device__ void hc_sinkhorn_warp(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
                                  float *M) {
     if (hc == 4) hc_sinkhorn_warp_t<4>(mix, scale, base, hc, iters, eps, M);
@@ -265,6 +314,17 @@ extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, con
                                        float *pre, float *post, float *M, float *a, ds4_stream st) {
     split_collapse_launch(mix, NULL, 0, 0.0f, scale, base, hc, iters, hc_eps, H, D, norm, rms_eps, n, pre, post, M, a,
                           (cudaStream_t)st);
+}
+
+/* post and M alone from stored mixer sums (the Sinkhorn role of the kernel
+ * above, one warp a token): a sub-layer whose input ds4k_hc_post_collapse
+ * made, on a side stream beside its first products. */
+extern "C" void ds4k_hc_sinkhorn(const float *mix, const float *scale, const float *base, int hc, int iters,
+                                 float hc_eps, int n, float *post, float *M, ds4_stream st) {
+    if (n > 0)
+        launch_pdl(hc_split_collapse_kernel, dim3(n, 1), 32, 0, (cudaStream_t)st, mix, (const float *)NULL, 0, 0.0f,
+                   scale, base, hc, iters, hc_eps, (const float *)NULL, 0, (const float *)NULL, 0.0f, (float *)NULL,
+                   post, M, (float *)NULL, 1);
 }
 
 extern "C" void ds4k_hc_split_collapse_parts(const float *parts, const float *ss, int n_parts, float flat_eps,
@@ -654,12 +714,12 @@ __global__ void hc_post_kernel(const float *post, const float *M, const float *y
  * step waited on twice a layer. */
 #define POST_HC 4
 #define POST_KMAX 8
+/* p and m: token t's post and M (global or shared memory) */
 template <int V>
-__device__ __forceinline__ void post_fast_v(const float *post, const float *M, const float *y, int64_t ldy,
-                                            int yparts, const float *eo, const int32_t *erow, const int32_t *ids,
+__device__ __forceinline__ void post_fast_v(const float *p, const float *m, const float *y, int64_t ldy, int yparts,
+                                            const float *eo, const int32_t *erow, const int32_t *ids,
                                             const float *sh, int k, int D, const float *H, int t, int d,
                                             float (&out)[POST_HC][V]) {
-    const float *p = post + (int64_t)t * POST_HC, *m = M + (int64_t)t * POST_HC * POST_HC;
     const float *h = H + (int64_t)t * POST_HC * D;
     float in[POST_HC][V], pv[POST_HC], mv[POST_HC * POST_HC];
 #pragma unroll
@@ -713,12 +773,12 @@ __device__ __forceinline__ void post_fast_v(const float *post, const float *M, c
             out[j][e] = acc;
         }
 }
-__device__ __forceinline__ void post_fast_d(const float *post, const float *M, const float *y, int64_t ldy,
-                                            int yparts, const float *eo, const int32_t *erow, const int32_t *ids,
+__device__ __forceinline__ void post_fast_d(const float *p, const float *m, const float *y, int64_t ldy, int yparts,
+                                            const float *eo, const int32_t *erow, const int32_t *ids,
                                             const float *sh, int k, int D, const float *H, int t, int d,
                                             float out[POST_HC]) {
     float o[POST_HC][1];
-    post_fast_v<1>(post, M, y, ldy, yparts, eo, erow, ids, sh, k, D, H, t, d, o);
+    post_fast_v<1>(p, m, y, ldy, yparts, eo, erow, ids, sh, k, D, H, t, d, o);
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) out[j] = o[j][0];
 }
@@ -735,7 +795,8 @@ __global__ void hc_post_fast_kernel(const float *post, const float *M, const flo
     const int t = blockIdx.y, d = V * (blockIdx.x * blockDim.x + threadIdx.x);
     if (d >= D) return;
     float out[POST_HC][V];
-    post_fast_v<V>(post, M, y, ldy, yparts, eo, erow, ids, sh, k, D, H, t, d, out);
+    post_fast_v<V>(post + (int64_t)t * POST_HC, M + (int64_t)t * POST_HC * POST_HC, y, ldy, yparts, eo, erow, ids, sh,
+                   k, D, H, t, d, out);
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) {
         float *o = H + ((int64_t)t * POST_HC + j) * D + d;
@@ -776,7 +837,8 @@ __global__ void __launch_bounds__(PM_DB)
     pdl_wait();
     pdl_trigger();
     float out[POST_HC];
-    post_fast_d(post, M, y, ldy, yparts, eo, NULL, ids, sh, k, D, H, t, (int)e0 + tid, out);
+    post_fast_d(post + (int64_t)t * POST_HC, M + (int64_t)t * POST_HC * POST_HC, y, ldy, yparts, eo, NULL, ids, sh, k,
+                D, H, t, (int)e0 + tid, out);
     float sq = 0.0f;
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) {
@@ -801,6 +863,201 @@ __global__ void __launch_bounds__(PM_DB)
         if (lane == 0) parts[((int64_t)p * n + t) * PM_ROWS + RPW * warp + r] = v;
     }
     if (tid == 0) ss[p * n + t] = sq;
+}
+
+/* A decode step's hc_post fused with the whole HC pre of the next sub-layer
+ * (ds4k_hc_post_collapse). OFF unless DS4_HC_COLLAPSE=1 (or 2): measured
+ * slower than hc_post_mix_kernel followed by the split-collapse kernel, for
+ * a reason this kernel does not fix yet (below). That kernel is a launch on
+ * the critical path of every sub-layer: its block waits for hc_post_mix to
+ * finish, reads the token's 80 KB of streams and norm weights on one
+ * multiprocessor, and only then can the next products start. Here the P
+ * blocks of a token, each holding the new streams of its element range,
+ * write their parts, meet (token_blocks_meet), and each collapses its own
+ * range:
+ *  - the mixer's sums and pre, from the parts in part order with the
+ *    split-collapse kernel's expressions (bitwise its values);
+ *  - the rmsnorm of a = sum_s pre_s H_s needs |a|^2 over all D elements. It
+ *    comes from the streams' Gram matrix G, whose 10 entries each block adds
+ *    over its range beside the mixer's rows: |a|^2 = sum_s pre_s sum_t pre_t
+ *    G_st, so the blocks meet once, not twice. It is not the split-collapse
+ *    kernel's direct sum of squares: the logits differ from the default
+ *    path's by rounding (the test bounds the input; on the 12-layer model the
+ *    decode logits moved by at most 3.6e-2 of max|logit|, argmax equal at all
+ *    600 positions); pre is positive, so the sum has no cancellation beyond
+ *    the streams' own.
+ * The next sub-layer's post and M (the Sinkhorn's 40 dependent steps) are
+ * not made here, where they would hold up the next products: its mixer sums
+ * are stored (mix), and the next call makes them in its prologue (SINKHORN),
+ * on one thread (hc_sinkhorn_thread). That is the open problem. 12-layer
+ * model, H200, decode t/s against the default path, same call: this kernel
+ * -1.5% (584.25 / 592.27); with the meeting skipped (wrong results, timing
+ * only) +0.3%; with the Sinkhorn skipped +2.7%; both skipped +4.4%. So a
+ * meeting costs ~1.2 us, and the prologue's Sinkhorn ~2.9 us a sub-layer:
+ * the launch does not start early enough to hide it, at either end. On a
+ * side stream it cost more: -4.2% with the FFN's before the shared expert,
+ * -4.8% on a stream forked for it in both sub-layers. A place that would
+ * hide it: an extra block of a product two kernels into the sub-layer (the
+ * mixer sums are then complete before its wait) that runs the Sinkhorn,
+ * then waits and returns. docs/BENCHMARKS.md, "twenty-fifth". */
+#define PC_GRAM 10                         /* entries s <= u of the 4 x 4 Gram matrix */
+#define PC_COLS (PM_ROWS + 1 + PC_GRAM)    /* a part: 24 mixer rows, the sum of squares, the Gram entries */
+static_assert(PC_COLS == DS4K_HC_COLLAPSE_COLS, "cuda_kernels.h's part size");
+__device__ __forceinline__ void gram_pair(int e, int &s, int &u) { /* 00 01 02 03 11 12 13 22 23 33 */
+    s = e < 4 ? 0 : e < 7 ? 1 : e < 9 ? 2 : 3;
+    u = s + e - (s == 0 ? 0 : s == 1 ? 4 : s == 2 ? 7 : 9);
+}
+__device__ __forceinline__ int gram_index(int s, int u) { /* s <= u */
+    return (s == 0 ? 0 : s == 1 ? 4 : s == 2 ? 7 : 9) + u - s;
+}
+__device__ __forceinline__ unsigned ld_acquire_u32(const unsigned *p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+/* The `blocks` blocks of a token meet here once each has written its part:
+ * bar[0] counts arrivals and wraps to 0 at the last (atomicInc), bar[1] is a
+ * generation the last arrival advances and the others wait for. Both return
+ * to where they were by themselves, so a graph replays without a reset. A
+ * block reads the generation before it counts itself (acquire: the count
+ * cannot go out first), so every block waits for the same advance. The
+ * blocks are co-resident: the launch after this one starts only when every
+ * block has passed its pdl_trigger, and other kernels' blocks finish without
+ * waiting on these. */
+template <bool ONE_WORD> __device__ void token_blocks_meet(unsigned *bar, unsigned blocks) {
+    __threadfence(); /* this block's part, visible before it is counted */
+    __syncthreads();
+    if (ONE_WORD && threadIdx.x == 0) {
+        /* one word that only grows: arrival `old` waits for the end of its
+         * group of `blocks` (a power of two, so the groups stay aligned when
+         * the count wraps); one round trip less for the last arrival than the
+         * count and generation below (DS4_HC_COLLAPSE=2: 12-layer model,
+         * H200, decode -0.5% against this one) */
+        const unsigned old = atomicAdd(bar, 1u), target = old - old % blocks + blocks;
+        while ((int)(ld_acquire_u32(bar) - target) < 0) {
+        }
+        __threadfence();
+    } else if (threadIdx.x == 0) {
+        const unsigned g = ld_acquire_u32(bar + 1);
+        if (atomicInc(bar, blocks - 1) == blocks - 1) {
+            __threadfence();
+            atomicAdd(bar + 1, 1u);
+        } else {
+            while (ld_acquire_u32(bar + 1) == g) {
+            }
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+template <bool ONE_WORD, bool SINKHORN>
+__global__ void __launch_bounds__(PM_DB)
+    hc_post_collapse_kernel(const float *y, int64_t ldy, int yparts, const float *eo, const int32_t *ids,
+                            const float *sh, int k, int D, float *H, const uint16_t *W, ds4k_hc_collapse g) {
+    __shared__ __align__(16) float hn[POST_HC][PM_DB];
+    __shared__ float red[32], s_post[POST_HC], s_M[POST_HC * POST_HC], s_cur[PM_ROWS], s_scratch[POST_HC];
+    __shared__ float s_col[PC_COLS], s_mix[PM_ROWS], s_pre[POST_HC], s_postn[POST_HC];
+    const int p = blockIdx.x, t = blockIdx.y, n = gridDim.y, P = gridDim.x, tid = threadIdx.x, lane = tid & 31,
+              warp = tid >> 5;
+    const int64_t K = (int64_t)POST_HC * D, e0 = (int64_t)p * PM_DB;
+    constexpr int RPW = PM_ROWS / (PM_DB / 32); /* 3 mixer rows a warp */
+    uint4 wv[RPW][POST_HC];
+#pragma unroll
+    for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int j = 0; j < POST_HC; j++)
+            wv[r][j] = *(const uint4 *)(W + (int64_t)(RPW * warp + r) * K + (int64_t)j * D + e0 + 8 * lane);
+    const float nw = g.norm[e0 + tid];
+    if (SINKHORN) { /* post and M of the sub-layer that ends, from its stored mixer sums */
+        if (warp == 0) {
+            if (lane < PM_ROWS) s_cur[lane] = __ldcg(g.mix + (int64_t)t * PM_ROWS + lane);
+            __syncwarp();
+            if (lane < POST_HC) hc_pre_post(s_cur, g.cur_scale, g.cur_base, POST_HC, g.hc_eps, lane, s_scratch, s_post);
+            if (lane == 0) hc_sinkhorn_thread<POST_HC>(s_cur, g.cur_scale, g.cur_base, g.iters, g.hc_eps, s_M);
+        }
+    } else { /* ... or as made before (written at least two kernels back) */
+        if (tid < POST_HC) s_post[tid] = __ldcg(g.post + (int64_t)t * POST_HC + tid);
+        else if (tid < POST_HC + POST_HC * POST_HC)
+            s_M[tid - POST_HC] = __ldcg(g.M + (int64_t)t * POST_HC * POST_HC + tid - POST_HC);
+    }
+    __syncthreads();
+    pdl_wait();
+    pdl_trigger();
+    float out[POST_HC];
+    post_fast_d(s_post, s_M, y, ldy, yparts, eo, NULL, ids, sh, k, D, H, t, (int)e0 + tid, out);
+    float sq = 0.0f;
+#pragma unroll
+    for (int j = 0; j < POST_HC; j++) {
+        H[((int64_t)t * POST_HC + j) * D + e0 + tid] = out[j];
+        hn[j][tid] = out[j];
+        sq = __fmaf_rn(out[j], out[j], sq);
+    }
+    sq = block_sum(sq, red); /* also the barrier before hn is read */
+    float *part = g.parts + ((int64_t)p * n + t) * PC_COLS;
+    float acc[RPW];
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        acc[r] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < POST_HC; j++) {
+            const float4 a = *(const float4 *)&hn[j][8 * lane], b = *(const float4 *)&hn[j][8 * lane + 4];
+            acc[r] = dot8_h(wv[r][j], a, b, acc[r]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) part[RPW * warp + r] = v;
+    }
+    for (int e = warp; e < PC_GRAM; e += PM_DB / 32) { /* warp-uniform */
+        int s, u;
+        gram_pair(e, s, u);
+        float gs = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) gs = fmaf(hn[s][8 * lane + i], hn[u][8 * lane + i], gs);
+        gs = warp_sum(gs);
+        if (lane == 0) part[PM_ROWS + 1 + e] = gs;
+    }
+    if (tid == 0) part[PM_ROWS] = sq;
+    token_blocks_meet<ONE_WORD>(g.bar + 2 * t, (unsigned)P);
+    if (tid < PC_COLS) { /* column tid over the parts, in part order (as hc_split_collapse_kernel adds them) */
+        float v[DS4K_MAX_HC_PARTS];
+#pragma unroll
+        for (int q = 0; q < DS4K_MAX_HC_PARTS; q++)
+            v[q] = q < P ? __ldcg(g.parts + ((int64_t)q * n + t) * PC_COLS + tid) : 0.0f;
+        float sum = 0.0f;
+#pragma unroll
+        for (int q = 0; q < DS4K_MAX_HC_PARTS; q++)
+            if (q < P) sum += v[q];
+        s_col[tid] = sum;
+    }
+    __syncthreads();
+    if (tid < PM_ROWS) {
+        const float inv = 1.0f / sqrtf(s_col[PM_ROWS] / (float)K + g.flat_eps);
+        s_mix[tid] = s_col[tid] * inv;
+    }
+    __syncthreads();
+    if (tid < POST_HC) hc_pre_post(s_mix, g.scale, g.base, POST_HC, g.hc_eps, tid, s_pre, s_postn);
+    __syncthreads();
+    float a2 = 0.0f; /* |a|^2 = sum_s pre_s sum_u pre_u G_su */
+#pragma unroll
+    for (int s = 0; s < POST_HC; s++) {
+        float r = 0.0f;
+#pragma unroll
+        for (int u = 0; u < POST_HC; u++)
+            r = fmaf(s_pre[u], s_col[PM_ROWS + 1 + (s <= u ? gram_index(s, u) : gram_index(u, s))], r);
+        a2 = fmaf(s_pre[s], r, a2);
+    }
+    const float inv = 1.0f / sqrtf(a2 / (float)D + g.rms_eps);
+    float v = 0.0f; /* collapse_finish's terms and rounding steps */
+#pragma unroll
+    for (int s = 0; s < POST_HC; s++) v = __fmaf_rn(s_pre[s], out[s], v);
+    g.a[(int64_t)t * D + e0 + tid] = __fmul_rn(__fmul_rn(v, inv), nw);
+    if (p == 0) {
+        if (tid < PM_ROWS) g.mix[(int64_t)t * PM_ROWS + tid] = s_mix[tid];
+        if (tid < POST_HC) g.pre[(int64_t)t * POST_HC + tid] = s_pre[tid];
+    }
 }
 
 static void hc_post_launch(const float *post, const float *M, const float *y, int64_t ldy, int yparts,
@@ -845,6 +1102,39 @@ extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *
     launch_pdl(hc_post_mix_kernel, dim3(P, n), PM_DB, 0, (cudaStream_t)st, post, M, y, ldy, yparts, eo, ids, sh, k, D,
                H, (const uint16_t *)W->ptr, parts, ss);
     return P;
+}
+
+/* DS4_HC_COLLAPSE: unset or 0, hc_post_mix and the split-collapse kernel
+ * (the default: faster, see above); 1, ds4k_hc_post_collapse; 2, the same
+ * with the meeting by count and generation (A/B, tests) */
+static int g_hc_collapse = -1;
+extern "C" int ds4k_hc_collapse_enable(int on) {
+    if (g_hc_collapse < 0) {
+        const char *e = getenv("DS4_HC_COLLAPSE");
+        g_hc_collapse = e && !strcmp(e, "1") ? 1 : e && !strcmp(e, "2") ? 2 : 0;
+    }
+    const int was = g_hc_collapse;
+    if (on >= 0) g_hc_collapse = on;
+    return was;
+}
+
+extern "C" int ds4k_hc_post_collapse(const float *y, int64_t ldy, int yparts, const float *eo, const int32_t *ids,
+                                     const float *sh, int n, int k, int hc, int D, float *H,
+                                     const ds4k_hc_collapse *g, ds4_stream st) {
+    const int P = D / PM_DB;
+    const ds4_dw *W = g->W;
+    if (!ds4k_hc_collapse_enable(-1) || hc != POST_HC || (eo && k > POST_KMAX) || D % PM_DB != 0 ||
+        P > DS4K_MAX_HC_PARTS || n < 1 || n > DS4K_HC_COLLAPSE_MAX_TOKENS || W->type != 1 /* F16 */ ||
+        W->K != (int64_t)hc * D || W->N < PM_ROWS || ((uintptr_t)W->ptr % 16) != 0)
+        return -1;
+    const bool one = ds4k_hc_collapse_enable(-1) == 1 && (P & (P - 1)) == 0;
+    void (*kern)(const float *, int64_t, int, const float *, const int32_t *, const float *, int, int, float *,
+                 const uint16_t *, ds4k_hc_collapse) =
+        one ? (g->cur_scale ? hc_post_collapse_kernel<true, true> : hc_post_collapse_kernel<true, false>)
+            : (g->cur_scale ? hc_post_collapse_kernel<false, true> : hc_post_collapse_kernel<false, false>);
+    launch_pdl(kern, dim3(P, n), PM_DB, 0, (cudaStream_t)st, y, ldy, yparts, eo, ids, sh, k, D, H,
+               (const uint16_t *)W->ptr, *g);
+    return 0;
 }
 
 __global__ void __launch_bounds__(1024)

@@ -341,6 +341,41 @@ int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t 
                      const int32_t *ids, const float *sh, int n, int k, int hc, int D, float *H, const ds4_dw *W,
                      int rows, float *parts, float *ss, ds4_stream st);
 
+/* A decode step's hc_post (y, or the MoE sum when eo is set) fused with the
+ * whole HC pre of the next sub-layer but its Sinkhorn: the streams H updated
+ * in place with the ending sub-layer's post and M (given, or made here from
+ * its mixer sums in mix), and the next sub-layer's input a, pre and mixer
+ * sums (written over mix: ds4k_hc_sinkhorn, or the next call, makes its post
+ * and M from them). a is not bitwise the split-collapse kernel's: its rmsnorm
+ * takes |a|^2 from the streams' Gram matrix. Returns 0, or -1 (nothing
+ * launched) where the shape is not the model's (4 streams, 24 F16 mixer
+ * rows, D a multiple of 256), n > DS4K_HC_COLLAPSE_MAX_TOKENS or it is
+ * off (the default: slower so far; DS4_HC_COLLAPSE=1 turns it on, see
+ * cuda_hc.cu). */
+#define DS4K_HC_COLLAPSE_MAX_TOKENS 8
+#define DS4K_HC_COLLAPSE_COLS 35 /* floats of a part: 24 mixer rows, a sum of squares, 10 Gram entries */
+typedef struct ds4k_hc_collapse {
+    const float *post, *M;                 /* the ending sub-layer's, or (cur_scale set) made here: */
+    const float *cur_scale, *cur_base;     /* ... from mix with its HC scale and base */
+    int iters;                             /* ... and this many Sinkhorn iterations */
+    const ds4_dw *W;                       /* the next sub-layer's mixer (F16, 24 rows of 4 D) */
+    const float *scale, *base, *norm;      /* its HC scale and base, its input norm */
+    float hc_eps, flat_eps, rms_eps;
+    float *mix, *pre, *a;                  /* out: its mixer sums (MIX a token), pre and input */
+    float *parts;                          /* scratch: DS4K_MAX_HC_PARTS x n x DS4K_HC_COLLAPSE_COLS floats */
+    unsigned *bar;                         /* 2 words a token, zero before the first launch; left as found */
+} ds4k_hc_collapse;
+int ds4k_hc_post_collapse(const float *y, int64_t ldy, int yparts, const float *eo, const int32_t *ids,
+                          const float *sh, int n, int k, int hc, int D, float *H, const ds4k_hc_collapse *g,
+                          ds4_stream st);
+/* post and M alone from MIX mixer sums a token (ds4k_hc_post_collapse's mix):
+ * hc_split_collapse's Sinkhorn, one warp a token. */
+void ds4k_hc_sinkhorn(const float *mix, const float *scale, const float *base, int hc, int iters, float hc_eps, int n,
+                      float *post, float *M, ds4_stream st);
+/* DS4_HC_COLLAPSE (0 off, the default; 1 on; 2 on with the two-word
+ * meeting): on < 0 reads it, else sets it; returns the previous value. */
+int ds4k_hc_collapse_enable(int on);
+
 /* Output HC head: z[t] = rmsnorm_w(sum_s (sigmoid(mix*scale+base)+eps) H[t][s], norm). */
 void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps, const float *H, int D,
                   const float *norm, float rms_eps, int n, float *z, ds4_stream st);

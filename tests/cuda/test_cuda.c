@@ -823,12 +823,12 @@ static int compare_full(const char *path, int n_prompts, int max_len) {
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
-    static const char *const modes[] = {"all", "kernels", "model", "prefill", "gemv", "chain", "attention", "compare", "gemv-bench"};
+    static const char *const modes[] = {"all", "kernels", "model", "prefill", "gemv", "hc", "chain", "attention", "compare", "gemv-bench"};
     bool known = false;
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) known |= !strcmp(what, modes[i]);
     if (!known) {
         fprintf(stderr,
-                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|chain|attention|gemv-bench|compare MODEL [prompts] "
+                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|hc|chain|attention|gemv-bench|compare MODEL [prompts] "
                 "[max_len]]\n");
         return 2;
     }
@@ -866,6 +866,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(what, "prefill")) test_prefill_kernels(&r); /* alone: short enough for compute-sanitizer */
     if (!strcmp(what, "attention")) test_attention_kernels(&r); /* attention, indexer, top-k */
+    if (!strcmp(what, "hc")) { /* the decode step's hyper-connection kernels */
+        test_hc_mix_parts(&r);
+        test_hc_post_mix(&r);
+        test_hc_post_collapse(&r);
+    }
     if (!strcmp(what, "gemv")) { /* only the one-token GEMV checks */
         test_gemv_stream(&r);
         test_gemv_pairs(&r);
@@ -884,6 +889,7 @@ int main(int argc, char **argv) {
         test_hc_mix_parts(&r);
         test_hc_mix_batched(&r);
         test_hc_post_mix(&r);
+        test_hc_post_collapse(&r);
         test_gemv_prep(&r);
         test_router_matmul(&r);
         test_gemv_early();

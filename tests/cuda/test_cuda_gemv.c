@@ -928,3 +928,142 @@ void test_hc_post_mix(ds4_rng *r) {
             free(h1), free(h2), free(ag), free(Mg), free(pg);
         }
 }
+
+/* The decode step's hc_post fused with the next HC pre but its Sinkhorn
+ * (ds4k_hc_post_collapse) against the launches it replaces: hc_post_mix,
+ * then the split-collapse kernel from its parts; and ds4k_hc_sinkhorn on its
+ * mixer sums against that kernel's post and M. The streams, pre, post and M
+ * must be bitwise theirs; the input a takes its
+ * rmsnorm from the streams' Gram matrix, so it is held to a relative bound,
+ * and also against the CPU order. Three launches in a row with each kind
+ * of meeting check that its counters end where they should; every other
+ * launch makes the ending sub-layer's post and M itself, from its sums. */
+void test_hc_post_collapse(ds4_rng *r) {
+    const int hc = 4, MIX = (2 + hc) * hc, k = 6, YP = 3;
+    const int Ds[2] = {1024, 4096}, ns[2] = {1, 3};
+    for (int moe = 0; moe < 3; moe++)
+        for (int di = 0; di < 2; di++) {
+            const int D = Ds[di], n = ns[di];
+            const int64_t K = (int64_t)hc * D;
+            float *H = rnd(r, (size_t)n * K, 1.0f), *mixc = rnd(r, (size_t)n * MIX, 1.0f);
+            float *y = rnd(r, (size_t)n * D, 1.0f), *eo = rnd(r, (size_t)n * k * D, 0.3f), *sh = rnd(r, (size_t)n * D, 1.0f);
+            float *yp = rnd(r, (size_t)YP * n * D, 1.0f);
+            const int32_t ids[18] = {40, 3, 77, 3, 120, 9, 5, 200, 1, 64, 199, 2, 7, 8, 9, 10, 11, 12};
+            float *wf = rnd(r, (size_t)MIX * K, 1.0f / 64.0f), *w = rnd(r, D, 0.1f);
+            for (int i = 0; i < D; i++) w[i] += 1.0f;
+            float sc_c[3] = {0.7f, 1.1f, 1.3f}, sc_n[3] = {0.8f, 1.2f, 0.9f};
+            float *base_c = rnd(r, MIX, 0.5f), *base_n = rnd(r, MIX, 0.5f);
+            uint16_t *wh = malloc(sizeof(uint16_t) * MIX * K);
+            for (int64_t i = 0; i < MIX * K; i++) wh[i] = ds4_f32_to_f16(wf[i]);
+            ds4_tensor t = {.name = "hc", .type = DS4_TYPE_F16, .n_dims = 2, .ne = {K, MIX, 1, 1}, .data = wh,
+                            .size = 2 * MIX * K};
+            ds4_dw d = {DS4_TYPE_F16, to_dev(wh, 2 * MIX * K), K, MIX};
+            const size_t hb = sizeof(float) * n * K;
+            float *dH1 = to_dev(H, hb), *dH2 = to_dev(H, hb), *dmixc = to_dev(mixc, sizeof(float) * n * MIX);
+            float *dy = to_dev(y, sizeof(float) * n * D), *deo = to_dev(eo, sizeof(float) * n * k * D);
+            float *dyp = to_dev(yp, sizeof(float) * YP * n * D), *dsh = to_dev(sh, sizeof(float) * n * D);
+            const float *yv = moe == 2 ? dyp : moe == 0 ? dy : NULL;
+            const int yparts = moe == 2 ? YP : 1;
+            int32_t *dids = to_dev(ids, sizeof(ids));
+            float *dscc = to_dev(sc_c, sizeof(sc_c)), *dscn = to_dev(sc_n, sizeof(sc_n));
+            float *dbc = to_dev(base_c, sizeof(float) * MIX), *dbn = to_dev(base_n, sizeof(float) * MIX);
+            float *dw = to_dev(w, sizeof(float) * D);
+            float *dparts = to_dev(NULL, sizeof(float) * DS4K_MAX_HC_PARTS * n * MIX);
+            float *dss = to_dev(NULL, sizeof(float) * DS4K_MAX_HC_PARTS * n);
+            float *dcp = to_dev(NULL, sizeof(float) * DS4K_MAX_HC_PARTS * n * DS4K_HC_COLLAPSE_COLS);
+            unsigned *dbar = to_dev(NULL, 2 * sizeof(unsigned) * n);
+            cudaMemset(dbar, 0, 2 * sizeof(unsigned) * n);
+            /* out[0]: the reference path's, out[1]: the fused kernel's; post0 / M0: the ending sub-layer's */
+            float *dpost0 = to_dev(NULL, sizeof(float) * n * hc), *dM0 = to_dev(NULL, sizeof(float) * n * hc * hc);
+            float *dpre[2], *dpost[2], *dM[2], *da[2], *dmix[2];
+            for (int v = 0; v < 2; v++) {
+                dpre[v] = to_dev(NULL, sizeof(float) * n * hc), dpost[v] = to_dev(NULL, sizeof(float) * n * hc);
+                dM[v] = to_dev(NULL, sizeof(float) * n * hc * hc), da[v] = to_dev(NULL, sizeof(float) * n * D);
+                dmix[v] = to_dev(NULL, sizeof(float) * n * MIX);
+            }
+            ds4k_hc_sinkhorn(dmixc, dscc, dbc, hc, 20, 1e-6f, n, dpost0, dM0, NULL); /* the ending sub-layer's */
+            const int P = ds4k_hc_post_mix(dpost0, dM0, yv, D, yparts, moe == 1 ? deo : NULL, dids, dsh, n, k, hc, D,
+                                           dH1, &d, MIX, dparts, dss, NULL);
+            if (P > 0)
+                ds4k_hc_split_collapse_parts(dparts, dss, P, 1e-6f, dscn, dbn, hc, 20, 1e-6f, dH1, D, dw, 1e-6f, n,
+                                             dpre[0], dpost[0], dM[0], da[0], NULL);
+            int rc = 0;
+            bool repeat_same = true;
+            float *a_first = malloc(sizeof(float) * n * D), *a_now = malloc(sizeof(float) * n * D);
+            /* three launches with each meeting (1: one growing word, 2: count and generation) */
+            unsigned bar[2][16];
+            const int was_on = ds4k_hc_collapse_enable(-1);
+            for (int rep = 0; rep < 6 && rc == 0; rep++) {
+                if (rep % 3 == 0) {
+                    ds4k_hc_collapse_enable(1 + rep / 3);
+                    cudaMemset(dbar, 0, 2 * sizeof(unsigned) * n);
+                }
+                cudaMemcpy(dH2, H, hb, cudaMemcpyHostToDevice);
+                /* odd launches make post and M themselves, from the ending sub-layer's sums */
+                const bool own = rep & 1;
+                if (own) cudaMemcpy(dmix[1], mixc, sizeof(float) * n * MIX, cudaMemcpyHostToDevice);
+                const ds4k_hc_collapse g = {dpost0, dM0, own ? dscc : NULL, own ? dbc : NULL, 20, &d, dscn, dbn, dw, 1e-6f, 1e-6f, 1e-6f, dmix[1], dpre[1], da[1],
+                                            dcp, dbar};
+                rc = ds4k_hc_post_collapse(yv, D, yparts, moe == 1 ? deo : NULL, dids, dsh, n, k, hc, D, dH2, &g, NULL);
+                from_dev(rep == 0 ? a_first : a_now, da[1], sizeof(float) * n * D);
+                if (rep > 0) repeat_same = repeat_same && memcmp(a_first, a_now, sizeof(float) * n * D) == 0;
+                if (rep % 3 == 2) from_dev(bar[rep / 3], dbar, 2 * sizeof(unsigned) * n);
+            }
+            ds4k_hc_collapse_enable(was_on);
+            /* the next sub-layer's post and M from the fused kernel's sums */
+            ds4k_hc_sinkhorn(dmix[1], dscn, dbn, hc, 20, 1e-6f, n, dpost[1], dM[1], NULL);
+            bool counts = true;
+            for (int i = 0; i < n; i++)
+                counts = counts && bar[1][2 * i] == 0 && bar[1][2 * i + 1] == 3 &&
+                         bar[0][2 * i] == 3u * (unsigned)(D / 256) && bar[0][2 * i + 1] == 0;
+            /* the bitwise parts */
+            float *h1 = malloc(hb), *h2 = malloc(hb);
+            from_dev(h1, dH1, hb);
+            from_dev(h2, dH2, hb);
+            bool same = memcmp(h1, h2, hb) == 0;
+            const struct {
+                float *const *p;
+                const float *ref;
+                size_t n;
+            } bw[3] = {{dpre, NULL, (size_t)n * hc}, {dpost, NULL, (size_t)n * hc}, {dM, NULL, (size_t)n * hc * hc}};
+            for (int i = 0; i < 3; i++) {
+                float *x = malloc(sizeof(float) * bw[i].n), *z = malloc(sizeof(float) * bw[i].n);
+                from_dev(x, bw[i].p[1], sizeof(float) * bw[i].n);
+                from_dev(z, bw[i].ref ? bw[i].ref : bw[i].p[0], sizeof(float) * bw[i].n);
+                same = same && memcmp(x, z, sizeof(float) * bw[i].n) == 0;
+                free(x), free(z);
+            }
+            float *a0 = malloc(sizeof(float) * n * D), *Mg = malloc(sizeof(float) * n * hc * hc);
+            float *pg = malloc(sizeof(float) * n * hc);
+            from_dev(a0, da[0], sizeof(float) * n * D);
+            from_dev(Mg, dM[0], sizeof(float) * n * hc * hc);
+            from_dev(pg, dpost[0], sizeof(float) * n * hc);
+            double rel = 0, amax = 0;
+            for (int i = 0; i < n * D; i++) {
+                rel = fold_max(rel, fabs((double)a_first[i] - a0[i]));
+                amax = fold_max(amax, fabs(a0[i]));
+            }
+            rel /= amax > 0 ? amax : 1;
+            double wm, wp, wa;
+            hc_pre_errors(&t, h1, n, hc, D, sc_n, base_n, w, Mg, pg, a_first, &wm, &wp, &wa);
+            check(P == D / 256 && rc == 0 && same && repeat_same && counts && rel < 2e-6 && wa < 2e-5,
+                  "hc_post + the next HC pre fused (%s, D=%d, %d token(s)): streams, pre, and post and M from its "
+                  "mixer sums bitwise the launches it replaces: %s; input within %.2e of theirs (relative), %.2e of the CPU's; "
+                  "six launches alike %s, counters right %s",
+                  moe == 1 ? "MoE sum" : moe == 2 ? "y in 3 parts" : "output y", D, n, same ? "yes" : "NO", rel, wa,
+                  repeat_same ? "yes" : "NO", counts ? "yes" : "NO");
+            const int was = ds4k_hc_collapse_enable(0);
+            const ds4k_hc_collapse g0 = {dpost0, dM0, NULL, NULL, 0, &d, dscn, dbn, dw, 1e-6f, 1e-6f, 1e-6f, dmix[1], dpre[1], da[1],
+                                         dcp, dbar};
+            const int off = ds4k_hc_post_collapse(yv, D, yparts, moe == 1 ? deo : NULL, dids, dsh, n, k, hc, D, dH2,
+                                                  &g0, NULL);
+            ds4k_hc_collapse_enable(was);
+            check(off == -1, "hc_post_collapse declines when off (DS4_HC_COLLAPSE=0, the default)");
+            void *bufs[] = {(void *)d.ptr, dH1, dH2, dmixc, dy, deo, dyp, dsh, dids, dscc, dscn, dbc, dbn, dw, dparts,
+                            dss, dcp, dbar, dpost0, dM0};
+            for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
+            for (int v = 0; v < 2; v++) cudaFree(dpre[v]), cudaFree(dpost[v]), cudaFree(dM[v]), cudaFree(da[v]), cudaFree(dmix[v]);
+            free(H), free(mixc), free(y), free(eo), free(sh), free(yp), free(wf), free(w), free(base_c), free(base_n);
+            free(wh), free(a_first), free(a_now), free(h1), free(h2), free(a0), free(Mg), free(pg);
+        }
+}
