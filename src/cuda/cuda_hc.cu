@@ -819,26 +819,31 @@ __global__ void hc_post_fast_kernel(const float *post, const float *M, const flo
  * stretch, so a step's mixer sums associate differently from prefill's. */
 #define PM_DB 256
 #define PM_ROWS 24 /* (2 + 4) x 4 mixer rows */
-__global__ void __launch_bounds__(PM_DB)
-    hc_post_mix_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts, const float *eo,
-                       const int32_t *ids, const float *sh, int k, int D, float *H, const uint16_t *W, float *parts,
-                       float *ss) {
-    __shared__ __align__(16) float hn[POST_HC][PM_DB];
-    __shared__ float red[32];
-    const int p = blockIdx.x, t = blockIdx.y, n = gridDim.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int64_t K = (int64_t)POST_HC * D, e0 = (int64_t)p * PM_DB;
-    constexpr int RPW = PM_ROWS / (PM_DB / 32); /* 3 rows a warp */
-    uint4 wv[RPW][POST_HC];
+#define PM_RPW (PM_ROWS / (PM_DB / 32)) /* 3 mixer rows a warp */
+
+/* A block's share of the mixer rows (warp w rows PM_RPW w .. + PM_RPW - 1,
+ * lane l elements 8 l .. 8 l + 7 of each stream), loaded before the wait. */
+__device__ __forceinline__ void pm_load_rows(const uint16_t *W, int64_t K, int D, int64_t e0,
+                                             uint4 (&wv)[PM_RPW][POST_HC]) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-    for (int r = 0; r < RPW; r++)
+    for (int r = 0; r < PM_RPW; r++)
 #pragma unroll
         for (int j = 0; j < POST_HC; j++)
-            wv[r][j] = *(const uint4 *)(W + (int64_t)(RPW * warp + r) * K + (int64_t)j * D + e0 + 8 * lane);
-    pdl_wait();
-    pdl_trigger();
-    float out[POST_HC];
-    post_fast_d(post + (int64_t)t * POST_HC, M + (int64_t)t * POST_HC * POST_HC, y, ldy, yparts, eo, NULL, ids, sh, k,
-                D, H, t, (int)e0 + tid, out);
+            wv[r][j] = *(const uint4 *)(W + (int64_t)(PM_RPW * warp + r) * K + (int64_t)j * D + e0 + 8 * lane);
+}
+
+/* The block's hc_post and its mixer parts: element e0 + tid of token t's
+ * streams updated in place with post pp and M mm (post_fast_d) and kept in
+ * hn (out: this thread's), the block's sum of squares returned, and its dot
+ * with mixer row r written to rows[r] (added over the warp's lanes). */
+__device__ __forceinline__ float pm_post_mix(const float *pp, const float *mm, const float *y, int64_t ldy, int yparts,
+                                             const float *eo, const int32_t *ids, const float *sh, int k, int D,
+                                             float *H, int t, int64_t e0, const uint4 (&wv)[PM_RPW][POST_HC],
+                                             float (&hn)[POST_HC][PM_DB], float *red, float *rows,
+                                             float (&out)[POST_HC]) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    post_fast_d(pp, mm, y, ldy, yparts, eo, NULL, ids, sh, k, D, H, t, (int)e0 + tid, out);
     float sq = 0.0f;
 #pragma unroll
     for (int j = 0; j < POST_HC; j++) {
@@ -847,9 +852,9 @@ __global__ void __launch_bounds__(PM_DB)
         sq = __fmaf_rn(out[j], out[j], sq);
     }
     sq = block_sum(sq, red); /* also the barrier before hn is read */
-    float acc[RPW];
+    float acc[PM_RPW];
 #pragma unroll
-    for (int r = 0; r < RPW; r++) {
+    for (int r = 0; r < PM_RPW; r++) {
         acc[r] = 0.0f;
 #pragma unroll
         for (int j = 0; j < POST_HC; j++) {
@@ -858,10 +863,28 @@ __global__ void __launch_bounds__(PM_DB)
         }
     }
 #pragma unroll
-    for (int r = 0; r < RPW; r++) {
+    for (int r = 0; r < PM_RPW; r++) {
         const float v = warp_sum(acc[r]);
-        if (lane == 0) parts[((int64_t)p * n + t) * PM_ROWS + RPW * warp + r] = v;
+        if (lane == 0) rows[PM_RPW * warp + r] = v;
     }
+    return sq;
+}
+
+__global__ void __launch_bounds__(PM_DB)
+    hc_post_mix_kernel(const float *post, const float *M, const float *y, int64_t ldy, int yparts, const float *eo,
+                       const int32_t *ids, const float *sh, int k, int D, float *H, const uint16_t *W, float *parts,
+                       float *ss) {
+    __shared__ __align__(16) float hn[POST_HC][PM_DB];
+    __shared__ float red[32];
+    const int p = blockIdx.x, t = blockIdx.y, n = gridDim.y, tid = threadIdx.x;
+    const int64_t K = (int64_t)POST_HC * D, e0 = (int64_t)p * PM_DB;
+    uint4 wv[PM_RPW][POST_HC];
+    pm_load_rows(W, K, D, e0, wv);
+    pdl_wait();
+    pdl_trigger();
+    float out[POST_HC];
+    const float sq = pm_post_mix(post + (int64_t)t * POST_HC, M + (int64_t)t * POST_HC * POST_HC, y, ldy, yparts, eo,
+                                 ids, sh, k, D, H, t, e0, wv, hn, red, parts + ((int64_t)p * n + t) * PM_ROWS, out);
     if (tid == 0) ss[p * n + t] = sq;
 }
 
@@ -961,13 +984,8 @@ __global__ void __launch_bounds__(PM_DB)
     const int p = blockIdx.x, t = blockIdx.y, n = gridDim.y, P = gridDim.x, tid = threadIdx.x, lane = tid & 31,
               warp = tid >> 5;
     const int64_t K = (int64_t)POST_HC * D, e0 = (int64_t)p * PM_DB;
-    constexpr int RPW = PM_ROWS / (PM_DB / 32); /* 3 mixer rows a warp */
-    uint4 wv[RPW][POST_HC];
-#pragma unroll
-    for (int r = 0; r < RPW; r++)
-#pragma unroll
-        for (int j = 0; j < POST_HC; j++)
-            wv[r][j] = *(const uint4 *)(W + (int64_t)(RPW * warp + r) * K + (int64_t)j * D + e0 + 8 * lane);
+    uint4 wv[PM_RPW][POST_HC];
+    pm_load_rows(W, K, D, e0, wv);
     const float nw = g.norm[e0 + tid];
     if (SINKHORN) { /* post and M of the sub-layer that ends, from its stored mixer sums */
         if (warp == 0) {
@@ -985,31 +1003,8 @@ __global__ void __launch_bounds__(PM_DB)
     pdl_wait();
     pdl_trigger();
     float out[POST_HC];
-    post_fast_d(s_post, s_M, y, ldy, yparts, eo, NULL, ids, sh, k, D, H, t, (int)e0 + tid, out);
-    float sq = 0.0f;
-#pragma unroll
-    for (int j = 0; j < POST_HC; j++) {
-        H[((int64_t)t * POST_HC + j) * D + e0 + tid] = out[j];
-        hn[j][tid] = out[j];
-        sq = __fmaf_rn(out[j], out[j], sq);
-    }
-    sq = block_sum(sq, red); /* also the barrier before hn is read */
     float *part = g.parts + ((int64_t)p * n + t) * PC_COLS;
-    float acc[RPW];
-#pragma unroll
-    for (int r = 0; r < RPW; r++) {
-        acc[r] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < POST_HC; j++) {
-            const float4 a = *(const float4 *)&hn[j][8 * lane], b = *(const float4 *)&hn[j][8 * lane + 4];
-            acc[r] = dot8_h(wv[r][j], a, b, acc[r]);
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < RPW; r++) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0) part[RPW * warp + r] = v;
-    }
+    const float sq = pm_post_mix(s_post, s_M, y, ldy, yparts, eo, ids, sh, k, D, H, t, e0, wv, hn, red, part, out);
     for (int e = warp; e < PC_GRAM; e += PM_DB / 32) { /* warp-uniform */
         int s, u;
         gram_pair(e, s, u);
