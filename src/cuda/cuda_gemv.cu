@@ -40,6 +40,7 @@
  * Determinism: every output is one warp's sum over fixed lane slices, added
  * with a fixed butterfly; no atomics. */
 #include "cuda/cuda_gemv.cuh"
+#include "cuda/cuda_hc.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_quant.cuh"
@@ -434,6 +435,24 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
  * back to 0 on the last increment (atomicInc), so no separate reset can be
  * lost. Only integer atomics, and the selection does not depend on which
  * block is last. `scratch` holds 2 E floats. */
+/* The FFN's post and M beside the selection (ds4_route.hc_mix), on one
+ * thread: its mixer sums are ds4k_hc_post_collapse's output, the kernel
+ * before this one, complete once the block is past its wait. In that
+ * kernel's prologue the Sinkhorn stood on the critical path (the launch
+ * follows the shared expert's join); here the selection's warp takes as long. */
+__device__ void route_hc_split(const ds4_route &r) {
+    float mix[(2 + 4) * 4], pre[4], post[4], M[16];
+#pragma unroll
+    for (int i = 0; i < (2 + 4) * 4; i++) mix[i] = __ldcg(r.hc_mix + i);
+#pragma unroll
+    for (int i = 0; i < 4; i++) hc_pre_post(mix, r.hc_scale, r.hc_base, 4, r.hc_eps, i, pre, post);
+    hc_sinkhorn_thread<4>(mix, r.hc_scale, r.hc_base, r.hc_iters, r.hc_eps, M);
+#pragma unroll
+    for (int i = 0; i < 4; i++) r.hc_post[i] = post[i];
+#pragma unroll
+    for (int i = 0; i < 16; i++) r.hc_M[i] = M[i];
+}
+
 __device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch) {
     __shared__ bool last;
     __shared__ int32_t sid[DS4_ROUTE_K_MAX];
@@ -451,6 +470,8 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
     if (threadIdx.x < 32)
         route_pick_warp(route.E, route.k, route.tid2eid, route.tid2eid ? route.tok[0] : 0, route.scale, sel, pr, sid,
                         route.ids, route.w);
+    else if (threadIdx.x == 32 && route.hc_mix)
+        route_hc_split(route);
 }
 
 /* F16 rows of at most FS_PARTS chunks (K <= 4096: the router, the compressor

@@ -2,6 +2,7 @@
  * split into pre/post/M with Sinkhorn, the collapse of the streams into a
  * sub-layer's input, the update of the streams after it (with the MoE sum)
  * and the output head's collapse (twins: src/cpu/ops.c, cpu_backend.c). */
+#include "cuda/cuda_hc.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_tc.cuh"
@@ -9,13 +10,6 @@
 #define NT 256
 
 /* ------------------------------------------------------------------ hyper-connections */
-
-/* pre[i] and post[i] of one token (MODEL.md 7.1). */
-__device__ __forceinline__ void hc_pre_post(const float *mix, const float *scale, const float *base, int hc, float eps,
-                                            int i, float *pre, float *post) {
-    pre[i] = dev_sigmoid(mix[i] * scale[0] + base[i]) + eps;
-    post[i] = 2.0f * dev_sigmoid(mix[hc + i] * scale[1] + base[hc + i]);
-}
 
 /* The Sinkhorn-normalized mixing matrix M of one token (MODEL.md 7.1), same
  * evaluation order as the CPU. */
@@ -89,55 +83,6 @@ __device__ void hc_sinkhorn_warp_t(const float *mix, const float *scale, const f
         v = __fdividef(v, s + eps);
     }
     if (own) M[lane] = v;
-}
-
-/* The same on one thread, for ds4k_hc_post_collapse's prologue: the same
- * operations in the same order as hc_sinkhorn_warp_t (each row or column sum
- * from 0 in index order, the same fast divisions), so the same bits; a pass
- * waits on three dependent adds and a division instead of four shuffles and
- * a division (the Sinkhorn stood on the critical path of the FFN's hc_post,
- * whose launch follows a join and cannot start early). */
-template <int HC>
-__device__ void hc_sinkhorn_thread(const float *mix, const float *scale, const float *base, int iters, float eps,
-                                   float *M) {
-    float v[HC][HC];
-#pragma unroll
-    for (int i = 0; i < HC; i++) {
-        float lg[HC], e[HC], mx = -INFINITY, sum = 0.0f;
-#pragma unroll
-        for (int j = 0; j < HC; j++) lg[j] = mix[2 * HC + i * HC + j] * scale[2] + base[2 * HC + i * HC + j];
-#pragma unroll
-        for (int k = 0; k < HC; k++) mx = fmaxf(mx, lg[k]);
-#pragma unroll
-        for (int k = 0; k < HC; k++) e[k] = expf(lg[k] - mx);
-#pragma unroll
-        for (int k = 0; k < HC; k++) sum += e[k];
-#pragma unroll
-        for (int j = 0; j < HC; j++) v[i][j] = e[j] / sum + eps;
-    }
-    for (int it = 0; it < iters; it++) {
-        if (it > 0)
-#pragma unroll
-            for (int i = 0; i < HC; i++) {
-                float s = 0.0f;
-#pragma unroll
-                for (int k = 0; k < HC; k++) s += v[i][k];
-#pragma unroll
-                for (int j = 0; j < HC; j++) v[i][j] = __fdividef(v[i][j], s + eps);
-            }
-#pragma unroll
-        for (int j = 0; j < HC; j++) {
-            float s = 0.0f;
-#pragma unroll
-            for (int k = 0; k < HC; k++) s += v[k][j];
-#pragma unroll
-            for (int i = 0; i < HC; i++) v[i][j] = __fdividef(v[i][j], s + eps);
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < HC; i++)
-#pragma unroll
-        for (int j = 0; j < HC; j++) M[i * HC + j] = v[i][j];
 }
 
 __device__ void hc_sinkhorn_warp(const float *mix, const float *scale, const float *base, int hc, int iters, float eps,
@@ -889,9 +834,9 @@ __global__ void __launch_bounds__(PM_DB)
 }
 
 /* A decode step's hc_post fused with the whole HC pre of the next sub-layer
- * (ds4k_hc_post_collapse). OFF unless DS4_HC_COLLAPSE=1 (or 2): measured
- * slower than hc_post_mix_kernel followed by the split-collapse kernel, for
- * a reason this kernel does not fix yet (below). That kernel is a launch on
+ * (ds4k_hc_post_collapse). OFF unless DS4_HC_COLLAPSE=1 (or 2): no faster
+ * yet than hc_post_mix_kernel followed by the split-collapse kernel, for a
+ * reason this kernel does not fix yet (below). That kernel is a launch on
  * the critical path of every sub-layer: its block waits for hc_post_mix to
  * finish, reads the token's 80 KB of streams and norm weights on one
  * multiprocessor, and only then can the next products start. Here the P
@@ -911,18 +856,19 @@ __global__ void __launch_bounds__(PM_DB)
  *    the streams' own.
  * The next sub-layer's post and M (the Sinkhorn's 40 dependent steps) are
  * not made here, where they would hold up the next products: its mixer sums
- * are stored (mix), and the next call makes them in its prologue (SINKHORN),
- * on one thread (hc_sinkhorn_thread). That is the open problem. 12-layer
- * model, H200, decode t/s against the default path, same call: this kernel
- * -1.5% (584.25 / 592.27); with the meeting skipped (wrong results, timing
- * only) +0.3%; with the Sinkhorn skipped +2.7%; both skipped +4.4%. So a
- * meeting costs ~1.2 us, and the prologue's Sinkhorn ~2.9 us a sub-layer:
- * the launch does not start early enough to hide it, at either end. On a
- * side stream it cost more: -4.2% with the FFN's before the shared expert,
- * -4.8% on a stream forked for it in both sub-layers. A place that would
- * hide it: an extra block of a product two kernels into the sub-layer (the
- * mixer sums are then complete before its wait) that runs the Sinkhorn,
- * then waits and returns. docs/BENCHMARKS.md, "twenty-fifth". */
+ * are stored (mix). The FFN's are made beside the router's selection
+ * (ds4_route.hc_mix), the attention's by the next call, in its prologue
+ * (SINKHORN), on one thread (hc_sinkhorn_thread). That is the open problem.
+ * 12-layer model, H200, decode t/s against the default path, same call: with
+ * both in the prologue, -1.5% (584.25 / 592.27); with the meeting skipped
+ * (wrong results, timing only) +0.3%; with the Sinkhorn skipped +2.7%; both
+ * skipped +4.4%. So a meeting costs ~1.2 us, and the prologue's Sinkhorn
+ * ~2.9 us a sub-layer: the launch does not start early enough to hide it.
+ * With the FFN's beside the router's selection: +0.2% (592.62 / 591.60). On
+ * a side stream it cost more: -4.2% with the FFN's before the shared expert,
+ * -4.8% on a stream forked for it in both sub-layers. What is left: a place
+ * beside the attention sub-layer's work for its Sinkhorn (an extra block of
+ * the split attention, say). docs/BENCHMARKS.md, "twenty-fifth". */
 #define PC_GRAM 10                         /* entries s <= u of the 4 x 4 Gram matrix */
 #define PC_COLS (PM_ROWS + 1 + PC_GRAM)    /* a part: 24 mixer rows, the sum of squares, the Gram entries */
 static_assert(PC_COLS == DS4K_HC_COLLAPSE_COLS, "cuda_kernels.h's part size");
@@ -1100,7 +1046,7 @@ extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *
 }
 
 /* DS4_HC_COLLAPSE: unset or 0, hc_post_mix and the split-collapse kernel
- * (the default: faster, see above); 1, ds4k_hc_post_collapse; 2, the same
+ * (the default: as fast, and bitwise what was measured at full size); 1, ds4k_hc_post_collapse; 2, the same
  * with the meeting by count and generation (A/B, tests) */
 static int g_hc_collapse = -1;
 extern "C" int ds4k_hc_collapse_enable(int on) {

@@ -129,6 +129,13 @@ typedef struct ds4_route {
     float scale;
     int32_t *ids;
     float *w;
+    /* hc_mix set (ds4k_router_matmul only): the selecting block also makes
+     * the FFN sub-layer's post and M (4 streams) from its mixer sums, as
+     * ds4k_hc_sinkhorn does, beside the selection */
+    const float *hc_mix, *hc_scale, *hc_base;
+    int hc_iters;
+    float hc_eps;
+    float *hc_post, *hc_M;
 } ds4_route;
 #define DS4_ROUTE_K_MAX 16 /* k at most (ds4k_router_matmul) */
 
@@ -350,7 +357,7 @@ int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t 
  * takes |a|^2 from the streams' Gram matrix. Returns 0, or -1 (nothing
  * launched) where the shape is not the model's (4 streams, 24 F16 mixer
  * rows, D a multiple of 256), n > DS4K_HC_COLLAPSE_MAX_TOKENS or it is
- * off (the default: slower so far; DS4_HC_COLLAPSE=1 turns it on, see
+ * off (the default: no faster so far; DS4_HC_COLLAPSE=1 turns it on, see
  * cuda_hc.cu). */
 #define DS4K_HC_COLLAPSE_MAX_TOKENS 8
 #define DS4K_HC_COLLAPSE_COLS 35 /* floats of a part: 24 mixer rows, a sum of squares, 10 Gram entries */

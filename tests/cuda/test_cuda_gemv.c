@@ -411,13 +411,18 @@ void test_router_matmul(ds4_rng *r) {
         int32_t *dids = to_dev(NULL, sizeof(int32_t) * 3 * k);
         const float *bp = cs[c].bias ? db : NULL;
         const int32_t *tp = cs[c].hash ? dtab : NULL;
+        /* the second launch also makes an FFN's post and M (ds4_route.hc_mix) */
+        float *mixh = rnd(r, 24, 1.0f), *baseh = rnd(r, 24, 0.5f), sch[3] = {0.8f, 1.2f, 0.9f};
+        float *dmix = to_dev(mixh, sizeof(float) * 24), *dbase = to_dev(baseh, sizeof(float) * 24);
+        float *dsc = to_dev(sch, sizeof(sch)), *dpm = to_dev(NULL, sizeof(float) * 2 * 20);
         int rc = 0;
         unsigned left = 1;
         cudaGraph_t graph = NULL;
         cudaGraphExec_t exec = NULL;
         bool graph_ok = cudaStreamBeginCapture(ts, cudaStreamCaptureModeGlobal) == cudaSuccess;
         for (int rep = 0; rep < 2; rep++) {
-            const ds4_route rt = {dl + rep * E, E, k, bp, tp, dtok, scale, dids + rep * k, dw + rep * k};
+            const ds4_route rt = {dl + rep * E, E,      k,           bp,   tp, dtok, scale, dids + rep * k, dw + rep * k,
+                                  rep ? dmix : NULL,   dsc,    dbase,       20,   1e-6f, dpm, dpm + 4};
             rc |= ds4k_router_matmul(&h.d, dx, &rt, done, (ds4_stream)ts);
         }
         graph_ok = graph_ok && cudaStreamEndCapture(ts, &graph) == cudaSuccess &&
@@ -429,6 +434,10 @@ void test_router_matmul(ds4_rng *r) {
         from_dev(&left, done, sizeof(unsigned));
         ds4k_matmul(&h.d, 0, E, dx, K, 1, dl + 2 * E, E, NULL); /* the two launches */
         ds4k_router(dl + 2 * E, 1, E, k, bp, tp, dtok, scale, dids + 2 * k, dw + 2 * k, NULL);
+        ds4k_hc_sinkhorn(dmix, dsc, dbase, 4, 20, 1e-6f, 1, dpm + 20, dpm + 24, NULL);
+        float pm[40];
+        from_dev(pm, dpm, sizeof(pm));
+        const bool hc_same = memcmp(pm, pm + 20, sizeof(float) * 20) == 0;
         float *pl = malloc(sizeof(float) * 3 * E), w[3 * 16];
         int32_t ids[3 * 16];
         from_dev(pl, dl, sizeof(float) * 3 * E);
@@ -439,12 +448,13 @@ void test_router_matmul(ds4_rng *r) {
             same = same && memcmp(pl + rep * E, pl + 2 * E, sizeof(float) * E) == 0 &&
                    memcmp(ids + rep * k, ids + 2 * k, sizeof(int32_t) * k) == 0 &&
                    memcmp(w + rep * k, w + 2 * k, sizeof(float) * k) == 0;
-        check(rc == 0 && graph_ok && same && left == 0,
+        check(rc == 0 && graph_ok && same && left == 0 && hc_same,
               "router GEMV, E %3d k %d K %lld%s%s%s, its last block selecting (2 launches x 20 graph replays): "
-              "scores, ids and weights %s, count back to 0: %s",
+              "scores, ids and weights %s, count back to 0: %s, post and M beside it bitwise ds4k_hc_sinkhorn's: %s",
               E, k, (long long)K, cs[c].bias ? " bias" : "", cs[c].ties ? " ties" : "", cs[c].hash ? " hash" : "",
               rc != 0 || !graph_ok ? "NOT LAUNCHED" : same ? "bitwise the two launches'" : "DIFFER",
-              left == 0 ? "yes" : "NO");
+              left == 0 ? "yes" : "NO", hc_same ? "yes" : "NO");
+        cudaFree(dmix), cudaFree(dbase), cudaFree(dsc), cudaFree(dpm), free(mixh), free(baseh);
         cudaFree(dx), cudaFree(db), cudaFree(dl), cudaFree(dw), cudaFree(dtab), cudaFree(dtok), cudaFree(dids);
         free(x), free(bias), free(tab), free(pl), free_w(&h);
     }
@@ -510,7 +520,7 @@ void test_gemv_early(void) {
             float *g = dg + (int64_t)t * KS * FF, *u = du + (int64_t)t * KS * FF, *y = dy + (int64_t)(pass * ROUNDS + t) * KS * D;
             int32_t *ids = dids + t * KS;
             ds4k_rmsnorm(dsrc + t * D, D, NULL, 1, (int)D, 1e-6f, dx, D, st);
-            const ds4_route rt = {dl, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS};
+            const ds4_route rt = {dl, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS, NULL, NULL, NULL, 0, 0.0f, NULL, NULL};
             if (ds4k_router_matmul(&wr.d, dx, &rt, done, st) != 0) {
                 ds4k_matmul(&wr.d, 0, E, dx, D, 1, dl, E, st);
                 ds4k_router(dl, 1, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS, st);
