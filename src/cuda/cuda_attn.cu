@@ -1,6 +1,7 @@
 /* ds4 — CUDA compressors, lightning indexer (scores and causal top-k) and
  * sink attention (twins: compressor_push, score_range, topk_range and
  * att_range in src/cpu/cpu_attention.c). */
+#include "cuda/cuda_hc.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_attn.cuh"
 #include "cuda/cuda_ops.cuh"
@@ -804,11 +805,23 @@ static size_t att_split_smem(int hd) {
     return (size_t)(ATT_SPLIT * (hd + 4) + ATT_SPLIT_HG * hd + ATT_SPLIT * ATT_SPLIT_HG) * sizeof(float);
 }
 
+/* HCS (ds4k_attention's hc): the launch has one more plane of chunks, z ==
+ * n_chunks, whose block (0, 0) makes a token's HC split on one thread
+ * beside the attention (hc_split_thread) and whose other blocks return:
+ * the attention sub-layer's post and M, for ds4k_hc_post_collapse at its
+ * end, where its prologue's Sinkhorn stood on the critical path. The plain
+ * instantiation's code is the kernel's without it. */
+template <bool HCS>
 __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
     const float *q, const int *d_pos, int H, int hd, int hg, float scale, const void *ring, int raw_cap, int window,
     const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16, float *part,
-    int n_chunks) {
+    int n_chunks, ds4k_hc_split hcs) {
     pdl_enter();
+    if (HCS && (int)blockIdx.z == n_chunks) {
+        if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0)
+            hc_split_thread(hcs.mix, hcs.scale, hcs.base, hcs.iters, hcs.eps, hcs.post, hcs.M);
+        return;
+    }
     extern __shared__ float sh[];
     const int ks = hd + 4; /* row stride: lanes' 16-byte reads of different rows hit different banks */
     float *Ks = sh, *Qs = sh + ATT_SPLIT * ks, *Ps = Qs + ATT_SPLIT_HG * hd;
@@ -1048,37 +1061,42 @@ static int att_group(int H, int hd, int max_rows, size_t *smem) {
     return 1;
 }
 
-extern "C" void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
-                               const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
-                               const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
-                               int n_pairs, float *o, int max_rows, float *part, ds4_stream st) {
-    if (n <= 0) return;
+extern "C" int ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
+                              const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
+                              const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
+                              int n_pairs, float *o, int max_rows, float *part, const ds4k_hc_split *hc,
+                              ds4_stream st) {
+    if (n <= 0) return 0;
     if (part && n <= 8) {
         int hg = ATT_SPLIT_HG;
         while (H % hg) hg /= 2;
         const int n_chunks = (max_rows + ATT_SPLIT - 1) / ATT_SPLIT;
-        launch_pdl(attention_split_kernel, dim3(n, H / hg, n_chunks), 32 * ATT_SPLIT_WARPS, att_split_smem(hd),
+        const bool hcs = hc && n == 1;
+        const ds4k_hc_split none = {};
+        launch_pdl(hcs ? attention_split_kernel<true> : attention_split_kernel<false>,
+                   dim3(n, H / hg, n_chunks + (hcs ? 1 : 0)), 32 * ATT_SPLIT_WARPS, att_split_smem(hd),
                    (cudaStream_t)st, q, d_pos, H, hd, hg, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel,
-                   topk, f16, part, n_chunks);
+                   topk, f16, part, n_chunks, hcs ? *hc : none);
         if (ds4k_attention_combine_warp(-1) && n_chunks <= COMB_WARP_CHUNKS && hd % 64 == 0 &&
             hd <= DS4K_MAX_HEAD_DIM && 2 * n_pairs <= hd) {
             launch_pdl(attention_combine_warp_kernel, dim3(n, H), hd / 2, 0, (cudaStream_t)st, d_pos, H, hd, sinks, part,
                        n_chunks, freqs, n_pairs, o);
-            return;
+            return hcs;
         }
         /* the chunk weights' array rounded up to whole 16-byte words: the
          * compiler reads its tail with one 16-byte load */
         launch_pdl(attention_combine_kernel, dim3(n, H), 256, sizeof(float) * ((n_chunks + 3) & ~3), (cudaStream_t)st,
                    d_pos, H, hd, sinks, part, n_chunks, freqs, n_pairs, o);
-        return;
+        return hcs;
     }
     if (attention_mma(q, n, d_pos, H, hd, scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16,
                       freqs, n_pairs, o, (cudaStream_t)st))
-        return;
+        return 0;
     size_t smem;
     const int hg = att_group(H, hd, max_rows, &smem);
     launch_pdl(attention_kernel, dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st, q, d_pos, H, hd, scale, sinks,
                ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16, freqs, n_pairs, o, hg, max_rows);
+    return 0;
 }
 
 /* Shared memory above 48 KB must be allowed per kernel before launches (and
@@ -1104,8 +1122,10 @@ extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
                              (int)(sizeof(uint32_t) * TOPK_CACHE_ROWS)) != cudaSuccess)
         return -1;
     if (split > 48 * 1024 &&
-        cudaFuncSetAttribute(attention_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=
-            cudaSuccess)
+        (cudaFuncSetAttribute(attention_split_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=
+             cudaSuccess ||
+         cudaFuncSetAttribute(attention_split_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=
+             cudaSuccess))
         return -1;
     return 0;
 }

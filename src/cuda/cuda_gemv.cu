@@ -441,16 +441,7 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
  * kernel's prologue the Sinkhorn stood on the critical path (the launch
  * follows the shared expert's join); here the selection's warp takes as long. */
 __device__ void route_hc_split(const ds4_route &r) {
-    float mix[(2 + 4) * 4], pre[4], post[4], M[16];
-#pragma unroll
-    for (int i = 0; i < (2 + 4) * 4; i++) mix[i] = __ldcg(r.hc_mix + i);
-#pragma unroll
-    for (int i = 0; i < 4; i++) hc_pre_post(mix, r.hc_scale, r.hc_base, 4, r.hc_eps, i, pre, post);
-    hc_sinkhorn_thread<4>(mix, r.hc_scale, r.hc_base, r.hc_iters, r.hc_eps, M);
-#pragma unroll
-    for (int i = 0; i < 4; i++) r.hc_post[i] = post[i];
-#pragma unroll
-    for (int i = 0; i < 16; i++) r.hc_M[i] = M[i];
+    hc_split_thread(r.hc_mix, r.hc_scale, r.hc_base, r.hc_iters, r.hc_eps, r.hc_post, r.hc_M);
 }
 
 __device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch) {

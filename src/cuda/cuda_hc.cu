@@ -857,8 +857,10 @@ __global__ void __launch_bounds__(PM_DB)
  * The next sub-layer's post and M (the Sinkhorn's 40 dependent steps) are
  * not made here, where they would hold up the next products: its mixer sums
  * are stored (mix). The FFN's are made beside the router's selection
- * (ds4_route.hc_mix), the attention's by the next call, in its prologue
- * (SINKHORN), on one thread (hc_sinkhorn_thread). That is the open problem.
+ * (ds4_route.hc_mix), the attention's by an extra block of the split
+ * attention (ds4k_attention's hc; compiled, not yet run on a GPU), each on
+ * one thread (hc_split_thread); where neither applies, by the next call in
+ * its prologue (SINKHORN). Where to put them was the open problem.
  * 12-layer model, H200, decode t/s against the default path, same call: with
  * both in the prologue, -1.5% (584.25 / 592.27); with the meeting skipped
  * (wrong results, timing only) +0.3%; with the Sinkhorn skipped +2.7%; both
@@ -866,9 +868,9 @@ __global__ void __launch_bounds__(PM_DB)
  * ~2.9 us a sub-layer: the launch does not start early enough to hide it.
  * With the FFN's beside the router's selection: +0.2% (592.62 / 591.60). On
  * a side stream it cost more: -4.2% with the FFN's before the shared expert,
- * -4.8% on a stream forked for it in both sub-layers. What is left: a place
- * beside the attention sub-layer's work for its Sinkhorn (an extra block of
- * the split attention, say). docs/BENCHMARKS.md, "twenty-fifth". */
+ * -4.8% on a stream forked for it in both sub-layers. The attention's in
+ * the split attention's extra block is not measured yet. docs/BENCHMARKS.md,
+ * "twenty-fifth". */
 #define PC_GRAM 10                         /* entries s <= u of the 4 x 4 Gram matrix */
 #define PC_COLS (PM_ROWS + 1 + PC_GRAM)    /* a part: 24 mixer rows, the sum of squares, the Gram entries */
 static_assert(PC_COLS == DS4K_HC_COLLAPSE_COLS, "cuda_kernels.h's part size");

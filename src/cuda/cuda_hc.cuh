@@ -2,6 +2,7 @@
  * by the HC kernels (cuda_hc.cu) and the router GEMV's last block
  * (cuda_gemv.cu), which makes the FFN's post and M beside its selection. */
 #pragma once
+#include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
 
 /* pre[i] and post[i] of one token (MODEL.md 7.1). */
@@ -58,4 +59,22 @@ __device__ void hc_sinkhorn_thread(const float *mix, const float *scale, const f
     for (int i = 0; i < HC; i++)
 #pragma unroll
         for (int j = 0; j < HC; j++) M[i * HC + j] = v[i][j];
+}
+
+/* post and M of one token with 4 streams from its stored mixer sums, on one
+ * thread (ds4k_hc_split): the values ds4k_hc_sinkhorn writes. The sums are
+ * read through L2: the kernels that call this run well after they were
+ * written, past their own wait. */
+__device__ __forceinline__ void hc_split_thread(const float *mix_g, const float *scale, const float *base, int iters,
+                                                float eps, float *post_g, float *M_g) {
+    float mix[(2 + 4) * 4], pre[4], post[4], M[16];
+#pragma unroll
+    for (int i = 0; i < (2 + 4) * 4; i++) mix[i] = __ldcg(mix_g + i);
+#pragma unroll
+    for (int i = 0; i < 4; i++) hc_pre_post(mix, scale, base, 4, eps, i, pre, post);
+    hc_sinkhorn_thread<4>(mix, scale, base, iters, eps, M);
+#pragma unroll
+    for (int i = 0; i < 4; i++) post_g[i] = post[i];
+#pragma unroll
+    for (int i = 0; i < 16; i++) M_g[i] = M[i];
 }

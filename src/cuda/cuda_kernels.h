@@ -429,14 +429,25 @@ void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool 
  * ascending row order; n_sel[t] = -1 when every visible row is attended. */
 void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel, ds4_stream st);
 
+/* One token's HC split made beside other work: post and M (4 streams) from
+ * stored mixer sums, as ds4k_hc_sinkhorn makes them. */
+typedef struct ds4k_hc_split {
+    const float *mix, *scale, *base;
+    int iters;
+    float eps;
+    float *post, *M;
+} ds4k_hc_split;
+
 /* Sink attention of every (token, head) over the raw window and the visible /
  * selected compressed rows, then inverse RoPE of the output. `part` (scratch
  * of ds4k_attention_part_floats floats, or NULL) lets batches of at most 8
- * tokens split rows over many blocks. */
-void ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
-                    const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa, const int32_t *sel,
-                    const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs, float *o, int max_rows,
-                    float *part, ds4_stream st);
+ * tokens split rows over many blocks. With hc (may be NULL) and a one-token
+ * split launch, an extra block of the split kernel also makes that HC split
+ * (ds4k_hc_post_collapse's attention sub-layer); returns 1 if it did, else 0. */
+int ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
+                   const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa, const int32_t *sel,
+                   const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs, float *o, int max_rows,
+                   float *part, const ds4k_hc_split *hc, ds4_stream st);
 size_t ds4k_attention_part_floats(int H, int hd, int max_rows);
 
 /* Router: prob = sqrt(softplus(logits)) in place; ids = hash table row of the

@@ -117,7 +117,8 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
         ds4k_attention_mma_enable(k == 2);
         const int merge = ds4k_attention_combine_warp(k != 3);
         ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap, window, dcomp, ratio,
-                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows, k == 0 || k == 3 ? dpart : NULL, NULL);
+                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows, k == 0 || k == 3 ? dpart : NULL, NULL,
+                       NULL);
         ds4k_attention_mma_enable(1);
         ds4k_attention_combine_warp(merge);
         from_dev(got, dout, sizeof(float) * n * H * hd);
@@ -139,6 +140,24 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
         const double tol = (k == 2 ? 1e-5 : 2e-6) * (max_rows > 675 ? max_rows / 675.0 : 1.0);
         check(worst / mx < tol, "attention (%s) vs double reference: %d token(s) at %d, %2d heads x %3d, ratio %3d%s: "
               "max |diff| / max|o| %.2e", name[k], n, p0, H, hd, ratio, select ? ", selected rows" : "", worst / mx);
+    }
+    if (n == 1) { /* the split launch with an HC split beside it (ds4k_hc_split) */
+        float *mixh = rnd(r, 24, 1.0f), *baseh = rnd(r, 24, 0.5f), sch[3] = {0.8f, 1.2f, 0.9f}, pm[40];
+        float *dmix = to_dev(mixh, sizeof(float) * 24), *dbase = to_dev(baseh, sizeof(float) * 24);
+        float *dsc = to_dev(sch, sizeof(sch)), *dpm = to_dev(NULL, sizeof(pm));
+        const ds4k_hc_split hs = {dmix, dsc, dbase, 20, 1e-6f, dpm, dpm + 4};
+        const int made = ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap,
+                                        window, dcomp, ratio, csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows,
+                                        dpart, &hs, NULL);
+        ds4k_hc_sinkhorn(dmix, dsc, dbase, 4, 20, 1e-6f, 1, dpm + 20, dpm + 24, NULL);
+        from_dev(got, dout, sizeof(float) * n * H * hd);
+        from_dev(pm, dpm, sizeof(pm));
+        check(made == 1 && memcmp(got, split_out, sizeof(float) * n * H * hd) == 0 &&
+                  memcmp(pm, pm + 20, sizeof(float) * 20) == 0,
+              "attention with an HC split beside it (%d chunks): output bitwise the plain launch's, post and M "
+              "bitwise ds4k_hc_sinkhorn's",
+              chunks);
+        cudaFree(dmix), cudaFree(dbase), cudaFree(dsc), cudaFree(dpm), free(mixh), free(baseh);
     }
     void *bufs[] = {dq, dsinks, dring, dcomp, dnsel, dpos, dsel, dfr, dpart, dout};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);

@@ -122,7 +122,7 @@ static void test_attention_mma(ds4_rng *r, int H, int hd, int ratio, bool csa) {
         out[k] = malloc(sizeof(float) * n * H * hd);
         ds4k_attention_mma_enable(k == 0);
         ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap, window, dcomp, ratio,
-                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout[k], max_rows, NULL, NULL);
+                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout[k], max_rows, NULL, NULL, NULL);
         from_dev(out[k], dout[k], sizeof(float) * n * H * hd);
     }
     ds4k_attention_mma_enable(1);
