@@ -834,9 +834,9 @@ __global__ void __launch_bounds__(PM_DB)
 }
 
 /* A decode step's hc_post fused with the whole HC pre of the next sub-layer
- * (ds4k_hc_post_collapse). OFF unless DS4_HC_COLLAPSE=1 (or 2): no faster
- * yet than hc_post_mix_kernel followed by the split-collapse kernel, for a
- * reason this kernel does not fix yet (below). That kernel is a launch on
+ * (ds4k_hc_post_collapse). OFF unless DS4_HC_COLLAPSE=1 (or 2): barely
+ * faster yet than hc_post_mix_kernel followed by the split-collapse kernel,
+ * and not measured at full size (below). That kernel is a launch on
  * the critical path of every sub-layer: its block waits for hc_post_mix to
  * finish, reads the token's 80 KB of streams and norm weights on one
  * multiprocessor, and only then can the next products start. Here the P
@@ -858,7 +858,7 @@ __global__ void __launch_bounds__(PM_DB)
  * not made here, where they would hold up the next products: its mixer sums
  * are stored (mix). The FFN's are made beside the router's selection
  * (ds4_route.hc_mix), the attention's by an extra block of the split
- * attention (ds4k_attention's hc; compiled, not yet run on a GPU), each on
+ * attention (ds4k_attention's hc), each on
  * one thread (hc_split_thread); where neither applies, by the next call in
  * its prologue (SINKHORN). Where to put them was the open problem.
  * 12-layer model, H200, decode t/s against the default path, same call: with
@@ -868,9 +868,10 @@ __global__ void __launch_bounds__(PM_DB)
  * ~2.9 us a sub-layer: the launch does not start early enough to hide it.
  * With the FFN's beside the router's selection: +0.2% (592.62 / 591.60). On
  * a side stream it cost more: -4.2% with the FFN's before the shared expert,
- * -4.8% on a stream forked for it in both sub-layers. The attention's in
- * the split attention's extra block is not measured yet. docs/BENCHMARKS.md,
- * "twenty-fifth". */
+ * -4.8% on a stream forked for it in both sub-layers. With the attention's
+ * in the split attention's extra block: +0.7% (596.72 / 592.40); that block
+ * is dispatched last, so it may end after the attention's own (untested
+ * lead: dispatch it first). docs/BENCHMARKS.md, "twenty-fifth". */
 #define PC_GRAM 10                         /* entries s <= u of the 4 x 4 Gram matrix */
 #define PC_COLS (PM_ROWS + 1 + PC_GRAM)    /* a part: 24 mixer rows, the sum of squares, the Gram entries */
 static_assert(PC_COLS == DS4K_HC_COLLAPSE_COLS, "cuda_kernels.h's part size");
@@ -1048,7 +1049,7 @@ extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *
 }
 
 /* DS4_HC_COLLAPSE: unset or 0, hc_post_mix and the split-collapse kernel
- * (the default: as fast, and bitwise what was measured at full size); 1, ds4k_hc_post_collapse; 2, the same
+ * (the default: bitwise what was measured at full size); 1, ds4k_hc_post_collapse; 2, the same
  * with the meeting by count and generation (A/B, tests) */
 static int g_hc_collapse = -1;
 extern "C" int ds4k_hc_collapse_enable(int on) {
