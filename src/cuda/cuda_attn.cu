@@ -819,7 +819,7 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
     pdl_enter();
     if (HCS && (int)blockIdx.z == n_chunks) {
         if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0)
-            hc_split_thread(hcs.mix, hcs.scale, hcs.base, hcs.iters, hcs.eps, hcs.post, hcs.M);
+            hc_split_thread(hcs);
         return;
     }
     extern __shared__ float sh[];

@@ -434,16 +434,12 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
  * router_kernel's code (route_scores, route_pick_warp). The count wraps
  * back to 0 on the last increment (atomicInc), so no separate reset can be
  * lost. Only integer atomics, and the selection does not depend on which
- * block is last. `scratch` holds 2 E floats. */
-/* The FFN's post and M beside the selection (ds4_route.hc_mix), on one
- * thread: its mixer sums are ds4k_hc_post_collapse's output, the kernel
- * before this one, complete once the block is past its wait. In that
+ * block is last. `scratch` holds 2 E floats. With route.hc.mix set, one
+ * thread of warp 1 makes the FFN's post and M beside the selection
+ * (hc_split_thread): its mixer sums are ds4k_hc_post_collapse's output, the
+ * kernel before this one, complete once the block is past its wait. In that
  * kernel's prologue the Sinkhorn stood on the critical path (the launch
  * follows the shared expert's join); here the selection's warp takes as long. */
-__device__ void route_hc_split(const ds4_route &r) {
-    hc_split_thread(r.hc_mix, r.hc_scale, r.hc_base, r.hc_iters, r.hc_eps, r.hc_post, r.hc_M);
-}
-
 __device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch) {
     __shared__ bool last;
     __shared__ int32_t sid[DS4_ROUTE_K_MAX];
@@ -461,8 +457,8 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
     if (threadIdx.x < 32)
         route_pick_warp(route.E, route.k, route.tid2eid, route.tid2eid ? route.tok[0] : 0, route.scale, sel, pr, sid,
                         route.ids, route.w);
-    else if (threadIdx.x == 32 && route.hc_mix)
-        route_hc_split(route);
+    else if (threadIdx.x == 32 && route.hc.mix)
+        hc_split_thread(route.hc);
 }
 
 /* F16 rows of at most FS_PARTS chunks (K <= 4096: the router, the compressor

@@ -1,6 +1,7 @@
 /* ds4 — the per-token split of the hyper-connections (MODEL.md 7.1) shared
- * by the HC kernels (cuda_hc.cu) and the router GEMV's last block
- * (cuda_gemv.cu), which makes the FFN's post and M beside its selection. */
+ * by the HC kernels (cuda_hc.cu) and the kernels that make a decode step's
+ * post and M beside their own work: the router GEMV's last block
+ * (cuda_gemv.cu) and the split attention's extra block (cuda_attn.cu). */
 #pragma once
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
@@ -65,16 +66,15 @@ __device__ void hc_sinkhorn_thread(const float *mix, const float *scale, const f
  * thread (ds4k_hc_split): the values ds4k_hc_sinkhorn writes. The sums are
  * read through L2: the kernels that call this run well after they were
  * written, past their own wait. */
-__device__ __forceinline__ void hc_split_thread(const float *mix_g, const float *scale, const float *base, int iters,
-                                                float eps, float *post_g, float *M_g) {
+__device__ __forceinline__ void hc_split_thread(const ds4k_hc_split &h) {
     float mix[(2 + 4) * 4], pre[4], post[4], M[16];
 #pragma unroll
-    for (int i = 0; i < (2 + 4) * 4; i++) mix[i] = __ldcg(mix_g + i);
+    for (int i = 0; i < (2 + 4) * 4; i++) mix[i] = __ldcg(h.mix + i);
 #pragma unroll
-    for (int i = 0; i < 4; i++) hc_pre_post(mix, scale, base, 4, eps, i, pre, post);
-    hc_sinkhorn_thread<4>(mix, scale, base, iters, eps, M);
+    for (int i = 0; i < 4; i++) hc_pre_post(mix, h.scale, h.base, 4, h.eps, i, pre, post);
+    hc_sinkhorn_thread<4>(mix, h.scale, h.base, h.iters, h.eps, M);
 #pragma unroll
-    for (int i = 0; i < 4; i++) post_g[i] = post[i];
+    for (int i = 0; i < 4; i++) h.post[i] = post[i];
 #pragma unroll
-    for (int i = 0; i < 16; i++) M_g[i] = M[i];
+    for (int i = 0; i < 16; i++) h.M[i] = M[i];
 }

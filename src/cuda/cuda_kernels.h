@@ -119,6 +119,15 @@ int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *
 void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
                            int64_t ldx, int x_per_pair, int early, ds4_stream st);
 
+/* One token's HC split made beside other work: post and M (4 streams) from
+ * stored mixer sums, as ds4k_hc_sinkhorn makes them. */
+typedef struct ds4k_hc_split {
+    const float *mix, *scale, *base;
+    int iters;
+    float eps;
+    float *post, *M;
+} ds4k_hc_split;
+
 /* One token's routing, as ds4k_router takes it (the router's E logits, k
  * experts chosen; ids and w are written). */
 typedef struct ds4_route {
@@ -129,13 +138,9 @@ typedef struct ds4_route {
     float scale;
     int32_t *ids;
     float *w;
-    /* hc_mix set (ds4k_router_matmul only): the selecting block also makes
-     * the FFN sub-layer's post and M (4 streams) from its mixer sums, as
-     * ds4k_hc_sinkhorn does, beside the selection */
-    const float *hc_mix, *hc_scale, *hc_base;
-    int hc_iters;
-    float hc_eps;
-    float *hc_post, *hc_M;
+    /* hc.mix set (ds4k_router_matmul only): the selecting block also makes
+     * the FFN sub-layer's HC split beside the selection */
+    ds4k_hc_split hc;
 } ds4_route;
 #define DS4_ROUTE_K_MAX 16 /* k at most (ds4k_router_matmul) */
 
@@ -428,15 +433,6 @@ void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool 
 /* Causal top-k of each token (only rows it may see, ties to the lower index),
  * ascending row order; n_sel[t] = -1 when every visible row is attended. */
 void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel, ds4_stream st);
-
-/* One token's HC split made beside other work: post and M (4 streams) from
- * stored mixer sums, as ds4k_hc_sinkhorn makes them. */
-typedef struct ds4k_hc_split {
-    const float *mix, *scale, *base;
-    int iters;
-    float eps;
-    float *post, *M;
-} ds4k_hc_split;
 
 /* Sink attention of every (token, head) over the raw window and the visible /
  * selected compressed rows, then inverse RoPE of the output. `part` (scratch

@@ -421,8 +421,8 @@ void test_router_matmul(ds4_rng *r) {
         cudaGraphExec_t exec = NULL;
         bool graph_ok = cudaStreamBeginCapture(ts, cudaStreamCaptureModeGlobal) == cudaSuccess;
         for (int rep = 0; rep < 2; rep++) {
-            const ds4_route rt = {dl + rep * E, E,      k,           bp,   tp, dtok, scale, dids + rep * k, dw + rep * k,
-                                  rep ? dmix : NULL,   dsc,    dbase,       20,   1e-6f, dpm, dpm + 4};
+            const ds4_route rt = {dl + rep * E, E, k, bp, tp, dtok, scale, dids + rep * k, dw + rep * k,
+                                  {rep ? dmix : NULL, dsc, dbase, 20, 1e-6f, dpm, dpm + 4}};
             rc |= ds4k_router_matmul(&h.d, dx, &rt, done, (ds4_stream)ts);
         }
         graph_ok = graph_ok && cudaStreamEndCapture(ts, &graph) == cudaSuccess &&
@@ -520,7 +520,7 @@ void test_gemv_early(void) {
             float *g = dg + (int64_t)t * KS * FF, *u = du + (int64_t)t * KS * FF, *y = dy + (int64_t)(pass * ROUNDS + t) * KS * D;
             int32_t *ids = dids + t * KS;
             ds4k_rmsnorm(dsrc + t * D, D, NULL, 1, (int)D, 1e-6f, dx, D, st);
-            const ds4_route rt = {dl, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS, NULL, NULL, NULL, 0, 0.0f, NULL, NULL};
+            const ds4_route rt = {dl, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS, {NULL, NULL, NULL, 0, 0.0f, NULL, NULL}};
             if (ds4k_router_matmul(&wr.d, dx, &rt, done, st) != 0) {
                 ds4k_matmul(&wr.d, 0, E, dx, D, 1, dl, E, st);
                 ds4k_router(dl, 1, E, KS, NULL, NULL, NULL, 1.5f, ids, dw + t * KS, st);
