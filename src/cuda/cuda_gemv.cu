@@ -434,19 +434,14 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
  * router_kernel's code (route_scores, route_pick_warp). The count wraps
  * back to 0 on the last increment (atomicInc), so no separate reset can be
  * lost. Only integer atomics, and the selection does not depend on which
- * block is last. `scratch` holds 2 E floats. With route.hc.mix set, one
- * thread of warp 1 makes the FFN's post and M beside the selection
- * (hc_split_thread): its mixer sums are ds4k_hc_post_collapse's output, the
- * kernel before this one, complete once the block is past its wait. In that
- * kernel's prologue the Sinkhorn stood on the critical path (the launch
- * follows the shared expert's join); here the selection's warp takes as long. */
-__device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch) {
+ * block is last. `scratch` holds 2 E floats. `blocks`: the GEMV's blocks
+ * (the launch's, less the HC split's; see gemv_f16_split_kernel). */
+__device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch, unsigned blocks) {
     __shared__ bool last;
     __shared__ int32_t sid[DS4_ROUTE_K_MAX];
     __threadfence();
     __syncthreads();
     pdl_trigger();
-    const unsigned blocks = gridDim.x * gridDim.y;
     if (threadIdx.x == 0) last = atomicInc(done, blocks - 1) == blocks - 1;
     __syncthreads();
     if (!last) return;
@@ -457,8 +452,6 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
     if (threadIdx.x < 32)
         route_pick_warp(route.E, route.k, route.tid2eid, route.tid2eid ? route.tok[0] : 0, route.scale, sel, pr, sid,
                         route.ids, route.w);
-    else if (threadIdx.x == 32 && route.hc.mix)
-        hc_split_thread(route.hc);
 }
 
 /* F16 rows of at most FS_PARTS chunks (K <= 4096: the router, the compressor
@@ -474,7 +467,14 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
 #define FS_ROWS (FS_WARPS / FS_PARTS)
 /* SELECT (a decode step's router, ds4k_router_matmul): one job, the E logits
  * of the token, and the block that finishes last selects the experts (see
- * route_last_block); the rest of the kernel is the same. */
+ * route_last_block); the rest of the kernel is the same. With route.hc.mix
+ * set, the launch has one more block, the last, whose first thread makes the
+ * FFN's post and M (hc_split_thread) from the mixer sums of
+ * ds4k_hc_post_collapse, the kernel before this one, beside the GEMV: in
+ * that kernel's prologue the Sinkhorn stood on the critical path (its launch
+ * follows the shared expert's join), and on a thread of the last block,
+ * beside the selection, it outlasted the selection by ~2.4 us (trace,
+ * 12-layer model). */
 template <bool SELECT>
 __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs jobs, const float *X, ds4_route route,
                                                                        unsigned *done) {
@@ -482,6 +482,12 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     constexpr int CH = F::chunk;
     extern __shared__ __align__(16) uint8_t gs_smem[];
     __shared__ float part[FS_ROWS][FS_PARTS][32];
+    const unsigned gemv_blocks = gridDim.x - (SELECT && route.hc.mix ? 1 : 0);
+    if (SELECT && blockIdx.x == gemv_blocks) {
+        pdl_wait();
+        if (threadIdx.x == 0) hc_split_thread(route.hc);
+        return;
+    }
     const gemv_job jb = jobs.j[blockIdx.y];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rloc = warp / FS_PARTS, c = warp % FS_PARTS;
     const int64_t row = (int64_t)blockIdx.x * FS_ROWS + rloc, rb = jb.rb, K = jb.K;
@@ -514,7 +520,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
         const float sum = warp_sum(acc);
         if (lane == 0) jb.Y[row] = sum;
     }
-    if (SELECT) route_last_block(route, done, (float *)gs_smem);
+    if (SELECT) route_last_block(route, done, (float *)gs_smem, gemv_blocks * gridDim.y);
 }
 
 /* Block: GS_WARPS warps over GS_WARPS * rpw consecutive rows of one job (and
@@ -889,8 +895,8 @@ extern "C" int ds4k_router_matmul(const ds4_dw *W, const float *X, const ds4_rou
     jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, r->E, W->K, 0, r->logits, r->E, T_F16};
     const size_t smem = scratch + gs_x_bytes<T_F16>(FS_PARTS * gs_fmt<T_F16>::chunk / 2);
     cudaLaunchAttribute attr;
-    const cudaLaunchConfig_t cfg = pdl_config(dim3((unsigned)((r->E + FS_ROWS - 1) / FS_ROWS), 1), dim3(FS_WARPS * 32),
-                                              smem, (cudaStream_t)st, &attr, true);
+    const unsigned blocks = (unsigned)((r->E + FS_ROWS - 1) / FS_ROWS) + (r->hc.mix ? 1 : 0); /* + the HC split's */
+    const cudaLaunchConfig_t cfg = pdl_config(dim3(blocks, 1), dim3(FS_WARPS * 32), smem, (cudaStream_t)st, &attr, true);
     return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel<true>, jobs, X, *r, done) == cudaSuccess ? 0 : -1;
 }
 

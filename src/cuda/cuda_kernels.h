@@ -138,8 +138,8 @@ typedef struct ds4_route {
     float scale;
     int32_t *ids;
     float *w;
-    /* hc.mix set (ds4k_router_matmul only): the selecting block also makes
-     * the FFN sub-layer's HC split beside the selection */
+    /* hc.mix set (ds4k_router_matmul only): one more block of the launch
+     * makes the FFN sub-layer's HC split beside the GEMV */
     ds4k_hc_split hc;
 } ds4_route;
 #define DS4_ROUTE_K_MAX 16 /* k at most (ds4k_router_matmul) */

@@ -411,7 +411,8 @@ void test_router_matmul(ds4_rng *r) {
         int32_t *dids = to_dev(NULL, sizeof(int32_t) * 3 * k);
         const float *bp = cs[c].bias ? db : NULL;
         const int32_t *tp = cs[c].hash ? dtab : NULL;
-        /* the second launch also makes an FFN's post and M (ds4_route.hc_mix) */
+        /* the second launch also makes an FFN's post and M (ds4_route.hc: one block more, beside the
+         * GEMV's, which must not change their count) */
         float *mixh = rnd(r, 24, 1.0f), *baseh = rnd(r, 24, 0.5f), sch[3] = {0.8f, 1.2f, 0.9f};
         float *dmix = to_dev(mixh, sizeof(float) * 24), *dbase = to_dev(baseh, sizeof(float) * 24);
         float *dsc = to_dev(sch, sizeof(sch)), *dpm = to_dev(NULL, sizeof(float) * 2 * 20);
@@ -1068,7 +1069,7 @@ void test_hc_post_collapse(ds4_rng *r) {
             const int off = ds4k_hc_post_collapse(yv, D, yparts, moe == 1 ? deo : NULL, dids, dsh, n, k, hc, D, dH2,
                                                   &g0, NULL);
             ds4k_hc_collapse_enable(was);
-            check(off == -1, "hc_post_collapse declines when off (DS4_HC_COLLAPSE=0, the default)");
+            check(off == -1, "hc_post_collapse declines when off (DS4_HC_COLLAPSE=0)");
             void *bufs[] = {(void *)d.ptr, dH1, dH2, dmixc, dy, deo, dyp, dsh, dids, dscc, dscn, dbc, dbn, dw, dparts,
                             dss, dcp, dbar, dpost0, dM0};
             for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
