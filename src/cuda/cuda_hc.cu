@@ -834,9 +834,9 @@ __global__ void __launch_bounds__(PM_DB)
 }
 
 /* A decode step's hc_post fused with the whole HC pre of the next sub-layer
- * (ds4k_hc_post_collapse). OFF unless DS4_HC_COLLAPSE=1 (or 2): barely
- * faster yet than hc_post_mix_kernel followed by the split-collapse kernel,
- * and not measured at full size (below). That kernel is a launch on
+ * (ds4k_hc_post_collapse; on by default, DS4_HC_COLLAPSE=0 turns it off).
+ * It replaces hc_post_mix_kernel followed by the split-collapse kernel.
+ * That kernel is a launch on
  * the critical path of every sub-layer: its block waits for hc_post_mix to
  * finish, reads the token's 80 KB of streams and norm weights on one
  * multiprocessor, and only then can the next products start. Here the P
@@ -856,11 +856,11 @@ __global__ void __launch_bounds__(PM_DB)
  *    the streams' own.
  * The next sub-layer's post and M (the Sinkhorn's 40 dependent steps) are
  * not made here, where they would hold up the next products: its mixer sums
- * are stored (mix). The FFN's are made beside the router's selection
- * (ds4_route.hc_mix), the attention's by an extra block of the split
- * attention (ds4k_attention's hc), each on
- * one thread (hc_split_thread); where neither applies, by the next call in
- * its prologue (SINKHORN). Where to put them was the open problem.
+ * are stored (mix). The FFN's are made by an extra block of the router
+ * GEMV's launch (ds4_route.hc), the attention's by an extra block of the
+ * split attention (ds4k_attention's hc), each on one thread
+ * (hc_split_thread); where neither applies, by the next call in its
+ * prologue (SINKHORN). Where to put them was the open problem.
  * 12-layer model, H200, decode t/s against the default path, same call: with
  * both in the prologue, -1.5% (584.25 / 592.27); with the meeting skipped
  * (wrong results, timing only) +0.3%; with the Sinkhorn skipped +2.7%; both
@@ -869,9 +869,15 @@ __global__ void __launch_bounds__(PM_DB)
  * With the FFN's beside the router's selection: +0.2% (592.62 / 591.60). On
  * a side stream it cost more: -4.2% with the FFN's before the shared expert,
  * -4.8% on a stream forked for it in both sub-layers. With the attention's
- * in the split attention's extra block: +0.7% (596.72 / 592.40); that block
- * is dispatched last, so it may end after the attention's own (untested
- * lead: dispatch it first). docs/BENCHMARKS.md, "twenty-fifth". */
+ * in the split attention's extra block: +0.7% (596.72 / 592.40; dispatching
+ * that block first instead of last changed nothing). A trace then showed the
+ * FFN's Sinkhorn outlasting the router's selection by ~2.4 us; in a block of
+ * its own beside the router GEMV: +1.7% (602.46 / 592.60). Full size (H200):
+ * decode +1.8 to +2.1% from 4k to 64k in one call; the decode logits within
+ * 7.9e-2 of max|logit| of the default path's at 600 positions, argmax equal
+ * at 98.5% (a reordering of the sums the random 43-layer model amplifies, as
+ * o_b's K stretches did: 8.5e-2, 97.3%); two runs bitwise.
+ * docs/BENCHMARKS.md, "twenty-sixth". */
 #define PC_GRAM 10                         /* entries s <= u of the 4 x 4 Gram matrix */
 #define PC_COLS (PM_ROWS + 1 + PC_GRAM)    /* a part: 24 mixer rows, the sum of squares, the Gram entries */
 static_assert(PC_COLS == DS4K_HC_COLLAPSE_COLS, "cuda_kernels.h's part size");
@@ -1048,14 +1054,14 @@ extern "C" int ds4k_hc_post_mix(const float *post, const float *M, const float *
     return P;
 }
 
-/* DS4_HC_COLLAPSE: unset or 0, hc_post_mix and the split-collapse kernel
- * (the default: bitwise what was measured at full size); 1, ds4k_hc_post_collapse; 2, the same
- * with the meeting by count and generation (A/B, tests) */
+/* DS4_HC_COLLAPSE: unset or 1, ds4k_hc_post_collapse (the default); 0,
+ * hc_post_mix and the split-collapse kernel (A/B, tests); 2, the collapse
+ * with the meeting by count and generation */
 static int g_hc_collapse = -1;
 extern "C" int ds4k_hc_collapse_enable(int on) {
     if (g_hc_collapse < 0) {
         const char *e = getenv("DS4_HC_COLLAPSE");
-        g_hc_collapse = e && !strcmp(e, "1") ? 1 : e && !strcmp(e, "2") ? 2 : 0;
+        g_hc_collapse = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "2") ? 2 : 1;
     }
     const int was = g_hc_collapse;
     if (on >= 0) g_hc_collapse = on;

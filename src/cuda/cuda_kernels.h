@@ -362,8 +362,7 @@ int ds4k_hc_post_mix(const float *post, const float *M, const float *y, int64_t 
  * takes |a|^2 from the streams' Gram matrix. Returns 0, or -1 (nothing
  * launched) where the shape is not the model's (4 streams, 24 F16 mixer
  * rows, D a multiple of 256), n > DS4K_HC_COLLAPSE_MAX_TOKENS or it is
- * off (the default: +0.7% on the 12-layer model, not yet measured at full
- * size; DS4_HC_COLLAPSE=1 turns it on, see cuda_hc.cu). */
+ * off (DS4_HC_COLLAPSE=0; on by default, see cuda_hc.cu). */
 #define DS4K_HC_COLLAPSE_MAX_TOKENS 8
 #define DS4K_HC_COLLAPSE_COLS 35 /* floats of a part: 24 mixer rows, a sum of squares, 10 Gram entries */
 typedef struct ds4k_hc_collapse {
@@ -384,7 +383,7 @@ int ds4k_hc_post_collapse(const float *y, int64_t ldy, int yparts, const float *
  * hc_split_collapse's Sinkhorn, one warp a token. */
 void ds4k_hc_sinkhorn(const float *mix, const float *scale, const float *base, int hc, int iters, float hc_eps, int n,
                       float *post, float *M, ds4_stream st);
-/* DS4_HC_COLLAPSE (0 off, the default; 1 on; 2 on with the two-word
+/* DS4_HC_COLLAPSE (1 on, the default; 0 off; 2 on with the two-word
  * meeting): on < 0 reads it, else sets it; returns the previous value. */
 int ds4k_hc_collapse_enable(int on);
 
