@@ -861,8 +861,9 @@ __global__ void __launch_bounds__(PM_DB)
  * split attention (ds4k_attention's hc), each on one thread
  * (hc_split_thread); where neither applies, by the next call in its
  * prologue (SINKHORN). Where to put them was the open problem.
- * 12-layer model, H200, decode t/s against the default path, same call: with
- * both in the prologue, -1.5% (584.25 / 592.27); with the meeting skipped
+ * 12-layer model, H200, decode t/s against the unfused path (hc_post_mix,
+ * then the split-collapse), same call: with both in the prologue, -1.5%
+ * (584.25 / 592.27); with the meeting skipped
  * (wrong results, timing only) +0.3%; with the Sinkhorn skipped +2.7%; both
  * skipped +4.4%. So a meeting costs ~1.2 us, and the prologue's Sinkhorn
  * ~2.9 us a sub-layer: the launch does not start early enough to hide it.
@@ -874,7 +875,7 @@ __global__ void __launch_bounds__(PM_DB)
  * FFN's Sinkhorn outlasting the router's selection by ~2.4 us; in a block of
  * its own beside the router GEMV: +1.7% (602.46 / 592.60). Full size (H200):
  * decode +1.8 to +2.1% from 4k to 64k in one call; the decode logits within
- * 7.9e-2 of max|logit| of the default path's at 600 positions, argmax equal
+ * 7.9e-2 of max|logit| of the unfused path's at 600 positions, argmax equal
  * at 98.5% (a reordering of the sums the random 43-layer model amplifies, as
  * o_b's K stretches did: 8.5e-2, 97.3%); two runs bitwise.
  * docs/BENCHMARKS.md, "twenty-sixth". */
