@@ -262,8 +262,9 @@ extern "C" void ds4k_hc_split_collapse(const float *mix, const float *scale, con
 }
 
 /* post and M alone from stored mixer sums (the Sinkhorn role of the kernel
- * above, one warp a token): a sub-layer whose input ds4k_hc_post_collapse
- * made, on a side stream beside its first products. */
+ * above, one warp a token): for a sub-layer whose input
+ * ds4k_hc_post_collapse made, where no extra block made them and its hc_post
+ * is not the fused one (hc_post_next). */
 extern "C" void ds4k_hc_sinkhorn(const float *mix, const float *scale, const float *base, int hc, int iters,
                                  float hc_eps, int n, float *post, float *M, ds4_stream st) {
     if (n > 0)
@@ -849,7 +850,7 @@ __global__ void __launch_bounds__(PM_DB)
  *    comes from the streams' Gram matrix G, whose 10 entries each block adds
  *    over its range beside the mixer's rows: |a|^2 = sum_s pre_s sum_t pre_t
  *    G_st, so the blocks meet once, not twice. It is not the split-collapse
- *    kernel's direct sum of squares: the logits differ from the default
+ *    kernel's direct sum of squares: the logits differ from the unfused
  *    path's by rounding (the test bounds the input; on the 12-layer model the
  *    decode logits moved by at most 3.6e-2 of max|logit|, argmax equal at all
  *    600 positions); pre is positive, so the sum has no cancellation beyond

@@ -1,7 +1,7 @@
 /* ds4 — the per-token split of the hyper-connections (MODEL.md 7.1) shared
  * by the HC kernels (cuda_hc.cu) and the kernels that make a decode step's
- * post and M beside their own work: the router GEMV's last block
- * (cuda_gemv.cu) and the split attention's extra block (cuda_attn.cu). */
+ * post and M beside their own work: an extra block of the router GEMV's
+ * launch (cuda_gemv.cu) and of the split attention's (cuda_attn.cu). */
 #pragma once
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_ops.cuh"
@@ -18,7 +18,7 @@ __device__ __forceinline__ void hc_pre_post(const float *mix, const float *scale
  * column sum from 0 in index order, the same fast divisions), so the same
  * bits; a pass waits on three dependent adds and a division instead of four
  * shuffles and a division. For the kernels that make post and M beside other
- * work (ds4k_hc_post_collapse's prologue, the router GEMV's last block). */
+ * work (ds4k_hc_post_collapse's prologue, hc_split_thread). */
 template <int HC>
 __device__ void hc_sinkhorn_thread(const float *mix, const float *scale, const float *base, int iters, float eps,
                                    float *M) {
