@@ -29,6 +29,20 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* Two warp_sums in five shuffles instead of ten: lanes 0..15 end with a's
+ * sum, lanes 16..31 with b's. After the first exchange only lanes of one
+ * half meet, and lane 0 forms a's sum with warp_sum's operations in their
+ * order; lane 16 forms b's with the operands of each addition swapped,
+ * which IEEE addition does not notice, so both are bitwise warp_sum's at
+ * lane 0. */
+__device__ __forceinline__ float warp_sum2(float a, float b) {
+    const bool hi = (threadIdx.x & 16) != 0;
+    float v = (hi ? b : a) + __shfl_xor_sync(0xffffffffu, hi ? a : b, 16);
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

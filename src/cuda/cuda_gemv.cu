@@ -691,13 +691,11 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
             const int nxt = cur + 1 == nslots ? 0 : cur + 1;
             const bool two = it + 1 < items; /* uniform over the warp */
             const float a0 = row_dot(ring + cur * slot), a1 = two ? row_dot(ring + nxt * slot) : 0.0f;
-            const float s0 = warp_sum(a0), s1 = warp_sum(a1);
+            const float s = warp_sum2(a0, a1); /* row it's sum at lane 0, row it + 1's at lane 16 */
             __syncwarp(); /* both slots are refilled next */
             issue_next(); /* row it + nslots, into the slot of row it */
-            if (lane == 0) {
-                Y[r0 + it] = s0;
-                if (two) Y[r0 + it + 1] = s1;
-            }
+            if (lane == 0) Y[r0 + it] = s;
+            if (lane == 16 && two) Y[r0 + it + 1] = s;
             cur = nxt + 1 == nslots ? 0 : nxt + 1;
         }
         cp_async_wait<0>();
