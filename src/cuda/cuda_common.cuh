@@ -31,10 +31,11 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 /* Two warp_sums in five shuffles instead of ten: lanes 0..15 end with a's
  * sum, lanes 16..31 with b's. After the first exchange only lanes of one
- * half meet, and lane 0 forms a's sum with warp_sum's operations in their
- * order; lane 16 forms b's with the operands of each addition swapped,
- * which IEEE addition does not notice, so both are bitwise warp_sum's at
- * lane 0. */
+ * half meet. Lane 0 forms a's sum with warp_sum's operations in their
+ * order. Lane 16 forms b's first addition with its operands swapped (b16 +
+ * b0 for b0 + b16: the same float), so at every level it holds what lane 0
+ * holds in warp_sum(b), and its partner what lane 0's partner holds: both
+ * sums are bitwise warp_sum's at lane 0. */
 __device__ __forceinline__ float warp_sum2(float a, float b) {
     const bool hi = (threadIdx.x & 16) != 0;
     float v = (hi ? b : a) + __shfl_xor_sync(0xffffffffu, hi ? a : b, 16);

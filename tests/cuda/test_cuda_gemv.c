@@ -239,11 +239,12 @@ void test_gemv_ksplit(ds4_rng *r) {
     free_w(&h);
 }
 
-/* Rows of one chunk two an iteration (the default, the two rows' sums in one
- * butterfly, warp_sum2) against one an iteration: bitwise the same outputs, for rows of 1, 2 and 4 slices a lane
- * (rings of 8 and 4 slots) and of 1 or 2 (K = 1536, the bounds-tested path),
- * odd and even row counts (a warp's last row alone), plain and routed; Q8_0
- * K = 4096 rows are two chunks, which the switch must leave alone. */
+/* Rows of one chunk two an iteration (the default; the two rows' sums in one
+ * butterfly, warp_sum2) against one an iteration: bitwise the same outputs,
+ * for rows of 1, 2 and 4 slices a lane (rings of 8 and 4 slots) and of 1
+ * or 2 (K = 1536, the bounds-tested path), odd and even row counts (a
+ * warp's last row alone), plain and routed; Q8_0 K = 4096 rows are two
+ * chunks, which the switch must leave alone. */
 void test_gemv_pairs(ds4_rng *r) {
     static const struct {
         int type;
