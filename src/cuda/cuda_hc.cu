@@ -836,9 +836,8 @@ __global__ void __launch_bounds__(PM_DB)
 
 /* A decode step's hc_post fused with the whole HC pre of the next sub-layer
  * (ds4k_hc_post_collapse; on by default, DS4_HC_COLLAPSE=0 turns it off).
- * It replaces hc_post_mix_kernel followed by the split-collapse kernel.
- * That kernel is a launch on
- * the critical path of every sub-layer: its block waits for hc_post_mix to
+ * It replaces hc_post_mix_kernel followed by the split-collapse kernel,
+ * which is a launch on the critical path of every sub-layer: its block waits for hc_post_mix to
  * finish, reads the token's 80 KB of streams and norm weights on one
  * multiprocessor, and only then can the next products start. Here the P
  * blocks of a token, each holding the new streams of its element range,
@@ -883,12 +882,12 @@ __global__ void __launch_bounds__(PM_DB)
 #define PC_GRAM 10                         /* entries s <= u of the 4 x 4 Gram matrix */
 #define PC_COLS (PM_ROWS + 1 + PC_GRAM)    /* a part: 24 mixer rows, the sum of squares, the Gram entries */
 static_assert(PC_COLS == DS4K_HC_COLLAPSE_COLS, "cuda_kernels.h's part size");
-__device__ __forceinline__ void gram_pair(int e, int &s, int &u) { /* 00 01 02 03 11 12 13 22 23 33 */
-    s = e < 4 ? 0 : e < 7 ? 1 : e < 9 ? 2 : 3;
-    u = s + e - (s == 0 ? 0 : s == 1 ? 4 : s == 2 ? 7 : 9);
-}
-__device__ __forceinline__ int gram_index(int s, int u) { /* s <= u */
+__device__ __forceinline__ int gram_index(int s, int u) { /* s <= u: 00 01 02 03 11 12 13 22 23 33 */
     return (s == 0 ? 0 : s == 1 ? 4 : s == 2 ? 7 : 9) + u - s;
+}
+__device__ __forceinline__ void gram_pair(int e, int &s, int &u) { /* gram_index's inverse */
+    s = e < 4 ? 0 : e < 7 ? 1 : e < 9 ? 2 : 3;
+    u = s + e - gram_index(s, s);
 }
 __device__ __forceinline__ unsigned ld_acquire_u32(const unsigned *p) {
     unsigned v;
@@ -1073,13 +1072,13 @@ extern "C" int ds4k_hc_collapse_enable(int on) {
 extern "C" int ds4k_hc_post_collapse(const float *y, int64_t ldy, int yparts, const float *eo, const int32_t *ids,
                                      const float *sh, int n, int k, int hc, int D, float *H,
                                      const ds4k_hc_collapse *g, ds4_stream st) {
-    const int P = D / PM_DB;
+    const int P = D / PM_DB, mode = ds4k_hc_collapse_enable(-1);
     const ds4_dw *W = g->W;
-    if (!ds4k_hc_collapse_enable(-1) || hc != POST_HC || (eo && k > POST_KMAX) || D % PM_DB != 0 ||
+    if (!mode || hc != POST_HC || (eo && k > POST_KMAX) || D % PM_DB != 0 ||
         P > DS4K_MAX_HC_PARTS || n < 1 || n > DS4K_HC_COLLAPSE_MAX_TOKENS || W->type != 1 /* F16 */ ||
         W->K != (int64_t)hc * D || W->N < PM_ROWS || ((uintptr_t)W->ptr % 16) != 0)
         return -1;
-    const bool one = ds4k_hc_collapse_enable(-1) == 1 && (P & (P - 1)) == 0;
+    const bool one = mode == 1 && (P & (P - 1)) == 0;
     void (*kern)(const float *, int64_t, int, const float *, const int32_t *, const float *, int, int, float *,
                  const uint16_t *, ds4k_hc_collapse) =
         one ? (g->cur_scale ? hc_post_collapse_kernel<true, true> : hc_post_collapse_kernel<true, false>)
