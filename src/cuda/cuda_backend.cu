@@ -555,13 +555,23 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         cu_destroy(s);
         return -1;
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (capture_graphs(s, c, err) != 0) {
+        cu_destroy(s);
+        return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double graph_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     cudaDeviceProp prop;
     size_t free_b = 0, total_b = 0;
     cudaGetDeviceProperties(&prop, 0);
     cudaMemGetInfo(&free_b, &total_b);
-    fprintf(stderr, "ds4: CUDA %s: weights %.2f GiB, session %.1f MiB (KV %s, ctx %d, prefill_chunk=%d), %.1f GiB free\n",
+    fprintf(stderr,
+            "ds4: CUDA %s: weights %.2f GiB, session %.1f MiB (KV %s, ctx %d, prefill_chunk=%d), decode graphs %.0f ms, "
+            "%.1f GiB free\n",
             prop.name, (double)s->model->w.n_bytes / (1 << 30), (double)c->bytes / (1 << 20), c->f16 ? "f16" : "f32",
-            s->state->ctx, s->state->chunk, (double)free_b / (1 << 30));
+            s->state->ctx, s->state->chunk, graph_ms, (double)free_b / (1 << 30));
     return 0;
 }
 
