@@ -192,6 +192,7 @@ typedef struct cu_sess {
     int32_t *h_picked, *d_picked; /* mapped host ring of picks, by position & 3 (host / device address) */
     float *logits_keep;           /* a step's logits when its pick was the stop token */
     unsigned *route_done;         /* the router GEMV's count of finished blocks (ds4k_router_matmul), 0 between launches */
+    unsigned *heads_cnt; /* q_b's ds4_heads counters, n_head of them; 0 between launches */
     cudaEvent_t ev_step[2];       /* the end of each queued chained step */
     int chain_n, chain_head;      /* queued steps, and the slot of the oldest */
     int chain_pos[2];             /* their positions */
@@ -354,6 +355,9 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     CU(cudaMemsetAsync(c->hc_bar, 0, 2 * DS4K_HC_COLLAPSE_MAX_TOKENS * sizeof(unsigned), c->st), "clearing the HC counters");
     CU(cudaMemset(c->pick, 0, sizeof(ds4k_pick_ctl)), "clearing the pick state");
     CU(cudaMemsetAsync(c->route_done, 0, sizeof(unsigned), c->st), "clearing the router's count");
+    const size_t n_heads = (size_t)hp->n_head * DS4K_HEADS_CNT_STRIDE;
+    DA(c->heads_cnt, n_heads * sizeof(unsigned));
+    CU(cudaMemsetAsync(c->heads_cnt, 0, n_heads * sizeof(unsigned), c->st), "clearing the heads' counters");
     if (cudaMallocHost((void **)&c->h_logits, sizeof(float) * hp->n_vocab) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess ||

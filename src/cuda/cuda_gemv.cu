@@ -523,6 +523,36 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     if (SELECT) route_last_block(route, done, (float *)gs_smem, gemv_blocks * gridDim.y);
 }
 
+/* The tail of a product with heads (ds4_heads): the block's rows [b0, b1)
+ * of Y are written; warp w counts the block's rows in the block's w-th head
+ * (and w + GS_WARPS-th, ...), and a warp whose count completes a head
+ * finishes it (rope_head_warp) in `scratch`, its ring, idle once its copies
+ * have landed. A count a block, not a warp, and the counters 128 bytes
+ * apart: a count a warp on adjacent counters (~4,000 atomics on two L2
+ * lines a launch) cost decode 1.9%. Every thread fences its writes before the
+ * block barrier, and the finishing warp fences again before it reads the
+ * other blocks' rows (through L2): the order of a last-block reduction.
+ * The finisher leaves the counter at zero for the next launch (every count
+ * of this head is in by then). No block barrier may follow. */
+__device__ void heads_tail(const ds4_heads &hh, float *Y, int64_t b0, int64_t b1, float *scratch) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t hd = hh.hd;
+    __threadfence();
+    __syncthreads();
+    for (int64_t h = b0 / hd + warp; h * hd < b1; h += GS_WARPS) {
+        const int64_t lo = b0 > h * hd ? b0 : h * hd, hi = b1 < (h + 1) * hd ? b1 : (h + 1) * hd;
+        unsigned *cnt = hh.cnt + h * DS4K_HEADS_CNT_STRIDE;
+        unsigned before = 0;
+        if (lane == 0) before = atomicAdd(cnt, (unsigned)(hi - lo));
+        before = __shfl_sync(0xffffffffu, before, 0);
+        if (before + (unsigned)(hi - lo) != (unsigned)hd) continue;
+        __threadfence();
+        rope_head_warp<false>(Y + h * hd, hh.hd, hh.norm, hh.rms_eps, hh.freqs, hh.n_pairs, hh.d_pos[0], scratch);
+        __syncwarp();
+        if (lane == 0) *cnt = 0;
+    }
+}
+
 /* Block: GS_WARPS warps over GS_WARPS * rpw consecutive rows of one job (and
  * one routed pair); warp w streams rows [w * rpw, (w + 1) * rpw) chunk by
  * chunk. The first copies are issued before the activations are staged, so
@@ -538,12 +568,15 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
  * (that kernel triggered this launch only after its own wait); it is read
  * through L2 (__ldcg), where no stale L1 line can shadow it. A template
  * parameter, so the other products' code is unchanged (a runtime flag
- * cost q_b 16 registers, or with the staging duplicated, 5.5% of decode). */
-template <int T, int XR, int EARLY>
-__global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jobs, const float *X, int64_t ldx,
-                                                                    int rpw, const int32_t *ids, int k, int x_per_pair,
-                                                                    const uint32_t *iq2tab, ds4_prep prep, int stages,
-                                                                    int row_pairs) {
+ * cost q_b 16 registers, or with the staging duplicated, 5.5% of decode).
+ *
+ * HEADS (q_b of a decode step, ds4k_matmul_heads): the block ends in
+ * heads_tail; held to 64 registers, so it keeps the 4 blocks a
+ * multiprocessor the plain kernel has at q_b's shape. */
+template <int T, int XR, int EARLY, bool HEADS>
+__global__ void __launch_bounds__(GS_WARPS * 32, HEADS ? 4 : 1)
+    gemv_stream_kernel(gemv_jobs jobs, const float *X, int64_t ldx, int rpw, const int32_t *ids, int k, int x_per_pair,
+                       const uint32_t *iq2tab, ds4_prep prep, int stages, int row_pairs, ds4_heads hh) {
     typedef gs_fmt<T> F;
     constexpr int CH = F::chunk, SPB = F::epb / 32;
     constexpr bool KQ = T == T_Q2_K || T == T_Q4_K;
@@ -699,6 +732,8 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
             cur = nxt + 1 == nslots ? 0 : nxt + 1;
         }
         cp_async_wait<0>();
+        if constexpr (HEADS) heads_tail(hh, Y, rbase, rbase + GS_WARPS * rpw < jb.rows ? rbase + GS_WARPS * rpw : jb.rows,
+                                        (float *)ring);
         return;
     }
     float acc = 0.0f;
@@ -731,6 +766,8 @@ __global__ void __launch_bounds__(GS_WARPS * 32) gemv_stream_kernel(gemv_jobs jo
         }
     }
     cp_async_wait<0>();
+    if constexpr (HEADS) heads_tail(hh, Y, rbase, rbase + GS_WARPS * rpw < jb.rows ? rbase + GS_WARPS * rpw : jb.rows,
+                                    (float *)ring);
 }
 
 /* ------------------------------------------------------------------ launch */
@@ -797,19 +834,31 @@ template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
 template <int T, int XR> static constexpr bool has_early(void) {
     return XR > 0 && (T == T_IQ2_XXS || T == T_Q2_K || T == T_Q4_K);
 }
-template <int T, int XR> static auto stream_kernel(int early) {
-    constexpr bool E = has_early<T, XR>();
-    return early == DS4_EARLY_X && E     ? gemv_stream_kernel<T, XR, E ? DS4_EARLY_X : 0>
-           : early == DS4_EARLY_IDS && E ? gemv_stream_kernel<T, XR, E ? DS4_EARLY_IDS : 0>
-                                         : gemv_stream_kernel<T, XR, 0>;
+/* ... and a variant with the heads' tail (ds4k_matmul_heads): q_b's rows
+ * (Q8_0, K = 1,024: one slice a lane). The indexer's queries (F16) lost
+ * with it: their Hadamard and FP4 on one warp a head outlast the 64-block
+ * kernel (decode -0.9%, docs/BENCHMARKS.md). */
+template <int T, int XR> static constexpr bool has_heads(void) { return T == T_Q8_0 && XR == 1; }
+typedef void (*stream_kernel_t)(gemv_jobs, const float *, int64_t, int, const int32_t *, int, int, const uint32_t *,
+                                ds4_prep, int, int, ds4_heads);
+/* NULL where there is no such variant. */
+template <int T, int XR> static stream_kernel_t stream_kernel(int early, bool heads) {
+    constexpr bool E = has_early<T, XR>(), H = has_heads<T, XR>();
+    if (heads) return H && !early ? gemv_stream_kernel<T, XR, 0, H> : NULL;
+    return early == DS4_EARLY_X && E     ? gemv_stream_kernel<T, XR, E ? DS4_EARLY_X : 0, false>
+           : early == DS4_EARLY_IDS && E ? gemv_stream_kernel<T, XR, E ? DS4_EARLY_IDS : 0, false>
+                                         : gemv_stream_kernel<T, XR, 0, false>;
 }
 
 template <int T, int XR>
 static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                      int x_per_pair, int64_t max_rows, int64_t max_k, cudaStream_t s, const ds4_prep &prep) {
+                      int x_per_pair, int64_t max_rows, int64_t max_k, cudaStream_t s, const ds4_prep &prep,
+                      const ds4_heads *heads) {
     const size_t smem = smem_bytes<T>(max_k);
     /* early starts only for routed products (DS4_GEMV_EARLY=0: never) */
-    const auto kern = stream_kernel<T, XR>(ids && g_early ? prep.early : 0);
+    const stream_kernel_t kern = stream_kernel<T, XR>(ids && g_early ? prep.early : 0, heads != NULL);
+    /* the tail works in a warp's ring: a head of floats must fit */
+    if (!kern || (heads && (size_t)heads->hd * sizeof(float) > (size_t)g_stages * gs_fmt<T>::chunk)) return false;
     int per_sm = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, GS_WARPS * 32, smem) !=
             cudaSuccess ||
@@ -825,13 +874,14 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(GS_WARPS * 32), smem, s, &attr, true);
     const int pairs_on = XR > 0 && g_row_pairs;
-    return cudaLaunchKernelEx(&cfg, kern, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab,
-                              prep, g_stages, pairs_on) == cudaSuccess;
+    const ds4_heads none = {};
+    return cudaLaunchKernelEx(&cfg, kern, *jobs, X, ldx, rpw, ids, k, x_per_pair, g_iq2tab, prep, g_stages, pairs_on,
+                              heads ? *heads : none) == cudaSuccess;
 }
 
 template <int T>
 static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                     int x_per_pair, cudaStream_t s, const ds4_prep &prep) {
+                     int x_per_pair, cudaStream_t s, const ds4_prep &prep, const ds4_heads *heads) {
     int64_t max_rows = 0, max_k = 0;
     for (int i = 0; i < jobs->n; i++) {
         const gemv_job *j = &jobs->j[i];
@@ -844,10 +894,13 @@ static bool launch_t(const gemv_jobs *jobs, const float *X, int64_t ldx, const i
     if (gs_x_bytes<T>(max_k) > GS_X_MAX || ((uintptr_t)X % 16) != 0 || (ids && ldx % 4 != 0))
         return false;
     switch (pick_xr<T>(jobs, max_k)) {
-    case 1: return launch_xr<T, T == T_F16 ? 0 : 1>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
-    case 2: return launch_xr<T, T == T_F16 ? 0 : 2>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
-    case 4: return launch_xr<T, T == T_F16 ? 0 : 4>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
-    default: return launch_xr<T, 0>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep);
+    case 1: return launch_xr<T, T == T_F16 ? 0 : 1>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep,
+                                                    heads);
+    case 2: return launch_xr<T, T == T_F16 ? 0 : 2>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep,
+                                                    heads);
+    case 4: return launch_xr<T, T == T_F16 ? 0 : 4>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep,
+                                                    heads);
+    default: return launch_xr<T, 0>(jobs, X, ldx, ids, pairs, k, x_per_pair, max_rows, max_k, s, prep, heads);
     }
 }
 
@@ -899,7 +952,7 @@ extern "C" int ds4k_router_matmul(const ds4_dw *W, const float *X, const ds4_rou
 }
 
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                 int x_per_pair, cudaStream_t s, const ds4_prep *prep_in) {
+                 int x_per_pair, cudaStream_t s, const ds4_prep *prep_in, const ds4_heads *heads) {
     if (g_stream_on != 1 || jobs->n < 1) return false;
     const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, 0}, &prep = prep_in ? *prep_in : none;
     /* the prep's other inputs are read with the activations' layout */
@@ -908,13 +961,22 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
     const int type = jobs->j[0].type;
     for (int i = 1; i < jobs->n; i++)
         if (jobs->j[i].type != type) return false;
+    /* the heads' tail: one job of whole heads, one token, and the shapes
+     * rope_head_warp takes */
+    if (heads) {
+        const ds4_heads &h = *heads;
+        if (ids || jobs->n != 1 || h.hd <= 0 || h.hd % 128 != 0 || h.hd > HR_MAX || jobs->j[0].rows % h.hd != 0 ||
+            h.n_pairs < 0 || h.n_pairs > 32 || 2 * h.n_pairs > h.hd || !h.cnt || !h.d_pos || (h.n_pairs > 0 && !h.freqs))
+            return false;
+    }
     switch (type) {
-    case T_Q8_0: return launch_t<T_Q8_0>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
-    case T_Q2_K: return launch_t<T_Q2_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
-    case T_Q4_K: return launch_t<T_Q4_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
-    case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
+    case T_Q8_0: return launch_t<T_Q8_0>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep, heads);
+    case T_Q2_K: return launch_t<T_Q2_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep, heads);
+    case T_Q4_K: return launch_t<T_Q4_K>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep, heads);
+    case T_IQ2_XXS: return launch_t<T_IQ2_XXS>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep, heads);
     case T_F16:
-        return launch_f16_split(jobs, X, ids, s, prep) || launch_t<T_F16>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep);
+        return (!heads && launch_f16_split(jobs, X, ids, s, prep)) ||
+               launch_t<T_F16>(jobs, X, ldx, ids, pairs, k, x_per_pair, s, prep, heads);
     default: return false;
     }
 }
@@ -922,10 +984,12 @@ bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32
 template <int T, int XR> static bool allow_smem_xr(void) {
     const int bytes = (int)(gs_stage_bytes<T>(GS_STAGES_MAX) + GS_X_MAX);
     for (int early = 0; early <= DS4_EARLY_IDS; early++)
-        if (cudaFuncSetAttribute(stream_kernel<T, XR>(early), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) !=
-            cudaSuccess)
+        if (cudaFuncSetAttribute(stream_kernel<T, XR>(early, false), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 bytes) != cudaSuccess)
             return false;
-    return true;
+    const stream_kernel_t with_heads = stream_kernel<T, XR>(0, true);
+    return !with_heads ||
+           cudaFuncSetAttribute(with_heads, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
 }
 template <int T> static bool allow_smem(void) {
     constexpr bool Q = T != T_F16; /* F16 has no register variant */

@@ -29,9 +29,10 @@ typedef struct gemv_jobs {
 
 /* The streaming kernel for one token per output (n == 1, or routed experts):
  * launches and returns true when every job's type and row layout suit it,
- * else returns false and launches nothing. */
+ * else returns false and launches nothing. heads: ds4k_matmul_heads's tail
+ * (one job, no ids). */
 bool gemv_stream(const gemv_jobs *jobs, const float *X, int64_t ldx, const int32_t *ids, int pairs, int k,
-                 int x_per_pair, cudaStream_t s, const ds4_prep *prep = NULL);
+                 int x_per_pair, cudaStream_t s, const ds4_prep *prep = NULL, const ds4_heads *heads = NULL);
 
 /* Shared-memory set-up of the streaming kernels; before any graph capture. */
 int gemv_stream_init(void);

@@ -188,12 +188,36 @@ typedef struct ds4_prep {
     int early; /* DS4_EARLY_* */
 } ds4_prep;
 
+/* ds4k_heads_rope's steps (without FP4) on one token's heads, done by the
+ * product that makes them (ds4k_matmul_heads): once a head's hd rows are
+ * written, a warp of the block that wrote the last of them normalizes
+ * (norm) and rotates the head in place, the same bits as ds4k_heads_rope
+ * after the product. cnt: a counter a head, head h's at
+ * cnt[h * DS4K_HEADS_CNT_STRIDE] (device memory, zero at the start and left
+ * zero). */
+#define DS4K_HEADS_CNT_STRIDE 32 /* 128 bytes: each head's counter on a line of its own */
+typedef struct ds4_heads {
+    int hd, norm, n_pairs;
+    float rms_eps;
+    const double *freqs;
+    const int *d_pos;
+    unsigned *cnt;
+} ds4_heads;
+
 /* ds4k_matmul (one token) or ds4k_moe_matmul (ids != NULL: n tokens, k
  * slots) with prep applied to X. Returns -1 and launches nothing when the
  * streaming kernel cannot take it (then run the step and the product
  * separately). DS4_GEMV_PREP=0 in the environment: always -1 (A/B). */
 int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
                      const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy, ds4_stream st);
+
+/* ds4k_matmul_prep for one token (prep may be NULL) with the heads' norm
+ * and RoPE at its end (ds4_heads). Returns -1 and launches nothing where
+ * the streaming kernel cannot take both: only Q8_0 rows of K <= 1,024 (q_b)
+ * have the tail; then the product and ds4k_heads_rope apart.
+ * DS4_GEMV_HEADS=0 in the environment: always -1. */
+int ds4k_matmul_heads(const ds4_dw *W, int64_t rows, const float *X, const ds4_prep *prep, const ds4_heads *heads,
+                      float *Y, ds4_stream st);
 
 /* One token's products (the jobs of ds4k_matmul_multi) with each row's K
  * split into `parts` equal stretches of whole quantization blocks, in one

@@ -657,6 +657,18 @@ extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, i
     return gemv_stream(&jobs, X, ldx, ids, ids ? n * k : 1, k, x_per_pair, (cudaStream_t)st, prep) ? 0 : -1;
 }
 
+extern "C" int ds4k_matmul_heads(const ds4_dw *W, int64_t rows, const float *X, const ds4_prep *prep,
+                                 const ds4_heads *heads, float *Y, ds4_stream st) {
+    static int on = -1; /* DS4_GEMV_HEADS=0: the product and ds4k_heads_rope apart (A/B) */
+    if (on < 0) on = env_switch_on("DS4_GEMV_HEADS");
+    const int64_t rb = row_bytes_dev(W->type, W->K);
+    if (!on || !heads || rows <= 0 || !stageable(W, rb)) return -1;
+    gemv_jobs jobs;
+    jobs.n = 1;
+    jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, rows, W->K, 0, Y, rows, W->type};
+    return gemv_stream(&jobs, X, W->K, NULL, 1, 1, 0, (cudaStream_t)st, prep, heads) ? 0 : -1;
+}
+
 extern "C" int ds4k_matmul_ksplit(const ds4_mm_job *mj, int n_jobs, int parts, int64_t pstride, const float *X,
                                   int64_t ldx, ds4_stream st) {
     if (parts < 1 || n_jobs < 1 || n_jobs * parts > GEMV_MAX_JOBS) return -1;

@@ -185,85 +185,16 @@ __global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float 
  * the FP4 blocks of 32 are register m of every lane: their maximum by a
  * butterfly (max is exact in any order). */
 #define HR_WARPS 4
-#define HR_MAX 512
 template <bool FP4>
 __global__ void __launch_bounds__(32 * HR_WARPS)
     heads_rope_warp_kernel(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs,
                            int n_pairs, const int *d_pos) {
     pdl_enter();
     __shared__ float sx[HR_WARPS][HR_MAX];
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, M = hd / 32;
+    const int w = threadIdx.x >> 5;
     const int64_t head = (int64_t)blockIdx.x * HR_WARPS + w;
     if (head >= (int64_t)n * heads) return; /* the whole warp: no block barrier below */
-    const int64_t pos = (int64_t)d_pos[0] + head / heads;
-    float *g = q + head * hd, *x = sx[w];
-    float v[HR_MAX / 32];
-#pragma unroll
-    for (int m = 0; m < HR_MAX / 32; m++)
-        if (m < M) v[m] = g[lane + 32 * m];
-    if (norm) {
-        float W[4];
-#pragma unroll
-        for (int vw = 0; vw < 4; vw++) {
-            float ss = 0.0f;
-#pragma unroll
-            for (int m = vw; m < HR_MAX / 32; m += 4)
-                if (m < M) ss += v[m] * v[m];
-            W[vw] = warp_sum(ss);
-        }
-        const float inv = 1.0f / sqrtf(((W[0] + W[2]) + (W[1] + W[3])) / (float)hd + rms_eps);
-#pragma unroll
-        for (int m = 0; m < HR_MAX / 32; m++)
-            if (m < M) v[m] = v[m] * inv;
-    }
-#pragma unroll
-    for (int m = 0; m < HR_MAX / 32; m++)
-        if (m < M) x[lane + 32 * m] = v[m];
-    __syncwarp();
-    if (lane < n_pairs) {
-        float c, s;
-        dev_rope_cs(pos, freqs[lane], &c, &s);
-        rope_pair(&x[hd - 2 * n_pairs + 2 * lane], c, s);
-    }
-    __syncwarp();
-    if constexpr (FP4) {
-#pragma unroll
-        for (int m = 0; m < HR_MAX / 32; m++)
-            if (m < M) v[m] = x[lane + 32 * m];
-        for (int h = 1; h < 32; h *= 2) /* element j + h's partner j: lanes l and l ^ h */
-#pragma unroll
-            for (int m = 0; m < HR_MAX / 32; m++)
-                if (m < M) {
-                    const float o = __shfl_xor_sync(0xffffffffu, v[m], h);
-                    v[m] = lane & h ? o - v[m] : v[m] + o;
-                }
-#pragma unroll
-        for (int h = 1; h < HR_MAX / 32; h *= 2) /* 32 h apart: registers m and m + h */
-#pragma unroll
-            for (int m = 0; m < HR_MAX / 32; m++)
-                if (m + h < M && !(m & h)) {
-                    const float a = v[m], b = v[m + h];
-                    v[m] = a + b;
-                    v[m + h] = a - b;
-                }
-        const float sc = (float)(1.0 / sqrt((double)hd));
-#pragma unroll
-        for (int m = 0; m < HR_MAX / 32; m++)
-            if (m < M) {
-                v[m] *= sc;
-                float a = fabsf(v[m]);
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
-                const float scale = dev_pow2_ceil(fmaxf(a, 7.052966104933725e-38f) / 6.0f);
-                float y = v[m] / scale;
-                y = y > 6.0f ? 6.0f : y < -6.0f ? -6.0f : y;
-                g[lane + 32 * m] = dev_e2m1_round(y) * scale;
-            }
-    } else {
-#pragma unroll
-        for (int m = 0; m < HR_MAX / 32; m++)
-            if (m < M) g[lane + 32 * m] = x[lane + 32 * m];
-    }
+    rope_head_warp<FP4>(q + head * hd, hd, norm, rms_eps, freqs, n_pairs, (int64_t)d_pos[0] + head / heads, sx[w]);
 }
 
 static int g_rope_warps = -1; /* DS4_ROPE_WARPS=0 / ds4k_heads_rope_warps: the block kernel (A/B, tests) */

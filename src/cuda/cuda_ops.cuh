@@ -227,6 +227,85 @@ __device__ __forceinline__ void route_pick_warp(int E, int k, const int32_t *tid
     for (int j = lane; j < k; j += 32) ids[j] = sid[j], w[j] = pr[sid[j]] / sum * scale;
 }
 
+/* One head of hd floats at g (hd a multiple of 128 up to HR_MAX, RoPE on at
+ * most 32 pairs; with FP4, hd a power of two), by one warp: ds4k_heads_rope's
+ * steps, bitwise the block kernel's (see heads_rope_warp_kernel in
+ * cuda_ops.cu for why). x: the warp's hd floats of shared memory. The head is
+ * read through L2 (other blocks may have written it: a GEMV's tail). */
+#define HR_MAX 512
+template <bool FP4>
+__device__ __forceinline__ void rope_head_warp(float *g, int hd, bool norm, float rms_eps, const double *freqs,
+                                               int n_pairs, int64_t pos, float *x) {
+    const int lane = threadIdx.x & 31, M = hd / 32;
+    float v[HR_MAX / 32];
+#pragma unroll
+    for (int m = 0; m < HR_MAX / 32; m++)
+        if (m < M) v[m] = __ldcg(g + lane + 32 * m);
+    if (norm) {
+        float W[4];
+#pragma unroll
+        for (int vw = 0; vw < 4; vw++) {
+            float ss = 0.0f;
+#pragma unroll
+            for (int m = vw; m < HR_MAX / 32; m += 4)
+                if (m < M) ss += v[m] * v[m];
+            W[vw] = warp_sum(ss);
+        }
+        const float inv = 1.0f / sqrtf(((W[0] + W[2]) + (W[1] + W[3])) / (float)hd + rms_eps);
+#pragma unroll
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) v[m] = v[m] * inv;
+    }
+#pragma unroll
+    for (int m = 0; m < HR_MAX / 32; m++)
+        if (m < M) x[lane + 32 * m] = v[m];
+    __syncwarp();
+    if (lane < n_pairs) {
+        float c, s;
+        dev_rope_cs(pos, freqs[lane], &c, &s);
+        rope_pair(&x[hd - 2 * n_pairs + 2 * lane], c, s);
+    }
+    __syncwarp();
+    if constexpr (FP4) {
+#pragma unroll
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) v[m] = x[lane + 32 * m];
+        for (int h = 1; h < 32; h *= 2) /* element j + h's partner j: lanes l and l ^ h */
+#pragma unroll
+            for (int m = 0; m < HR_MAX / 32; m++)
+                if (m < M) {
+                    const float o = __shfl_xor_sync(0xffffffffu, v[m], h);
+                    v[m] = lane & h ? o - v[m] : v[m] + o;
+                }
+#pragma unroll
+        for (int h = 1; h < HR_MAX / 32; h *= 2) /* 32 h apart: registers m and m + h */
+#pragma unroll
+            for (int m = 0; m < HR_MAX / 32; m++)
+                if (m + h < M && !(m & h)) {
+                    const float a = v[m], b = v[m + h];
+                    v[m] = a + b;
+                    v[m + h] = a - b;
+                }
+        const float sc = (float)(1.0 / sqrt((double)hd));
+#pragma unroll
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) {
+                v[m] *= sc;
+                float a = fabsf(v[m]);
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+                const float scale = dev_pow2_ceil(fmaxf(a, 7.052966104933725e-38f) / 6.0f);
+                float y = v[m] / scale;
+                y = y > 6.0f ? 6.0f : y < -6.0f ? -6.0f : y;
+                g[lane + 32 * m] = dev_e2m1_round(y) * scale;
+            }
+    } else {
+#pragma unroll
+        for (int m = 0; m < HR_MAX / 32; m++)
+            if (m < M) g[lane + 32 * m] = x[lane + 32 * m];
+    }
+}
+
 /* Element i of a float-type weight (F32 / F16 / BF16). */
 __device__ __forceinline__ float dev_elem(int type, const void *p, int64_t i) {
     if (type == 0) return ((const float *)p)[i];

@@ -126,6 +126,7 @@ void test_hc_mix_batched(ds4_rng *r);
 void test_hc_post_mix(ds4_rng *r);
 void test_hc_post_collapse(ds4_rng *r);
 void test_gemv_prep(ds4_rng *r);
+void test_gemv_heads(ds4_rng *r);
 void test_router_matmul(ds4_rng *r);
 void test_gemv_early(void);
 

@@ -876,6 +876,7 @@ int main(int argc, char **argv) {
         test_gemv_pairs(&r);
         test_gemv_ksplit(&r);
         test_gemv_prep(&r);
+        test_gemv_heads(&r);
         test_router_matmul(&r);
         test_gemv_early();
     }
@@ -891,6 +892,7 @@ int main(int argc, char **argv) {
         test_hc_post_mix(&r);
         test_hc_post_collapse(&r);
         test_gemv_prep(&r);
+        test_gemv_heads(&r);
         test_router_matmul(&r);
         test_gemv_early();
         test_prefill_kernels(&r);

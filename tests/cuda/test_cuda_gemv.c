@@ -367,6 +367,71 @@ void test_gemv_prep(ds4_rng *r) {
     }
 }
 
+/* ds4k_matmul_heads: q_b's shape (Q8_0, K = 1,024, heads of 512 with their
+ * norm and RoPE; and heads of 128, RoPE alone), with q_a's norm while
+ * staging, bitwise against ds4k_matmul_prep then ds4k_heads_rope (held to
+ * the CPU by test_gemv_prep and test_kv_and_heads). On a GPU of 132
+ * multiprocessors the 9,216 rows of the second case go 24 to a block, so
+ * heads of 128 straddle blocks and a block counts into two heads. Two
+ * launches back to back on one count, which must be zero afterwards. A
+ * shape without the tail (F16 rows) must be declined, nothing launched. */
+void test_gemv_heads(ds4_rng *r) {
+    const char *off = getenv("DS4_GEMV_HEADS");
+    if (off && strcmp(off, "0") == 0) {
+        printf("skip gemv with the heads' tail: DS4_GEMV_HEADS=0 in the environment\n");
+        return;
+    }
+    static const struct {
+        int type, hd, heads, norm;
+        const char *what;
+    } cases[3] = {{DS4_TYPE_Q8_0, 512, 16, 1, "q_b: Q8_0, norm + RoPE"},
+                  {DS4_TYPE_Q8_0, 128, 72, 0, "Q8_0, RoPE alone"},
+                  {DS4_TYPE_F16, 128, 8, 0, "F16"}};
+    const int64_t K = 1024;
+    double fr[32];
+    for (int i = 0; i < 32; i++) fr[i] = pow(10000.0, -2.0 * i / 64.0);
+    double *dfr = to_dev(fr, sizeof(fr));
+    const int pos = 1234;
+    int *dpos = to_dev(&pos, sizeof(int));
+    for (int ci = 0; ci < 3; ci++) {
+        const int64_t rows = (int64_t)cases[ci].hd * cases[ci].heads;
+        const size_t ncnt = (size_t)cases[ci].heads * DS4K_HEADS_CNT_STRIDE;
+        host_w h = make_w(r, cases[ci].type, K, rows);
+        float *x = rnd(r, (size_t)K, 3.0f), *w = rnd(r, (size_t)K, 0.2f);
+        for (int64_t k = 0; k < K; k++) w[k] += 1.0f;
+        float *dx = to_dev(x, sizeof(float) * K), *dw = to_dev(w, sizeof(float) * K);
+        float *dy = to_dev(NULL, sizeof(float) * rows), *dy2 = to_dev(NULL, sizeof(float) * rows);
+        float *yg = malloc(sizeof(float) * rows), *ys = malloc(sizeof(float) * rows);
+        unsigned *cnt = to_dev(NULL, sizeof(unsigned) * ncnt), *hc = malloc(sizeof(unsigned) * ncnt);
+        cudaMemset(cnt, 0, sizeof(unsigned) * ncnt);
+        const ds4_prep pp = {DS4_PREP_NORM, dw, 1e-6f, NULL, NULL, 0.0f, 0};
+        const ds4_heads hh = {cases[ci].hd, cases[ci].norm, 32, 1e-6f, dfr, dpos, cnt};
+        if (cases[ci].type != DS4_TYPE_Q8_0) {
+            const int rc = ds4k_matmul_heads(&h.d, rows, dx, &pp, &hh, dy, NULL);
+            check(rc == -1 && cudaDeviceSynchronize() == cudaSuccess, "gemv with the heads' tail declines %s rows",
+                  cases[ci].what);
+        } else {
+            int rc = 0;
+            for (int rep = 0; rep < 2; rep++) rc |= ds4k_matmul_heads(&h.d, rows, dx, &pp, &hh, dy, NULL);
+            rc |= ds4k_matmul_prep(&h.d, rows, dx, K, &pp, NULL, 1, 1, 0, dy2, rows, NULL);
+            ds4k_heads_rope(dy2, 1, cases[ci].heads, cases[ci].hd, cases[ci].norm, 1e-6f, dfr, 32, dpos, false, NULL);
+            from_dev(yg, dy, sizeof(float) * rows);
+            from_dev(ys, dy2, sizeof(float) * rows);
+            from_dev(hc, cnt, sizeof(unsigned) * ncnt);
+            bool zero = true;
+            for (size_t i = 0; i < ncnt; i++) zero &= hc[i] == 0;
+            const bool same = memcmp(yg, ys, sizeof(float) * rows) == 0;
+            check(rc == 0 && same && zero,
+                  "gemv with the heads' tail, %s (%d heads of %d): %s the product then heads_rope%s", cases[ci].what,
+                  cases[ci].heads, cases[ci].hd, same ? "bitwise" : "DIFFERS from", zero ? "" : "; counts left non-zero");
+        }
+        cudaFree(dx), cudaFree(dw), cudaFree(dy), cudaFree(dy2), cudaFree(cnt);
+        free(x), free(w), free(yg), free(ys), free(hc);
+        free_w(&h);
+    }
+    cudaFree(dfr), cudaFree(dpos);
+}
+
 /* ds4k_router_matmul (a decode step's router product, its last block
  * selecting) against ds4k_matmul + ds4k_router, which test_gemv_stream and
  * test_router hold to the CPU: bitwise the same scores (written over the
