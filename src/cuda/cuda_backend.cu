@@ -192,7 +192,7 @@ typedef struct cu_sess {
     int32_t *h_picked, *d_picked; /* mapped host ring of picks, by position & 3 (host / device address) */
     float *logits_keep;           /* a step's logits when its pick was the stop token */
     unsigned *route_done;         /* the router GEMV's count of finished blocks (ds4k_router_matmul), 0 between launches */
-    unsigned *heads_cnt; /* q_b's ds4_heads counters, n_head of them; 0 between launches */
+    unsigned *heads_cnt;          /* q_b's ds4_heads counters, n_head of them; 0 between launches */
     cudaEvent_t ev_step[2];       /* the end of each queued chained step */
     int chain_n, chain_head;      /* queued steps, and the slot of the oldest */
     int chain_pos[2];             /* their positions */
