@@ -5,7 +5,6 @@
  *
  * Written in C style; nvcc compiles it as C++, hence the explicit casts. */
 #include <math.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@ extern "C" {
 #include "backend/backend.h"
 #include "cpu/ops.h"
 #include "gguf/quant.h"
+#include "util/clock.h"
 #include "util/f16.h"
 }
 #include "cuda/cuda_common.cuh"
@@ -559,14 +559,12 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         cu_destroy(s);
         return -1;
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double t0 = ds4_now();
     if (capture_graphs(s, c, err) != 0) {
         cu_destroy(s);
         return -1;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    const double graph_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    const double graph_ms = (ds4_now() - t0) * 1e3;
     cudaDeviceProp prop;
     size_t free_b = 0, total_b = 0;
     cudaGetDeviceProperties(&prop, 0);

@@ -608,6 +608,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32, HEADS ? 4 : 1)
 
     const int64_t r0 = rbase + (int64_t)warp * rpw;
     const int64_t r1 = r0 + rpw < jb.rows ? r0 + rpw : jb.rows;
+    const int64_t rend = rbase + GS_WARPS * rpw < jb.rows ? rbase + GS_WARPS * rpw : jb.rows; /* the block's rows end */
     /* chunks per row: XR > 0 only for rows of one chunk (pick_xr) */
     const int cpr = XR > 0 ? 1 : (int)((rb + CH - 1) / CH);
     const int items = r1 > r0 ? (int)(r1 - r0) * cpr : 0;
@@ -732,8 +733,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32, HEADS ? 4 : 1)
             cur = nxt + 1 == nslots ? 0 : nxt + 1;
         }
         cp_async_wait<0>();
-        if constexpr (HEADS) heads_tail(hh, Y, rbase, rbase + GS_WARPS * rpw < jb.rows ? rbase + GS_WARPS * rpw : jb.rows,
-                                        (float *)ring);
+        if constexpr (HEADS) heads_tail(hh, Y, rbase, rend, (float *)ring);
         return;
     }
     float acc = 0.0f;
@@ -766,8 +766,7 @@ __global__ void __launch_bounds__(GS_WARPS * 32, HEADS ? 4 : 1)
         }
     }
     cp_async_wait<0>();
-    if constexpr (HEADS) heads_tail(hh, Y, rbase, rbase + GS_WARPS * rpw < jb.rows ? rbase + GS_WARPS * rpw : jb.rows,
-                                    (float *)ring);
+    if constexpr (HEADS) heads_tail(hh, Y, rbase, rend, (float *)ring);
 }
 
 /* ------------------------------------------------------------------ launch */

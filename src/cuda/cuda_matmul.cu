@@ -644,29 +644,32 @@ extern "C" void ds4k_moe_matmul(const ds4_dw *W, int64_t rows, const int32_t *id
     launch_gemv(W, 0, rows, X, ldx, 1, Y, ldy, ids, n * k, k, x_per_pair, (cudaStream_t)st);
 }
 
+/* One matrix by the streaming kernel, with a prep and heads' tail as given
+ * (ds4k_matmul_prep, ds4k_matmul_heads); -1 where the kernel cannot take it. */
+static int stream_one(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
+                      const ds4_heads *heads, const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy,
+                      ds4_stream st) {
+    const int64_t rb = row_bytes_dev(W->type, W->K);
+    if (rows <= 0 || n < 1 || (!ids && n != 1) || !stageable(W, rb)) return -1;
+    gemv_jobs jobs;
+    jobs.n = 1;
+    jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, rows, W->K, 0, Y, ldy, W->type};
+    return gemv_stream(&jobs, X, ldx, ids, ids ? n * k : 1, k, x_per_pair, (cudaStream_t)st, prep, heads) ? 0 : -1;
+}
+
 extern "C" int ds4k_matmul_prep(const ds4_dw *W, int64_t rows, const float *X, int64_t ldx, const ds4_prep *prep,
                                 const int32_t *ids, int n, int k, int x_per_pair, float *Y, int64_t ldy,
                                 ds4_stream st) {
     static int on = -1; /* DS4_GEMV_PREP=0: the separate kernels (A/B) */
     if (on < 0) on = env_switch_on("DS4_GEMV_PREP");
-    const int64_t rb = row_bytes_dev(W->type, W->K);
-    if (!on || rows <= 0 || n < 1 || (!ids && n != 1) || !stageable(W, rb)) return -1;
-    gemv_jobs jobs;
-    jobs.n = 1;
-    jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, rows, W->K, 0, Y, ldy, W->type};
-    return gemv_stream(&jobs, X, ldx, ids, ids ? n * k : 1, k, x_per_pair, (cudaStream_t)st, prep) ? 0 : -1;
+    return on ? stream_one(W, rows, X, ldx, prep, NULL, ids, n, k, x_per_pair, Y, ldy, st) : -1;
 }
 
 extern "C" int ds4k_matmul_heads(const ds4_dw *W, int64_t rows, const float *X, const ds4_prep *prep,
                                  const ds4_heads *heads, float *Y, ds4_stream st) {
     static int on = -1; /* DS4_GEMV_HEADS=0: the product and ds4k_heads_rope apart (A/B) */
     if (on < 0) on = env_switch_on("DS4_GEMV_HEADS");
-    const int64_t rb = row_bytes_dev(W->type, W->K);
-    if (!on || !heads || rows <= 0 || !stageable(W, rb)) return -1;
-    gemv_jobs jobs;
-    jobs.n = 1;
-    jobs.j[0] = (gemv_job){(const uint8_t *)W->ptr, rb, 0, rows, W->K, 0, Y, rows, W->type};
-    return gemv_stream(&jobs, X, W->K, NULL, 1, 1, 0, (cudaStream_t)st, prep, heads) ? 0 : -1;
+    return on && heads ? stream_one(W, rows, X, W->K, prep, heads, NULL, 1, 1, 0, Y, rows, st) : -1;
 }
 
 extern "C" int ds4k_matmul_ksplit(const ds4_mm_job *mj, int n_jobs, int parts, int64_t pstride, const float *X,

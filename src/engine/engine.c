@@ -5,13 +5,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-double ds4_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 ds4_engine *ds4_engine_open(const char *model_path, const ds4_session_opts *opts, ds4_err *err) {
     ds4_engine *e = calloc(1, sizeof(*e));

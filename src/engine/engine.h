@@ -18,6 +18,7 @@
 #include "text/dsml.h"
 #include "text/sampler.h"
 #include "text/tokenizer.h"
+#include "util/clock.h"
 #include "util/err.h"
 
 typedef struct ds4_engine {
@@ -94,6 +95,5 @@ int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r,
  * (-1: none); NaN logits are never chosen. */
 int32_t ds4_engine_argmax(const ds4_engine *e, int32_t exclude);
 
-double ds4_now(void); /* monotonic seconds */
 
 #endif

@@ -5,13 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "gguf/gguf.h"
 #include "gguf/quant.h"
 #include "model/model.h"
 #include "synth/synth_internal.h"
+#include "util/clock.h"
 #include "util/f16.h"
 #include "util/pool.h"
 #include "util/rng.h"
@@ -283,12 +283,6 @@ typedef struct write_ctx {
 
 #define JOB_ELEMS (1 << 22)
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void write_range(void *vctx, int64_t b, int64_t e, int thread) {
     write_ctx *c = vctx;
     for (int64_t ji = b; ji < e; ji++) {
@@ -339,7 +333,7 @@ static void write_range(void *vctx, int64_t b, int64_t e, int thread) {
             const int64_t pct = c->done_elems * 100 / (c->total_elems ? c->total_elems : 1);
             if (pct >= c->last_report + 5) {
                 c->last_report = pct;
-                const double dt = now_s() - c->t0;
+                const double dt = ds4_now() - c->t0;
                 fprintf(stderr, "ds4-synth: %3lld%% of %.2f G weights, %.1f s\n", (long long)pct, (double)c->total_elems / 1e9,
                         dt);
             }
@@ -412,7 +406,7 @@ int ds4_synth_write(const char *path, const ds4_synth_opts *o, ds4_err *err) {
         c.w = w;
         c.fd = fd;
         pthread_mutex_init(&c.mu, NULL);
-        c.t0 = now_s();
+        c.t0 = ds4_now();
         /* jobs of about JOB_ELEMS elements (whole rows) */
         int64_t cap = 1024, max_rows_elems = 0;
         c.jobs = malloc(sizeof(job) * (size_t)cap);
