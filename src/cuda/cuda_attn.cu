@@ -950,7 +950,7 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
          * behind each chunk's test went out one round trip at a time, 20 of
          * them at a 64k context); an empty chunk (it wrote no output) is
          * neither read nor added — reading it anyway cost 1.5% of a decode
-         * step (docs/BENCHMARKS.md, "sixteenth") */
+         * step (docs/bench/history-3.md, "sixteenth") */
         for (int c0 = 0; c0 < n_chunks; c0 += COMB_BATCH) {
             float2 v[COMB_BATCH];
 #pragma unroll
@@ -989,7 +989,7 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
  * index order with the same skips and the same rope_pair. 12-layer model,
  * H200: decode +0.7% and +0.6% at 2k (two device calls), +0.3% at 64k; the
  * merge ends ~0.5 us sooner after the split. Full size, H200: +1.0 to +1.2%
- * from 4k to 64k, -0.6% at 2k (docs/BENCHMARKS.md, "nineteenth"). */
+ * from 4k to 64k, -0.6% at 2k (docs/bench/history-3.md, "nineteenth"). */
 #define COMB_WARP_CHUNKS 32
 __global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
     attention_combine_warp_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part, int n_chunks,

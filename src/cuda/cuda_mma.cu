@@ -525,7 +525,7 @@ __global__ void split_rows_kernel(const float *X, int64_t ldx, int64_t gx, int g
          * (and four of u) issued before any is stored. A float at a time,
          * each load waited behind the store before it and the kernel moved
          * ~2.3 TB/s: 41.7 -> 26.8 us a launch, prefill +1-2%
-         * (docs/BENCHMARKS.md, "nineteenth") */
+         * (docs/bench/history-3.md, "nineteenth") */
         const float4 *x4 = (const float4 *)x, *u4 = (const float4 *)u;
         const int K4 = K / 4;
         for (int k0 = threadIdx.x; k0 < K4; k0 += 4 * blockDim.x) {

@@ -335,7 +335,7 @@ __device__ __forceinline__ void wg_build(const wg_look &l, uint32_t *v) {
  * activations; the Q8_0 quantization itself is ~100 times coarser). That
  * frees the promotion's second set of accumulators, which is what lets a
  * 256-token tile (128 accumulators a thread) fit; the fold alone, at 128
- * tokens, measured no faster (docs/BENCHMARKS.md, "twentieth"). Q8_0
+ * tokens, measured no faster (docs/bench/history-3.md, "twentieth"). Q8_0
  * scales above 511 would overflow f16 here; no model's projections have
  * them. */
 __device__ __forceinline__ void wg_build_q8(const wg_look &l, uint32_t *v, bool fold) {
@@ -747,7 +747,7 @@ template <int T, int BN, bool LO> __global__ void __launch_bounds__(WG_THREADS, 
  * a 128-token tile for a half or a quarter of its tensor work, so its warps
  * spend a slice in a chain of dependent loads, lookups and builds; a second
  * block gives each scheduler twice the warps to hide that chain (12-layer
- * 4k step +6.8%, docs/BENCHMARKS.md "twenty-first"). It costs registers:
+ * 4k step +6.8%, docs/bench/history-3.md "twenty-first"). It costs registers:
  * 2 x 384 threads at 80 each; the producer's 128 threads give 48 each to
  * the 256 consumers, which get 104. Within that the consumers load raw
  * bytes one slice ahead instead of two and look them up just before the
