@@ -202,6 +202,10 @@ typedef struct ds4_heads {
     const double *freqs;
     const int *d_pos;
     unsigned *cnt;
+    /* 1..7: the launch takes that many eighths of the blocks the GPU holds
+     * at once (more rows a warp), leaving the rest to kernels beside it;
+     * 0 or 8: all of them */
+    int share8;
 } ds4_heads;
 
 /* ds4k_matmul (one token) or ds4k_moe_matmul (ids != NULL: n tokens, k
