@@ -867,7 +867,8 @@ static bool launch_xr(const gemv_jobs *jobs, const float *X, int64_t ldx, const 
      * (no second, partly empty wave), so each warp streams a long run; with
      * a share (ds4_heads), within that share of the GPU */
     int64_t cap = (int64_t)per_sm * g_sm_count;
-    if (heads && heads->share8 > 0 && heads->share8 < 8) cap = cap * heads->share8 / 8 > 0 ? cap * heads->share8 / 8 : 1;
+    if (heads && heads->share8 > 0 && heads->share8 < 8) cap = cap * heads->share8 / 8;
+    if (cap < 1) cap = 1;
     const int64_t z = ids ? pairs : 1;
     const int64_t slots = cap / (jobs->n * z) > 0 ? cap / (jobs->n * z) : 1; /* blocks per job and pair */
     const int64_t rpw64 = (max_rows + GS_WARPS * slots - 1) / (GS_WARPS * slots);
