@@ -4,6 +4,7 @@
  * the decode step captured as a CUDA graph (one launch per token).
  *
  * Written in C style; nvcc compiles it as C++, hence the explicit casts. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

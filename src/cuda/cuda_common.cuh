@@ -18,6 +18,14 @@ static inline bool env_switch_on(const char *name) {
     const char *e = getenv(name);
     return !(e && strcmp(e, "0") == 0);
 }
+/* A whole-number A/B setting: def where NAME is unset, `off` (the setting's
+ * neutral value) where it is outside [lo, hi]. */
+static inline int env_int(const char *name, int def, int lo, int hi, int off) {
+    const char *e = getenv(name);
+    if (!e) return def;
+    const int v = atoi(e);
+    return v < lo || v > hi ? off : v;
+}
 
 #define DS4_WARP 32
 

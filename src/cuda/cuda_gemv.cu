@@ -1005,8 +1005,7 @@ int gemv_stream_init(void) {
     g_stream_env = env_switch_on("DS4_GEMV_STREAM");
     g_stream_on = g_stream_env;
     g_xreg = env_switch_on("DS4_GEMV_XREG");
-    const int st = getenv("DS4_GEMV_STAGES") ? atoi(getenv("DS4_GEMV_STAGES")) : GS_STAGES;
-    g_stages = st >= 2 && st <= GS_STAGES_MAX ? st : GS_STAGES;
+    g_stages = env_int("DS4_GEMV_STAGES", GS_STAGES, 2, GS_STAGES_MAX, GS_STAGES);
     g_row_pairs = env_switch_on("DS4_GEMV_PAIRS");
     /* pdl_wait is compiled only for sm_90 and later: code built for an older
      * architecture (and JIT-compiled from its PTX on a newer GPU) must not

@@ -95,5 +95,4 @@ int ds4_engine_generate(ds4_engine *e, const ds4_gen_opts *o, ds4_gen_result *r,
  * (-1: none); NaN logits are never chosen. */
 int32_t ds4_engine_argmax(const ds4_engine *e, int32_t exclude);
 
-
 #endif
