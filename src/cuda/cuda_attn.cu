@@ -321,8 +321,14 @@ __device__ __forceinline__ void stage_rows(float *dst, int ks, int nrow, int dim
             if (f16) {
                 const float2 a = __half22float2(*(const __half2 *)&u[i].x), b = __half22float2(*(const __half2 *)&u[i].y);
                 const float2 e = __half22float2(*(const __half2 *)&u[i].z), f = __half22float2(*(const __half2 *)&u[i].w);
-                d[2 * c] = make_float4(a.x, a.y, b.x, b.y);
-                d[2 * c + 1] = make_float4(e.x, e.y, f.x, f.y);
+                /* a vector's two float4s 32 bytes apart: all lanes storing
+                 * their first would use half the banks twice, so lanes 4-7
+                 * of every 8 store their second first (all 8 bank groups,
+                 * four wavefronts a store instead of eight) */
+                const float4 lo = make_float4(a.x, a.y, b.x, b.y), hi = make_float4(e.x, e.y, f.x, f.y);
+                const int sw = (v >> 2) & 1;
+                d[2 * c + sw] = sw ? hi : lo;
+                d[2 * c + 1 - sw] = sw ? lo : hi;
             } else {
                 d[c] = make_float4(__uint_as_float(u[i].x), __uint_as_float(u[i].y), __uint_as_float(u[i].z),
                                    __uint_as_float(u[i].w));
@@ -783,10 +789,11 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
  * chunks of ATT_SPLIT rows so the whole GPU works on one token. A block
  * takes one chunk for ATT_SPLIT_HG heads, which share every K = V row (one
  * KV head): the chunk is copied once into shared memory as floats with
- * 16-byte loads; lane r of the warps of head j scores row r, each warp over
- * its share of the dims (four running sums, added in a fixed order, then
- * the warps' shares in warp order); warp j makes the chunk's softmax in
- * registers, and each thread accumulates two output dims for all heads.
+ * 16-byte loads; lane r scores row r for every head of the block, each warp
+ * over its share of the dims (four running sums a head, added in a fixed
+ * order, then the warps' shares in warp order); warp j makes the chunk's
+ * softmax in registers, and each thread accumulates two output dims for all
+ * heads.
  * Per head it writes the chunk's max, its sum of exp and its unnormalized
  * output; the combine kernel merges the chunks in index order
  * (deterministic). Few heads a block and the dims split over warps keep
@@ -801,8 +808,17 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
 #define ATT_SPLIT_HG 4 /* heads a block (fewer when H is not a multiple) */
 #define ATT_Q_VEC (ATT_SPLIT_HG * DS4K_MAX_HEAD_DIM / 4 / (32 * ATT_SPLIT_WARPS))
 
+/* The chunk's rows, the heads' queries (then the warps' partial dots, in
+ * the same place once the queries are read), the chunk's weights. At
+ * hd = 512: 74,752 bytes, three blocks a multiprocessor with the static
+ * 256 and the 1 KB a block the GPU reserves (228 KB); the partial dots as
+ * a static array of their own (4 KB) leave room for two, and a ratio-4
+ * layer's 320 blocks take two waves (its split 12.3 us against 10.1 in a
+ * full-size trace). */
+#define ATT_SPLIT_DOTS (ATT_SPLIT_WARPS * ATT_SPLIT_HG * ATT_SPLIT)
 static size_t att_split_smem(int hd) {
-    return (size_t)(ATT_SPLIT * (hd + 4) + ATT_SPLIT_HG * hd + ATT_SPLIT * ATT_SPLIT_HG) * sizeof(float);
+    const int qd = ATT_SPLIT_HG * hd > ATT_SPLIT_DOTS ? ATT_SPLIT_HG * hd : ATT_SPLIT_DOTS;
+    return (size_t)(ATT_SPLIT * (hd + 4) + qd + ATT_SPLIT * ATT_SPLIT_HG) * sizeof(float);
 }
 
 /* HCS (ds4k_attention's hc): the launch has one more plane of chunks, z ==
@@ -824,7 +840,9 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
     }
     extern __shared__ float sh[];
     const int ks = hd + 4; /* row stride: lanes' 16-byte reads of different rows hit different banks */
-    float *Ks = sh, *Qs = sh + ATT_SPLIT * ks, *Ps = Qs + ATT_SPLIT_HG * hd;
+    const int qd = ATT_SPLIT_HG * hd > ATT_SPLIT_DOTS ? ATT_SPLIT_HG * hd : ATT_SPLIT_DOTS;
+    float *Ks = sh, *Qs = sh + ATT_SPLIT * ks, *Ps = Qs + qd;
+    float(*sdot)[ATT_SPLIT_HG][ATT_SPLIT] = (float(*)[ATT_SPLIT_HG][ATT_SPLIT])Qs; /* after the queries' last read */
     const int t = blockIdx.x, h0 = blockIdx.y * hg, ch = blockIdx.z;
     const int64_t p = (int64_t)d_pos[0] + t;
     int64_t lo;
@@ -866,29 +884,40 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
     }
     for (int v = threadIdx.x + ATT_Q_VEC * (int)blockDim.x; v < nq4; v += blockDim.x) ((float4 *)Qs)[v] = q4[v];
     __syncthreads();
-    __shared__ float sdot[ATT_SPLIT_WARPS][ATT_SPLIT];
     {
-        const int wph = ATT_SPLIT_WARPS / hg, span = hd / wph; /* warps a head, dims a warp */
-        const int j = warp / wph, share = warp - j * wph;
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        /* warp w takes the float4s [v0, v1) of every row for all hg heads, so
+         * a K vector is read from shared memory once, not once a head (with a
+         * warp for half a head's dims, the QK of a block took 2,560 shared
+         * wavefronts at hd = 512; 1,024 now) */
+        const int nv = hd / 4, v0 = warp * nv / ATT_SPLIT_WARPS, v1 = (warp + 1) * nv / ATT_SPLIT_WARPS;
+        float acc[ATT_SPLIT_HG][4];
+#pragma unroll
+        for (int j = 0; j < ATT_SPLIT_HG; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
         if (lane < nrow) {
-            const float4 *kr = (const float4 *)(Ks + lane * ks + share * span);
-            const float4 *qr = (const float4 *)(Qs + j * hd + share * span);
-#pragma unroll 8
-            for (int i = 0; i < span / 4; i++) {
-                const float4 k = kr[i], x = qr[i];
-                a0 = fmaf(k.x, x.x, a0);
-                a1 = fmaf(k.y, x.y, a1);
-                a2 = fmaf(k.z, x.z, a2);
-                a3 = fmaf(k.w, x.w, a3);
+            const float4 *kr = (const float4 *)(Ks + lane * ks);
+#pragma unroll 4
+            for (int i = v0; i < v1; i++) {
+                const float4 k = kr[i];
+#pragma unroll
+                for (int j = 0; j < ATT_SPLIT_HG; j++) {
+                    if (j >= hg) break; /* block-uniform */
+                    const float4 x = ((const float4 *)(Qs + j * hd))[i];
+                    acc[j][0] = fmaf(k.x, x.x, acc[j][0]);
+                    acc[j][1] = fmaf(k.y, x.y, acc[j][1]);
+                    acc[j][2] = fmaf(k.z, x.z, acc[j][2]);
+                    acc[j][3] = fmaf(k.w, x.w, acc[j][3]);
+                }
             }
         }
-        sdot[warp][lane] = (a0 + a1) + (a2 + a3);
+        __syncthreads(); /* every warp is done with Qs */
+#pragma unroll
+        for (int j = 0; j < ATT_SPLIT_HG; j++) sdot[warp][j][lane] = (acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]);
         __syncthreads();
         float s = -INFINITY;
         if (warp < hg && lane < nrow) {
             float d = 0.0f;
-            for (int w = 0; w < wph; w++) d += sdot[warp * wph + w][lane];
+#pragma unroll
+            for (int w = 0; w < ATT_SPLIT_WARPS; w++) d += sdot[w][warp][lane];
             s = d * scale;
         }
         m = warp_max(s);
