@@ -490,35 +490,44 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     }
     const gemv_job jb = jobs.j[blockIdx.y];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rloc = warp / FS_PARTS, c = warp % FS_PARTS;
-    const int64_t row = (int64_t)blockIdx.x * FS_ROWS + rloc, rb = jb.rb, K = jb.K;
+    const int64_t rb = jb.rb, K = jb.K;
     if (!SELECT && (int64_t)blockIdx.x * FS_ROWS >= jb.rows) { /* the whole block is past this job's rows */
         pdl_wait();
         return;
     }
     const int cpr = (int)((rb + CH - 1) / CH);
-    const bool on = row < jb.rows && c < cpr;
-    const int nb = on ? (int)(rb - (int64_t)c * CH < CH ? rb - (int64_t)c * CH : CH) : 0;
     uint8_t *buf = gs_smem + (size_t)warp * CH;
-    if (on) {
-        const uint8_t *src = jb.W + (jb.r0 + row) * rb + (int64_t)c * CH;
-        for (int i = lane; i < nb / 16; i += 32) cp_async16(buf + 16 * i, src + 16 * i);
-    }
-    cp_async_commit();
-    pdl_wait(); /* the weights are in flight; the activations are the previous kernel's */
-    if (!SELECT) pdl_trigger();
     const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, 0};
     gs_x xv = {};
-    xv.xf = stage_floats(X + jb.x_off, K, gs_smem + (size_t)FS_WARPS * CH, none, NULL, 1.0f, 1.0f);
-    cp_async_wait<0>();
-    __syncthreads();
-    const int ns = nb / F::bpb; /* slices in this chunk (32 in a whole one) */
-    part[rloc][c][lane] = lane < ns ? slice_dot_f16(buf, lane, (int64_t)c * 32 + lane, xv) : -0.0f;
-    __syncthreads();
-    if (c == 0 && row < jb.rows) {
-        float acc = 0.0f;
-        for (int q = 0; q < cpr; q++) acc += part[rloc][q][lane];
-        const float sum = warp_sum(acc);
-        if (lane == 0) jb.Y[row] = sum;
+    /* a launch of fewer blocks than row groups (g_f16_cap): a block takes
+     * every gemv_blocks-th group, x staged once */
+    const int64_t step = SELECT ? 0 : (int64_t)gemv_blocks * FS_ROWS;
+    for (int64_t row0 = (int64_t)blockIdx.x * FS_ROWS, first = 1; first || (step && row0 < jb.rows);
+         row0 += step, first = 0) {
+        const int64_t row = row0 + rloc;
+        const bool on = row < jb.rows && c < cpr;
+        const int nb = on ? (int)(rb - (int64_t)c * CH < CH ? rb - (int64_t)c * CH : CH) : 0;
+        if (on) {
+            const uint8_t *src = jb.W + (jb.r0 + row) * rb + (int64_t)c * CH;
+            for (int i = lane; i < nb / 16; i += 32) cp_async16(buf + 16 * i, src + 16 * i);
+        }
+        cp_async_commit();
+        if (first) {
+            pdl_wait(); /* the weights are in flight; the activations are the previous kernel's */
+            if (!SELECT) pdl_trigger();
+            xv.xf = stage_floats(X + jb.x_off, K, gs_smem + (size_t)FS_WARPS * CH, none, NULL, 1.0f, 1.0f);
+        }
+        cp_async_wait<0>();
+        __syncthreads();
+        const int ns = nb / F::bpb; /* slices in this chunk (32 in a whole one) */
+        part[rloc][c][lane] = lane < ns ? slice_dot_f16(buf, lane, (int64_t)c * 32 + lane, xv) : -0.0f;
+        __syncthreads();
+        if (c == 0 && row < jb.rows) {
+            float acc = 0.0f;
+            for (int q = 0; q < cpr; q++) acc += part[rloc][q][lane];
+            const float sum = warp_sum(acc);
+            if (lane == 0) jb.Y[row] = sum;
+        }
     }
     if (SELECT) route_last_block(route, done, (float *)gs_smem, gemv_blocks * gridDim.y);
 }
@@ -819,6 +828,17 @@ static int g_xreg = 1;
 int g_pdl_on = 1;           /* DS4_PDL=0: each kernel after the previous one completes (A/B timing) */
 int g_pdl_small_batch = 1;   /* set per forward pass (cuda_layers.inc) */
 static int g_f16_split = 1; /* DS4_GEMV_F16_SPLIT=0: F16 rows by the streaming kernel (A/B timing) */
+/* Blocks a job of the F16 split GEMV (no selection), each taking every
+ * g_f16_cap-th group of rows: half the multiprocessors by default,
+ * DS4_F16_SPLIT_CAP=N sets N, 0 a block a group (the old launch). A
+ * decode step's compressor projections run beside the layer's critical
+ * chain (q_b; at a ratio-4 layer the indexer's scores and top-k), and a
+ * block a group (512 blocks of 512 threads for an attention compressor)
+ * took every free slot: the indexer's scores, on the critical path at long
+ * contexts, began ~6 us after their input. Full size, H200, one sweep each
+ * in one call: decode +0.7 to +0.8% from 16k to 64k, 2k-8k within noise
+ * (docs/BENCHMARKS.md, thirty-second session). */
+static int g_f16_cap;
 static int g_early = 1;     /* DS4_GEMV_EARLY=0: ds4_prep's early flags ignored (A/B timing) */
 
 template <int T> static int pick_xr(const gemv_jobs *jobs, int64_t max_k) {
@@ -923,10 +943,11 @@ static bool launch_f16_split(const gemv_jobs *jobs, const float *X, const int32_
     if (((uintptr_t)X % 16) != 0) return false;
     /* smem: a chunk a warp, then the activations (K <= FS_PARTS chunks of F16) */
     const size_t smem = (size_t)FS_WARPS * gs_fmt<T_F16>::chunk + gs_x_bytes<T_F16>(FS_PARTS * gs_fmt<T_F16>::chunk / 2);
+    int64_t groups = (max_rows + FS_ROWS - 1) / FS_ROWS;
+    if (g_f16_cap > 0 && groups > g_f16_cap) groups = g_f16_cap;
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg =
-        pdl_config(dim3((unsigned)((max_rows + FS_ROWS - 1) / FS_ROWS), (unsigned)jobs->n), dim3(FS_WARPS * 32), smem, s,
-                   &attr, true);
+        pdl_config(dim3((unsigned)groups, (unsigned)jobs->n), dim3(FS_WARPS * 32), smem, s, &attr, true);
     const ds4_route none_route = {};
     return cudaLaunchKernelEx(&cfg, gemv_f16_split_kernel<false>, *jobs, X, none_route, (unsigned *)NULL) ==
            cudaSuccess;
@@ -1017,6 +1038,7 @@ int gemv_stream_init(void) {
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&g_sm_count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         return -1;
+    g_f16_cap = env_int("DS4_F16_SPLIT_CAP", g_sm_count / 2, 0, 1 << 20, 0);
     if (cudaFuncSetAttribute(gemv_f16_split_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) !=
             cudaSuccess ||
         cudaFuncSetAttribute(gemv_f16_split_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) !=
@@ -1031,6 +1053,12 @@ int gemv_stream_init(void) {
 extern "C" int ds4k_gemv_f16_split_enable(int on) {
     const int was = g_f16_split;
     g_f16_split = on ? 1 : 0;
+    return was;
+}
+
+extern "C" int ds4k_gemv_f16_split_cap(int blocks) {
+    const int was = g_f16_cap;
+    if (blocks >= 0) g_f16_cap = blocks;
     return was;
 }
 

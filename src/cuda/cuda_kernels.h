@@ -50,6 +50,9 @@ int ds4k_gemv_xreg_enable(int on);
  * warps (bitwise the streaming kernel's sums; on by default,
  * DS4_GEMV_F16_SPLIT=0 keeps them on the streaming kernel). */
 int ds4k_gemv_f16_split_enable(int on);
+/* Blocks a job of that kernel (0: a block a group of rows; < 0: unchanged);
+ * returns the previous value (tests). */
+int ds4k_gemv_f16_split_cap(int blocks);
 /* Whether GEMVs whose rows are one ring chunk take two rows an iteration
  * (bitwise the same sums; on by default, DS4_GEMV_PAIRS=0 keeps one).
  * Returns the previous setting. */

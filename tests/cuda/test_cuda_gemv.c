@@ -84,8 +84,13 @@ void test_gemv_stream(ds4_rng *r) {
     ds4k_gemv_xreg_enable(1);
 
     /* F16 rows of at most four chunks split over four warps: bitwise the
-     * streaming kernel (whole chunks, a half chunk, two jobs in one call) */
-    {
+     * streaming kernel (whole chunks, a half chunk, two jobs in one call),
+     * with the launch's default cap of blocks a job, then with 3 blocks (a
+     * block takes many groups of rows in turn) and none (a block a group) */
+    static const int caps[3] = {-1, 3, 0};
+    const int cap0 = ds4k_gemv_f16_split_cap(-1);
+    for (int ci = 0; ci < 3; ci++) {
+        ds4k_gemv_f16_split_cap(caps[ci] < 0 ? cap0 : caps[ci]);
         static const int64_t fk[3][2] = {{4096, 300}, {1536, 70}, {2048, 33}};
         for (int i = 0; i < 3; i++) {
             const int64_t K = fk[i][0], N = fk[i][1];
@@ -101,11 +106,13 @@ void test_gemv_stream(ds4_rng *r) {
             ds4k_gemv_f16_split_enable(1);
             from_dev(y, dy, sizeof(float) * 2 * (N + 17));
             check(memcmp(y, y + N + 17, sizeof(float) * (N + 17)) == 0,
-                  "F16 gemv split over warps, K=%lld, %lld + 17 rows: bitwise the streaming kernel", (long long)K,
-                  (long long)N);
+                  "F16 gemv split over warps (cap %d blocks a job), K=%lld, %lld + 17 rows: bitwise the streaming "
+                  "kernel",
+                  ds4k_gemv_f16_split_cap(-1), (long long)K, (long long)N);
             cudaFree(dx), cudaFree(dy), free(x), free(y), free_w(&h), free_w(&h2);
         }
     }
+    ds4k_gemv_f16_split_cap(cap0);
 
     /* mixed types in one call (the attention inputs): F16, Q8_0, F16 on a
      * second stretch of the activations */
