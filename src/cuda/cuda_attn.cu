@@ -816,9 +816,11 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
  * layer's 320 blocks take two waves (its split 12.3 us against 10.1 in a
  * full-size trace). */
 #define ATT_SPLIT_DOTS (ATT_SPLIT_WARPS * ATT_SPLIT_HG * ATT_SPLIT)
+__host__ __device__ __forceinline__ int att_split_qd(int hd) { /* floats of the queries' (then dots') place */
+    return ATT_SPLIT_HG * hd > ATT_SPLIT_DOTS ? ATT_SPLIT_HG * hd : ATT_SPLIT_DOTS;
+}
 static size_t att_split_smem(int hd) {
-    const int qd = ATT_SPLIT_HG * hd > ATT_SPLIT_DOTS ? ATT_SPLIT_HG * hd : ATT_SPLIT_DOTS;
-    return (size_t)(ATT_SPLIT * (hd + 4) + qd + ATT_SPLIT * ATT_SPLIT_HG) * sizeof(float);
+    return (size_t)(ATT_SPLIT * (hd + 4) + att_split_qd(hd) + ATT_SPLIT * ATT_SPLIT_HG) * sizeof(float);
 }
 
 /* HCS (ds4k_attention's hc): the launch has one more plane of chunks, z ==
@@ -840,8 +842,7 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
     }
     extern __shared__ float sh[];
     const int ks = hd + 4; /* row stride: lanes' 16-byte reads of different rows hit different banks */
-    const int qd = ATT_SPLIT_HG * hd > ATT_SPLIT_DOTS ? ATT_SPLIT_HG * hd : ATT_SPLIT_DOTS;
-    float *Ks = sh, *Qs = sh + ATT_SPLIT * ks, *Ps = Qs + qd;
+    float *Ks = sh, *Qs = sh + ATT_SPLIT * ks, *Ps = Qs + att_split_qd(hd);
     float(*sdot)[ATT_SPLIT_HG][ATT_SPLIT] = (float(*)[ATT_SPLIT_HG][ATT_SPLIT])Qs; /* after the queries' last read */
     const int t = blockIdx.x, h0 = blockIdx.y * hg, ch = blockIdx.z;
     const int64_t p = (int64_t)d_pos[0] + t;

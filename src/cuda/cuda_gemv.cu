@@ -499,11 +499,12 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     uint8_t *buf = gs_smem + (size_t)warp * CH;
     const ds4_prep none = {DS4_PREP_NONE, NULL, 0.0f, NULL, NULL, 0.0f, 0};
     gs_x xv = {};
-    /* a launch of fewer blocks than row groups (g_f16_cap): a block takes
-     * every gemv_blocks-th group, x staged once */
-    const int64_t step = SELECT ? 0 : (int64_t)gemv_blocks * FS_ROWS;
-    for (int64_t row0 = (int64_t)blockIdx.x * FS_ROWS, first = 1; first || (step && row0 < jb.rows);
-         row0 += step, first = 0) {
+    /* a launch of fewer blocks than row groups (g_f16_cap; never the
+     * router's, a group a block): a block takes every gemv_blocks-th group,
+     * x staged once in its first */
+    const int64_t step = (int64_t)gemv_blocks * FS_ROWS;
+    for (int64_t row0 = (int64_t)blockIdx.x * FS_ROWS; row0 < jb.rows; row0 += step) {
+        const bool first = row0 < step;
         const int64_t row = row0 + rloc;
         const bool on = row < jb.rows && c < cpr;
         const int nb = on ? (int)(rb - (int64_t)c * CH < CH ? rb - (int64_t)c * CH : CH) : 0;
@@ -528,6 +529,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
             const float sum = warp_sum(acc);
             if (lane == 0) jb.Y[row] = sum;
         }
+        if (SELECT) break; /* no loop in the router's code (40 registers, not 64) */
     }
     if (SELECT) route_last_block(route, done, (float *)gs_smem, gemv_blocks * gridDim.y);
 }

@@ -87,10 +87,9 @@ void test_gemv_stream(ds4_rng *r) {
      * streaming kernel (whole chunks, a half chunk, two jobs in one call),
      * with the launch's default cap of blocks a job, then with 3 blocks (a
      * block takes many groups of rows in turn) and none (a block a group) */
-    static const int caps[3] = {-1, 3, 0};
-    const int cap0 = ds4k_gemv_f16_split_cap(-1);
+    const int cap0 = ds4k_gemv_f16_split_cap(-1), caps[3] = {cap0, 3, 0};
     for (int ci = 0; ci < 3; ci++) {
-        ds4k_gemv_f16_split_cap(caps[ci] < 0 ? cap0 : caps[ci]);
+        ds4k_gemv_f16_split_cap(caps[ci]);
         static const int64_t fk[3][2] = {{4096, 300}, {1536, 70}, {2048, 33}};
         for (int i = 0; i < 3; i++) {
             const int64_t K = fk[i][0], N = fk[i][1];
@@ -108,7 +107,7 @@ void test_gemv_stream(ds4_rng *r) {
             check(memcmp(y, y + N + 17, sizeof(float) * (N + 17)) == 0,
                   "F16 gemv split over warps (cap %d blocks a job), K=%lld, %lld + 17 rows: bitwise the streaming "
                   "kernel",
-                  ds4k_gemv_f16_split_cap(-1), (long long)K, (long long)N);
+                  caps[ci], (long long)K, (long long)N);
             cudaFree(dx), cudaFree(dy), free(x), free(y), free_w(&h), free_w(&h2);
         }
     }
