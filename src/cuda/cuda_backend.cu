@@ -147,10 +147,10 @@ typedef struct cu_layer {
 
 typedef struct cu_sess {
     cudaStream_t st;
-    /* decode steps run a layer's independent branches on st2 (and st3)
-     * beside st (cuda_layers.inc side_begin / side_end / side_join) */
-    cudaStream_t st2, st3;
-    cudaEvent_t ev_fork, ev_join, ev_fork3, ev_join3;
+    /* decode steps run a layer's independent branches on st2 (and st3,
+     * st4) beside st (cuda_layers.inc side_begin / side_end / side_join) */
+    cudaStream_t st2, st3, st4;
+    cudaEvent_t ev_fork, ev_join, ev_fork3, ev_join3, ev_fork4, ev_join4;
     /* a prefill layer's routing (ffn_layer): its ids made, copied to the
      * host, its tables copied back */
     cudaEvent_t ev_ids, ev_route, ev_routed;
@@ -529,10 +529,13 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess ||
         cudaStreamCreateWithFlags(&c->st2, cudaStreamNonBlocking) != cudaSuccess ||
         cudaStreamCreateWithFlags(&c->st3, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&c->st4, cudaStreamNonBlocking) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_fork3, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_join3, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_fork4, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&c->ev_join4, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_ids, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_route, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&c->ev_routed, cudaEventDisableTiming) != cudaSuccess ||
@@ -585,6 +588,7 @@ static void cu_destroy(ds4_session *s) {
     cudaStreamSynchronize(c->st);
     if (c->st2) cudaStreamSynchronize(c->st2);
     if (c->st3) cudaStreamSynchronize(c->st3);
+    if (c->st4) cudaStreamSynchronize(c->st4);
     for (int g = 0; g < 2; g++) {
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
         if (c->chain_graph_ok[g]) cudaGraphExecDestroy(c->chain_graph[g]);
@@ -626,10 +630,13 @@ static void cu_destroy(ds4_session *s) {
     if (c->st) cudaStreamDestroy(c->st);
     if (c->st2) cudaStreamDestroy(c->st2);
     if (c->st3) cudaStreamDestroy(c->st3);
+    if (c->st4) cudaStreamDestroy(c->st4);
     if (c->ev_fork) cudaEventDestroy(c->ev_fork);
     if (c->ev_join) cudaEventDestroy(c->ev_join);
     if (c->ev_fork3) cudaEventDestroy(c->ev_fork3);
     if (c->ev_join3) cudaEventDestroy(c->ev_join3);
+    if (c->ev_fork4) cudaEventDestroy(c->ev_fork4);
+    if (c->ev_join4) cudaEventDestroy(c->ev_join4);
     if (c->ev_ids) cudaEventDestroy(c->ev_ids);
     if (c->ev_route) cudaEventDestroy(c->ev_route);
     if (c->ev_routed) cudaEventDestroy(c->ev_routed);

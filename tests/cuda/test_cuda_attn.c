@@ -274,18 +274,23 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
 /* The causal top-k alone on generated scores, tokens at p0 .. p0+n-1 (rows
  * past the kernel's shared-memory cache of 48k keys once p0 > 196,608):
  * normal scores, scores on a coarse grid (ties at the threshold, -0 and +0),
- * and scores of one sign and exponent (one bin for every row in the first
- * radix pass), each against the sort. */
+ * scores of one sign and exponent (one bin for every row in the first
+ * radix pass), and scores a third of which tie at the maximum (every pass
+ * ends in the same bin), each against the sort. */
 static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
     const int64_t lds = (p0 + n) / 4 + 1;
     float *S = malloc(sizeof(float) * n * lds), *dS = to_dev(NULL, sizeof(float) * n * lds);
     int *dpos = to_dev(&p0, sizeof(int));
-    static const char *kind[] = {"normal scores", "scores with exact ties", "scores in [1, 2)"};
+    static const char *kind[] = {"normal scores", "scores with exact ties", "scores in [1, 2)",
+                                 "a third of the scores tied at the top"};
     if (ds4k_prepare(4, 128, 256, 64, 128) != 0) check(false, "top-k: shared memory refused");
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 4; mode++) {
         for (int64_t i = 0; i < n * lds; i++) {
             const float x = ds4_rng_normal(r);
-            S[i] = mode == 0 ? x : mode == 1 ? roundf(x * 8.0f) / 8.0f : 1.0f + ds4_rng_below(r, 1u << 20) / 1048576.0f;
+            S[i] = mode == 0   ? x
+                   : mode == 1 ? roundf(x * 8.0f) / 8.0f
+                   : mode == 2 ? 1.0f + ds4_rng_below(r, 1u << 20) / 1048576.0f
+                               : (x > 0.4307f ? 3.0f : x);
         }
         cudaMemcpy(dS, S, sizeof(float) * n * lds, cudaMemcpyHostToDevice);
         const int bad = topk_vs_sort(S, dS, lds, n, p0, topk, dpos);
@@ -314,6 +319,7 @@ void test_attention_kernels(ds4_rng *r) {
     test_indexer_topk(r, 2, 2050, 64, 128, 512, true);              /* ... 512 rows (not scored), 513 (a block of one) */
     test_topk_rows(r, 2, 230000, 512);  /* 57,500 rows: 8,348 past the cache, partial tiles */
     test_topk_rows(r, 3, 4093, 512);    /* 1,023 .. 1,024 rows: one tile, full and partial */
+    test_topk_rows(r, 3, 65533, 512);   /* 16,383 .. 16,384 rows: a 64k context */
     test_topk_rows(r, 4, 200000, 2048); /* rows just past the cache (50,000 .. 50,001), a larger k */
     test_indexer_topk(r, 12, 8000, 64, 128, 512, true);             /* FP4 grid above 8 tokens: tensor cores */
     test_indexer_topk(r, 12, 2040, 64, 128, 512, true);             /* ... around the first selection */
