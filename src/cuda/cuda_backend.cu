@@ -140,6 +140,10 @@ static ds4_dw dw(const ds4_tensor *t) {
 
 /* ------------------------------------------------------------------ session */
 
+/* Kinds of decode step, a captured graph each (cuda_layers.inc step_kind):
+ * no indexer selection; selection with few compressed rows; with many. */
+#define STEP_KINDS 3
+
 typedef struct cu_layer {
     void *raw, *comp, *idx;
     float *cmp_kv, *cmp_score, *icmp_kv, *icmp_score;
@@ -174,7 +178,7 @@ typedef struct cu_sess {
     int32_t *gtok, *gpair, *gpos, *h_gtok, *h_gpair, *h_gpos; /* gathered row r: token, pair; pair i: its row */
     void *segs, *h_segs; /* expert segments: 2 * EXP_TILES tables of E x 16 bytes (cuda_layers.inc ffn_layer) */
     float *gw, *h_gw, *h_rw;
-    cudaGraphExec_t graph[2]; /* decode step without / with the indexer */
+    cudaGraphExec_t graph[STEP_KINDS]; /* decode step of each kind (cuda_layers.inc step_kind) */
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
     int mix_ready;  /* > 0: the last hc_post also formed the next mixer's parts, this many (cuda_layers.inc) */
     bool a_ready;      /* the last hc_post also made the next sub-layer's input (ds4k_hc_post_collapse) */
@@ -182,12 +186,12 @@ typedef struct cu_sess {
     float *mixsum;     /* ... and its mixer's sums, MIX a token, for its post and M (hc_pre) */
     float *cparts;     /* ds4k_hc_post_collapse's parts */
     unsigned *hc_bar;  /* ... and its meeting counters, 2 a token, zero between launches */
-    bool graph_ok[2];
+    bool graph_ok[STEP_KINDS];
     int graph_failed;
     /* chained greedy decoding (cuda_layers.inc, "chained steps"): its own
-     * two graphs, whose step ends in the pick instead of the logits copy */
-    cudaGraphExec_t chain_graph[2];
-    bool chain_graph_ok[2];
+     * graphs, whose step ends in the pick instead of the logits copy */
+    cudaGraphExec_t chain_graph[STEP_KINDS];
+    bool chain_graph_ok[STEP_KINDS];
     bool chaining;                /* capturing a chained step (forward's tail, the compressors' skip) */
     ds4k_pick_ctl *pick, *h_pick; /* device; pinned (the first three fields, set at chain_begin) */
     int32_t *h_picked, *d_picked; /* mapped host ring of picks, by position & 3 (host / device address) */
@@ -589,11 +593,12 @@ static void cu_destroy(ds4_session *s) {
     if (c->st2) cudaStreamSynchronize(c->st2);
     if (c->st3) cudaStreamSynchronize(c->st3);
     if (c->st4) cudaStreamSynchronize(c->st4);
-    for (int g = 0; g < 2; g++) {
+    for (int g = 0; g < STEP_KINDS; g++) {
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
         if (c->chain_graph_ok[g]) cudaGraphExecDestroy(c->chain_graph[g]);
-        if (c->ev_step[g]) cudaEventDestroy(c->ev_step[g]);
     }
+    for (int i = 0; i < 2; i++)
+        if (c->ev_step[i]) cudaEventDestroy(c->ev_step[i]);
     if (c->L) {
         for (int il = 0; il < c->hp->n_layer; il++) {
             cu_layer *L = &c->L[il];
