@@ -597,7 +597,7 @@ static void cu_destroy(ds4_session *s) {
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
         if (c->chain_graph_ok[g]) cudaGraphExecDestroy(c->chain_graph[g]);
     }
-    for (int i = 0; i < 2; i++)
+    for (size_t i = 0; i < sizeof(c->ev_step) / sizeof(c->ev_step[0]); i++) /* not STEP_KINDS: the chain's two slots */
         if (c->ev_step[i]) cudaEventDestroy(c->ev_step[i]);
     if (c->L) {
         for (int il = 0; il < c->hp->n_layer; il++) {
