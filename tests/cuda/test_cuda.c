@@ -408,6 +408,38 @@ static double step_equal(const float *a, const float *b, int n, double rel_step,
     return (double)eq / n;
 }
 
+/* Token rows of an F16 and a Q8_0 table copied to every stream (hc = 4),
+ * widths that fill and that do not fill the kernel's last block, a token
+ * repeated: bitwise the CPU's dequantized rows. */
+static void test_embed(ds4_rng *r) {
+    static const struct { int type, D; } cases[] = {{DS4_TYPE_F16, 4096}, {DS4_TYPE_Q8_0, 4096}, {DS4_TYPE_F16, 300},
+                                                     {DS4_TYPE_Q8_0, 96}};
+    const int V = 37, n = 6, hc = 4;
+    const int32_t tok[6] = {5, 0, 36, 5, 17, 2};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        const int type = cases[c].type, D = cases[c].D;
+        const size_t rb = ds4_row_bytes(type, D);
+        float *src = rnd(r, (size_t)V * D, 1.0f), *want = malloc(sizeof(float) * D), *H = malloc(sizeof(float) * n * hc * D);
+        uint8_t *table = malloc(rb * V);
+        for (int v = 0; v < V; v++) ds4_quantize_row(type, src + (size_t)v * D, table + rb * v, D);
+        void *dtable = to_dev(table, rb * V);
+        int32_t *dtok = to_dev(tok, sizeof(tok));
+        float *dH = to_dev(NULL, sizeof(float) * n * hc * D);
+        const ds4_dw emb = {type, dtable, D, V};
+        ds4k_embed(&emb, dtok, n, hc, D, dH, NULL);
+        from_dev(H, dH, sizeof(float) * n * hc * D);
+        int bad = 0;
+        for (int t = 0; t < n; t++) {
+            ds4_dequant_row(type, table + rb * tok[t], want, D);
+            for (int s = 0; s < hc; s++) bad += memcmp(H + ((size_t)t * hc + s) * D, want, sizeof(float) * D) != 0;
+        }
+        check(bad == 0, "embedding rows (%s, D = %d, %d tokens x %d streams) bitwise the CPU's: %d rows differ",
+              type == DS4_TYPE_F16 ? "F16" : "Q8_0", D, n, hc, bad);
+        cudaFree(dtable), cudaFree(dtok), cudaFree(dH);
+        free(src), free(want), free(H), free(table);
+    }
+}
+
 static void test_kv_and_heads(ds4_rng *r) {
     ds4_hparams hp;
     ds4_hparams_published(&hp);
@@ -902,6 +934,7 @@ int main(int argc, char **argv) {
         test_split_collapse_batch(&r);
         test_heads_rope_warps(&r);
         test_kv_and_heads(&r);
+        test_embed(&r);
         test_pick_kernel(&r);
     }
     if (!strcmp(what, "all") || !strcmp(what, "model")) {
