@@ -408,12 +408,13 @@ static double step_equal(const float *a, const float *b, int n, double rel_step,
     return (double)eq / n;
 }
 
-/* Token rows of an F16 and a Q8_0 table copied to every stream (hc = 4),
- * widths that fill and that do not fill the kernel's last block, a token
- * repeated: bitwise the CPU's dequantized rows. */
+/* Token rows of an F16, a BF16 and an F32 table (the types the loader
+ * takes for token_embd) copied to every stream (hc = 4), widths that fill
+ * and that do not fill the kernel's last block, a token repeated: bitwise
+ * the CPU's dequantized rows. */
 static void test_embed(ds4_rng *r) {
-    static const struct { int type, D; } cases[] = {{DS4_TYPE_F16, 4096}, {DS4_TYPE_Q8_0, 4096}, {DS4_TYPE_F16, 300},
-                                                     {DS4_TYPE_Q8_0, 96}};
+    static const struct { int type, D; } cases[] = {{DS4_TYPE_F16, 4096}, {DS4_TYPE_BF16, 4096}, {DS4_TYPE_F32, 300},
+                                                     {DS4_TYPE_F16, 300}};
     const int V = 37, n = 6, hc = 4;
     const int32_t tok[6] = {5, 0, 36, 5, 17, 2};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
@@ -434,7 +435,7 @@ static void test_embed(ds4_rng *r) {
             for (int s = 0; s < hc; s++) bad += memcmp(H + ((size_t)t * hc + s) * D, want, sizeof(float) * D) != 0;
         }
         check(bad == 0, "embedding rows (%s, D = %d, %d tokens x %d streams) bitwise the CPU's: %d rows differ",
-              type == DS4_TYPE_F16 ? "F16" : "Q8_0", D, n, hc, bad);
+              ds4_type_name(type), D, n, hc, bad);
         cudaFree(dtable), cudaFree(dtok), cudaFree(dH);
         free(src), free(want), free(H), free(table);
     }
