@@ -878,7 +878,7 @@ __global__ void __launch_bounds__(PM_DB)
  * 7.9e-2 of max|logit| of the unfused path's at 600 positions, argmax equal
  * at 98.5% (a reordering of the sums the random 43-layer model amplifies, as
  * o_b's K stretches did: 8.5e-2, 97.3%); two runs bitwise.
- * docs/BENCHMARKS.md, "twenty-sixth". */
+ * docs/bench/history-5.md, "twenty-sixth". */
 #define PC_GRAM 10                         /* entries s <= u of the 4 x 4 Gram matrix */
 #define PC_COLS (PM_ROWS + 1 + PC_GRAM)    /* a part: 24 mixer rows, the sum of squares, the Gram entries */
 static_assert(PC_COLS == DS4K_HC_COLLAPSE_COLS, "cuda_kernels.h's part size");
