@@ -53,8 +53,11 @@ template <int MODE>
 __global__ void __launch_bounds__(256) chain(const uint4 *W, size_t per_block_u4, const float *xin, float *xout,
                                               unsigned *cnt, int k, int G) {
     const uint4 *w = W + (size_t)blockIdx.x * per_block_u4;
-    // first loads before the wait (weights do not depend on the kernel ahead)
-    uint4 a = ldnc(w + threadIdx.x), b = ldnc(w + 256 + threadIdx.x);
+    // first loads before the wait (weights do not depend on the kernel ahead),
+    // within the block's stretch (a 2 MB launch on 528 blocks has 248 units)
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    uint4 a = threadIdx.x < per_block_u4 ? ldnc(w + threadIdx.x) : z;
+    uint4 b = 256 + threadIdx.x < per_block_u4 ? ldnc(w + 256 + threadIdx.x) : z;
     if (MODE == 0) { pwait(); ptrig(); }
     if (MODE == 1 || MODE == 2) {
         if (k > 0 && threadIdx.x == 0) {
@@ -69,7 +72,6 @@ __global__ void __launch_bounds__(256) chain(const uint4 *W, size_t per_block_u4
     for (int i = threadIdx.x; i < XN; i += 256) xs += __ldcg(xin + i);
     unsigned acc = a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w;
     for (size_t i = 512 + threadIdx.x; i < per_block_u4; i += 1024) {
-        const uint4 z = make_uint4(0, 0, 0, 0);
         uint4 c = ldnc(w + i), d = i + 256 < per_block_u4 ? ldnc(w + i + 256) : z;
         uint4 e = i + 512 < per_block_u4 ? ldnc(w + i + 512) : z;
         uint4 f = i + 768 < per_block_u4 ? ldnc(w + i + 768) : z;
@@ -102,7 +104,10 @@ static void launch(cudaStream_t s, int G, const uint4 *W, size_t pb, const float
     CK(cudaLaunchKernelEx(&cfg, chain<MODE>, W, pb, xi, xo, cnt, k, G));
 }
 
-int main(int argc, char **argv) {
+typedef void (*launch_fn)(cudaStream_t, int, const uint4 *, size_t, const float *, float *, unsigned *, int);
+static const launch_fn launches[4] = {launch<0>, launch<1>, launch<2>, launch<3>};
+
+int main(void) {
     const int L = 86;
     int sms; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     size_t sizes_mb[] = {2, 8, 26, 36};
@@ -123,13 +128,8 @@ int main(int argc, char **argv) {
             cudaGraph_t g; cudaGraphExec_t ge;
             CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
             CK(cudaMemsetAsync(cnt, 0, 4 * L, s));
-            for (int k = 0; k < L; k++) {
-                const uint4 *Wk = W + (size_t)k * (maxb / 16);
-                if (mode == 0) launch<0>(s, G, Wk, pb, x + XN * k, x + XN * (k + 1), cnt, k);
-                if (mode == 1) launch<1>(s, G, Wk, pb, x + XN * k, x + XN * (k + 1), cnt, k);
-                if (mode == 2) launch<2>(s, G, Wk, pb, x + XN * k, x + XN * (k + 1), cnt, k);
-                if (mode == 3) launch<3>(s, G, Wk, pb, x + XN * k, x + XN * (k + 1), cnt, k);
-            }
+            for (int k = 0; k < L; k++)
+                launches[mode](s, G, W + (size_t)k * (maxb / 16), pb, x + XN * k, x + XN * (k + 1), cnt, k);
             CK(cudaStreamEndCapture(s, &g));
             CK(cudaGraphInstantiate(&ge, g, 0));
             for (int r = 0; r < 5; r++) CK(cudaGraphLaunch(ge, s));
