@@ -458,27 +458,45 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
     const int64_t p = (int64_t)d_pos[0] + t, V = (p + 1) / 4, rbeg = (int64_t)blockIdx.y * rb;
     if (V <= topk || rbeg >= V) return;
     const int64_t rend = rbeg + rb < V ? rbeg + rb : V;
-    const float4 *qt = (const float4 *)(q + (int64_t)t * IDXC_H * IDXC_D);
-    for (int i = threadIdx.x; i < IDXC_H * IDXC_D / 4; i += blockDim.x) {
-        const float4 v = qt[i];
-        const int h = 4 * i / IDXC_D, d = 4 * i % IDXC_D;
-        *(uint2 *)&qs[h * IDXC_QS + d] = make_uint2(bf16_pair(v.x, v.y), bf16_pair(v.z, v.w));
-    }
-    for (int i = threadIdx.x; i < IDXC_H; i += blockDim.x) ws[i] = w[(int64_t)t * IDXC_H + i];
-    __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    for (int64_t r0 = rbeg + 16 * warp; r0 < rend; r0 += 16 * IDXC_WARPS) {
+    /* Every load of the set-up at once, the first row tile's keys with them:
+     * as a loop whose stores to shared memory the compiler cannot tell from
+     * its loads, the queries came one L2 round trip after another, eight of
+     * them on a decode step's path. */
+    constexpr int QL = IDXC_H * IDXC_D / 4 / (32 * IDXC_WARPS); /* float4s of the queries a thread */
+    static_assert(QL * 4 * 32 * IDXC_WARPS == IDXC_H * IDXC_D, "the queries split evenly over the threads");
+    const float4 *qt = (const float4 *)(q + (int64_t)t * IDXC_H * IDXC_D);
+    float4 qv[QL];
+#pragma unroll
+    for (int j = 0; j < QL; j++) qv[j] = qt[threadIdx.x + j * 32 * IDXC_WARPS];
+    const float wv = threadIdx.x < IDXC_H ? w[(int64_t)t * IDXC_H + threadIdx.x] : 0.0f;
+    uint2 ua[IDXC_D / 16], ub[IDXC_D / 16]; /* key rows r0 + g and r0 + g + 8, this thread's pieces */
+    auto fetch = [&](int64_t r0) {
         const int64_t ra = r0 + g < V ? r0 + g : V - 1, rc = r0 + g + 8 < V ? r0 + g + 8 : V - 1;
         const __half *ka = keys + ra * IDXC_D + 4 * t4, *kb = keys + rc * IDXC_D + 4 * t4;
+#pragma unroll
+        for (int ks = 0; ks < IDXC_D / 16; ks++)
+            ua[ks] = *(const uint2 *)(ka + 16 * ks), ub[ks] = *(const uint2 *)(kb + 16 * ks);
+    };
+    int64_t r0 = rbeg + 16 * warp;
+    if (r0 < rend) fetch(r0);
+#pragma unroll
+    for (int j = 0; j < QL; j++) {
+        const int i = threadIdx.x + j * 32 * IDXC_WARPS, h = 4 * i / IDXC_D, d = 4 * i % IDXC_D;
+        *(uint2 *)&qs[h * IDXC_QS + d] = make_uint2(bf16_pair(qv[j].x, qv[j].y), bf16_pair(qv[j].z, qv[j].w));
+    }
+    if (threadIdx.x < IDXC_H) ws[threadIdx.x] = wv;
+    __syncthreads();
+    for (; r0 < rend; r0 += 16 * IDXC_WARPS) {
         uint32_t a[IDXC_D / 16][4];
 #pragma unroll
         for (int ks = 0; ks < IDXC_D / 16; ks++) {
-            const uint2 ua = *(const uint2 *)(ka + 16 * ks), ub = *(const uint2 *)(kb + 16 * ks);
-            a[ks][0] = f16_pair_to_bf16(ua.x);
-            a[ks][1] = f16_pair_to_bf16(ub.x);
-            a[ks][2] = f16_pair_to_bf16(ua.y);
-            a[ks][3] = f16_pair_to_bf16(ub.y);
+            a[ks][0] = f16_pair_to_bf16(ua[ks].x);
+            a[ks][1] = f16_pair_to_bf16(ub[ks].x);
+            a[ks][2] = f16_pair_to_bf16(ua[ks].y);
+            a[ks][3] = f16_pair_to_bf16(ub[ks].y);
         }
+        if (r0 + 16 * IDXC_WARPS < rend) fetch(r0 + 16 * IDXC_WARPS); /* the next tile's keys on their way */
         float pa = 0.0f, pb = 0.0f; /* rows r0 + g and r0 + g + 8 */
 #pragma unroll
         for (int nt = 0; nt < IDXC_H / 8; nt++) {
