@@ -839,7 +839,7 @@ static int g_f16_split = 1; /* DS4_GEMV_F16_SPLIT=0: F16 rows by the streaming k
  * took every free slot: the indexer's scores, on the critical path at long
  * contexts, began ~6 us after their input. Full size, H200, one sweep each
  * in one call: decode +0.7 to +0.8% from 16k to 64k, 2k-8k within noise
- * (docs/BENCHMARKS.md, thirty-second session). */
+ * (docs/bench/history-6.md, thirty-second session). */
 static int g_f16_cap;
 static int g_early = 1;     /* DS4_GEMV_EARLY=0: ds4_prep's early flags ignored (A/B timing) */
 
