@@ -465,6 +465,7 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
      * them on a decode step's path. */
     constexpr int QL = IDXC_H * IDXC_D / 4 / (32 * IDXC_WARPS); /* float4s of the queries a thread */
     static_assert(QL * 4 * 32 * IDXC_WARPS == IDXC_H * IDXC_D, "the queries split evenly over the threads");
+    static_assert(32 * IDXC_WARPS >= IDXC_H, "a thread loads each head weight");
     const float4 *qt = (const float4 *)(q + (int64_t)t * IDXC_H * IDXC_D);
     float4 qv[QL];
 #pragma unroll
