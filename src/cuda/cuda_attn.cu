@@ -175,8 +175,9 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
                                           const float *kv, const float *gate, int ape_type, const void *ape,
                                           const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
                                           const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16,
-                                          const float *pooled) {
+                                          const float *pooled, const int32_t *skip) {
     pdl_enter();
+    if (skip && *skip) return; /* a chained step fed the stop token (compressor_kernel) */
     extern __shared__ float row[];
     __shared__ float red[32], amax[64];
     const int64_t p0 = d_pos[0], w_open = p0 / ratio;
@@ -204,8 +205,10 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
  * The copies are written first: their sources may be the open window's old
  * slots. A slot whose token would come from its own old value is skipped. */
 __global__ void compressor_state_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
-                                        const float *gate, int ape_type, const void *ape, const int *d_pos, int n) {
+                                        const float *gate, int ape_type, const void *ape, const int *d_pos, int n,
+                                        const int32_t *skip) {
     pdl_enter();
+    if (skip && *skip) return;
     const int64_t p0 = d_pos[0], w_open = p0 / ratio, pe = p0 + n, w_end = pe / ratio;
     /* with overlap one block (its copies before the open window's writes);
      * without, only the open window's slots, from the chunk or left as they
@@ -260,7 +263,8 @@ static bool pool_scratch(size_t floats, cudaStream_t s) {
 extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                 const float *gate, const ds4_dw *ape, const float *norm, float rms_eps, int width,
                                 const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8, bool fp4,
-                                void *rows, bool f16, const int32_t *skip, ds4_stream st) {
+                                void *rows, bool f16, const int32_t *skip, float *pool, size_t pool_floats,
+                                ds4_stream st) {
     if (n <= 0) return;
     cudaStream_t s = (cudaStream_t)st;
     /* both kernels normalize a row with block_rmsnorm, whose sum of squares
@@ -279,17 +283,24 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
     const int nw = n / ratio + 1;
     const float *pooled = NULL;
     const size_t pool_smem = 2 * (size_t)(overlap ? 2 * ratio : ratio) * CMP_COLS * sizeof(float);
-    if (ratio >= CMP_POOL_RATIO && pool_smem <= 48 * 1024 && cmp_pool_on() && pool_scratch((size_t)nw * width, s)) {
+    /* the caller's buffer, else the module's (never into a graph: it may
+     * grow, and move, at a later batch) */
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    const bool capturing = cudaStreamIsCapturing(s, &cap) == cudaSuccess && cap != cudaStreamCaptureStatusNone;
+    float *pbuf = pool ? (pool_floats >= (size_t)nw * width ? pool : NULL)
+                       : !capturing && pool_scratch((size_t)nw * width, s) ? g_pool : NULL;
+    if (ratio >= CMP_POOL_RATIO && pool_smem <= 48 * 1024 && cmp_pool_on() && pbuf) {
         launch_pdl(compressor_pool_kernel, dim3((unsigned)nw, (unsigned)((width + CMP_COLS - 1) / CMP_COLS)), 256,
                    pool_smem, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr, width, d_pos, n,
-                   g_pool);
-        pooled = g_pool;
+                   pbuf);
+        pooled = pbuf;
     }
     launch_pdl(compressor_windows_kernel, nw, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
-               gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16, pooled);
+               gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16, pooled,
+               skip);
     const int state_blocks = overlap ? 1 : (int)(((int64_t)ratio * W + 511) / 512);
     launch_pdl(compressor_state_kernel, state_blocks, 512, 0, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type,
-               ape->ptr, d_pos, n);
+               ape->ptr, d_pos, n, skip);
 }
 
 /* ------------------------------------------------------------------ indexer scores */

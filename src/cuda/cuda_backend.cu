@@ -143,10 +143,14 @@ static ds4_dw dw(const ds4_tensor *t) {
 /* Kinds of decode step, a captured graph each (cuda_layers.inc step_kind):
  * no indexer selection; selection with few compressed rows; with many. */
 #define STEP_KINDS 3
+/* ... and compressor modes (cuda_layers.inc cmp_mode): a graph a pair */
+#define CMP_MODES 3
+#define STEP_GRAPHS (STEP_KINDS * CMP_MODES)
 
 typedef struct cu_layer {
     void *raw, *comp, *idx;
     float *cmp_kv, *cmp_score, *icmp_kv, *icmp_score;
+    float *ring; /* an HCA layer's attention inputs of the open window (cuda_layers.inc, "compressor windows") */
 } cu_layer;
 
 typedef struct cu_sess {
@@ -178,7 +182,7 @@ typedef struct cu_sess {
     int32_t *gtok, *gpair, *gpos, *h_gtok, *h_gpair, *h_gpos; /* gathered row r: token, pair; pair i: its row */
     void *segs, *h_segs; /* expert segments: 2 * EXP_TILES tables of E x 16 bytes (cuda_layers.inc ffn_layer) */
     float *gw, *h_gw, *h_rw;
-    cudaGraphExec_t graph[STEP_KINDS]; /* decode step of each kind (cuda_layers.inc step_kind) */
+    cudaGraphExec_t graph[STEP_GRAPHS]; /* decode step of each kind and compressor mode (cuda_layers.inc) */
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
     int mix_ready;  /* > 0: the last hc_post also formed the next mixer's parts, this many (cuda_layers.inc) */
     bool a_ready;      /* the last hc_post also made the next sub-layer's input (ds4k_hc_post_collapse) */
@@ -186,12 +190,12 @@ typedef struct cu_sess {
     float *mixsum;     /* ... and its mixer's sums, MIX a token, for its post and M (hc_pre) */
     float *cparts;     /* ds4k_hc_post_collapse's parts */
     unsigned *hc_bar;  /* ... and its meeting counters, 2 a token, zero between launches */
-    bool graph_ok[STEP_KINDS];
+    bool graph_ok[STEP_GRAPHS];
     int graph_failed;
     /* chained greedy decoding (cuda_layers.inc, "chained steps"): its own
      * graphs, whose step ends in the pick instead of the logits copy */
-    cudaGraphExec_t chain_graph[STEP_KINDS];
-    bool chain_graph_ok[STEP_KINDS];
+    cudaGraphExec_t chain_graph[STEP_GRAPHS];
+    bool chain_graph_ok[STEP_GRAPHS];
     bool chaining;                /* capturing a chained step (forward's tail, the compressors' skip) */
     ds4k_pick_ctl *pick, *h_pick; /* device; pinned (the first three fields, set at chain_begin) */
     int32_t *h_picked, *d_picked; /* mapped host ring of picks, by position & 3 (host / device address) */
@@ -206,7 +210,16 @@ typedef struct cu_sess {
     int32_t chain_last_pick;      /* the pick of the last step waited for */
     bool chain_failed;            /* capturing its graphs failed: chain_begin declines */
     size_t attn_smem;
+    /* an HCA layer's compressor projections a window at a time (cuda_layers.inc, "compressor windows") */
+    int ring_ratio;       /* the HCA layers' ratio: the rows of their rings; 0: the scheme is off */
+    int64_t ring_from;    /* the rings hold every position's attention input from here on */
+    bool cmp_pending;     /* the open window's steps so far left their projections to its close */
+    int *d_wpos, *h_wpos; /* the first position of the window a step closes or cmp_flush completes */
+    float *cmp_pool;      /* its pooled windows (ds4k_compressor's pool): CMP_POOL_FLOATS */
 } cu_sess;
+/* a batch of ring_ratio tokens from a window's first: two windows' (the
+ * second closes no row) of an HCA compressor's width, the head dim */
+#define CMP_POOL_FLOATS(c) ((size_t)2 * (c)->hp->head_dim)
 
 static int dalloc(cu_sess *c, void **p, size_t bytes, ds4_err *err) {
     if (bytes == 0) bytes = 16;
@@ -316,6 +329,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
             DA(L->comp, (size_t)ls->comp_cap * hd * kvb);
             DA(L->cmp_kv, (size_t)ls->cmp_slots * ls->cmp_width * 4);
             DA(L->cmp_score, (size_t)ls->cmp_slots * ls->cmp_width * 4);
+            if (c->ring_ratio && ds4_layer_kind(hp, il) == DS4_ATTN_HCA) DA(L->ring, (size_t)c->ring_ratio * D * 4);
             if (ls->idx) {
                 DA(L->idx, (size_t)ls->comp_cap * id * kvb);
                 DA(L->icmp_kv, 16 * id * 4);
@@ -354,6 +368,8 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     DA(c->pick, sizeof(ds4k_pick_ctl));
     DA(c->logits_keep, hp->n_vocab * 4);
     DA(c->route_done, sizeof(unsigned));
+    DA(c->d_wpos, sizeof(int));
+    if (c->ring_ratio) DA(c->cmp_pool, CMP_POOL_FLOATS(c) * sizeof(float));
     DA(c->mixsum, (size_t)DS4K_HC_COLLAPSE_MAX_TOKENS * (2 + HC) * HC * 4);
     DA(c->cparts, (size_t)DS4K_MAX_HC_PARTS * DS4K_HC_COLLAPSE_MAX_TOKENS * DS4K_HC_COLLAPSE_COLS * 4);
     DA(c->hc_bar, 2 * DS4K_HC_COLLAPSE_MAX_TOKENS * sizeof(unsigned));
@@ -367,6 +383,7 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
         cudaMallocHost((void **)&c->h_pos, sizeof(int) * nsb) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_tok, sizeof(int32_t) * B) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_pick, sizeof(ds4k_pick_ctl)) != cudaSuccess ||
+        cudaMallocHost((void **)&c->h_wpos, sizeof(int)) != cudaSuccess ||
         cudaHostAlloc((void **)&c->h_picked, 4 * sizeof(int32_t), cudaHostAllocMapped) != cudaSuccess)
         return ds4_errf(err, "CUDA: cannot allocate pinned host buffers");
     CU(cudaHostGetDevicePointer((void **)&c->d_picked, c->h_picked, 0), "mapping the pick ring");
@@ -418,6 +435,9 @@ static int copy_rows_to_host(float *dst, const void *src, size_t n, bool f16, ds
 static int cu_push(ds4_session *s, ds4_err *err) {
     cu_sess *c = (cu_sess *)s->impl;
     const ds4_state *st = s->state;
+    /* a new state: the rings hold none of its inputs (cmp_mode) */
+    c->ring_from = st->n_tokens;
+    c->cmp_pending = false;
     /* the copies below run on the legacy stream, which does not wait for
      * the session's non-blocking one */
     CU(cudaStreamSynchronize(c->st), "synchronizing");
@@ -441,10 +461,13 @@ static int cu_push(ds4_session *s, ds4_err *err) {
     return 0;
 }
 
+static int cmp_flush(ds4_session *s, cu_sess *c, ds4_err *err);
+
 static int cu_pull(ds4_session *s, ds4_err *err) {
     cu_sess *c = (cu_sess *)s->impl;
     ds4_state *st = s->state;
     const size_t hd = (size_t)st->head_dim, id = (size_t)st->idx_dim;
+    if (cmp_flush(s, c, err) != 0) return -1; /* the open window's projections into the state */
     CU(cudaStreamSynchronize(c->st), "synchronizing");
     for (int il = 0; il < st->n_layer; il++) {
         ds4_layer_state *ls = &st->layers[il];
@@ -548,6 +571,7 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         cu_destroy(s);
         return ds4_errf(err, "CUDA: cannot create the session's streams");
     }
+    c->ring_ratio = cmp_ring_ratio(s, c);
     if (cu_alloc(s, c, err) != 0) {
         cu_destroy(s);
         return -1;
@@ -593,7 +617,7 @@ static void cu_destroy(ds4_session *s) {
     if (c->st2) cudaStreamSynchronize(c->st2);
     if (c->st3) cudaStreamSynchronize(c->st3);
     if (c->st4) cudaStreamSynchronize(c->st4);
-    for (int g = 0; g < STEP_KINDS; g++) {
+    for (int g = 0; g < STEP_GRAPHS; g++) {
         if (c->graph_ok[g]) cudaGraphExecDestroy(c->graph[g]);
         if (c->chain_graph_ok[g]) cudaGraphExecDestroy(c->chain_graph[g]);
     }
@@ -609,6 +633,7 @@ static void cu_destroy(ds4_session *s) {
             cudaFree(L->cmp_score);
             cudaFree(L->icmp_kv);
             cudaFree(L->icmp_score);
+            cudaFree(L->ring);
         }
     }
     void *bufs[] = {c->freq_main, c->freq_cmp, c->d_pos, c->d_tok, c->H,        c->a,    c->qr,         c->pre,
@@ -617,12 +642,13 @@ static void cu_destroy(ds4_session *s) {
                     c->iw,        c->S,        c->sel,   c->n_sel, c->router,   c->ids,  c->rw,         c->eg,
                     c->eu,        c->ex,       c->eo,    c->shg,   c->shu,      c->sh,   c->z,          c->logits,
                     c->gtok,      c->gpair,    c->gpos,  c->gw,    c->segs,  c->att_part, c->pick, c->logits_keep,
-                    c->route_done, c->mixsum, c->cparts, c->hc_bar};
+                    c->route_done, c->mixsum, c->cparts, c->hc_bar, c->d_wpos, c->cmp_pool};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_pos);
     cudaFreeHost(c->h_tok);
     cudaFreeHost(c->h_pick);
+    cudaFreeHost(c->h_wpos);
     cudaFreeHost(c->h_picked);
     cudaFreeHost(c->h_ids);
     cudaFreeHost(c->h_rw);

@@ -117,6 +117,18 @@ void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_
 int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
                                size_t scratch_floats, int64_t split_k, ds4_stream st);
 
+/* The jobs on the warpgroup MMA tiles whatever n (1 included): one split
+ * of X into scratch, each job's outputs those a batch of any size would give
+ * its tokens (the tiles' sums do not depend on the other tokens), so a
+ * token's products are the same bits one at a time or in a prefill batch.
+ * Every job of one weight type and K, r0 and x_off 0. -1, nothing launched,
+ * where the tiles do not take them (no sm_90a build, a type or K they lack,
+ * too small a scratch). ds4k_matmul_jobs_tc_takes: whether they would, for
+ * up to n tokens and without a launch. */
+int ds4k_matmul_jobs_tc(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
+                        size_t scratch_floats, ds4_stream st);
+int ds4k_matmul_jobs_tc_takes(int type, int64_t K, int n, size_t scratch_floats);
+
 /* Several expert matrices (gate and up) with the same routing in one launch.
  * early: DS4_EARLY_* flags (ds4_prep), or 0. */
 void ds4k_moe_matmul_multi(const ds4_mm_job *jobs, int n_jobs, const int32_t *ids, int n, int k, const float *X,
@@ -427,6 +439,16 @@ void ds4k_hc_head(const float *mix, const float *scale, const float *base, int h
 void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs, const int *d_pos,
                    int n, int hd, bool fp8, void *ring, int raw_cap, bool f16, ds4_stream st);
 
+/* ds4k_kv_store, and (aring not NULL) the same launch copies the attention
+ * inputs of the batch's last min(n, aratio) tokens (rows of D floats, D a
+ * multiple of 4) into a ring of aratio rows, the token at position p into
+ * row p % aratio (an HCA layer's compressor windows, cuda_layers.inc). */
+void ds4k_kv_store_ring(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs, const int *d_pos,
+                        int n, int hd, bool fp8, void *ring, int raw_cap, bool f16, const float *a, int64_t D,
+                        float *aring, int aratio, ds4_stream st);
+/* out[0] = d_pos[0] - back, on the device (a graph's position moves). */
+void ds4k_pos_back(const int *d_pos, int back, int *out, ds4_stream st);
+
 /* Queries: per-head unweighted rmsnorm (when norm) and RoPE at d_pos[0]+t;
  * with fp4, Hadamard + FP4 after RoPE (indexer queries). */
 void ds4k_heads_rope(float *q, int n, int heads, int hd, bool norm, float rms_eps, const double *freqs, int n_pairs,
@@ -446,7 +468,13 @@ int ds4k_heads_rope_warps(int on);
 void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv, const float *gate,
                      const ds4_dw *ape, const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
                      const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16, const int32_t *skip,
-                     ds4_stream st);
+                     float *pool, size_t pool_floats, ds4_stream st);
+/* Batches (n > 8) also take skip, for the one-token step that closes a
+ * ratio-128 window from its ring of inputs (cuda_layers.inc). pool: where
+ * a batch's wide windows are pooled apart, (n / ratio + 1) * width floats
+ * (else they are pooled in the windows kernel: the same rows); NULL, a
+ * grow-only buffer of the module's, which a graph must not capture (it may
+ * move): while one is captured, the windows kernel pools them. */
 /* Whether a prefill batch pools a wide compressor's windows (ratio >= 32)
  * in a kernel of their own, many blocks a window (default; DS4_CMP_POOL=0
  * turns it off at start-up): the previous setting (kernel tests, A/B). The

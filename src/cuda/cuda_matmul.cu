@@ -620,6 +620,30 @@ extern "C" void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float
     ds4k_matmul_jobs_split(jobs, n_jobs, X, ldx, n, scratch, scratch_floats, 0, st);
 }
 
+extern "C" int ds4k_matmul_jobs_tc_takes(int type, int64_t K, int n, size_t scratch_floats) {
+    return (type == T_Q8_0 || type == T_F16) && n >= 1 && wgmma_takes(type, K) &&
+           scratch_floats >= (size_t)n * (K + 1); /* wgmma_split's rows and scales */
+}
+
+extern "C" int ds4k_matmul_jobs_tc(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n,
+                                   float *scratch, size_t scratch_floats, ds4_stream st) {
+    if (n_jobs < 1 || n_jobs > WG_JOBS) return -1;
+    const int type = jobs[0].W->type;
+    const int64_t K = jobs[0].W->K;
+    if (!ds4k_matmul_jobs_tc_takes(type, K, n, scratch_floats)) return -1;
+    const void *W[WG_JOBS];
+    int64_t rows[WG_JOBS], ldy[WG_JOBS];
+    float *Y[WG_JOBS];
+    for (int i = 0; i < n_jobs; i++) {
+        const ds4_mm_job *j = &jobs[i];
+        if (j->W->type != type || j->W->K != K || j->r0 != 0 || j->x_off != 0) return -1;
+        W[i] = j->W->ptr, rows[i] = j->rows, Y[i] = j->Y, ldy[i] = j->ldy;
+    }
+    cudaStream_t s = (cudaStream_t)st;
+    if (!wgmma_split(X, ldx, n, K, scratch, scratch_floats, s)) return -1;
+    return wgmma_dense_jobs(type, n_jobs, W, rows, Y, ldy, K, n, scratch, s) ? 0 : -1;
+}
+
 /* ------------------------------------------------------------------ routed experts, small batches */
 
 extern "C" void ds4k_moe_matmul_multi(const ds4_mm_job *mj, int n_jobs, const int32_t *ids, int n, int k, const float *X,

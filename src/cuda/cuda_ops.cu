@@ -133,13 +133,22 @@ extern "C" void ds4k_pick_next(const float *logits, int n, ds4k_pick_ctl *ctl, i
 
 /* ------------------------------------------------------------------ KV rows and queries */
 
+/* aring (ds4k_kv_store_ring): block t also copies token t's attention
+ * input (a row of D floats, D % 4 == 0) into row pos % aratio of aring, if t
+ * is among the last aratio tokens. */
 __global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
-                                const int *d_pos, int hd, bool fp8, void *ring, int raw_cap, bool f16) {
+                                const int *d_pos, int hd, bool fp8, void *ring, int raw_cap, bool f16, const float *a,
+                                int64_t D, float *aring, int aratio, int n) {
     pdl_enter();
     extern __shared__ float sh[];
     __shared__ float red[32], amax[64];
     const int t = blockIdx.x;
     const int64_t pos = (int64_t)d_pos[0] + t;
+    if (aring && t >= n - (n < aratio ? n : aratio)) {
+        const float4 *src = (const float4 *)(a + (int64_t)t * D);
+        float4 *dst = (float4 *)(aring + (pos % aratio) * D);
+        for (int64_t i = threadIdx.x; i < D / 4; i += blockDim.x) dst[i] = src[i];
+    }
     float *x = sh;
     block_load_floats(x, kv + (int64_t)t * hd, hd);
     __syncthreads();
@@ -155,7 +164,25 @@ extern "C" void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const
                               ds4_stream st) {
     if (n > 0)
         launch_pdl(kv_store_kernel, n, NT, hd * sizeof(float), (cudaStream_t)st, kv, norm, rms_eps, freqs, n_pairs,
-                   d_pos, hd, fp8, ring, raw_cap, f16);
+                   d_pos, hd, fp8, ring, raw_cap, f16, (const float *)NULL, (int64_t)0, (float *)NULL, 0, n);
+}
+
+extern "C" void ds4k_kv_store_ring(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
+                                   const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, bool f16,
+                                   const float *a, int64_t D, float *aring, int aratio, ds4_stream st) {
+    if (!aring || aratio < 1) aring = NULL, aratio = 1;
+    if (n > 0)
+        launch_pdl(kv_store_kernel, n, NT, hd * sizeof(float), (cudaStream_t)st, kv, norm, rms_eps, freqs, n_pairs,
+                   d_pos, hd, fp8, ring, raw_cap, f16, a, D, aring, aratio, n);
+}
+
+__global__ void pos_back_kernel(const int *d_pos, int back, int *out) {
+    pdl_enter();
+    if (threadIdx.x == 0) out[0] = d_pos[0] - back;
+}
+
+extern "C" void ds4k_pos_back(const int *d_pos, int back, int *out, ds4_stream st) {
+    launch_pdl(pos_back_kernel, 1, 32, 0, (cudaStream_t)st, d_pos, back, out);
 }
 
 __global__ void heads_rope_kernel(float *q, int heads, int hd, bool norm, float rms_eps, const double *freqs,

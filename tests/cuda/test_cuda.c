@@ -473,6 +473,21 @@ static void test_kv_and_heads(ds4_rng *r) {
         const double eq = step_equal(got, ref, n * hd, fp8 ? 0.13 : 2e-3, &ok);
         check(ok && eq > 0.95, "kv_store (norm, RoPE, %s, f16 ring): %.1f%% identical, rest within one step", fp8 ? "FP8" : "no FP8",
               100 * eq);
+        /* with an HCA layer's ring of attention inputs (ratio 4 here: the 7
+         * tokens' last 4, at positions 1003..1006, in rows 3, 0, 1, 2): the
+         * same KV rows, and each input row copied where it belongs */
+        const int64_t D = 96;
+        float *a = rnd(r, (size_t)n * D, 1.0f), *dA = to_dev(a, sizeof(float) * n * D);
+        float *dar = to_dev(NULL, sizeof(float) * 4 * D), *ar = malloc(sizeof(float) * 4 * D);
+        uint16_t *ring2 = malloc(2 * raw_cap * hd);
+        ds4k_kv_store_ring(dkv, dw, 1e-6f, dfr, 32, dpos, n, hd, fp8, dring, raw_cap, true, dA, D, dar, 4, NULL);
+        from_dev(ring2, dring, 2 * raw_cap * hd);
+        from_dev(ar, dar, sizeof(float) * 4 * D);
+        bool rows_ok = memcmp(ring, ring2, 2 * raw_cap * hd) == 0;
+        for (int t = n - 4; t < n; t++) rows_ok &= memcmp(ar + ((pos0 + t) % 4) * D, a + t * D, sizeof(float) * D) == 0;
+        check(rows_ok, "kv_store with the attention inputs' ring (%s): KV rows bitwise, the last 4 inputs in rows p %% 4",
+              fp8 ? "FP8" : "no FP8");
+        cudaFree(dA), cudaFree(dar), free(a), free(ar), free(ring2);
         cudaFree(dkv), cudaFree(dw), cudaFree(dfr), cudaFree(dpos), cudaFree(dring);
         free(ref), free(ring), free(got);
     }
@@ -779,6 +794,35 @@ static void test_cpu_vs_cuda(void) {
     d = compare(gpu2, cpu + (size_t)2300 * V, 60, V, &bad, 1e-3);
     check(d <= 1e-3 && bad == 0, "CPU snapshot restored on CUDA, 60 decode steps vs CPU: %.2e, argmax mismatches %d", d, bad);
     free(snap);
+    /* the HCA compressors a window at a time (cuda_layers.inc, "compressor
+     * windows"): decode steps by graphs across two window closes (2303 and
+     * 2431), with a snapshot (the open window flushed) in between, bitwise
+     * one-token evals launched kernel by kernel (each token's projections
+     * its own); both against the CPU */
+    s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    eval_all(s, toks, 2300, 0, gpu, V);
+    for (int i = 2300; i < 2460; i++) {
+        if (i == 2380) {
+            ds4_session_snapshot(s, &snap, &len, &err);
+            free(snap);
+        }
+        if (ds4_session_decode(s, toks[i], &err) != 0) check(false, "decode: %s", err.msg);
+        memcpy(gpu + (size_t)i * V, ds4_session_logits(s), sizeof(float) * V);
+    }
+    ds4_session_free(s);
+    s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    eval_all(s, toks, 2300, 0, gpu2, V);
+    for (int i = 2300; i < 2460; i++)
+        if (ds4_session_eval(s, toks + i, 1, gpu2 + (size_t)i * V, &err) != 0) check(false, "eval: %s", err.msg);
+    ds4_session_free(s);
+    s = session(m, DS4_BACKEND_CPU, ctx, 2048, false);
+    eval_all(s, toks, 2460, 2300, cpu, V);
+    ds4_session_free(s);
+    d = compare(gpu + (size_t)2300 * V, cpu + (size_t)2300 * V, 160, V, &bad, 1e-3);
+    check(memcmp(gpu + (size_t)2300 * V, gpu2 + (size_t)2300 * V, sizeof(float) * 160 * V) == 0 && d <= 1e-3 &&
+              bad == 0,
+          "160 decode steps across two HCA window closes: graphs (a snapshot between) bitwise one-token evals, vs "
+          "CPU %.2e, argmax mismatches %d", d, bad);
     free(cpu);
     free(gpu);
     free(gpu2);

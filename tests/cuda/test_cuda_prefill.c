@@ -66,11 +66,11 @@ static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width
     /* 0: the whole chunk at once (parallel windows); 1: one token at a time */
     set_pos(dpos, p0);
     ds4k_compressor(dst[0], dst[0] + slots * W, ratio, overlap, W, dkv, dgate, &dape, dnorm, 1e-6f, width, dfr, n_pairs,
-                    dpos, n, fp8, false, drows[0], true, NULL, NULL);
+                    dpos, n, fp8, false, drows[0], true, NULL, NULL, 0, NULL);
     for (int t = 0; t < n; t++) {
         set_pos(dpos, p0 + t);
         ds4k_compressor(dst[1], dst[1] + slots * W, ratio, overlap, W, dkv + (size_t)t * W, dgate + (size_t)t * W,
-                        &dape, dnorm, 1e-6f, width, dfr, n_pairs, dpos, 1, fp8, false, drows[1], true, NULL, NULL);
+                        &dape, dnorm, 1e-6f, width, dfr, n_pairs, dpos, 1, fp8, false, drows[1], true, NULL, NULL, 0, NULL);
     }
     for (int k = 0; k < 2; k++) {
         rows[k] = malloc(2 * (size_t)n_rows * width);
@@ -679,6 +679,52 @@ static void test_dense_jobs(ds4_rng *r, int64_t K, int n) {
     free(x);
 }
 
+/* ds4k_matmul_jobs_tc: a token's outputs the same bits alone, among 128
+ * tokens or among n (and those of ds4k_matmul_jobs for the batch): an HCA
+ * compressor's projections made a token at a time, at a window's close or
+ * in a prefill batch give the same rows (cuda_layers.inc). */
+static void test_dense_tc_tokens(ds4_rng *r, int type, int64_t K, int rows, int n) {
+    const size_t rb = ds4_row_bytes(type, K);
+    float *wf = rnd(r, (size_t)rows * K, 0.05f), *x = rnd(r, (size_t)n * K, 1.0f);
+    uint8_t *w = malloc(rb * rows);
+    for (int i = 0; i < rows; i++) ds4_quantize_row(type, wf + (size_t)i * K, w + i * rb, K);
+    ds4_dw d = {type, to_dev(w, rb * rows), K, rows};
+    float *dx = to_dev(x, sizeof(float) * n * K);
+    const size_t cap = (size_t)n * (K + 1) + 64;
+    float *dscr = to_dev(NULL, sizeof(float) * cap), *dy = to_dev(NULL, sizeof(float) * n * rows);
+    float *y = malloc(sizeof(float) * n * rows), *y1 = malloc(sizeof(float) * n * rows);
+    const int takes = ds4k_matmul_jobs_tc_takes(type, K, n, cap);
+    ds4_mm_job j = {&d, 0, rows, 0, dy, rows};
+    ds4k_matmul_jobs(&j, 1, dx, K, n, dscr, cap, NULL); /* the batch's path */
+    int bad = 0;
+    from_dev(y, dy, sizeof(float) * n * rows);
+    int rc = ds4k_matmul_jobs_tc(&j, 1, dx, K, n, dscr, cap, NULL);
+    from_dev(y1, dy, sizeof(float) * n * rows);
+    bad += rc != 0 || memcmp(y, y1, sizeof(float) * n * rows) != 0;
+    const int firsts[] = {1, 3, 128};
+    for (size_t f = 0; rc == 0 && f < sizeof(firsts) / sizeof(firsts[0]) && firsts[f] <= n; f++) {
+        rc = ds4k_matmul_jobs_tc(&j, 1, dx, K, firsts[f], dscr, cap, NULL); /* the first tokens alone */
+        from_dev(y1, dy, sizeof(float) * firsts[f] * rows);
+        bad += rc != 0 || memcmp(y, y1, sizeof(float) * firsts[f] * rows) != 0;
+    }
+    for (int t = n - 2; rc == 0 && t < n; t++) { /* the last tokens one at a time */
+        rc = ds4k_matmul_jobs_tc(&j, 1, dx + (size_t)t * K, K, 1, dscr, cap, NULL);
+        from_dev(y1, dy, sizeof(float) * rows);
+        bad += rc != 0 || memcmp(y + (size_t)t * rows, y1, sizeof(float) * rows) != 0;
+    }
+    check(takes ? bad == 0 : rc != 0, "tiles whatever the tokens (%s, K=%lld, %d rows, %d tokens): %s", ds4_type_name(type),
+          (long long)K, rows, n, !takes ? "declined (no sm_90a tiles)" : bad ? "a token's outputs DIFFER" : "each token's bits the same");
+    free(y1);
+    free(y);
+    cudaFree(dy);
+    cudaFree(dscr);
+    cudaFree(dx);
+    cudaFree((void *)d.ptr);
+    free(w);
+    free(x);
+    free(wf);
+}
+
 void test_prefill_kernels(ds4_rng *r) {
     /* the products with the activations' lo halves (oracle mode) first: the
      * CPU's to f32 rounding; then the default, activations rounded to f16 */
@@ -763,6 +809,8 @@ void test_prefill_kernels(ds4_rng *r) {
     test_dense_jobs(r, 1024, 300);
     test_dense_scratch(r, DS4_TYPE_F16, 4096, 256, 150, 1, true);
     test_dense_jobs(r, 1024, 150);
+    test_dense_tc_tokens(r, DS4_TYPE_F16, 4096, 512, 300); /* an HCA compressor's projections */
+    test_dense_tc_tokens(r, DS4_TYPE_Q8_0, 4096, 200, 150);
     g_acts_f16 = false;
     ds4k_wgmma_exact_acts(exact);
 }
