@@ -5,8 +5,11 @@ and the idle time on its stream before it (negative: it was launched early
 by programmatic dependent launch and waited). A step is the span between two
 launches of the embedding kernel; the last complete one is shown, then what
 happens between its last kernel and the next step's first kernel (copies,
-and the host's CUDA runtime calls, stream "host").
-    python3 scripts/trace-step.py trace.csv [step-from-end]"""
+and the host's CUDA runtime calls, stream "host"). With --walls instead:
+each step's wall time (one embedding launch to the next; the first stretch,
+a prefill, left out) summed up, and the longest steps (e.g. those that
+close a compressor window).
+    python3 scripts/trace-step.py trace.csv [step-from-end | --walls]"""
 import re
 import sys
 
@@ -32,6 +35,15 @@ def main():
             rows.append((int(p[0]), int(p[1]), int(p[2]), short(p[4])))
     rows.sort()
     starts = [i for i, r in enumerate(rows) if r[3] == "embed_kernel"]
+    if len(sys.argv) > 2 and sys.argv[2] == "--walls":
+        walls = sorted(((rows[b][0] - rows[a][0]) / 1e3, k) for k, (a, b) in enumerate(zip(starts[1:], starts[2:])))
+        if not walls:
+            sys.exit("trace-step: fewer than two decode steps in the trace")
+        mid = walls[len(walls) // 2][0]
+        print("%d steps: median %.1f us, mean %.1f us, shortest %.1f us" %
+              (len(walls), mid, sum(w for w, _ in walls) / len(walls), walls[0][0]))
+        print("longest: " + ", ".join("step %d %.1f us" % (k, w) for w, k in walls[::-1][:4]))
+        return
     back = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     if len(starts) < back + 1:
         sys.exit("trace-step: fewer than %d steps in the trace" % (back + 1))

@@ -2,9 +2,12 @@
 """Kernel time by kernel name over a whole trace (scripts/cupti-trace.sh), or
 over the kernels before the first decode step (--prefill: everything before
 the second launch of the embedding kernel, i.e. one prompt's prefill when the
-traced command prefills once and then decodes). Prints each name's total,
-share, launch count and mean duration, largest first.
-    python3 scripts/trace-sum.py trace.csv [--prefill] [top]"""
+traced command prefills once and then decodes), or for each prefill batch
+(--batches: every stretch between two launches of the embedding kernel that
+spans more than 20 ms, e.g. each frontier's prefill of a ds4-bench sweep).
+Prints each name's total, share, launch count and mean duration, largest
+first.
+    python3 scripts/trace-sum.py trace.csv [--prefill | --batches] [top]"""
 import sys
 import importlib.util
 import os
@@ -24,10 +27,18 @@ def main():
         if len(p) == 5 and p[2] != "0" and not p[4].startswith("memcpy:"):
             rows.append((int(p[0]), int(p[1]), trace_step.short(p[4])))
     rows.sort()
-    if prefill:
-        embeds = [i for i, r in enumerate(rows) if r[2] == "embed_kernel"]
-        if len(embeds) >= 2:
-            rows = rows[:embeds[1]]
+    embeds = [i for i, r in enumerate(rows) if r[2] == "embed_kernel"]
+    if "--batches" in sys.argv:
+        for a, b in zip(embeds, embeds[1:] + [len(rows)]):
+            if rows[a:b] and max(r[1] for r in rows[a:b]) - rows[a][0] > 20e6:
+                summary(rows[a:b], top)
+        return
+    if prefill and len(embeds) >= 2:
+        rows = rows[:embeds[1]]
+    summary(rows, top)
+
+
+def summary(rows, top):
     total, by = 0, {}
     for s, e, name in rows:
         t = by.setdefault(name, [0, 0])
