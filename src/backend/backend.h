@@ -164,5 +164,9 @@ int ds4_session_load(ds4_session *s, const uint8_t *buf, size_t len, ds4_err *er
 extern const ds4_backend_ops ds4_cpu_backend;
 const ds4_backend_ops *ds4_cuda_backend(void); /* NULL when not built with CUDA */
 bool ds4_cuda_available(void);                 /* built in and a usable GPU present */
+/* The rows of a CUDA session's rings of HCA attention inputs (its compressor
+ * projections a window at a time, src/cuda/cuda_layers.inc); 0 when it
+ * keeps none (not CUDA, the scheme off). Tests. */
+int ds4_cuda_cmp_ring(const ds4_session *s);
 
 #endif

@@ -285,11 +285,14 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
     const size_t pool_smem = 2 * (size_t)(overlap ? 2 * ratio : ratio) * CMP_COLS * sizeof(float);
     /* the caller's buffer, else the module's (never into a graph: it may
      * grow, and move, at a later batch) */
-    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-    const bool capturing = cudaStreamIsCapturing(s, &cap) == cudaSuccess && cap != cudaStreamCaptureStatusNone;
-    float *pbuf = pool ? (pool_floats >= (size_t)nw * width ? pool : NULL)
-                       : !capturing && pool_scratch((size_t)nw * width, s) ? g_pool : NULL;
-    if (ratio >= CMP_POOL_RATIO && pool_smem <= 48 * 1024 && cmp_pool_on() && pbuf) {
+    float *pbuf = NULL;
+    if (ratio >= CMP_POOL_RATIO && pool_smem <= 48 * 1024 && cmp_pool_on()) {
+        cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+        const bool capturing = cudaStreamIsCapturing(s, &cap) == cudaSuccess && cap != cudaStreamCaptureStatusNone;
+        pbuf = pool ? (pool_floats >= (size_t)nw * width ? pool : NULL)
+                    : !capturing && pool_scratch((size_t)nw * width, s) ? g_pool : NULL;
+    }
+    if (pbuf) {
         launch_pdl(compressor_pool_kernel, dim3((unsigned)nw, (unsigned)((width + CMP_COLS - 1) / CMP_COLS)), 256,
                    pool_smem, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type, ape->ptr, width, d_pos, n,
                    pbuf);

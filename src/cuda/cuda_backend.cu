@@ -217,8 +217,8 @@ typedef struct cu_sess {
     int *d_wpos, *h_wpos; /* the first position of the window a step closes or cmp_flush completes */
     float *cmp_pool;      /* its pooled windows (ds4k_compressor's pool): CMP_POOL_FLOATS */
 } cu_sess;
-/* a batch of ring_ratio tokens from a window's first: two windows' (the
- * second closes no row) of an HCA compressor's width, the head dim */
+/* a batch of n = ring_ratio tokens from a window's first position spans
+ * n / ratio + 1 = 2 windows of an HCA row's width (the head dim) */
 #define CMP_POOL_FLOATS(c) ((size_t)2 * (c)->hp->head_dim)
 
 static int dalloc(cu_sess *c, void **p, size_t bytes, ds4_err *err) {
@@ -725,6 +725,10 @@ static const ds4_backend_ops g_cuda_ops = {
 };
 
 extern "C" const ds4_backend_ops *ds4_cuda_backend(void) { return &g_cuda_ops; }
+
+extern "C" int ds4_cuda_cmp_ring(const ds4_session *s) {
+    return s && s->ops == &g_cuda_ops && s->impl ? ((const cu_sess *)s->impl)->ring_ratio : 0;
+}
 
 extern "C" bool ds4_cuda_available(void) {
     int n = 0;

@@ -75,6 +75,8 @@ bool mma_split_rows(float *X, int n, int64_t K, int64_t ldx, float *aux, bool su
  * holds the split rows afterwards, U is left as it was. */
 bool mma_split_rows_swiglu(float *G, const float *U, float L, const float *wts, int n, int64_t K, int64_t ldx,
                            float *aux, bool sums, bool perm, cudaStream_t s);
+/* Whether mma_split_rows_to takes rows of K (the tiles on: DS4_MMA). */
+bool mma_split_takes(int64_t K);
 /* The same for a dense product's input, out of place: the n x groups rows
  * (token t's group g at X + t ldx + g gx, K values) into dst (split row
  * t groups + g at dst + (t groups + g) K floats), their scales into down;

@@ -123,7 +123,7 @@ int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *
  * token's products are the same bits one at a time or in a prefill batch.
  * Every job of one weight type and K, r0 and x_off 0. -1, nothing launched,
  * where the tiles do not take them (no sm_90a build, a type or K they lack,
- * too small a scratch). ds4k_matmul_jobs_tc_takes: whether they would, for
+ * too small a scratch, DS4_MMA=0 or ds4k_mma_enable(0)). ds4k_matmul_jobs_tc_takes: whether they would, for
  * up to n tokens and without a launch. */
 int ds4k_matmul_jobs_tc(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n, float *scratch,
                         size_t scratch_floats, ds4_stream st);
@@ -462,19 +462,19 @@ int ds4k_heads_rope_warps(int on);
 /* Feed n tokens (projections kv/gate [n][W]) through a compressor state in
  * position order; each closed window w pools a `width`-wide row, which is
  * normed (norm), RoPE'd at w*ratio, then FP8 (fp8, on width - 2*n_pairs
- * elements) or Hadamard+FP4 (fp4), and stored at row w of `rows`. A
- * one-token step does nothing when skip is given and *skip != 0 (a chained
- * step fed the stop token: ds4k_pick_next). */
+ * elements) or Hadamard+FP4 (fp4), and stored at row w of `rows`. Nothing
+ * is done when skip is given and *skip != 0 (a chained step fed the stop
+ * token: ds4k_pick_next), a one-token step's or a batch's (the one-token
+ * step that closes an HCA window from its ring of inputs, cuda_layers.inc).
+ * pool: where a batch's wide windows (ratio >= 32) are pooled apart, (n /
+ * ratio + 1) * width floats (too small: they are pooled in the windows
+ * kernel, the same rows); NULL: a grow-only buffer of the module's, which a
+ * graph must not capture (it may move), so while one is captured the
+ * windows kernel pools them. */
 void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv, const float *gate,
                      const ds4_dw *ape, const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
                      const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16, const int32_t *skip,
                      float *pool, size_t pool_floats, ds4_stream st);
-/* Batches (n > 8) also take skip, for the one-token step that closes a
- * ratio-128 window from its ring of inputs (cuda_layers.inc). pool: where
- * a batch's wide windows are pooled apart, (n / ratio + 1) * width floats
- * (else they are pooled in the windows kernel: the same rows); NULL, a
- * grow-only buffer of the module's, which a graph must not capture (it may
- * move): while one is captured, the windows kernel pools them. */
 /* Whether a prefill batch pools a wide compressor's windows (ratio >= 32)
  * in a kernel of their own, many blocks a window (default; DS4_CMP_POOL=0
  * turns it off at start-up): the previous setting (kernel tests, A/B). The

@@ -621,7 +621,7 @@ extern "C" void ds4k_matmul_jobs(const ds4_mm_job *jobs, int n_jobs, const float
 }
 
 extern "C" int ds4k_matmul_jobs_tc_takes(int type, int64_t K, int n, size_t scratch_floats) {
-    return (type == T_Q8_0 || type == T_F16) && n >= 1 && wgmma_takes(type, K) &&
+    return (type == T_Q8_0 || type == T_F16) && n >= 1 && wgmma_takes(type, K) && mma_split_takes(K) &&
            scratch_floats >= (size_t)n * (K + 1); /* wgmma_split's rows and scales */
 }
 

@@ -743,6 +743,8 @@ bool mma_split_rows_swiglu(float *G, const float *U, float L, const float *wts, 
     return U && split_in_place(G, split_swiglu{U, L, wts}, n, K, ldx, aux, sums, perm, s);
 }
 
+bool mma_split_takes(int64_t K) { return g_mma_on && K % 32 == 0 && K <= MM_SPLIT_MAX_K; }
+
 bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx, int64_t gx, float *dst, float *down,
                        bool perm, cudaStream_t s) {
     if (!g_mma_on || n <= 0 || groups < 1 || K % 32 != 0 || K > MM_SPLIT_MAX_K) return false;

@@ -222,17 +222,29 @@ static void chain_vs_reference(ds4_model *m, const int32_t *prompt, int np, int 
     ds4_session_free(s);
 }
 
-void test_chained_decode(void) {
-    const char *path = "/tmp/ds4cu_chain.gguf";
-    /* top-8 of ratio-4 rows: the indexer starts selecting at 36 tokens, so a
-     * chain from a 20-token prompt switches between both step graphs */
-    if (test_sh("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
+/* Chains on one model. ring: its HCA windows close every `ring` tokens and
+ * the session keeps their inputs in rings (cuda_layers.inc, "compressor
+ * windows"; 0: the scheme off), so the chains cross closing steps, and the
+ * stop positions tested include a step that would close a window. */
+static void chain_model(const char *path, const char *synth_args, int ring) {
+    if (test_sh("%s/ds4-synth -q %s -o %s", g_bin_dir, synth_args, path) != 0) {
         check(false, "synth");
         return;
     }
     ds4_err err = {{0}};
     ds4_model *m = ds4_model_open(path, 0, &err);
     const int np = 20, ctx = 256;
+    if (ring) {
+        ds4_session *s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+        const int got = ds4_cuda_cmp_ring(s);
+        ds4_session_free(s);
+        if (got != ring) { /* off only where the tiles are missing (not an sm_90a build) */
+            check(got == 0 && !ds4k_wgmma_takes(DS4_TYPE_F16, 256),
+                  "chained greedy: the HCA compressors' rings %d rows (want %d, or 0 without sm_90a tiles)", got, ring);
+            ds4_model_close(m);
+            return;
+        }
+    }
     int32_t *prompt = rand_tokens(np, (int)m->hp.n_vocab, 77);
     int32_t exclude = -1;
     for (int pass = 0; pass < 2; pass++) {
@@ -242,14 +254,17 @@ void test_chained_decode(void) {
         /* stop tokens whose first use is at step k: the chain keeps k steps;
          * positions of every residue mod 4 drop a step that would close a
          * ratio-4 window */
-        int cand[STEPS], nc = 0;
+        int cand[STEPS], nc = 0, closing = -1;
         for (int k = 1; k < STEPS; k++) {
             bool first = true;
             for (int i = 0; i < k; i++) first &= ref.tok[i] != ref.tok[k];
             if (first) cand[nc++] = k;
+            /* the dropped step (position np + k) would close an HCA window */
+            if (first && ring && closing < 0 && (np + k) % ring == ring - 1) closing = k;
         }
         /* up to 10 of them, spread over the run (before and after the
-         * indexer starts selecting) */
+         * indexer starts selecting), and one whose dropped step would close
+         * an HCA window */
         int tested = 0, residues = 0, late = 0;
         for (int j = 0; j < 10 && j < nc; j++) {
             const int k = cand[nc <= 10 ? j : j * (nc - 1) / 9];
@@ -258,15 +273,29 @@ void test_chained_decode(void) {
             chain_vs_reference(m, prompt, np, ctx, exclude, ref.tok[k], &ref);
             tested++;
         }
+        if (closing > 0) chain_vs_reference(m, prompt, np, ctx, exclude, ref.tok[closing], &ref);
         check(tested > 0,
-              "chained greedy, exclude %d: %d stop positions tested (%d with the indexer selecting; "
-              "residues mod 4 seen: 0x%x)",
-              exclude, tested, late, residues);
+              "chained greedy%s, exclude %d: %d stop positions tested (%d with the indexer selecting; "
+              "residues mod 4 seen: 0x%x)%s",
+              ring ? " (HCA rings)" : "", exclude, tested, late, residues,
+              !ring ? ""
+              : closing > 0 ? ", and a dropped step that would close an HCA window"
+                            : ", no token first picked at a closing step (that case not covered)");
         for (int k = 0; k <= STEPS; k++) free(ref.snap[k]), free(ref.logits[k]);
         exclude = ref.tok[3]; /* the second pass never picks it, as ds4-bench bans EOS */
     }
     free(prompt);
     ds4_model_close(m);
+}
+
+void test_chained_decode(void) {
+    /* top-8 of ratio-4 rows: the indexer starts selecting at 36 tokens, so a
+     * chain from a 20-token prompt switches between both step graphs */
+    chain_model("/tmp/ds4cu_chain.gguf", "--seed 31 --ffn-gain 3 --index-topk 8", 0);
+    /* the published types at D = 256 (the tiles take the HCA projections)
+     * and HCA windows of 16: the chains cross three closing steps */
+    chain_model("/tmp/ds4cu_chain_ring.gguf",
+                "--seed 31 --ffn-gain 3 --index-topk 8 --policy ds4 --embd 256 --ff 256 --hca-rate 16", 16);
 }
 
 /* ------------------------------------------------------------------ the engine's greedy loop on CUDA */
