@@ -577,6 +577,26 @@ extern "C" void ds4k_matmul_scratch(const ds4_dw *W, int64_t r0, int64_t rows, c
  * prefill +1.6%, bitwise the same products); anything else, one
  * ds4k_matmul_scratch each (after them: it splits into the same scratch).
  * A batch the GEMV takes goes to ds4k_matmul_multi. */
+/* The first WG_JOBS jobs of weight type `type` whose K is the first one's,
+ * from row 0 and x_off 0 (one wgmma_dense_jobs launch): their weights,
+ * shapes and outputs, their indices in members; how many. */
+typedef struct wg_group {
+    const void *W[WG_JOBS];
+    int64_t rows[WG_JOBS], ldy[WG_JOBS], K;
+    float *Y[WG_JOBS];
+    int members[WG_JOBS], m;
+} wg_group;
+static void wg_group_of(const ds4_mm_job *jobs, int n_jobs, int type, wg_group *g) {
+    g->m = 0, g->K = 0;
+    for (int i = 0; i < n_jobs && g->m < WG_JOBS; i++) {
+        const ds4_mm_job *j = &jobs[i];
+        if (j->W->type != type || (g->m > 0 && j->W->K != g->K) || j->r0 != 0 || j->x_off != 0) continue;
+        g->K = j->W->K;
+        g->W[g->m] = j->W->ptr, g->rows[g->m] = j->rows, g->Y[g->m] = j->Y, g->ldy[g->m] = j->ldy;
+        g->members[g->m++] = i;
+    }
+}
+
 extern "C" int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n,
                                          float *scratch, size_t scratch_floats, int64_t split_k, ds4_stream st) {
     cudaStream_t s = (cudaStream_t)st;
@@ -588,23 +608,15 @@ extern "C" int64_t ds4k_matmul_jobs_split(const ds4_mm_job *jobs, int n_jobs, co
     /* split_k: the K whose split rows the scratch holds (0: none yet) */
     for (int pass = 0; n_jobs <= GEMV_MAX_JOBS && pass < 2; pass++) {
         const int type = pass == 0 ? T_Q8_0 : T_F16;
-        const void *W[WG_JOBS];
-        int64_t rows[WG_JOBS], ldy[WG_JOBS], K = 0;
-        float *Y[WG_JOBS];
-        int members[WG_JOBS], m = 0;
-        for (int i = 0; i < n_jobs && m < WG_JOBS; i++) {
-            const ds4_mm_job *j = &jobs[i];
-            if (j->W->type != type || (m > 0 && j->W->K != K) || j->r0 != 0 || j->x_off != 0) continue;
-            K = j->W->K;
-            W[m] = j->W->ptr, rows[m] = j->rows, Y[m] = j->Y, ldy[m] = j->ldy, members[m++] = i;
+        wg_group g;
+        wg_group_of(jobs, n_jobs, type, &g);
+        if (g.m == 0 || !wgmma_takes(type, g.K)) continue;
+        if (split_k != g.K) {
+            if (!wgmma_split(X, ldx, n, g.K, scratch, scratch_floats, s)) continue;
+            split_k = g.K;
         }
-        if (m == 0 || !wgmma_takes(type, K)) continue;
-        if (split_k != K) {
-            if (!wgmma_split(X, ldx, n, K, scratch, scratch_floats, s)) continue;
-            split_k = K;
-        }
-        if (wgmma_dense_jobs(type, m, W, rows, Y, ldy, K, n, scratch, s))
-            for (int i = 0; i < m; i++) taken[members[i]] = true;
+        if (wgmma_dense_jobs(type, g.m, g.W, g.rows, g.Y, g.ldy, g.K, n, scratch, s))
+            for (int i = 0; i < g.m; i++) taken[g.members[i]] = true;
     }
     for (int i = 0; i < n_jobs; i++)
         if (i >= GEMV_MAX_JOBS || !taken[i]) {
@@ -628,20 +640,12 @@ extern "C" int ds4k_matmul_jobs_tc_takes(int type, int64_t K, int n, size_t scra
 extern "C" int ds4k_matmul_jobs_tc(const ds4_mm_job *jobs, int n_jobs, const float *X, int64_t ldx, int n,
                                    float *scratch, size_t scratch_floats, ds4_stream st) {
     if (n_jobs < 1 || n_jobs > WG_JOBS) return -1;
-    const int type = jobs[0].W->type;
-    const int64_t K = jobs[0].W->K;
-    if (!ds4k_matmul_jobs_tc_takes(type, K, n, scratch_floats)) return -1;
-    const void *W[WG_JOBS];
-    int64_t rows[WG_JOBS], ldy[WG_JOBS];
-    float *Y[WG_JOBS];
-    for (int i = 0; i < n_jobs; i++) {
-        const ds4_mm_job *j = &jobs[i];
-        if (j->W->type != type || j->W->K != K || j->r0 != 0 || j->x_off != 0) return -1;
-        W[i] = j->W->ptr, rows[i] = j->rows, Y[i] = j->Y, ldy[i] = j->ldy;
-    }
+    wg_group g;
+    wg_group_of(jobs, n_jobs, jobs[0].W->type, &g);
+    if (g.m != n_jobs || !ds4k_matmul_jobs_tc_takes(jobs[0].W->type, g.K, n, scratch_floats)) return -1;
     cudaStream_t s = (cudaStream_t)st;
-    if (!wgmma_split(X, ldx, n, K, scratch, scratch_floats, s)) return -1;
-    return wgmma_dense_jobs(type, n_jobs, W, rows, Y, ldy, K, n, scratch, s) ? 0 : -1;
+    if (!wgmma_split(X, ldx, n, g.K, scratch, scratch_floats, s)) return -1;
+    return wgmma_dense_jobs(jobs[0].W->type, g.m, g.W, g.rows, g.Y, g.ldy, g.K, n, scratch, s) ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ routed experts, small batches */

@@ -162,9 +162,7 @@ __global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, con
 extern "C" void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
                               const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, bool f16,
                               ds4_stream st) {
-    if (n > 0)
-        launch_pdl(kv_store_kernel, n, NT, hd * sizeof(float), (cudaStream_t)st, kv, norm, rms_eps, freqs, n_pairs,
-                   d_pos, hd, fp8, ring, raw_cap, f16, (const float *)NULL, (int64_t)0, (float *)NULL, 0, n);
+    ds4k_kv_store_ring(kv, norm, rms_eps, freqs, n_pairs, d_pos, n, hd, fp8, ring, raw_cap, f16, NULL, 0, NULL, 0, st);
 }
 
 extern "C" void ds4k_kv_store_ring(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
