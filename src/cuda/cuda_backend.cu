@@ -145,7 +145,9 @@ static ds4_dw dw(const ds4_tensor *t) {
 #define STEP_KINDS 3
 /* ... and compressor modes (cuda_layers.inc cmp_mode): a graph a pair */
 #define CMP_MODES 3
-#define STEP_GRAPHS (STEP_KINDS * CMP_MODES)
+/* ... and where a ratio-4 layer's attention compressor forks (cuda_layers.inc fork3_mode) */
+#define FORK3_MODES 2
+#define STEP_GRAPHS (STEP_KINDS * CMP_MODES * FORK3_MODES)
 
 typedef struct cu_layer {
     void *raw, *comp, *idx;
@@ -216,6 +218,9 @@ typedef struct cu_sess {
     bool cmp_pending;     /* the open window's steps so far left their projections to its close */
     int *d_wpos, *h_wpos; /* the first position of the window a step closes or cmp_flush completes */
     float *cmp_pool;      /* its pooled windows (ds4k_compressor's pool): CMP_POOL_FLOATS */
+    /* a ratio-4 layer's attention compressor forked early in a step closing its windows (cuda_layers.inc early3_ratio) */
+    int early3_ratio; /* their ratio; 0: no step forks early */
+    bool fork3_early; /* the step being captured does (never a step launched kernel by kernel or a batch) */
 } cu_sess;
 /* a batch of n = ring_ratio tokens from a window's first position spans
  * n / ratio + 1 = 2 windows of an HCA row's width (the head dim) */
@@ -572,6 +577,7 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         return ds4_errf(err, "CUDA: cannot create the session's streams");
     }
     c->ring_ratio = cmp_ring_ratio(s, c);
+    c->early3_ratio = early3_ratio(c);
     if (cu_alloc(s, c, err) != 0) {
         cu_destroy(s);
         return -1;
