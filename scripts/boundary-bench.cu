@@ -17,7 +17,7 @@
  *   spin         the counter alone;
  *   nodep        no wait at all (the launches overlap freely): the bound.
  * Prints microseconds a launch (best of five replays of ten graphs) for
- * three grid sizes. docs/BENCHMARKS.md, "thirty-seventh", has the H200's. */
+ * three grid sizes. docs/bench/history-7.md, "thirty-seventh", has the H200's. */
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
