@@ -184,7 +184,7 @@ typedef struct cu_sess {
     int32_t *gtok, *gpair, *gpos, *h_gtok, *h_gpair, *h_gpos; /* gathered row r: token, pair; pair i: its row */
     void *segs, *h_segs; /* expert segments: 2 * EXP_TILES tables of E x 16 bytes (cuda_layers.inc ffn_layer) */
     float *gw, *h_gw, *h_rw;
-    cudaGraphExec_t graph[STEP_GRAPHS]; /* decode step of each kind and compressor mode (cuda_layers.inc) */
+    cudaGraphExec_t graph[STEP_GRAPHS]; /* decode step of each kind, compressor mode and fork (cuda_layers.inc) */
     bool qr_normed; /* the layer's q_a output already normalized in place (else its consumers norm it) */
     int mix_ready;  /* > 0: the last hc_post also formed the next mixer's parts, this many (cuda_layers.inc) */
     bool a_ready;      /* the last hc_post also made the next sub-layer's input (ds4k_hc_post_collapse) */
