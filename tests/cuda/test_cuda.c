@@ -8,7 +8,7 @@
  *                           chained greedy decoding vs one step at a time
  *   ds4-cuda-test           both
  *   ds4-cuda-test chain     only the pick kernel and the chained decoding
- *   ds4-cuda-test gemv-bench  decode-shaped GEMV and pick timings (not a test)
+ *   ds4-cuda-test gemv-bench  decode-shaped GEMV, pick and top-k timings (not a test)
  *
  * Plain C (the GPU machine has no cmocka). Run from the source tree; the
  * ds4-synth of the same build directory makes the models. Prints one line
@@ -975,6 +975,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(what, "gemv-bench")) {
         pick_bench();
+        topk_bench();
         return gemv_bench();
     }
     if (!strcmp(what, "compare")) {

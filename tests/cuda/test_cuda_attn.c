@@ -301,6 +301,42 @@ static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
     free(S);
 }
 
+/* GPU time of the causal top-k of one decode token at several row counts
+ * (gemv-bench; not a test): 2k, 4k, 16k, 64k and 200k contexts. */
+void topk_bench(void) {
+    static const int rows[] = {513, 1024, 4096, 16384, 50000};
+    const int K = 512, reps = 500;
+    const int64_t lds = 50004;
+    ds4_rng r;
+    ds4_rng_seed(&r, 5);
+    float *S = malloc(sizeof(float) * lds);
+    for (int64_t i = 0; i < lds; i++) S[i] = ds4_rng_normal(&r);
+    float *dS = to_dev(S, sizeof(float) * lds);
+    int *dpos = to_dev(NULL, sizeof(int)), *dnsel = to_dev(NULL, sizeof(int));
+    int32_t *dsel = to_dev(NULL, sizeof(int32_t) * K);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    if (ds4k_prepare(4, 128, 256, 64, 128) != 0) printf("top-k bench: shared memory refused\n");
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        const int p = 4 * rows[i] - 1; /* the token whose (p + 1) / 4 rows are visible */
+        cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice);
+        for (int k = 0; k < 10; k++) ds4k_topk(dS, lds, 1, dpos, K, dsel, dnsel, NULL);
+        cudaEventRecord(e0, NULL);
+        for (int k = 0; k < reps; k++) ds4k_topk(dS, lds, 1, dpos, K, dsel, dnsel, NULL);
+        cudaEventRecord(e1, NULL);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        printf("top-%d over %d rows (normal scores): %.2f us a launch (%d back-to-back launches)\n", K, rows[i],
+               1000.0 * ms / reps, reps);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(dS), cudaFree(dpos), cudaFree(dnsel), cudaFree(dsel);
+    free(S);
+}
+
 void test_attention_kernels(ds4_rng *r) {
     test_attention_decode(r, 1, 4095, 64, 512, 4, true, true, 0);     /* decode, published CSA: 128 + 512 selected */
     test_attention_decode(r, 1, 70000, 64, 512, 128, false, false, 0); /* decode, HCA: 128 + 546 rows */
