@@ -8,7 +8,8 @@
  *                           chained greedy decoding vs one step at a time
  *   ds4-cuda-test           both
  *   ds4-cuda-test chain     only the pick kernel and the chained decoding
- *   ds4-cuda-test gemv-bench  decode-shaped GEMV, pick and top-k timings (not a test)
+ *   ds4-cuda-test gemv-bench  decode-shaped GEMV and pick timings (not a test)
+ *   ds4-cuda-test topk-bench  the decode top-k's timings at 513 to 50,000 rows (not a test)
  *
  * Plain C (the GPU machine has no cmocka). Run from the source tree; the
  * ds4-synth of the same build directory makes the models. Prints one line
@@ -950,13 +951,14 @@ static int compare_full(const char *path, int n_prompts, int max_len) {
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
-    static const char *const modes[] = {"all", "kernels", "model", "prefill", "gemv", "hc", "chain", "attention", "compare", "gemv-bench"};
+    static const char *const modes[] = {"all",   "kernels",   "model",      "prefill",   "gemv", "hc",
+                                        "chain", "attention", "gemv-bench", "topk-bench", "compare"};
     bool known = false;
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) known |= !strcmp(what, modes[i]);
     if (!known) {
         fprintf(stderr,
-                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|hc|chain|attention|gemv-bench|compare MODEL [prompts] "
-                "[max_len]]\n");
+                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|hc|chain|attention|gemv-bench|topk-bench|"
+                "compare MODEL [prompts] [max_len]]\n");
         return 2;
     }
     char exe[4096];
@@ -975,8 +977,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(what, "gemv-bench")) {
         pick_bench();
-        topk_bench();
         return gemv_bench();
+    }
+    if (!strcmp(what, "topk-bench")) {
+        topk_bench();
+        return 0;
     }
     if (!strcmp(what, "compare")) {
         if (argc < 3) {

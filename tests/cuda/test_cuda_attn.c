@@ -302,7 +302,7 @@ static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
 }
 
 /* GPU time of the causal top-k of one decode token at several row counts
- * (gemv-bench; not a test): 2k, 4k, 16k, 64k and 200k contexts. */
+ * (topk-bench; not a test): 2k, 4k, 16k, 64k and 200k contexts. */
 void topk_bench(void) {
     static const int rows[] = {513, 1024, 4096, 16384, 50000};
     const int K = 512, reps = 500;
