@@ -143,7 +143,7 @@ void test_pick_kernel(ds4_rng *r);
 void test_chained_decode(void);
 void test_engine_chain(void);
 void pick_bench(void);
-void topk_bench(void);
+int topk_bench(void);
 int gemv_bench(void);
 
 #endif

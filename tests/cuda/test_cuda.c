@@ -979,10 +979,7 @@ int main(int argc, char **argv) {
         pick_bench();
         return gemv_bench();
     }
-    if (!strcmp(what, "topk-bench")) {
-        topk_bench();
-        return 0;
-    }
+    if (!strcmp(what, "topk-bench")) return topk_bench();
     if (!strcmp(what, "compare")) {
         if (argc < 3) {
             fprintf(stderr, "usage: ds4-cuda-test compare MODEL [prompts] [max_len]\n");

@@ -303,10 +303,14 @@ static void test_topk_rows(ds4_rng *r, int n, int p0, int topk) {
 
 /* GPU time of the causal top-k of one decode token at several row counts
  * (topk-bench; not a test): 2k, 4k, 16k, 64k and 200k contexts. */
-void topk_bench(void) {
+int topk_bench(void) {
     static const int rows[] = {513, 1024, 4096, 16384, 50000};
     const int K = 512, reps = 500;
     const int64_t lds = 50004;
+    if (ds4k_prepare(4, 128, 256, 64, 128) != 0) {
+        fprintf(stderr, "ds4-cuda-test topk-bench: the kernel's shared memory was refused\n");
+        return 1;
+    }
     ds4_rng r;
     ds4_rng_seed(&r, 5);
     float *S = malloc(sizeof(float) * lds);
@@ -317,7 +321,6 @@ void topk_bench(void) {
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
-    if (ds4k_prepare(4, 128, 256, 64, 128) != 0) printf("top-k bench: shared memory refused\n");
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         const int p = 4 * rows[i] - 1; /* the token whose (p + 1) / 4 rows are visible */
         cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice);
@@ -335,6 +338,7 @@ void topk_bench(void) {
     cudaEventDestroy(e1);
     cudaFree(dS), cudaFree(dpos), cudaFree(dnsel), cudaFree(dsel);
     free(S);
+    return 0;
 }
 
 void test_attention_kernels(ds4_rng *r) {
