@@ -723,11 +723,12 @@ bool mma_matmul(int type, const void *W, int64_t rb, int64_t r0, int64_t rows, i
 
 static size_t split_smem_bytes(int64_t K) { return (size_t)(K + K / 16) * sizeof(float); }
 
+bool mma_split_takes(int64_t K) { return g_mma_on && K % 32 == 0 && K <= MM_SPLIT_MAX_K; }
+
 /* An in-place split of X's rows, through the SwiGLU with sw.U set. */
 static bool split_in_place(float *X, split_swiglu sw, int n, int64_t K, int64_t ldx, float *aux, bool sums, bool perm,
                            cudaStream_t s) {
-    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0 ||
-        ((uintptr_t)sw.U % 16) != 0)
+    if (!mma_split_takes(K) || n <= 0 || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0 || ((uintptr_t)sw.U % 16) != 0)
         return false;
     launch_pdl(split_rows_kernel, n, 256, split_smem_bytes(K), s, (const float *)X, ldx, (int64_t)0, 1, X, ldx, (int)K,
                aux + (int64_t)n * (K / 16), sums ? aux : NULL, perm, !perm || wgmma_takes_lo(), sw);
@@ -743,11 +744,9 @@ bool mma_split_rows_swiglu(float *G, const float *U, float L, const float *wts, 
     return U && split_in_place(G, split_swiglu{U, L, wts}, n, K, ldx, aux, sums, perm, s);
 }
 
-bool mma_split_takes(int64_t K) { return g_mma_on && K % 32 == 0 && K <= MM_SPLIT_MAX_K; }
-
 bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx, int64_t gx, float *dst, float *down,
                        bool perm, cudaStream_t s) {
-    if (!g_mma_on || n <= 0 || groups < 1 || K % 32 != 0 || K > MM_SPLIT_MAX_K) return false;
+    if (!mma_split_takes(K) || n <= 0 || groups < 1) return false;
     launch_pdl(split_rows_kernel, n * groups, 256, split_smem_bytes(K), s, X, ldx, gx, groups, dst, K, (int)K, down,
                (float *)NULL, perm, !perm || wgmma_takes_lo(), split_swiglu{NULL, 0.0f, NULL});
     return true;
@@ -755,8 +754,7 @@ bool mma_split_rows_to(const float *X, int n, int groups, int64_t K, int64_t ldx
 
 bool mma_gather_split(const float *split, int n_src, int64_t K, const int32_t *idx, int n, float *X, int64_t ldx,
                       float *down, cudaStream_t s) {
-    if (!g_mma_on || n <= 0 || K % 32 != 0 || K > MM_SPLIT_MAX_K || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0 ||
-        ((uintptr_t)split % 16) != 0)
+    if (!mma_split_takes(K) || n <= 0 || ldx % 4 != 0 || ((uintptr_t)X % 16) != 0 || ((uintptr_t)split % 16) != 0)
         return false;
     launch_pdl(gather_split_kernel, n, 128, 0, s, split, K, n_src, idx, X, ldx, down, wgmma_takes_lo());
     return true;
