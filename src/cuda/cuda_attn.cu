@@ -1,6 +1,6 @@
-/* ds4 — CUDA compressors, lightning indexer (scores and causal top-k) and
- * sink attention (twins: compressor_push, score_range, topk_range and
- * att_range in src/cpu/cpu_attention.c). */
+/* ds4 — CUDA compressors, lightning indexer scores and sink attention
+ * (twins: compressor_push, score_range and att_range in
+ * src/cpu/cpu_attention.c). The indexer's causal top-k: cuda_topk.cu. */
 #include "cuda/cuda_hc.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_attn.cuh"
@@ -564,179 +564,6 @@ extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *
                    scale);
 }
 
-/* ------------------------------------------------------------------ causal top-k */
-
-/* Unsigned keys in the floats' order; -0 and +0 get one key, as they compare
- * equal in the CPU's selection (ties then go to the lower index). */
-__device__ __forceinline__ uint32_t order_key(float f) {
-    uint32_t u = __float_as_uint(f);
-    if (u == 0x80000000u) u = 0;
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-/* The causal top-k of a token is one block's work, so its time is that one
- * multiprocessor's instruction issue (ncu at a 64k context, 16k rows, one
- * row a thread: 120k warp instructions, the schedulers 71% busy, 30 us;
- * four rows a thread: 70k, 20 us). Hence four rows a thread at a time — one
- * 16-byte shared-memory load, the loop's bookkeeping shared — from a cache
- * of the rows' keys in shared memory (every row up to a 196k-token context:
- * 48k rows, 192 KB), filled once instead of reading the scores from L2 in
- * each pass; rows past the cache are read again in each pass. */
-#define TOPK_THREADS 1024
-#define TOPK_CACHE_ROWS (48 * 1024)
-#define TOPK_TILE (4 * TOPK_THREADS)
-static_assert(TOPK_THREADS == 32 * 32, "the selection scans the warps' counts with a lane a warp");
-
-/* f(k, r0) for rows [0, V) in tiles of TOPK_TILE rows, thread i taking rows
- * r0 .. r0+3 (r0 = tile start + 4i) with keys k.x .. k.w (rows at or past V:
- * don't care, the caller masks them); the trips are block-uniform, so f may
- * use warp votes and block barriers. Rows below nc (a multiple of 4) come
- * from the cache, the rest from s. */
-template <typename F>
-__device__ __forceinline__ void topk_each_tile(const uint4 *cache, int nc, const float *s, int V, F f) {
-    for (int t0 = 0; t0 < V; t0 += TOPK_TILE) {
-        const int r0 = t0 + 4 * threadIdx.x;
-        uint4 k;
-        if (r0 < nc) {
-            k = cache[r0 / 4];
-        } else {
-            k.x = r0 < V ? order_key(__ldcg(s + r0)) : 0u;
-            k.y = r0 + 1 < V ? order_key(__ldcg(s + r0 + 1)) : 0u;
-            k.z = r0 + 2 < V ? order_key(__ldcg(s + r0 + 2)) : 0u;
-            k.w = r0 + 3 < V ? order_key(__ldcg(s + r0 + 3)) : 0u;
-        }
-        f(k, r0);
-    }
-}
-
-/* Radix select of the K-th largest key, 8 bits a pass from the top (4
- * passes, integer histograms in shared memory: the counts do not depend on
- * the order of the atomics), then the selection, a tile at a time: a row's
- * place among the chosen is the number of rows above the threshold before
- * it plus the threshold's ties before it (at most `need`), so the rows come
- * out in ascending order and ties at the threshold go to the lowest indices,
- * as in the CPU's heap order. */
-__global__ void __launch_bounds__(TOPK_THREADS, 1)
-    topk_kernel(const float *S, int64_t lds, const int *d_pos, int K, int cache_rows, int32_t *sel, int *n_sel) {
-    pdl_enter();
-    extern __shared__ uint4 topk_cache[];
-    __shared__ int hist[256], counts[2][32], s_need;
-    __shared__ uint32_t s_prefix;
-    const int t = blockIdx.x;
-    const int64_t p = (int64_t)d_pos[0] + t;
-    const int V = (int)((p + 1) / 4);
-    if (V <= K) {
-        if (threadIdx.x == 0) n_sel[t] = -1;
-        return;
-    }
-    const float *s = S + (int64_t)t * lds;
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    const int nc = (V + 3) / 4 * 4 < cache_rows ? (V + 3) / 4 * 4 : cache_rows;
-    { /* the cache: rows [0, nc), 0 past V; 8 loads in flight a thread, from one running pointer (the
-       * compiler had rebuilt each load's 64-bit address from the kernel's arguments) */
-        uint32_t *cache = (uint32_t *)topk_cache + threadIdx.x;
-        const float *src = s + threadIdx.x;
-        for (int left = nc - threadIdx.x, have = V - threadIdx.x; left > 0; left -= 8 * TOPK_THREADS,
-                 have -= 8 * TOPK_THREADS, src += 8 * TOPK_THREADS, cache += 8 * TOPK_THREADS) {
-            float v[8];
-#pragma unroll
-            for (int u = 0; u < 8; u++) v[u] = u * TOPK_THREADS < have ? __ldcg(src + u * TOPK_THREADS) : 0.0f;
-#pragma unroll
-            for (int u = 0; u < 8; u++)
-                if (u * TOPK_THREADS < left) cache[u * TOPK_THREADS] = order_key(v[u]);
-        }
-    }
-    uint32_t prefix = 0, mask = 0;
-    int need = K; /* rows still to take among those matching prefix under mask */
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
-        __syncthreads(); /* also: the cache is written */
-        topk_each_tile(topk_cache, nc, s, V, [&](uint4 k4, int r0) {
-            const uint32_t k[4] = {k4.x, k4.y, k4.z, k4.w};
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                if (r0 + j < V && (k[j] & mask) == prefix) atomicAdd(&hist[(k[j] >> shift) & 255], 1);
-        });
-        __syncthreads();
-        if (threadIdx.x < 32) { /* lane l holds digits 255-8l down to 248-8l */
-            int loc[8], sum = 0;
-#pragma unroll
-            for (int i = 0; i < 8; i++) sum += loc[i] = hist[255 - 8 * lane - i];
-            int incl = sum;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const int y = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += y;
-            }
-            int above = incl - sum;
-            if (above < need && need <= incl) {
-                for (int i = 0; i < 8; i++) {
-                    if (above + loc[i] >= need) {
-                        s_prefix = prefix | ((uint32_t)(255 - 8 * lane - i) << shift);
-                        s_need = need - above;
-                        break;
-                    }
-                    above += loc[i];
-                }
-            }
-        }
-        __syncthreads();
-        prefix = s_prefix;
-        need = s_need;
-        mask |= 255u << shift;
-    }
-    const uint32_t T = prefix; /* the K-th largest key; the first `need` rows equal to it are taken */
-    int32_t *out = sel + (int64_t)t * K;
-    int gt_seen = 0, eq_seen = 0; /* rows above / equal to T in earlier tiles */
-    topk_each_tile(topk_cache, nc, s, V, [&](uint4 k4, int r0) {
-        const uint32_t k[4] = {k4.x, k4.y, k4.z, k4.w};
-        int ge = 0; /* this thread's rows above T (low 16 bits) and equal to it (high 16): a tile's counts fit */
-#pragma unroll
-        for (int j = 0; j < 4; j++) ge += r0 + j < V ? (k[j] > T) + ((k[j] == T) << 16) : 0;
-        int gei = ge; /* inclusive scans over the warp, then over the warps */
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int y = __shfl_up_sync(0xffffffffu, gei, o);
-            if (lane >= o) gei += y;
-        }
-        /* two sets, by the tile's parity: a tile's counts are written while the last one's are read */
-        int *c = counts[(r0 / TOPK_TILE) & 1];
-        if (lane == 31) c[w] = gei;
-        __syncthreads();
-        int wge = c[lane]; /* TOPK_THREADS / 32 == 32 warps: a lane a warp */
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int y = __shfl_up_sync(0xffffffffu, wge, o);
-            if (lane >= o) wge += y;
-        }
-        const int before = (w > 0 ? __shfl_sync(0xffffffffu, wge, w - 1) : 0) + gei - ge;
-        int G = gt_seen + (before & 0xffff), E = eq_seen + (before >> 16); /* rows above / equal to T before r0 */
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            if (r0 + j >= V) break;
-            if (k[j] > T) {
-                out[G + (E < need ? E : need)] = r0 + j;
-                G++;
-            } else if (k[j] == T) {
-                if (E < need) out[G + E] = r0 + j;
-                E++;
-            }
-        }
-        const int tile_ge = __shfl_sync(0xffffffffu, wge, 31);
-        gt_seen += tile_ge & 0xffff;
-        eq_seen += tile_ge >> 16;
-    });
-    if (threadIdx.x == 0) n_sel[t] = K;
-}
-
-extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel,
-                          ds4_stream st) {
-    const int cache_rows = (int)((lds < TOPK_CACHE_ROWS ? lds : TOPK_CACHE_ROWS) + 3) / 4 * 4;
-    if (n > 0)
-        launch_pdl(topk_kernel, n, TOPK_THREADS, sizeof(uint32_t) * cache_rows, (cudaStream_t)st, S, lds, d_pos, topk,
-                   cache_rows, sel, n_sel);
-}
-
 /* ------------------------------------------------------------------ attention */
 
 
@@ -1181,9 +1008,7 @@ extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
                            cudaFuncSetAttribute(indexer_scores_kernel<IDX_WARPS_DECODE>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess))
         return -1;
-    if (cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)(sizeof(uint32_t) * TOPK_CACHE_ROWS)) != cudaSuccess)
-        return -1;
+    if (ds4k_topk_prepare() != 0) return -1;
     if (split > 48 * 1024 &&
         (cudaFuncSetAttribute(attention_split_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=
              cudaSuccess ||

@@ -491,6 +491,16 @@ void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool 
 /* Causal top-k of each token (only rows it may see, ties to the lower index),
  * ascending row order; n_sel[t] = -1 when every visible row is attended. */
 void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel, ds4_stream st);
+/* Up to 8 tokens' top-k with each token's rows split over a cluster of
+ * blocks (off by default; DS4_TOPK_CLUSTER=1 turns it on at the first
+ * launch where the GPU can hold such a cluster): the previous setting
+ * (kernel tests, A/B). The same rows either way. */
+int ds4k_topk_cluster_enable(int on);
+/* Tokens with at most this many rows take the cluster form's first block
+ * alone (default 4,096; DS4_TOPK_CLUSTER_MIN): the previous setting. */
+int ds4k_topk_cluster_min(int rows);
+/* The top-k's shared memory allowed (part of ds4k_prepare); 0 or -1. */
+int ds4k_topk_prepare(void);
 
 /* Sink attention of every (token, head) over the raw window and the visible /
  * selected compressed rows, then inverse RoPE of the output. `part` (scratch

@@ -186,24 +186,36 @@ static void topk_ref(const float *s, int V, int K, int32_t *out) {
     free(idx);
 }
 
-/* Rows of tokens p0 .. p0+n-1 whose causal top-k (ds4k_topk on dS, the
- * device copy of S) differs from the sort's (or whose count is wrong). */
+/* Tokens p0 .. p0+n-1 whose causal top-k (ds4k_topk on dS, the device copy
+ * of S) differs from the sort's (or whose count is wrong), summed over the
+ * kernel's forms: one block a token; a cluster of blocks a token (up to 8
+ * tokens), its first block alone up to 4,096 rows; the cluster's blocks
+ * sharing the rows at any count. */
 static int topk_vs_sort(const float *S, const float *dS, int64_t lds, int n, int p0, int topk, const int *dpos) {
     int *dnsel = to_dev(NULL, sizeof(int) * n), *n_sel = malloc(sizeof(int) * n);
     int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk), *sel = malloc(sizeof(int32_t) * n * topk);
     int32_t *want = malloc(sizeof(int32_t) * topk);
-    ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
-    from_dev(sel, dsel, sizeof(int32_t) * n * topk);
-    from_dev(n_sel, dnsel, sizeof(int) * n);
     int bad = 0;
-    for (int t = 0; t < n; t++) {
-        const int V = (p0 + t + 1) / 4;
-        if (V <= topk) {
-            bad += n_sel[t] != -1;
-            continue;
+    static const char *form_name[] = {"one-block", "cluster", "whole-cluster"};
+    for (int form = 0; form < 3; form++) {
+        const int was = ds4k_topk_cluster_enable(form > 0), min_was = form == 2 ? ds4k_topk_cluster_min(0) : 0;
+        cudaMemset(dsel, 0xff, sizeof(int32_t) * n * topk);
+        ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
+        ds4k_topk_cluster_enable(was);
+        if (form == 2) ds4k_topk_cluster_min(min_was);
+        if (cudaGetLastError() != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess)
+            check(false, "top-k: the %s form's launch failed", form_name[form]);
+        from_dev(sel, dsel, sizeof(int32_t) * n * topk);
+        from_dev(n_sel, dnsel, sizeof(int) * n);
+        for (int t = 0; t < n; t++) {
+            const int V = (p0 + t + 1) / 4;
+            if (V <= topk) {
+                bad += n_sel[t] != -1;
+                continue;
+            }
+            topk_ref(S + t * lds, V, topk, want);
+            bad += n_sel[t] != topk || memcmp(want, sel + (int64_t)t * topk, sizeof(int32_t) * topk) != 0;
         }
-        topk_ref(S + t * lds, V, topk, want);
-        bad += n_sel[t] != topk || memcmp(want, sel + (int64_t)t * topk, sizeof(int32_t) * topk) != 0;
     }
     cudaFree(dnsel), cudaFree(dsel);
     free(n_sel), free(sel), free(want);
@@ -321,18 +333,29 @@ int topk_bench(void) {
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        const int p = 4 * rows[i] - 1; /* the token whose (p + 1) / 4 rows are visible */
-        cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice);
-        for (int k = 0; k < 10; k++) ds4k_topk(dS, lds, 1, dpos, K, dsel, dnsel, NULL);
-        cudaEventRecord(e0, NULL);
-        for (int k = 0; k < reps; k++) ds4k_topk(dS, lds, 1, dpos, K, dsel, dnsel, NULL);
-        cudaEventRecord(e1, NULL);
-        cudaEventSynchronize(e1);
-        float ms = 0;
-        cudaEventElapsedTime(&ms, e0, e1);
-        printf("top-%d over %d rows (normal scores): %.2f us a launch (%d back-to-back launches)\n", K, rows[i],
-               1000.0 * ms / reps, reps);
+    static const char *form_name[] = {"one block", "a cluster of blocks (one up to 4,096 rows)",
+                                      "a cluster of blocks at any count"};
+    for (int form = 0; form < 3; form++) {
+        const int was = ds4k_topk_cluster_enable(form > 0), min_was = form == 2 ? ds4k_topk_cluster_min(0) : 0;
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+            const int p = 4 * rows[i] - 1; /* the token whose (p + 1) / 4 rows are visible */
+            cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice);
+            for (int k = 0; k < 10; k++) ds4k_topk(dS, lds, 1, dpos, K, dsel, dnsel, NULL);
+            cudaEventRecord(e0, NULL);
+            for (int k = 0; k < reps; k++) ds4k_topk(dS, lds, 1, dpos, K, dsel, dnsel, NULL);
+            cudaEventRecord(e1, NULL);
+            if (cudaEventSynchronize(e1) != cudaSuccess) {
+                fprintf(stderr, "ds4-cuda-test topk-bench: %s failed: %s\n", form_name[form],
+                        cudaGetErrorString(cudaGetLastError()));
+                return 1;
+            }
+            float ms = 0;
+            cudaEventElapsedTime(&ms, e0, e1);
+            printf("top-%d over %d rows (normal scores), %s: %.2f us a launch (%d back-to-back launches)\n", K,
+                   rows[i], form_name[form], 1000.0 * ms / reps, reps);
+        }
+        ds4k_topk_cluster_enable(was);
+        if (form == 2) ds4k_topk_cluster_min(min_was);
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
@@ -361,6 +384,10 @@ void test_attention_kernels(ds4_rng *r) {
     test_topk_rows(r, 3, 4093, 512);    /* 1,023 .. 1,024 rows: one tile, full and partial */
     test_topk_rows(r, 3, 65533, 512);   /* 16,383 .. 16,384 rows: a 64k context */
     test_topk_rows(r, 4, 200000, 2048); /* rows just past the cache (50,000 .. 50,001), a larger k */
+    test_topk_rows(r, 1, 2051, 512);    /* decode: 513 rows, 68 a block of a whole cluster, the last 37 */
+    test_topk_rows(r, 1, 65535, 512);   /* decode at a 64k context: 16,384 rows */
+    test_topk_rows(r, 1, 39, 8);        /* 10 rows: blocks of the cluster with none */
+    test_topk_rows(r, 9, 8000, 512);    /* 9 tokens: one block a token in every form */
     test_indexer_topk(r, 12, 8000, 64, 128, 512, true);             /* FP4 grid above 8 tokens: tensor cores */
     test_indexer_topk(r, 12, 2040, 64, 128, 512, true);             /* ... around the first selection */
     test_indexer_topk(r, 10, 70000, 64, 128, 512, true);            /* ... 17,500 rows, 137 tiles a warp */
