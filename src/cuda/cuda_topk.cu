@@ -260,7 +260,8 @@ __global__ void __launch_bounds__(NT, 1) topk_kernel(const float *S, int64_t lds
             }
             if (lane == 0) s_above = c.x, s_equal = c.y;
         }
-        cluster_arrive(); /* no more reads of another block's memory; it may not leave before ours are done (the wait at the end) */
+        /* no more reads of another block's memory; it may not leave before ours are done (the wait at the end) */
+        cluster_arrive();
         __syncthreads();
         gt_seen = s_above;
         eq_seen = s_equal;
@@ -343,8 +344,7 @@ static void topk_cluster_setting(void) {
     if (g_topk_cluster >= 0) return;
     const char *e = getenv("DS4_TOPK_CLUSTER");
     ds4k_topk_cluster_enable(e && strcmp(e, "1") == 0);
-    if (getenv("DS4_TOPK_CLUSTER_MIN"))
-        g_topk_cluster_min = env_int("DS4_TOPK_CLUSTER_MIN", TOPK_CLUSTER_MIN, 0, 1 << 30, TOPK_CLUSTER_MIN);
+    g_topk_cluster_min = env_int("DS4_TOPK_CLUSTER_MIN", TOPK_CLUSTER_MIN, 0, 1 << 30, TOPK_CLUSTER_MIN);
     if (!g_topk_cluster) return;
     cudaLaunchAttribute attr[2];
     const cudaLaunchConfig_t cfg = topk_cluster_config(1, sizeof(uint32_t) * TOPK_CACHE_ROWS, NULL, attr);
@@ -368,15 +368,19 @@ extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, 
     if (n <= 0) return;
     topk_cluster_setting();
     if (g_topk_cluster && n <= TOPK_CLUSTER_TOKENS) {
-        const int cache_rows = topk_cache_rows((lds + TOPK_CLUSTER - 1) / TOPK_CLUSTER);
+        /* a block's share of the rows, or all of them where the first block works alone */
+        const int64_t share = (lds + TOPK_CLUSTER - 1) / TOPK_CLUSTER;
+        const int64_t alone = lds < g_topk_cluster_min ? lds : g_topk_cluster_min;
+        const int cache_rows = topk_cache_rows(share > alone ? share : alone);
         cudaLaunchAttribute attr[2];
         const cudaLaunchConfig_t cfg = topk_cluster_config(n, sizeof(uint32_t) * cache_rows, (cudaStream_t)st, attr);
         (void)cudaLaunchKernelEx(&cfg, topk_kernel<TOPK_CLUSTER, TOPK_CLUSTER_THREADS>, S, lds, d_pos, topk,
                                  cache_rows, g_topk_cluster_min, sel, n_sel);
         return;
     }
-    launch_pdl((topk_kernel<1, TOPK_THREADS>), n, TOPK_THREADS, sizeof(uint32_t) * topk_cache_rows(lds),
-               (cudaStream_t)st, S, lds, d_pos, topk, topk_cache_rows(lds), 0, sel, n_sel);
+    const int cache_rows = topk_cache_rows(lds);
+    launch_pdl((topk_kernel<1, TOPK_THREADS>), n, TOPK_THREADS, sizeof(uint32_t) * cache_rows, (cudaStream_t)st, S,
+               lds, d_pos, topk, cache_rows, 0, sel, n_sel);
 }
 
 /* Both forms' shared memory allowed up front (before a graph capture). */

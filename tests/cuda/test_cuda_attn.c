@@ -199,7 +199,8 @@ static int topk_vs_sort(const float *S, const float *dS, int64_t lds, int n, int
     static const char *form_name[] = {"one-block", "cluster", "whole-cluster"};
     for (int form = 0; form < 3; form++) {
         const int was = ds4k_topk_cluster_enable(form > 0), min_was = form == 2 ? ds4k_topk_cluster_min(0) : 0;
-        cudaMemset(dsel, 0xff, sizeof(int32_t) * n * topk);
+        cudaMemset(dsel, 0xff, sizeof(int32_t) * n * topk); /* no form passes on the one before's results */
+        cudaMemset(dnsel, 0, sizeof(int) * n);
         ds4k_topk(dS, lds, n, dpos, topk, dsel, dnsel, NULL);
         ds4k_topk_cluster_enable(was);
         if (form == 2) ds4k_topk_cluster_min(min_was);
