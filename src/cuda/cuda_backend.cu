@@ -141,8 +141,9 @@ static ds4_dw dw(const ds4_tensor *t) {
 /* ------------------------------------------------------------------ session */
 
 /* Kinds of decode step, a captured graph each (cuda_layers.inc step_kind):
- * no indexer selection; selection with few compressed rows; with many. */
-#define STEP_KINDS 3
+ * no indexer selection; selection with few compressed rows; with many; with
+ * so many that the top-k takes a cluster of blocks a token. */
+#define STEP_KINDS 4
 /* ... and compressor modes (cuda_layers.inc cmp_mode): a graph a pair */
 #define CMP_MODES 3
 /* ... and where a ratio-4 layer's attention compressor forks (cuda_layers.inc fork3_mode) */
@@ -220,6 +221,7 @@ typedef struct cu_sess {
     float *cmp_pool;      /* its pooled windows (ds4k_compressor's pool): CMP_POOL_FLOATS */
     /* a ratio-4 layer's attention compressor forked early in a step closing its windows (cuda_layers.inc early3_ratio) */
     int early3_ratio; /* their ratio; 0: no step forks early */
+    int huge_rows;    /* steps selecting among more compressed rows are of the huge kind (cuda_layers.inc) */
     bool fork3_early; /* the step being captured does (never a step launched kernel by kernel or a batch) */
 } cu_sess;
 /* a batch of n = ring_ratio tokens from a window's first position spans
@@ -587,6 +589,7 @@ static int cu_init(ds4_session *s, ds4_err *err) {
         return ds4_errf(err, "CUDA: attention over %d rows needs more shared memory than the GPU has; use a smaller --ctx",
                         c->max_rows);
     }
+    c->huge_rows = huge_rows_setting();
     double *fr = (double *)malloc(sizeof(double) * c->n_pairs);
     ds4_rope_freqs(c->hp, false, fr);
     cudaMemcpy(c->freq_main, fr, sizeof(double) * c->n_pairs, cudaMemcpyHostToDevice);

@@ -489,13 +489,16 @@ void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool 
                          int IH, int ID, int topk, int cap, float *S, int64_t lds, ds4_stream st);
 
 /* Causal top-k of each token (only rows it may see, ties to the lower index),
- * ascending row order; n_sel[t] = -1 when every visible row is attended. */
-void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel, ds4_stream st);
-/* Up to 8 tokens' top-k with each token's rows split over a cluster of
- * blocks (off by default; DS4_TOPK_CLUSTER=1 turns it on at the first
- * launch where the GPU can hold such a cluster): the previous setting
- * (kernel tests, A/B). The same rows either way. */
-int ds4k_topk_cluster_enable(int on);
+ * ascending row order; n_sel[t] = -1 when every visible row is attended.
+ * cluster: each token's rows split over a cluster of blocks (up to 8
+ * tokens; decode steps over many rows), where ds4k_topk_cluster_ready;
+ * otherwise, and for more tokens, a block a token. The same rows either way. */
+void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, bool cluster, int32_t *sel, int *n_sel,
+               ds4_stream st);
+/* Whether ds4k_topk may take the cluster form: not where DS4_TOPK_CLUSTER=0,
+ * the build is for an arch before sm_90, or the GPU cannot hold the cluster
+ * (a note on stderr). Read once, at the first call. */
+int ds4k_topk_cluster_ready(void);
 /* Tokens with at most this many rows take the cluster form's first block
  * alone (default 4,096; DS4_TOPK_CLUSTER_MIN): the previous setting. */
 int ds4k_topk_cluster_min(int rows);

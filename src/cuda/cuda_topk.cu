@@ -17,23 +17,26 @@
  * docs/BENCHMARKS.md, forty-fourth session). From a 64k context on that
  * chain is on a ratio-4 layer's critical path.
  *
- * The cluster form (DS4_TOPK_CLUSTER=1, at most TOPK_CLUSTER_TOKENS tokens)
+ * The cluster form (the caller's choice: decode steps over more than 16,384
+ * rows, a 64k context, cuda_layers.inc STEP_SELECT_HUGE; at most
+ * TOPK_CLUSTER_TOKENS tokens)
  * splits each token's rows over a cluster of TOPK_CLUSTER blocks of 512
  * threads, which sum their histograms through distributed shared memory:
  * 9.5 us at 16,384 rows, 14.9 at 50,000; up to TOPK_CLUSTER_MIN rows the
  * cluster's first block takes them all (5.5 us at 1,024 rows, 7.1 at
- * 4,096). In the model (full size, H200) it gains at a 128k context (decode
- * 172.5 against 167.4 t/s, one run each) but loses at 64k (-0.6%: a
- * cluster's eight blocks must find room together beside q_b), so it is off
- * by default. Prefill's chunks fill the GPU with one block a token and
- * always take the one-block form (the same kernel, C = 1). */
+ * 4,096). The caller picks the form by the step's rows: in the model (full
+ * size, H200, in-call A/B) decode gains +0.4% at a 64k context, +2.1% at
+ * 96k, +4.2% at 128k, +6.8% at 192k and +12.3% at 256k with q_b in 3/8 of
+ * the GPU beside it, where with q_b in 2/8 it had lost 0.6% at 64k (its
+ * eight blocks must find room together).
+ * DS4_TOPK_CLUSTER=0 never takes it (A/B). Prefill's chunks fill the GPU
+ * with one block a token and always take the one-block form (the same
+ * kernel, C = 1). */
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
 
 #include <cooperative_groups.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 namespace cg = cooperative_groups;
 
@@ -310,15 +313,11 @@ __global__ void __launch_bounds__(NT, 1) topk_kernel(const float *S, int64_t lds
     if (cl) cluster_wait();
 }
 
-/* The cluster form: -1 until the first launch or ds4k_topk_prepare reads
- * DS4_TOPK_CLUSTER (on only where it is 1, the build is for sm_90 or later
- * and the GPU can hold such a cluster). */
+/* Whether the cluster form may be taken: -1 until the first launch,
+ * ds4k_topk_prepare or ds4k_topk_cluster_ready reads DS4_TOPK_CLUSTER (on
+ * unless it is 0, where the build is for sm_90 or later and the GPU can
+ * hold such a cluster). */
 static int g_topk_cluster = -1, g_topk_cluster_min = TOPK_CLUSTER_MIN;
-extern "C" int ds4k_topk_cluster_enable(int on) {
-    const int was = g_topk_cluster;
-    g_topk_cluster = on < 0 ? -1 : on && DS4_CUDA_ARCH_MIN >= 90;
-    return was;
-}
 
 extern "C" int ds4k_topk_cluster_min(int rows) {
     const int was = g_topk_cluster_min;
@@ -342,18 +341,20 @@ static cudaLaunchConfig_t topk_cluster_config(int n, size_t smem, cudaStream_t s
 
 static void topk_cluster_setting(void) {
     if (g_topk_cluster >= 0) return;
-    const char *e = getenv("DS4_TOPK_CLUSTER");
-    ds4k_topk_cluster_enable(e && strcmp(e, "1") == 0);
+    g_topk_cluster = env_switch_on("DS4_TOPK_CLUSTER") && DS4_CUDA_ARCH_MIN >= 90;
     g_topk_cluster_min = env_int("DS4_TOPK_CLUSTER_MIN", TOPK_CLUSTER_MIN, 0, 1 << 30, TOPK_CLUSTER_MIN);
     if (!g_topk_cluster) return;
     cudaLaunchAttribute attr[2];
-    const cudaLaunchConfig_t cfg = topk_cluster_config(1, sizeof(uint32_t) * TOPK_CACHE_ROWS, NULL, attr);
+    const int bytes = (int)(sizeof(uint32_t) * TOPK_CACHE_ROWS);
+    const cudaLaunchConfig_t cfg = topk_cluster_config(1, bytes, NULL, attr);
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, topk_kernel<TOPK_CLUSTER, TOPK_CLUSTER_THREADS>, &cfg) !=
+    if (cudaFuncSetAttribute(topk_kernel<TOPK_CLUSTER, TOPK_CLUSTER_THREADS>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveClusters(&clusters, topk_kernel<TOPK_CLUSTER, TOPK_CLUSTER_THREADS>, &cfg) !=
             cudaSuccess ||
         clusters < 1) {
         (void)cudaGetLastError();
-        fprintf(stderr, "ds4: DS4_TOPK_CLUSTER=1 ignored: this GPU cannot hold a cluster of %d top-k blocks\n",
+        fprintf(stderr, "ds4: the cluster top-k is off: this GPU cannot hold a cluster of %d of its blocks\n",
                 TOPK_CLUSTER);
         g_topk_cluster = 0;
     }
@@ -363,11 +364,16 @@ static int topk_cache_rows(int64_t rows) {
     return (int)((rows < TOPK_CACHE_ROWS ? rows : TOPK_CACHE_ROWS) + 3) / 4 * 4;
 }
 
-extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, int32_t *sel, int *n_sel,
-                          ds4_stream st) {
+extern "C" int ds4k_topk_cluster_ready(void) {
+    topk_cluster_setting();
+    return g_topk_cluster;
+}
+
+extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, bool cluster, int32_t *sel,
+                          int *n_sel, ds4_stream st) {
     if (n <= 0) return;
     topk_cluster_setting();
-    if (g_topk_cluster && n <= TOPK_CLUSTER_TOKENS) {
+    if (cluster && g_topk_cluster && n <= TOPK_CLUSTER_TOKENS) {
         /* a block's share of the rows, or all of them where the first block works alone */
         const int64_t share = (lds + TOPK_CLUSTER - 1) / TOPK_CLUSTER;
         const int64_t alone = lds < g_topk_cluster_min ? lds : g_topk_cluster_min;
@@ -383,13 +389,12 @@ extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, 
                lds, d_pos, topk, cache_rows, 0, sel, n_sel);
 }
 
-/* Both forms' shared memory allowed up front (before a graph capture). */
+/* Both forms' shared memory allowed up front (before a graph capture; the
+ * cluster form's by topk_cluster_setting, where it is on). */
 extern "C" int ds4k_topk_prepare(void) {
     const int bytes = (int)(sizeof(uint32_t) * TOPK_CACHE_ROWS);
     if (cudaFuncSetAttribute(topk_kernel<1, TOPK_THREADS>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) !=
-            cudaSuccess ||
-        cudaFuncSetAttribute(topk_kernel<TOPK_CLUSTER, TOPK_CLUSTER_THREADS>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
+        cudaSuccess)
         return -1;
     topk_cluster_setting();
     return 0;

@@ -184,13 +184,21 @@ static void reference(ds4_model *m, const int32_t *prompt, int np, int ctx, int3
     ds4_session_free(s);
 }
 
+/* Whether the chains (not the references) run every selecting step in the
+ * huge kind, whose top-k splits a token's rows over a cluster of blocks
+ * (cuda_layers.inc STEP_SELECT_HUGE, at a 64k context and beyond): the
+ * session reads DS4_TOPK_CLUSTER_ROWS when it starts. */
+static bool g_chain_huge;
+
 /* A chain from the same prompt, stopping at `stop` (-1: after STEPS steps);
  * checks it against the reference after the steps it kept. */
 static void chain_vs_reference(ds4_model *m, const int32_t *prompt, int np, int ctx, int32_t exclude, int32_t stop,
                                const ref_run *ref) {
     const int64_t V = m->hp.n_vocab;
     ds4_err err = {{0}};
+    if (g_chain_huge) setenv("DS4_TOPK_CLUSTER_ROWS", "0", 1);
     ds4_session *s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    unsetenv("DS4_TOPK_CLUSTER_ROWS");
     ds4_session_eval(s, prompt, np, NULL, &err);
     int32_t got[STEPS];
     got[0] = ds4_sampler_argmax_except(ds4_session_logits(s), (int)V, exclude);
@@ -213,10 +221,10 @@ static void chain_vs_reference(ds4_model *m, const int32_t *prompt, int np, int 
                     memcmp(snap, ref->snap[kept], len) == 0 &&
                     memcmp(logits, ref->logits[kept], sizeof(float) * V) == 0;
     check(ok,
-          "chained greedy, exclude %d, stop token %d: %d steps kept (position %d), tokens %s, snapshot and "
+          "chained greedy%s, exclude %d, stop token %d: %d steps kept (position %d), tokens %s, snapshot and "
           "logits bitwise %s the one-at-a-time run%s%s",
-          exclude, stop, kept, np + kept, same ? "equal" : "DIFFER", ok ? "equal to" : "NOT equal to", rc ? ": " : "",
-          rc ? err.msg : "");
+          g_chain_huge ? " in the huge kind (cluster top-k)" : "", exclude, stop, kept, np + kept,
+          same ? "equal" : "DIFFER", ok ? "equal to" : "NOT equal to", rc ? ": " : "", rc ? err.msg : "");
     free(snap);
     free(logits);
     ds4_session_free(s);
@@ -292,6 +300,16 @@ void test_chained_decode(void) {
     /* top-8 of ratio-4 rows: the indexer starts selecting at 36 tokens, so a
      * chain from a 20-token prompt switches between both step graphs */
     chain_model("/tmp/ds4cu_chain.gguf", "--seed 31 --ffn-gain 3 --index-topk 8", 0);
+    /* the same with the chains' selecting steps in the huge kind, against
+     * one-at-a-time steps in the others: the cluster top-k's selections, and
+     * so every bit after them, the one-block form's */
+    if (ds4k_topk_cluster_ready()) {
+        g_chain_huge = true;
+        chain_model("/tmp/ds4cu_chain.gguf", "--seed 31 --ffn-gain 3 --index-topk 8", 0);
+        g_chain_huge = false;
+    } else {
+        printf("note: no cluster top-k here; the huge kind's chains not tested\n");
+    }
     /* the published types at D = 256 (the tiles take the HCA projections)
      * and HCA windows of 16: the chains cross three closing steps */
     chain_model("/tmp/ds4cu_chain_ring.gguf",
