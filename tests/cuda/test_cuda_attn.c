@@ -371,6 +371,7 @@ void test_attention_kernels(ds4_rng *r) {
     test_attention_decode(r, 1, 140000, 64, 512, 128, false, false, 0); /* HCA, 39 chunks: the block merge only */
     test_attention_decode(r, 8, 1500, 64, 512, 4, true, false, 0);     /* 8 tokens, every compressed row */
     test_attention_decode(r, 3, 2100, 4, 128, 4, true, true, 0);       /* the fixture models' 4 heads */
+    if (!ds4k_topk_cluster_ready()) printf("note: no cluster top-k here; its checks test the one-block form\n");
     test_indexer_topk(r, 3, 8000, 64, 128, 512, false);             /* 2,000 rows */
     test_indexer_topk(r, 2, 70000, 64, 128, 512, false);            /* 17,500 rows: many per thread */
     test_indexer_topk(r, 6, 2046, 64, 128, 512, false);             /* around the first selection: 511 .. 513 rows */
@@ -379,7 +380,6 @@ void test_attention_kernels(ds4_rng *r) {
     test_indexer_topk(r, 3, 8000, 64, 128, 512, true);              /* FP4 grid, decode-sized: 128 rows a block */
     test_indexer_topk(r, 1, 65000, 64, 128, 512, true);             /* ... one token at a 64k context */
     test_indexer_topk(r, 2, 2050, 64, 128, 512, true);              /* ... 512 rows (not scored), 513 (a block of one) */
-    if (!ds4k_topk_cluster_ready()) printf("note: no cluster top-k here; its checks test the one-block form\n");
     test_topk_rows(r, 2, 230000, 512);  /* 57,500 rows: 8,348 past the cache, partial tiles */
     test_topk_rows(r, 3, 4093, 512);    /* 1,023 .. 1,024 rows: one tile, full and partial */
     test_topk_rows(r, 3, 65533, 512);   /* 16,383 .. 16,384 rows: a 64k context */

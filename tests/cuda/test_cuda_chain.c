@@ -196,9 +196,18 @@ static void chain_vs_reference(ds4_model *m, const int32_t *prompt, int np, int 
                                const ref_run *ref) {
     const int64_t V = m->hp.n_vocab;
     ds4_err err = {{0}};
-    if (g_chain_huge) setenv("DS4_TOPK_CLUSTER_ROWS", "0", 1);
-    ds4_session *s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
-    unsetenv("DS4_TOPK_CLUSTER_ROWS");
+    ds4_session *s;
+    if (g_chain_huge) { /* the setting a user may have made comes back after the session reads ours */
+        const char *had = getenv("DS4_TOPK_CLUSTER_ROWS");
+        char *keep = had ? strdup(had) : NULL;
+        setenv("DS4_TOPK_CLUSTER_ROWS", "0", 1);
+        s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+        if (keep) setenv("DS4_TOPK_CLUSTER_ROWS", keep, 1);
+        else unsetenv("DS4_TOPK_CLUSTER_ROWS");
+        free(keep);
+    } else {
+        s = session(m, DS4_BACKEND_CUDA, ctx, 2048, false);
+    }
     ds4_session_eval(s, prompt, np, NULL, &err);
     int32_t got[STEPS];
     got[0] = ds4_sampler_argmax_except(ds4_session_logits(s), (int)V, exclude);
@@ -302,10 +311,14 @@ void test_chained_decode(void) {
     chain_model("/tmp/ds4cu_chain.gguf", "--seed 31 --ffn-gain 3 --index-topk 8", 0);
     /* the same with the chains' selecting steps in the huge kind, against
      * one-at-a-time steps in the others: the cluster top-k's selections, and
-     * so every bit after them, the one-block form's */
+     * so every bit after them, the one-block form's. Its blocks share the
+     * rows at any count (a graph takes the setting when captured, at the
+     * session's start), not its first block alone as below 4,096 rows. */
     if (ds4k_topk_cluster_ready()) {
         g_chain_huge = true;
+        const int min_was = ds4k_topk_cluster_min(0);
         chain_model("/tmp/ds4cu_chain.gguf", "--seed 31 --ffn-gain 3 --index-topk 8", 0);
+        ds4k_topk_cluster_min(min_was);
         g_chain_huge = false;
     } else {
         printf("note: no cluster top-k here; the huge kind's chains not tested\n");
