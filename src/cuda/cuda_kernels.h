@@ -499,9 +499,6 @@ void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, int topk, b
  * the build is for an arch before sm_90, or the GPU cannot hold the cluster
  * (a note on stderr). Read once, at the first call. */
 int ds4k_topk_cluster_ready(void);
-/* Tokens with at most this many rows take the cluster form's first block
- * alone (default 4,096; DS4_TOPK_CLUSTER_MIN): the previous setting. */
-int ds4k_topk_cluster_min(int rows);
 /* The top-k's shared memory allowed (part of ds4k_prepare); 0 or -1. */
 int ds4k_topk_prepare(void);
 

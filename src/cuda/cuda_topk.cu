@@ -21,9 +21,9 @@
  * rows, a 64k context, cuda_layers.inc STEP_SELECT_HUGE; at most
  * TOPK_CLUSTER_TOKENS tokens) splits each token's rows over a cluster of
  * TOPK_CLUSTER blocks of 512 threads, which sum their histograms through
- * distributed shared memory: 9.5 us at 16,384 rows, 14.9 at 50,000; up to
- * TOPK_CLUSTER_MIN rows the cluster's first block takes them all (5.5 us at
- * 1,024 rows, 7.1 at 4,096). The caller picks the form by the step's rows:
+ * distributed shared memory: 9.5 us at 16,384 rows, 14.9 at 50,000 (a
+ * cluster launch costs ~9.5 us whatever the rows). The caller picks the
+ * form by the step's rows:
  * in the model (full size, H200, in-call A/B) decode gains +0.4% at a 64k
  * context, +2.1% at 96k, +4.2% at 128k, +6.8% at 192k and +12.3% at 256k
  * with q_b in 3/8 of the GPU beside it, where with q_b in 2/8 it had lost
@@ -47,7 +47,6 @@ namespace cg = cooperative_groups;
 #define TOPK_CLUSTER_THREADS 512   /* a block of a cluster: a tile is 2,048 rows, a 64k context's share of 8 */
 #define TOPK_CLUSTER 8             /* blocks a token in the cluster form (the portable maximum) */
 #define TOPK_CLUSTER_TOKENS 8      /* at most this many tokens take the cluster form */
-#define TOPK_CLUSTER_MIN 4096      /* rows up to which block 0 of a cluster takes them all (DS4_TOPK_CLUSTER_MIN) */
 #define TOPK_CACHE_ROWS (48 * 1024) /* keys a block keeps in shared memory (192 KB) */
 
 /* Unsigned keys in the floats' order; -0 and +0 get one key, as they compare
@@ -162,17 +161,17 @@ __device__ void topk_pick(const int4 *g, const int *hl, int shift, uint32_t *pre
     }
 }
 
-/* The top-k of token blockIdx.x / C. With C > 1 and more than cluster_min
- * rows, the token's rows are split over the C blocks of its cluster: each
+/* The top-k of token blockIdx.x / C. With C > 1 the token's rows are split
+ * over the C blocks of its cluster (a block may have none): each
  * block counts its own rows and adds its histogram into the cluster's (bins
  * 32q .. 32q+31 in block q, for C = 8; three in turn, so a pass clears the
  * next one while the last is still read), and every block picks the same
  * digit from it. The rows above and equal to the final key in the blocks
- * before a block say where its rows go. Otherwise block 0 takes every row
- * (a block a token: C = 1). */
+ * before a block say where its rows go. With C = 1 the block takes every
+ * row. */
 template <int C, int NT>
 __global__ void __launch_bounds__(NT, 1) topk_kernel(const float *S, int64_t lds, const int *d_pos, int K,
-                                                     int cache_rows, int cluster_min, int32_t *sel, int *n_sel) {
+                                                     int cache_rows, int32_t *sel, int *n_sel) {
     static_assert(NT % 32 == 0 && NT <= 1024, "the ordered pass scans the warps' counts with a lane a warp");
     static_assert(256 % C == 0 && 256 / C >= 8, "a lane's 8 digits lie in one block's part of the histogram");
     constexpr int NW = NT / 32;
@@ -185,9 +184,9 @@ __global__ void __launch_bounds__(NT, 1) topk_kernel(const float *S, int64_t lds
     const int t = blockIdx.x / C, b = blockIdx.x % C; /* block b of the cluster (clusters are C blocks along x) */
     const int64_t p = (int64_t)d_pos[0] + t;
     const int V = (int)((p + 1) / 4);
-    const bool cl = C > 1 && V > cluster_min; /* the same for every block of the cluster */
-    if (V <= K || (!cl && b > 0)) {
-        if (V <= K && b == 0 && threadIdx.x == 0) n_sel[t] = -1;
+    constexpr bool cl = C > 1;
+    if (V <= K) { /* every block of a cluster leaves here alike */
+        if (b == 0 && threadIdx.x == 0) n_sel[t] = -1;
         return;
     }
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -316,13 +315,7 @@ __global__ void __launch_bounds__(NT, 1) topk_kernel(const float *S, int64_t lds
  * ds4k_topk_prepare or ds4k_topk_cluster_ready reads DS4_TOPK_CLUSTER (on
  * unless it is 0, where the build is for sm_90 or later and the GPU can
  * hold such a cluster). */
-static int g_topk_cluster = -1, g_topk_cluster_min = TOPK_CLUSTER_MIN;
-
-extern "C" int ds4k_topk_cluster_min(int rows) {
-    const int was = g_topk_cluster_min;
-    g_topk_cluster_min = rows;
-    return was;
-}
+static int g_topk_cluster = -1;
 
 /* A launch of the cluster form for n tokens (attr: the caller's storage for
  * two attributes). */
@@ -341,7 +334,6 @@ static cudaLaunchConfig_t topk_cluster_config(int n, size_t smem, cudaStream_t s
 static void topk_cluster_setting(void) {
     if (g_topk_cluster >= 0) return;
     g_topk_cluster = env_switch_on("DS4_TOPK_CLUSTER") && DS4_CUDA_ARCH_MIN >= 90;
-    g_topk_cluster_min = env_int("DS4_TOPK_CLUSTER_MIN", TOPK_CLUSTER_MIN, 0, 1 << 30, TOPK_CLUSTER_MIN);
     if (!g_topk_cluster) return;
     cudaLaunchAttribute attr[2];
     const int bytes = (int)(sizeof(uint32_t) * TOPK_CACHE_ROWS);
@@ -373,19 +365,16 @@ extern "C" void ds4k_topk(const float *S, int64_t lds, int n, const int *d_pos, 
     if (n <= 0) return;
     topk_cluster_setting();
     if (cluster && g_topk_cluster && n <= TOPK_CLUSTER_TOKENS) {
-        /* a block's share of the rows, or all of them where the first block works alone */
-        const int64_t share = (lds + TOPK_CLUSTER - 1) / TOPK_CLUSTER;
-        const int64_t alone = lds < g_topk_cluster_min ? lds : g_topk_cluster_min;
-        const int cache_rows = topk_cache_rows(share > alone ? share : alone);
+        const int cache_rows = topk_cache_rows((lds + TOPK_CLUSTER - 1) / TOPK_CLUSTER); /* a block's share */
         cudaLaunchAttribute attr[2];
         const cudaLaunchConfig_t cfg = topk_cluster_config(n, sizeof(uint32_t) * cache_rows, (cudaStream_t)st, attr);
         (void)cudaLaunchKernelEx(&cfg, topk_kernel<TOPK_CLUSTER, TOPK_CLUSTER_THREADS>, S, lds, d_pos, topk,
-                                 cache_rows, g_topk_cluster_min, sel, n_sel);
+                                 cache_rows, sel, n_sel);
         return;
     }
     const int cache_rows = topk_cache_rows(lds);
     launch_pdl((topk_kernel<1, TOPK_THREADS>), n, TOPK_THREADS, sizeof(uint32_t) * cache_rows, (cudaStream_t)st, S,
-               lds, d_pos, topk, cache_rows, 0, sel, n_sel);
+               lds, d_pos, topk, cache_rows, sel, n_sel);
 }
 
 /* Both forms' shared memory allowed up front (before a graph capture; the

@@ -188,21 +188,18 @@ static void topk_ref(const float *s, int V, int K, int32_t *out) {
 
 /* Tokens p0 .. p0+n-1 whose causal top-k (ds4k_topk on dS, the device copy
  * of S) differs from the sort's (or whose count is wrong), summed over the
- * kernel's forms: one block a token; a cluster of blocks a token (up to 8
- * tokens), its first block alone up to 4,096 rows; the cluster's blocks
- * sharing the rows at any count. */
+ * kernel's two forms: one block a token; a cluster of blocks a token (up to
+ * 8 tokens). */
 static int topk_vs_sort(const float *S, const float *dS, int64_t lds, int n, int p0, int topk, const int *dpos) {
     int *dnsel = to_dev(NULL, sizeof(int) * n), *n_sel = malloc(sizeof(int) * n);
     int32_t *dsel = to_dev(NULL, sizeof(int32_t) * n * topk), *sel = malloc(sizeof(int32_t) * n * topk);
     int32_t *want = malloc(sizeof(int32_t) * topk);
     int bad = 0;
-    static const char *form_name[] = {"one-block", "cluster", "whole-cluster"};
-    for (int form = 0; form < 3; form++) {
-        const int min_was = form == 2 ? ds4k_topk_cluster_min(0) : 0;
+    static const char *form_name[] = {"one-block", "cluster"};
+    for (int form = 0; form < 2; form++) {
         cudaMemset(dsel, 0xff, sizeof(int32_t) * n * topk); /* no form passes on the one before's results */
         cudaMemset(dnsel, 0, sizeof(int) * n);
         ds4k_topk(dS, lds, n, dpos, topk, form > 0, dsel, dnsel, NULL);
-        if (form == 2) ds4k_topk_cluster_min(min_was);
         if (cudaGetLastError() != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess)
             check(false, "top-k: the %s form's launch failed", form_name[form]);
         from_dev(sel, dsel, sizeof(int32_t) * n * topk);
@@ -333,10 +330,8 @@ int topk_bench(void) {
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
-    static const char *form_name[] = {"one block", "a cluster of blocks (one up to 4,096 rows)",
-                                      "a cluster of blocks at any count"};
-    for (int form = 0; form < 3; form++) {
-        const int min_was = form == 2 ? ds4k_topk_cluster_min(0) : 0;
+    static const char *form_name[] = {"one block", "a cluster of blocks"};
+    for (int form = 0; form < 2; form++) {
         for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
             const int p = 4 * rows[i] - 1; /* the token whose (p + 1) / 4 rows are visible */
             cudaMemcpy(dpos, &p, sizeof(int), cudaMemcpyHostToDevice);
@@ -354,7 +349,6 @@ int topk_bench(void) {
             printf("top-%d over %d rows (normal scores), %s: %.2f us a launch (%d back-to-back launches)\n", K,
                    rows[i], form_name[form], 1000.0 * ms / reps, reps);
         }
-        if (form == 2) ds4k_topk_cluster_min(min_was);
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
