@@ -872,7 +872,7 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
  * pair of dims over the chunks and un-rotates it itself. The kernel above
  * waits on three global round trips (the maxima, the weights' terms, the
  * values behind the weights in shared memory) and five barriers; this one
- * on two (maxima and sums, then the values) and none. Bitwise the kernel
+ * on one (maxima, sums and values at once) and none. Bitwise the kernel
  * above: with every chunk in lanes 0..31 of warp 0 there, its block-wide
  * trees reduce to one warp butterfly over those lanes plus exact additions
  * of zeros, the maximum is exact in any order, and the chunks are added in
@@ -890,6 +890,17 @@ __global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
     const bool has = lane < n_chunks;
     const float mc = has ? pp[lane * (hd + 2) + hd] : -INFINITY, lc = has ? pp[lane * (hd + 2) + hd + 1] : 0.0f;
     const float sink = sinks[h];
+    /* every chunk's values on their way with the maxima and sums: one round
+     * trip, not two. An empty chunk's place holds no output of this step
+     * (zeros or an older step's numbers, never NaN from uninitialized
+     * memory: the session clears it) and is read but never added: its
+     * weight is 0. Loaded behind the weights, only the chunks that weigh,
+     * the merge ended ~0.7 us later (full size, H200: decode +0.4% at 2k,
+     * +0.5% at 64k; docs/BENCHMARKS.md, forty-sixth session). */
+    float2 v[COMB_WARP_CHUNKS];
+#pragma unroll
+    for (int c = 0; c < COMB_WARP_CHUNKS; c++)
+        v[c] = c < n_chunks ? *(const float2 *)(pp + (int64_t)c * (hd + 2) + 2 * c2) : make_float2(0.0f, 0.0f);
     /* the un-rotation's angle, while the loads above are in flight */
     const int k = c2 - (hd / 2 - n_pairs);
     float rc = 1.0f, rs = 0.0f;
@@ -903,13 +914,8 @@ __global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
     if (has) den += w * lc;
     den = warp_sum(den) + expf(sink - M);
     float wv[COMB_WARP_CHUNKS];
-    float2 v[COMB_WARP_CHUNKS];
 #pragma unroll
-    for (int c = 0; c < COMB_WARP_CHUNKS; c++) {
-        wv[c] = __shfl_sync(0xffffffffu, w, c);
-        v[c] = c < n_chunks && wv[c] != 0.0f ? *(const float2 *)(pp + (int64_t)c * (hd + 2) + 2 * c2)
-                                             : make_float2(0.0f, 0.0f);
-    }
+    for (int c = 0; c < COMB_WARP_CHUNKS; c++) wv[c] = __shfl_sync(0xffffffffu, w, c);
     float2 acc = make_float2(0.0f, 0.0f);
 #pragma unroll
     for (int c = 0; c < COMB_WARP_CHUNKS; c++) {
