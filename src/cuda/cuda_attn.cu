@@ -895,7 +895,7 @@ __global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
      * (zeros or an older step's numbers, never NaN from uninitialized
      * memory: the session clears it) and is read but never added: its
      * weight is 0. Loaded behind the weights, only the chunks that weigh,
-     * the merge ended ~0.7 us later (full size, H200: decode +0.4% at 2k,
+     * the merge ended ~0.9 us later (full size, H200: decode +0.4% at 2k,
      * +0.5% at 64k; docs/BENCHMARKS.md, forty-sixth session). */
     float2 v[COMB_WARP_CHUNKS];
 #pragma unroll
