@@ -883,40 +883,24 @@ __global__ void attention_combine_kernel(const int *d_pos, int H, int hd, const 
 #define COMB_WARP_CHUNKS 32
 __global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
     attention_combine_warp_kernel(const int *d_pos, int H, int hd, const float *sinks, const float *part, int n_chunks,
-                                  const double *freqs, int n_pairs, float *o, int window, int ratio, bool csa,
-                                  const int *n_sel) {
+                                  const double *freqs, int n_pairs, float *o) {
+    pdl_enter();
     const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x & 31, c2 = threadIdx.x; /* dims 2 c2, 2 c2 + 1 */
-    /* The chunks that hold rows at this step (the split's count), read
-     * before the wait: the position is written when the step starts and
-     * n_sel by the top-k, both done before the split, the kernel ahead,
-     * passed its own wait and let this one launch. A session sized beyond
-     * its position has empty chunks at the end (its graphs fix n_chunks),
-     * which the loads below skip: read anyway, their places (written by no
-     * recent step, in DRAM) held up the merge (-1.4 to -1.7% of a decode
-     * step in the block merge, docs/bench/history-3.md, "sixteenth"). The
-     * count only steers the loads: a chunk past it that weighs would still
-     * be loaded, behind its weight. */
-    int used = n_chunks;
-    {
-        const int64_t p = (int64_t)__ldcg(d_pos) + t;
-        const int nr = visible_count(p, window, ratio, csa, csa && ratio > 0 ? __ldcg(n_sel + t) : -1);
-        const int u = (nr + ATT_SPLIT - 1) / ATT_SPLIT;
-        if (u < used) used = u;
-    }
-    pdl_wait();
-    pdl_trigger();
     const float *pp = part + ((int64_t)t * H + h) * n_chunks * (hd + 2);
     const bool has = lane < n_chunks;
     const float mc = has ? pp[lane * (hd + 2) + hd] : -INFINITY, lc = has ? pp[lane * (hd + 2) + hd + 1] : 0.0f;
     const float sink = sinks[h];
-    /* the used chunks' values on their way with the maxima and sums: one
-     * round trip, not two (loaded behind the weights, the merge ended ~0.9
-     * us later; full size, H200: decode +0.4% at 2k, +0.5% at 64k;
-     * docs/BENCHMARKS.md, forty-sixth session) */
+    /* every chunk's values on their way with the maxima and sums: one round
+     * trip, not two. An empty chunk's place holds no output of this step
+     * (zeros or an older step's numbers, never NaN from uninitialized
+     * memory: the session clears it) and is read but never added: its
+     * weight is 0. Loaded behind the weights, only the chunks that weigh,
+     * the merge ended ~0.9 us later (full size, H200: decode +0.4% at 2k,
+     * +0.5% at 64k; docs/BENCHMARKS.md, forty-sixth session). */
     float2 v[COMB_WARP_CHUNKS];
 #pragma unroll
     for (int c = 0; c < COMB_WARP_CHUNKS; c++)
-        v[c] = c < used ? *(const float2 *)(pp + (int64_t)c * (hd + 2) + 2 * c2) : make_float2(0.0f, 0.0f);
+        v[c] = c < n_chunks ? *(const float2 *)(pp + (int64_t)c * (hd + 2) + 2 * c2) : make_float2(0.0f, 0.0f);
     /* the un-rotation's angle, while the loads above are in flight */
     const int k = c2 - (hd / 2 - n_pairs);
     float rc = 1.0f, rs = 0.0f;
@@ -931,11 +915,7 @@ __global__ void __launch_bounds__(DS4K_MAX_HEAD_DIM / 2)
     den = warp_sum(den) + expf(sink - M);
     float wv[COMB_WARP_CHUNKS];
 #pragma unroll
-    for (int c = 0; c < COMB_WARP_CHUNKS; c++) {
-        wv[c] = __shfl_sync(0xffffffffu, w, c);
-        if (c >= used && c < n_chunks && wv[c] != 0.0f) /* not taken while the count is right */
-            v[c] = *(const float2 *)(pp + (int64_t)c * (hd + 2) + 2 * c2);
-    }
+    for (int c = 0; c < COMB_WARP_CHUNKS; c++) wv[c] = __shfl_sync(0xffffffffu, w, c);
     float2 acc = make_float2(0.0f, 0.0f);
 #pragma unroll
     for (int c = 0; c < COMB_WARP_CHUNKS; c++) {
@@ -996,7 +976,7 @@ extern "C" int ds4k_attention(const float *q, int n, const int *d_pos, int H, in
         if (ds4k_attention_combine_warp(-1) && n_chunks <= COMB_WARP_CHUNKS && hd % 64 == 0 &&
             hd <= DS4K_MAX_HEAD_DIM && 2 * n_pairs <= hd) {
             launch_pdl(attention_combine_warp_kernel, dim3(n, H), hd / 2, 0, (cudaStream_t)st, d_pos, H, hd, sinks, part,
-                       n_chunks, freqs, n_pairs, o, window, ratio, csa, n_sel);
+                       n_chunks, freqs, n_pairs, o);
             return hcs;
         }
         /* the chunk weights' array rounded up to whole 16-byte words: the

@@ -37,16 +37,6 @@ __device__ __forceinline__ int visible_rows(int64_t p, int t, int window, int ra
     return *n_raw + n_cmp;
 }
 
-/* The count visible_rows returns, from the token's n_sel value ns (-1: every
- * compressed row; used only where csa): for a kernel that reads n_sel
- * itself (attention_combine_warp_kernel, before its wait). */
-__device__ __forceinline__ int visible_count(int64_t p, int window, int ratio, bool csa, int ns) {
-    const int64_t lo = p - window + 1 > 0 ? p - window + 1 : 0;
-    int n = (int)(p - lo + 1);
-    if (ratio > 0) n += csa && ns >= 0 ? ns : (int)((p + 1) / ratio);
-    return n;
-}
-
 /* Prefill attention on the tensor cores (cuda_attn_mma.cu): launches and
  * returns true when it applies (f16 rows, head dim a multiple of 128 up to
  * DS4K_MAX_HEAD_DIM); DS4_ATT_MMA=0 turns it off. */

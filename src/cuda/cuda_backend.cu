@@ -383,6 +383,9 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     CU(cudaMemsetAsync(c->hc_bar, 0, 2 * DS4K_HC_COLLAPSE_MAX_TOKENS * sizeof(unsigned), c->st), "clearing the HC counters");
     CU(cudaMemset(c->pick, 0, sizeof(ds4k_pick_ctl)), "clearing the pick state");
     CU(cudaMemsetAsync(c->route_done, 0, sizeof(unsigned), c->st), "clearing the router's count");
+    /* the warp merge reads an empty chunk's place too (never adding it) */
+    CU(cudaMemsetAsync(c->att_part, 0, ds4k_attention_part_floats(hp->n_head, hd, c->max_rows) * 4, c->st),
+       "clearing the attention partials");
     const size_t n_heads = (size_t)hp->n_head * DS4K_HEADS_CNT_STRIDE;
     DA(c->heads_cnt, n_heads * sizeof(unsigned));
     CU(cudaMemsetAsync(c->heads_cnt, 0, n_heads * sizeof(unsigned), c->st), "clearing the heads' counters");
