@@ -22,9 +22,8 @@
  * TOPK_CLUSTER_TOKENS tokens) splits each token's rows over a cluster of
  * TOPK_CLUSTER blocks of 512 threads, which sum their histograms through
  * distributed shared memory: 9.5 us at 16,384 rows, 14.9 at 50,000 (a
- * cluster launch costs ~9.5 us whatever the rows). The caller picks the
- * form by the step's rows:
- * in the model (full size, H200, in-call A/B) decode gains +0.4% at a 64k
+ * cluster launch costs ~9.5 us whatever the rows). In the model (full
+ * size, H200, in-call A/B) decode gains +0.4% at a 64k
  * context, +2.1% at 96k, +4.2% at 128k, +6.8% at 192k and +12.3% at 256k
  * with q_b in 3/8 of the GPU beside it, where with q_b in 2/8 it had lost
  * 0.6% at 64k (its eight blocks must find room together).
