@@ -6,6 +6,7 @@
 #define DS4_CUDA_OPS_CUH
 
 #include "cuda/cuda_common.cuh"
+#include "cuda/cuda_kernels.h"
 
 /* Kernels that reduce over a whole row of one token run one block per row;
  * with few tokens (decode) those blocks are all the GPU does, so a long row
@@ -184,11 +185,23 @@ __device__ __forceinline__ float dev_softplus(float z) {
  * logits (as the CPU does); a block barrier follows in the caller.
  * FROM_L2: the logits read past the L1 cache (other blocks wrote them).
  * route_pick_warp, warp 0 alone: sid[0..k) the hash table's row of token
- * `tok` (tid2eid) or k rounds of a warp arg-max over sel (each lane scans its
- * experts in ascending order, the butterfly keeps the larger value and, on
- * ties, the lower id: the CPU's "first maximum" rule); then every lane adds
- * the k scores in slot order (the CPU's sum) and writes the ids and the
- * weights pr[id] / max(sum, 2^-14) * scale. */
+ * `tok` (tid2eid) or k rounds of a warp arg-max over sel (the larger value
+ * and, on ties, the lower id: the CPU's "first maximum" rule); then every
+ * lane adds the k scores in slot order (the CPU's sum) and writes the ids
+ * and the weights pr[id] / max(sum, 2^-14) * scale.
+ *
+ * Up to 256 experts (the model's) the arg-max keeps each lane's experts
+ * (e = lane + 32 i) in registers as keys in the floats' order and takes a
+ * round's maximum, then its lowest id, with one warp reduction each
+ * (redux.sync); more experts, or hash routing, keep the butterfly of
+ * (value, id) pairs over shared memory, ~5 shuffle steps and 8 loads a
+ * round. A decode step's selection sits between the router GEMV and the
+ * routed experts: in a full-size trace at 2k the router ended 5.4 us after
+ * the collapse instead of 7.6 (decode +0.7% and +0.8% in two calls). It must
+ * stay small: the router GEMV that inlines it is held to 40 registers, and
+ * a first version with 16 keys a lane (E <= 512) and its rounds unrolled
+ * took 50 and lost 2.6% at 2k and 64k (the routed gate/up then launched
+ * ~3.4 us later; docs/BENCHMARKS.md, forty-eighth session). */
 template <bool FROM_L2 = false>
 __device__ __forceinline__ void route_scores(float *logits, int E, const float *bias, float *sel, float *pr) {
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
@@ -198,9 +211,56 @@ __device__ __forceinline__ void route_scores(float *logits, int E, const float *
         sel[e] = p + (bias ? bias[e] : 0.0f);
     }
 }
+/* A selection score's key: a larger float has a larger key, -0 the key of
+ * +0 (they compare equal), NaN key 1 (below every number, so a broken
+ * model's NaN scores are taken last; 0 marks an expert taken or absent). */
+__device__ __forceinline__ uint32_t route_key(float v) {
+    if (v != v) return 1u;
+    uint32_t u = __float_as_uint(v);
+    if (u == 0x80000000u) u = 0;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+/* The arg-max rounds on keys in registers, NPL a lane (E <= 32 NPL, k <=
+ * DS4_ROUTE_K_MAX): every lane learns each round's id, loads its score (a
+ * broadcast) and adds it in slot order, so the weights need no second pass
+ * over shared memory. */
+template <int NPL>
+__device__ __forceinline__ void route_pick_keys(int E, int k, const float *sel, const float *pr, float scale,
+                                                int32_t *ids, float *w) {
+    const int lane = threadIdx.x & 31;
+    uint32_t key[NPL];
+#pragma unroll
+    for (int i = 0; i < NPL; i++) key[i] = lane + 32 * i < E ? route_key(sel[lane + 32 * i]) : 0u;
+    int32_t my_id = 0;
+    float my_p = 0.0f, sum = 0.0f;
+    for (int j = 0; j < k; j++) {
+        uint32_t m = 0;
+#pragma unroll
+        for (int i = 0; i < NPL; i++) m = key[i] > m ? key[i] : m;
+        const uint32_t top = __reduce_max_sync(0xffffffffu, m);
+        uint32_t first = 0xffffffffu; /* this lane's lowest id holding the maximum */
+#pragma unroll
+        for (int i = NPL - 1; i >= 0; i--)
+            if (key[i] == top && lane + 32 * i < E) first = (uint32_t)(lane + 32 * i);
+        uint32_t id = __reduce_min_sync(0xffffffffu, first);
+        if (id >= (uint32_t)E) id = 0; /* unreachable for k <= E: every round has a number left */
+#pragma unroll
+        for (int i = 0; i < NPL; i++)
+            if ((uint32_t)(lane + 32 * i) == id) key[i] = 0u;
+        const float p = pr[id];
+        sum += p; /* the CPU's sum: slot order from 0 */
+        if (lane == j) my_id = (int32_t)id, my_p = p;
+    }
+    if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+    if (lane < k) ids[lane] = my_id, w[lane] = my_p / sum * scale;
+}
 __device__ __forceinline__ void route_pick_warp(int E, int k, const int32_t *tid2eid, int32_t tok, float scale,
                                                 float *sel, const float *pr, int32_t *sid, int32_t *ids, float *w) {
     const int lane = threadIdx.x & 31;
+    if (!tid2eid && k <= DS4_ROUTE_K_MAX && k <= E && E <= 32 * 8) {
+        route_pick_keys<8>(E, k, sel, pr, scale, ids, w);
+        return;
+    }
     if (tid2eid) {
         for (int j = lane; j < k; j += 32) sid[j] = tid2eid[(int64_t)tok * k + j];
     } else {
