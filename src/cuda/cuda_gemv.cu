@@ -427,9 +427,10 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
 /* The router GEMV's last block (ds4k_router_matmul). Each block counts
  * itself done once its logits are written (a fence first, so they are
  * visible to the block that sees the last count), and lets the next kernel
- * launch only then: the routed GEMV's blocks, which take every register of
- * a multiprocessor, are not resident beside this GEMV and the shared
- * expert while they wait. The block that counts last reads the E logits
+ * (the routed gate/up) launch then: its blocks stage x and copy their
+ * tables while the last block selects (letting it launch right after each
+ * block's wait instead: -0.3% against this, within noise; full size, H200,
+ * docs/BENCHMARKS.md, forty-eighth session). The block that counts last reads the E logits
  * from L2, writes the scores over them and selects on its warp 0 with
  * router_kernel's code (route_scores, route_pick_warp). The count wraps
  * back to 0 on the last increment (atomicInc), so no separate reset can be
@@ -474,7 +475,14 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
  * that kernel's prologue the Sinkhorn stood on the critical path (its launch
  * follows the shared expert's join), and on a thread of the last block,
  * beside the selection, it outlasted the selection by ~2.4 us (trace,
- * 12-layer model). */
+ * 12-layer model). That block lets the routed gate/up launch before it
+ * waits, not at its exit: the launch waited for its Sinkhorn, ~3.8 us after
+ * the collapse, where the GEMV's blocks let it go sooner (full
+ * size, H200, at 2k: decode +1.0%, 192.60 against 190.73 t/s; the trace
+ * showed the gate/up launched 3.8 us after the collapse whatever the
+ * selection took). The rule that a kernel lets the next launch only after
+ * its wait still holds for the launch: the dependant starts once every
+ * block has let it, and the GEMV's blocks do only after theirs. */
 template <bool SELECT>
 __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs jobs, const float *X, ds4_route route,
                                                                        unsigned *done) {
@@ -484,6 +492,7 @@ __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs
     __shared__ float part[FS_ROWS][FS_PARTS][32];
     const unsigned gemv_blocks = gridDim.x - (SELECT && route.hc.mix ? 1 : 0);
     if (SELECT && blockIdx.x == gemv_blocks) {
+        pdl_trigger(); /* before its wait: see above */
         pdl_wait();
         if (threadIdx.x == 0) hc_split_thread(route.hc);
         return;
