@@ -108,6 +108,14 @@ __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_
 __device__ __forceinline__ uint16_t f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
 __device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 __device__ __forceinline__ float round_f16(float f) { return __half2float(__float2half_rn(f)); }
+/* Unsigned keys in the floats' order (the top-k's and the experts'
+ * selections); -0 and +0 get one key, as they compare equal in the CPU's
+ * selections (ties then go to the lower index). */
+__device__ __forceinline__ uint32_t order_key(float f) {
+    uint32_t u = __float_as_uint(f);
+    if (u == 0x80000000u) u = 0;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
 
 __device__ __forceinline__ uint16_t ld_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 /* Aligned loads for the block formats: every row of a quantized matrix

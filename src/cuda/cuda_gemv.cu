@@ -429,14 +429,15 @@ __device__ const float *stage_floats(const float *X, int64_t K, uint8_t *xa, con
  * visible to the block that sees the last count), and lets the next kernel
  * (the routed gate/up) launch then: its blocks stage x and copy their
  * tables while the last block selects (letting it launch right after each
- * block's wait instead: -0.3% against this, within noise; full size, H200,
- * docs/BENCHMARKS.md, forty-eighth session). The block that counts last reads the E logits
- * from L2, writes the scores over them and selects on its warp 0 with
- * router_kernel's code (route_scores, route_pick_warp). The count wraps
- * back to 0 on the last increment (atomicInc), so no separate reset can be
- * lost. Only integer atomics, and the selection does not depend on which
- * block is last. `scratch` holds 2 E floats. `blocks`: the GEMV's blocks
- * (the launch's, less the HC split's; see gemv_f16_split_kernel). */
+ * block's wait instead: -0.3%, within noise; full size, H200,
+ * docs/BENCHMARKS.md, forty-eighth session). The block that counts last
+ * reads the E logits from L2, writes the scores over them and selects on
+ * its warp 0 with router_kernel's code (route_scores, route_pick_warp).
+ * The count wraps back to 0 on the last increment (atomicInc), so no
+ * separate reset can be lost. Only integer atomics, and the selection does
+ * not depend on which block is last. `scratch` holds 2 E floats. `blocks`:
+ * the GEMV's blocks (the launch's, less the HC split's; see
+ * gemv_f16_split_kernel). */
 __device__ void route_last_block(const ds4_route &route, unsigned *done, float *scratch, unsigned blocks) {
     __shared__ bool last;
     __shared__ int32_t sid[DS4_ROUTE_K_MAX];
@@ -476,13 +477,12 @@ __device__ void route_last_block(const ds4_route &route, unsigned *done, float *
  * follows the shared expert's join), and on a thread of the last block,
  * beside the selection, it outlasted the selection by ~2.4 us (trace,
  * 12-layer model). That block lets the routed gate/up launch before it
- * waits, not at its exit: the launch waited for its Sinkhorn, ~3.8 us after
- * the collapse, where the GEMV's blocks let it go sooner (full
- * size, H200, at 2k: decode +1.0%, 192.60 against 190.73 t/s; the trace
- * showed the gate/up launched 3.8 us after the collapse whatever the
- * selection took). The rule that a kernel lets the next launch only after
- * its wait still holds for the launch: the dependant starts once every
- * block has let it, and the GEMV's blocks do only after theirs. */
+ * waits, not at its exit: the launch had waited for its Sinkhorn, ~3.8 us
+ * after the collapse whatever the selection took (traces), where the
+ * GEMV's blocks let it go sooner (full size, H200, at 2k: decode +1.0%,
+ * 192.60 against 190.73 t/s). The rule that a kernel lets the next launch
+ * only after its wait still holds for the launch: the dependant starts once
+ * every block has let it, and the GEMV's blocks do only after theirs. */
 template <bool SELECT>
 __global__ void __launch_bounds__(FS_WARPS * 32) gemv_f16_split_kernel(gemv_jobs jobs, const float *X, ds4_route route,
                                                                        unsigned *done) {

@@ -211,15 +211,10 @@ __device__ __forceinline__ void route_scores(float *logits, int E, const float *
         sel[e] = p + (bias ? bias[e] : 0.0f);
     }
 }
-/* A selection score's key: a larger float has a larger key, -0 the key of
- * +0 (they compare equal), NaN key 1 (below every number, so a broken
- * model's NaN scores are taken last; 0 marks an expert taken or absent). */
-__device__ __forceinline__ uint32_t route_key(float v) {
-    if (v != v) return 1u;
-    uint32_t u = __float_as_uint(v);
-    if (u == 0x80000000u) u = 0;
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
+/* A selection score's key (order_key), NaN's 1: below every number, so a
+ * broken model's NaN scores are taken last; 0 marks an expert taken or
+ * absent. */
+__device__ __forceinline__ uint32_t route_key(float v) { return v != v ? 1u : order_key(v); }
 /* The arg-max rounds on keys in registers, NPL a lane (E <= 32 NPL, k <=
  * DS4_ROUTE_K_MAX): every lane learns each round's id, loads its score (a
  * broadcast) and adds it in slot order, so the weights need no second pass

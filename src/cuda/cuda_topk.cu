@@ -48,14 +48,6 @@ namespace cg = cooperative_groups;
 #define TOPK_CLUSTER_TOKENS 8      /* at most this many tokens take the cluster form */
 #define TOPK_CACHE_ROWS (48 * 1024) /* keys a block keeps in shared memory (192 KB) */
 
-/* Unsigned keys in the floats' order; -0 and +0 get one key, as they compare
- * equal in the CPU's selection (ties then go to the lower index). */
-__device__ __forceinline__ uint32_t order_key(float f) {
-    uint32_t u = __float_as_uint(f);
-    if (u == 0x80000000u) u = 0;
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 /* A block's rows [lo, hi) of one token's scores s, the first nc of them (a
  * multiple of 4) as keys in the shared cache. */
 struct topk_rows {
