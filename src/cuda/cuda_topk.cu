@@ -14,7 +14,7 @@
  * topk-bench, H200, one decode token, 6.4 us at 1,024 rows (the launch alone
  * ~4.3 in that loop), 14.0 at 16,384, 36.0 at 50,000; at 16,384 rows the
  * three later passes take ~4.8 us and the ordered pass ~4.5 (timing knobs,
- * docs/BENCHMARKS.md, forty-fourth session). From a 64k context on that
+ * docs/bench/history-8.md, forty-fourth session). From a 64k context on that
  * chain is on a ratio-4 layer's critical path.
  *
  * The cluster form (the caller's choice: decode steps over more than 16,384
