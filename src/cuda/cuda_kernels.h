@@ -57,6 +57,11 @@ int ds4k_gemv_f16_split_cap(int blocks);
  * (bitwise the same sums; on by default, DS4_GEMV_PAIRS=0 keeps one).
  * Returns the previous setting. */
 int ds4k_gemv_pairs_enable(int on);
+/* The decode GEMV's conversion-free forms (cuda_gemv.cu: qdot, small_u2f)
+ * against the plain conversions they replace, on the device: every exact
+ * small integer and per_type random dot pairs of each quantized type.
+ * Returns the mismatches, or -1 on a CUDA error (tests). */
+long long ds4k_gemv_convert_check(int64_t per_type, uint64_t seed);
 
 /* The same for the tensor-core prefill tiles (cuda_mma.cu); DS4_MMA=0 keeps
  * them off (the float tile kernel runs instead). */

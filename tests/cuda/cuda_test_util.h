@@ -120,6 +120,7 @@ static inline double gemv_tolerance(int type) {
  * timing against the general kernel (test_cuda_gemv.c). */
 void test_gemv_stream(ds4_rng *r);
 void test_gemv_pairs(ds4_rng *r);
+void test_gemv_convert(void);
 void test_gemv_ksplit(ds4_rng *r);
 void test_hc_mix_parts(ds4_rng *r);
 void test_hc_mix_batched(ds4_rng *r);

@@ -1004,6 +1004,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "gemv")) { /* only the one-token GEMV checks */
         test_gemv_stream(&r);
         test_gemv_pairs(&r);
+        test_gemv_convert();
         test_gemv_ksplit(&r);
         test_gemv_prep(&r);
         test_gemv_heads(&r);
@@ -1016,6 +1017,7 @@ int main(int argc, char **argv) {
         test_router(&r);
         test_gemv_stream(&r);
         test_gemv_pairs(&r);
+        test_gemv_convert();
         test_gemv_ksplit(&r);
         test_hc_mix_parts(&r);
         test_hc_mix_batched(&r);

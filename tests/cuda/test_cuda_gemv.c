@@ -283,6 +283,16 @@ void test_gemv_pairs(ds4_rng *r) {
     }
 }
 
+/* The slice dots' conversion-free forms (qdot, qdot_small, small_u2f in
+ * cuda_gemv.cu) against the plain conversions they replaced, on the device:
+ * the same bits for every exact small integer and for 4 x 2^22 random dot
+ * pairs at the four quantized types' bounds. */
+void test_gemv_convert(void) {
+    const long long bad = ds4k_gemv_convert_check((int64_t)1 << 22, 0x5eed);
+    check(bad == 0, "gemv slice conversions: integers < 2^23, |v| < 2^22, the 4-bit scale and 4 x 2^22 dot pairs "
+                    "bitwise the plain conversions (%lld differ)", bad);
+}
+
 /* ------------------------------------------------------------------ activation prep */
 
 static float swiglu_ref(float g, float u, float lim) {
