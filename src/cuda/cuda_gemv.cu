@@ -147,26 +147,28 @@ __device__ __forceinline__ int qword(const int4 &a0, const int4 &a1, int i) {
     }
 }
 /* Integer-to-float conversions issue on the multiprocessor's conversion
- * unit, at 16 results a clock against 128 for float multiplies and adds
- * (sm_80 and sm_90), and a slice used up to eight of them. Each is taken
- * without it here, to the same bits:
+ * unit, at 16 results a clock (the CUDA guide's table for sm_80 and sm_90)
+ * against 64 to 128 for float adds and multiplies, and a slice used up to
+ * eight of them. Each is taken without it here, to the same bits:
  * - the x-scaled value of an integer dot pair, h + l / 256 rounded once,
  *   is 256 h + l converted (one rounding, then an exact power-of-two scale;
  *   |256 h + l| < 2^31 for every type here) instead of h and l converted
  *   and added by an fma;
  * - an integer v in [0, 2^23) (a K-quant scale, IQ2_XXS's 4-bit scale) is
- *   the float whose bits put v under the exponent of 2^23, less 2^23: an
- *   integer operation and a float add, both exact;
- * - a Q2_K dot pair, |256 h + l| < 2^21, is converted the same way with a
- *   bias of 1.5 * 2^23 for the sign, and is then exact.
- * `ds4-cuda-test gemv` holds them to the old expressions' bits on the
+ *   the float whose bits put v under the exponent of 2^23, less 2^23 (less
+ *   2^23 - 0.5 for v + 0.5): an integer operation and a float add, exact;
+ * - an integer in (-2^22, 2^22), such as a Q2_K dot pair's 256 h + l (below
+ *   2^21), the same way with a bias of 1.5 * 2^23 for the sign.
+ * `ds4-cuda-test gemv` holds them to the plain conversions' bits on the
  * device (ds4k_gemv_convert_check). */
+__device__ __forceinline__ float small_u2f(uint32_t v) { return __int_as_float(0x4B000000u | v) - 8388608.0f; }
+__device__ __forceinline__ float small_u2f_half(uint32_t v) { return __int_as_float(0x4B000000u | v) - 8388607.5f; }
+__device__ __forceinline__ float small_i2f(int v) { return __int_as_float(0x4B400000 + v) - 12582912.0f; }
 __device__ __forceinline__ float qdot(int h, int l, float sx) {
     return __int2float_rn(h * 256 + l) * (1.0f / 256.0f) * sx;
 }
-__device__ __forceinline__ float small_u2f(uint32_t v) { return __int_as_float(0x4B000000u | v) - 8388608.0f; }
 __device__ __forceinline__ float qdot_small(int h, int l, float sx) {
-    return (__int_as_float(0x4B400000 + (h * 256 + l)) - 12582912.0f) * (1.0f / 256.0f) * sx;
+    return small_i2f(h * 256 + l) * (1.0f / 256.0f) * sx;
 }
 
 /* IQ2_XXS without per-weight sign work: a group of 8 weights is a grid
@@ -261,8 +263,7 @@ __device__ __forceinline__ float slice_dot<T_IQ2_XXS>(const uint8_t *buf, int s,
         l = __dp4a(wq[i], qword(xs.b0, xs.b1, i), l);
     }
     const float d = h2f((uint16_t)ld_a16(buf + 66 * (s >> 3)));
-    const float s4 = __int_as_float(0x4B000000u | (a1 >> 28)) - 8388607.5f; /* 0.5 + the 4-bit scale, exact */
-    return __fmul_rn(__fmul_rn(d, s4), 0.25f) * qdot(h, l, xs.sx);
+    return __fmul_rn(__fmul_rn(d, small_u2f_half(a1 >> 28)), 0.25f) * qdot(h, l, xs.sx);
 }
 
 template <> __device__ __forceinline__ float slice_dot<T_Q2_K>(const uint8_t *buf, int s, const xslice &xs, const gs_x &) {
@@ -1115,9 +1116,9 @@ extern "C" int ds4k_gemv_stream_enable(int on) {
 /* ------------------------------------------------------------------ conversion check (tests) */
 
 /* The slices' conversions above against the plain expressions they replace,
- * on this device: every integer the exact forms take (small_u2f over
- * [0, 2^23), qdot_small's biased conversion over (-2^22, 2^22), the 4-bit
- * scale), and qdot and qdot_small on `per_type` pseudo-random pairs at each
+ * on this device: every integer the exact forms take (small_u2f and
+ * small_u2f_half over [0, 2^23), small_i2f over (-2^22, 2^22)), and qdot
+ * and qdot_small on `per_type` pseudo-random pairs at each
  * type's bound of |h| and |l| with a random positive scale (normal or
  * subnormal). Mismatches are counted into *bad. */
 __global__ void gemv_convert_check_kernel(int64_t per_type, uint64_t seed, unsigned long long *bad) {
@@ -1125,13 +1126,10 @@ __global__ void gemv_convert_check_kernel(int64_t per_type, uint64_t seed, unsig
     unsigned long long n = 0;
     for (int64_t v = i0; v < (1 << 23); v += step) {
         n += __float_as_uint(small_u2f((uint32_t)v)) != __float_as_uint((float)v);
+        n += __float_as_uint(small_u2f_half((uint32_t)v)) != __float_as_uint(0.5f + (float)v);
         const int sv = (int)v - (1 << 22);
-        if (sv > -(1 << 22))
-            n += __float_as_uint(__int_as_float(0x4B400000 + sv) - 12582912.0f) != __float_as_uint((float)sv);
+        if (sv > -(1 << 22)) n += __float_as_uint(small_i2f(sv)) != __float_as_uint((float)sv);
     }
-    if (i0 < 16)
-        n += __float_as_uint(__int_as_float(0x4B000000u | (uint32_t)i0) - 8388607.5f) !=
-             __float_as_uint(0.5f + (float)(int)i0);
     /* |h|, |l| bounds: Q8_0 32 * 127 * 127, IQ2_XXS 32 * 43 * 127, Q4_K 32 * 15 * 127, Q2_K 16 * 3 * 127 */
     const int lim[4] = {516128, 174752, 60960, 6096};
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i0 + 1));
