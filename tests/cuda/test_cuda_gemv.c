@@ -289,7 +289,7 @@ void test_gemv_pairs(ds4_rng *r) {
  * pairs at the four quantized types' bounds. */
 void test_gemv_convert(void) {
     const long long bad = ds4k_gemv_convert_check((int64_t)1 << 22, 0x5eed);
-    check(bad == 0, "gemv slice conversions: integers < 2^23, |v| < 2^22, the 4-bit scale and 4 x 2^22 dot pairs "
+    check(bad == 0, "gemv slice conversions: integers v < 2^23 (v and v + 0.5), |v| < 2^22 and 4 x 2^22 dot pairs "
                     "bitwise the plain conversions (%lld differ)", bad);
 }
 
