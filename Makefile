@@ -84,7 +84,7 @@ $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) $(OPT) $(if $(filter $(AVX2_SRC),$<),-mavx2 -mfma -mf16c) -MMD -MP -c $< -o $@
 
-$(BUILD)/obj/cuda/%.o: src/cuda/%.cu $(wildcard src/cuda/*.cuh src/cuda/*.h src/cuda/*.inc)
+$(BUILD)/obj/cuda/%.o: src/cuda/%.cu $(wildcard src/cuda/*.cuh src/cuda/*.h src/cuda/*.inc) src/model/kv_format.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -DDS4_WITH_CUDA -c $< -o $@
 

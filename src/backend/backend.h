@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/kv_format.h"
 #include "model/model.h"
 #include "model/state.h"
 #include "util/err.h"
@@ -47,12 +48,14 @@ typedef struct ds4_session_opts {
     int n_threads;       /* CPU threads; 0 = one per core */
     /* Numerics. oracle = true switches off the FP8 KV and FP4 indexer
      * simulations and keeps caches in exact f32 (transformers' behaviour).
-     * The three switches below override individual parts: -1 = follow
-     * `oracle`, 0 = off, 1 = on. */
+     * The two switches below override individual parts: -1 = follow
+     * `oracle`, 0 = off, 1 = on. kv_type: how the cache stores its rows
+     * (model/kv_format.h; DS4_KV_DEFAULT: f32 in oracle mode, else f16);
+     * fp8 needs both simulations on. */
     bool oracle;
     int fp8_kv;
     int fp4_indexer;
-    int f16_cache;
+    ds4_kv_type kv_type;
     ds4_progress_fn progress;
     void *progress_ud;
 } ds4_session_opts;
@@ -90,7 +93,8 @@ typedef struct ds4_backend_ops {
 struct ds4_session {
     ds4_model *model;
     ds4_session_opts opts;
-    bool fp8_kv, fp4_indexer, f16_cache; /* resolved numerics */
+    bool fp8_kv, fp4_indexer;            /* resolved numerics */
+    ds4_kv_type kv_type;                 /* resolved: never DS4_KV_DEFAULT */
     ds4_state *state;                    /* host copy / CPU working state */
     const ds4_backend_ops *ops;
     void *impl;                          /* backend private */

@@ -10,7 +10,7 @@ void ds4_session_opts_default(ds4_session_opts *o) {
     memset(o, 0, sizeof(*o));
     o->fp8_kv = -1;
     o->fp4_indexer = -1;
-    o->f16_cache = -1;
+    o->kv_type = DS4_KV_DEFAULT;
 }
 
 static bool resolve(int v, bool oracle) { return v < 0 ? !oracle : v != 0; }
@@ -81,7 +81,18 @@ ds4_session *ds4_session_create(ds4_model *m, const ds4_session_opts *opts, ds4_
     s->opts.prefill_chunk = chunk;
     s->fp8_kv = resolve(opts->fp8_kv, opts->oracle);
     s->fp4_indexer = resolve(opts->fp4_indexer, opts->oracle);
-    s->f16_cache = resolve(opts->f16_cache, opts->oracle);
+    s->kv_type = opts->kv_type != DS4_KV_DEFAULT ? opts->kv_type : opts->oracle ? DS4_KV_F32 : DS4_KV_F16;
+    if (s->kv_type < DS4_KV_F32 || s->kv_type > DS4_KV_FP8) {
+        ds4_errf(err, "unknown KV cache type %d", (int)s->kv_type);
+        free(s);
+        return NULL;
+    }
+    if (s->kv_type == DS4_KV_FP8 && (!s->fp8_kv || !s->fp4_indexer)) {
+        ds4_errf(err, "the fp8 KV cache stores the FP8 / FP4 codes of the rows, so it needs the FP8 KV and FP4 "
+                      "indexer simulations on (not oracle mode); use --kv-type f32, f16 or bf16 there");
+        free(s);
+        return NULL;
+    }
     if (s->fp8_kv && (hp->head_dim - hp->rope_dim) % 64 != 0) {
         ds4_errf(err, "the FP8 KV simulation needs (key_length - rope dims) to be a multiple of 64 (%d - %d); "
                       "use oracle mode or switch it off",

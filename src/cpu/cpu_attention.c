@@ -12,7 +12,12 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static inline float cache_round(const cpu_ctx *c, float v) { return c->sess->f16_cache ? ds4_round_f16(v) : v; }
+/* A row as the cache keeps it (--kv-type: model/kv_format.h), in place:
+ * attention rows (nope = their FP8 part) or indexer rows (index). */
+static void cache_round(const cpu_ctx *c, float *row, int dim, bool index) {
+    const ds4_kv_type t = c->sess->kv_type;
+    ds4_kvrow_round(index ? ds4_kv_index_fmt(t) : ds4_kv_attn_fmt(t), row, dim, dim - c->hp->rope_dim);
+}
 
 static const double *layer_freqs(const cpu_ctx *c, int il) {
     return ds4_layer_kind(c->hp, il) == DS4_ATTN_WINDOW ? c->freq_main : c->freq_cmp;
@@ -41,7 +46,8 @@ static void kv_finish_range(void *ctx, int64_t b, int64_t e, int thread) {
         ds4_rope_tail(kv, hp->head_dim, c->n_pairs, cs, false);
         if (c->sess->fp8_kv) ds4_fp8_sim(kv, hp->head_dim - hp->rope_dim);
         float *dst = S->raw + (size_t)(p % c->st->raw_cap) * hp->head_dim;
-        for (int d = 0; d < hp->head_dim; d++) dst[d] = cache_round(c, kv[d]);
+        memcpy(dst, kv, sizeof(float) * hp->head_dim);
+        cache_round(c, dst, hp->head_dim, false);
     }
 }
 
@@ -125,7 +131,8 @@ static void compressors_run(cpu_ctx *c, int il) {
             ds4_rope_tail(row, hp->head_dim, c->n_pairs, cs, false);
             if (c->sess->fp8_kv) ds4_fp8_sim(row, hp->head_dim - hp->rope_dim);
             float *dst = S->comp + (size_t)S->n_comp * hp->head_dim;
-            for (int d = 0; d < hp->head_dim; d++) dst[d] = cache_round(c, row[d]);
+            memcpy(dst, row, sizeof(float) * hp->head_dim);
+            cache_round(c, dst, hp->head_dim, false);
             S->n_comp++;
         }
         if (csa && compressor_push(S->icmp_kv, S->icmp_score, 4, true, IW, c->ik + (size_t)t * IW,
@@ -138,7 +145,8 @@ static void compressors_run(cpu_ctx *c, int il) {
                 ds4_fp4_sim(row, hp->idx_dim);
             }
             float *dst = S->idx + (size_t)S->n_idx * hp->idx_dim;
-            for (int d = 0; d < hp->idx_dim; d++) dst[d] = cache_round(c, row[d]);
+            memcpy(dst, row, sizeof(float) * hp->idx_dim);
+            cache_round(c, dst, hp->idx_dim, true);
             S->n_idx++;
         }
     }

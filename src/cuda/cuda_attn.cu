@@ -4,6 +4,7 @@
 #include "cuda/cuda_hc.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_attn.cuh"
+#include "cuda/cuda_kvrow.cuh"
 #include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_tc.cuh"
 
@@ -49,7 +50,7 @@ __device__ __forceinline__ float cmp_pool(int j, int ratio, bool overlap, int wi
 __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                   const float *gate, int ape_type, const void *ape, const float *norm, float rms_eps,
                                   int width, const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8,
-                                  bool fp4, void *rows, bool f16, const int32_t *skip) {
+                                  bool fp4, void *rows, int fmt, const int32_t *skip) {
     pdl_enter();
     if (skip && *skip) return; /* a step that must leave the state as it is */
     extern __shared__ float row[];
@@ -77,7 +78,9 @@ __global__ void compressor_kernel(float *st_kv, float *st_score, int ratio, bool
         if (fp8) block_fp8(row, width - 2 * n_pairs, amax);
         if (fp4) block_hadamard_fp4(row, width, amax);
         const int64_t w = (p + 1) / ratio - 1;
-        for (int j = threadIdx.x; j < width; j += blockDim.x) kv_store(rows, w * width + j, row[j], f16);
+        const int nope = width - 2 * n_pairs;
+        block_store_row((uint8_t *)rows + w * (int64_t)ds4_kvrow_bytes((ds4_row_fmt)fmt, width, nope), row, fmt, width,
+                        nope);
         if (overlap) {
             __syncthreads();
             for (int64_t i = threadIdx.x; i < (int64_t)ratio * W; i += blockDim.x) {
@@ -174,7 +177,7 @@ __global__ void compressor_pool_kernel(const float *st_kv, const float *st_score
 __global__ void compressor_windows_kernel(const float *st_kv, const float *st_score, int ratio, bool overlap, int W,
                                           const float *kv, const float *gate, int ape_type, const void *ape,
                                           const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
-                                          const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16,
+                                          const int *d_pos, int n, bool fp8, bool fp4, void *rows, int fmt,
                                           const float *pooled, const int32_t *skip) {
     pdl_enter();
     if (skip && *skip) return; /* a chained step fed the stop token (compressor_kernel) */
@@ -195,7 +198,8 @@ __global__ void compressor_windows_kernel(const float *st_kv, const float *st_sc
     block_rope(row, width, n_pairs, freqs, p + 1 - ratio, false);
     if (fp8) block_fp8(row, width - 2 * n_pairs, amax);
     if (fp4) block_hadamard_fp4(row, width, amax);
-    for (int j = threadIdx.x; j < width; j += blockDim.x) kv_store(rows, w * width + j, row[j], f16);
+    const int nope = width - 2 * n_pairs;
+    block_store_row((uint8_t *)rows + w * (int64_t)ds4_kvrow_bytes((ds4_row_fmt)fmt, width, nope), row, fmt, width, nope);
 }
 
 /* The state after the chunk, as the serial kernel leaves it: slot r (+ ratio
@@ -263,7 +267,7 @@ static bool pool_scratch(size_t floats, cudaStream_t s) {
 extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv,
                                 const float *gate, const ds4_dw *ape, const float *norm, float rms_eps, int width,
                                 const double *freqs, int n_pairs, const int *d_pos, int n, bool fp8, bool fp4,
-                                void *rows, bool f16, const int32_t *skip, float *pool, size_t pool_floats,
+                                void *rows, int fmt, const int32_t *skip, float *pool, size_t pool_floats,
                                 ds4_stream st) {
     if (n <= 0) return;
     cudaStream_t s = (cudaStream_t)st;
@@ -275,7 +279,7 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
     const int threads = CMP_THREADS;
     if (n <= 8) { /* decode: one block walks the tokens */
         launch_pdl(compressor_kernel, 1, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
-                   gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16,
+                   gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, fmt,
                    skip);
         return;
     }
@@ -299,7 +303,7 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
         pooled = pbuf;
     }
     launch_pdl(compressor_windows_kernel, nw, threads, width * sizeof(float), s, st_kv, st_score, ratio, overlap, W, kv,
-               gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, f16, pooled,
+               gate, ape->type, ape->ptr, norm, rms_eps, width, freqs, n_pairs, d_pos, n, fp8, fp4, rows, fmt, pooled,
                skip);
     const int state_blocks = overlap ? 1 : (int)(((int64_t)ratio * W + 511) / 512);
     launch_pdl(compressor_state_kernel, state_blocks, 512, 0, s, st_kv, st_score, ratio, overlap, W, kv, gate, ape->type,
@@ -307,49 +311,6 @@ extern "C" void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool o
 }
 
 /* ------------------------------------------------------------------ indexer scores */
-
-/* Rows 0 .. nrow-1 of `dim` elements (row(r) = the row's first byte, f16 or
- * f32, 16-byte aligned) into shared memory as floats at dst + r * ks, with
- * 16-byte loads spread over the block, SR_BATCH of a thread's loads issued
- * before its first store. As a plain loop (one load, its store, the next
- * load) the compiler kept that order — the stores go through pointers it
- * cannot tell from the rows' — so a thread's 8 vectors of a decode
- * attention chunk came one memory round trip after another. */
-#define SR_BATCH 8
-template <typename Row>
-__device__ __forceinline__ void stage_rows(float *dst, int ks, int nrow, int dim, bool f16, Row row) {
-    const int vpr = f16 ? dim / 8 : dim / 4; /* 16-byte vectors per row */
-    const int total = nrow * vpr;
-    for (int v0 = threadIdx.x; v0 < total; v0 += SR_BATCH * blockDim.x) {
-        uint4 u[SR_BATCH];
-#pragma unroll
-        for (int i = 0; i < SR_BATCH; i++) {
-            const int v = v0 + i * (int)blockDim.x, r = v / vpr;
-            u[i] = v < total ? ((const uint4 *)row(r))[v - r * vpr] : make_uint4(0u, 0u, 0u, 0u);
-        }
-#pragma unroll
-        for (int i = 0; i < SR_BATCH; i++) {
-            const int v = v0 + i * (int)blockDim.x, r = v / vpr, c = v - r * vpr;
-            if (v >= total) break;
-            float4 *d = (float4 *)(dst + r * ks);
-            if (f16) {
-                const float2 a = __half22float2(*(const __half2 *)&u[i].x), b = __half22float2(*(const __half2 *)&u[i].y);
-                const float2 e = __half22float2(*(const __half2 *)&u[i].z), f = __half22float2(*(const __half2 *)&u[i].w);
-                /* a vector's two float4s 32 bytes apart: all lanes storing
-                 * their first would use half the banks twice, so lanes 4-7
-                 * of every 8 store their second first (all 8 bank groups,
-                 * four wavefronts a store instead of eight) */
-                const float4 lo = make_float4(a.x, a.y, b.x, b.y), hi = make_float4(e.x, e.y, f.x, f.y);
-                const int sw = (v >> 2) & 1;
-                d[2 * c + sw] = sw ? hi : lo;
-                d[2 * c + 1 - sw] = sw ? lo : hi;
-            } else {
-                d[c] = make_float4(__uint_as_float(u[i].x), __uint_as_float(u[i].y), __uint_as_float(u[i].z),
-                                   __uint_as_float(u[i].w));
-            }
-        }
-    }
-}
 
 /* Indexer scores. A block takes IDX_ROWS key rows of one token (copied into
  * shared memory as floats with 16-byte loads) and the token's IH query
@@ -371,9 +332,9 @@ static size_t idx_smem(int IH, int ID, int W) {
     return (size_t)(IH * ID + (IH + 3) / 4 * 4 + IDX_ROWS * (ID + 4) + W * IDX_ROWS) * sizeof(float);
 }
 
-template <int W>
+template <int W, int F>
 __global__ void __launch_bounds__(32 * W)
-    indexer_scores_kernel(const float *q, const float *w, const void *keys, bool f16, const int *d_pos, int IH, int ID,
+    indexer_scores_kernel(const float *q, const float *w, const void *keys, const int *d_pos, int IH, int ID,
                           int topk, float *S, int64_t lds, float scale) {
     constexpr int HB = 64 / W; /* heads a lane scores at a time: 64 a pass of the block */
     pdl_enter();
@@ -387,10 +348,11 @@ __global__ void __launch_bounds__(32 * W)
     const int nrow = V - r0 < IDX_ROWS ? (int)(V - r0) : IDX_ROWS, ks = ID + 4;
     float *sq = sh, *sw = sq + IH * ID, *sk = sw + (IH + 3) / 4 * 4, *sred = sk + IDX_ROWS * ks; /* 16-byte aligned */
     const float *qt = q + (int64_t)t * IH * ID;
-    stage_rows(sq, IH * ID, 1, IH * ID, false, [&](int) { return (const uint8_t *)qt; }); /* loads in flight together */
+    /* the queries' loads in flight together */
+    stage_rows<DS4_ROW_F32>(sq, IH * ID, 1, IH * ID, 0, [&](int) { return (const uint8_t *)qt; });
     for (int i = threadIdx.x; i < IH; i += blockDim.x) sw[i] = w[(int64_t)t * IH + i];
-    const int64_t row_bytes = (int64_t)ID * (f16 ? 2 : 4);
-    stage_rows(sk, ks, nrow, ID, f16, [&](int r) { return (const uint8_t *)keys + (r0 + r) * row_bytes; });
+    const int64_t row_bytes = (int64_t)ds4_kvrow_bytes((ds4_row_fmt)F, ID, 0);
+    stage_rows<F>(sk, ks, nrow, ID, 0, [&](int r) { return (const uint8_t *)keys + (r0 + r) * row_bytes; });
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float part = 0.0f;
@@ -444,7 +406,8 @@ __global__ void __launch_bounds__(32 * W)
  * leave most of the GPU idle while each warp walks a long chain of row
  * tiles (the SIMT kernel's problem there too, see above); warp w the key
  * rows 16 w + 128 i .. of its block's rows:
- * A = 16 rows x 128 dims from the f16 ring (converted, exact), B = 8 heads
+ * A = 16 rows x 128 dims of the keys (f16 or FP4 codes converted, exact;
+ * bf16 as they are), B = 8 heads
  * of q, mma.sync m16n8k16, each k16 step's order permuted so a thread's
  * values are 8 contiguous bytes (logical k 2 t4, + 1 and 2 t4 + 8, + 9 are
  * physical 4 t4 .. 4 t4 + 3, for A and B alike); relu times the head's
@@ -462,8 +425,25 @@ __device__ __forceinline__ uint32_t f16_pair_to_bf16(uint32_t u) {
     const float2 f = __half22float2(*(const __half2 *)&u);
     return bf16_pair(f.x, f.y);
 }
+/* Keys in format F (f16, bf16 or FP4: model/kv_format.h): elements
+ * 4 t4 + 16 ks .. + 3 of a row as two bf16 pairs. FP4 codes come as 16
+ * bits in x, the row's four exponents (ex, loaded once a row) beside. */
+template <int F>
+__device__ __forceinline__ uint2 idx_key_piece(const uint8_t *row, int ks, int t4) {
+    if (F == DS4_ROW_FP4) return make_uint2(*(const uint16_t *)(row + 8 * ks + 2 * t4), 0u);
+    return *(const uint2 *)(row + 2 * (16 * ks + 4 * t4));
+}
+template <int F>
+__device__ __forceinline__ uint32_t idx_key_pair(uint2 p, uint32_t ex, int ks, int half) {
+    if (F == DS4_ROW_BF16) return half ? p.y : p.x;
+    if (F == DS4_ROW_F16) return f16_pair_to_bf16(half ? p.y : p.x);
+    const float s = exp2i((int8_t)(ex >> (8 * (ks / 2)))); /* elements 16 ks ..: block ks / 2 of 32 */
+    const uint32_t b = p.x >> (8 * half);
+    return bf16_pair(e2m1_val(b & 15u) * s, e2m1_val((b >> 4) & 15u) * s);
+}
+template <int F>
 __global__ void __launch_bounds__(32 * IDXC_WARPS)
-    indexer_scores_tc_kernel(const float *q, const float *w, const __half *keys, const int *d_pos, int topk, float *S,
+    indexer_scores_tc_kernel(const float *q, const float *w, const uint8_t *keys, const int *d_pos, int topk, float *S,
                              int64_t lds, float scale, int64_t rb) {
     pdl_enter();
     __shared__ __align__(16) __nv_bfloat16 qs[IDXC_H * IDXC_QS];
@@ -486,12 +466,17 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
     for (int j = 0; j < QL; j++) qv[j] = qt[threadIdx.x + j * 32 * IDXC_WARPS];
     const float wv = threadIdx.x < IDXC_H ? w[(int64_t)t * IDXC_H + threadIdx.x] : 0.0f;
     uint2 ua[IDXC_D / 16], ub[IDXC_D / 16]; /* key rows r0 + g and r0 + g + 8, this thread's pieces */
+    uint32_t ea = 0, eb = 0;                 /* ... and their exponents (FP4) */
     auto fetch = [&](int64_t r0) {
         const int64_t ra = r0 + g < V ? r0 + g : V - 1, rc = r0 + g + 8 < V ? r0 + g + 8 : V - 1;
-        const __half *ka = keys + ra * IDXC_D + 4 * t4, *kb = keys + rc * IDXC_D + 4 * t4;
+        const int64_t rbytes = (int64_t)ds4_kvrow_bytes((ds4_row_fmt)F, IDXC_D, 0);
+        const uint8_t *ka = keys + ra * rbytes, *kb = keys + rc * rbytes;
 #pragma unroll
-        for (int ks = 0; ks < IDXC_D / 16; ks++)
-            ua[ks] = *(const uint2 *)(ka + 16 * ks), ub[ks] = *(const uint2 *)(kb + 16 * ks);
+        for (int ks = 0; ks < IDXC_D / 16; ks++) ua[ks] = idx_key_piece<F>(ka, ks, t4), ub[ks] = idx_key_piece<F>(kb, ks, t4);
+        if (F == DS4_ROW_FP4) {
+            ea = *(const uint32_t *)(ka + ds4_fp4_exps_at(IDXC_D));
+            eb = *(const uint32_t *)(kb + ds4_fp4_exps_at(IDXC_D));
+        }
     };
     int64_t r0 = rbeg + 16 * warp;
     if (r0 < rend) fetch(r0);
@@ -506,10 +491,10 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
         uint32_t a[IDXC_D / 16][4];
 #pragma unroll
         for (int ks = 0; ks < IDXC_D / 16; ks++) {
-            a[ks][0] = f16_pair_to_bf16(ua[ks].x);
-            a[ks][1] = f16_pair_to_bf16(ub[ks].x);
-            a[ks][2] = f16_pair_to_bf16(ua[ks].y);
-            a[ks][3] = f16_pair_to_bf16(ub[ks].y);
+            a[ks][0] = idx_key_pair<F>(ua[ks], ea, ks, 0);
+            a[ks][1] = idx_key_pair<F>(ub[ks], eb, ks, 0);
+            a[ks][2] = idx_key_pair<F>(ua[ks], ea, ks, 1);
+            a[ks][3] = idx_key_pair<F>(ub[ks], eb, ks, 1);
         }
         if (r0 + 16 * IDXC_WARPS < rend) fetch(r0 + 16 * IDXC_WARPS); /* the next tile's keys on their way */
         float pa = 0.0f, pb = 0.0f; /* rows r0 + g and r0 + g + 8 */
@@ -541,27 +526,45 @@ __global__ void __launch_bounds__(32 * IDXC_WARPS)
 
 static int g_idx_tc = -1; /* DS4_IDX_TC=0: scores on the SIMT kernels (A/B timing) */
 
-extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool f16, bool fp4, int n,
+template <int F>
+static void indexer_scores_launch(const float *q, const float *w, const void *keys, bool tc, int n, const int *d_pos,
+                                  int IH, int ID, int topk, int cap, float *S, int64_t lds, float scale,
+                                  cudaStream_t st) {
+    if constexpr (F != DS4_ROW_F32) /* f32 keys: never the tensor cores (ds4k_indexer_scores) */
+        if (tc) {
+            const int64_t tile = 16 * IDXC_WARPS, rb = n > 8 ? (cap + tile - 1) / tile * tile : tile;
+            launch_pdl(indexer_scores_tc_kernel<F>, dim3(n, (unsigned)((cap + rb - 1) / rb)), 32 * IDXC_WARPS, 0, st, q,
+                       w, (const uint8_t *)keys, d_pos, topk, S, lds, scale, rb);
+            return;
+        }
+    const dim3 grid(n, (unsigned)((cap + IDX_ROWS - 1) / IDX_ROWS));
+    const auto decode = indexer_scores_kernel<IDX_WARPS_DECODE, F>, batch = indexer_scores_kernel<IDX_WARPS_BATCH, F>;
+    if (n <= 8)
+        launch_pdl(decode, grid, 32 * IDX_WARPS_DECODE, idx_smem(IH, ID, IDX_WARPS_DECODE), st, q, w, keys, d_pos, IH,
+                   ID, topk, S, lds, scale);
+    else
+        launch_pdl(batch, grid, 32 * IDX_WARPS_BATCH, idx_smem(IH, ID, IDX_WARPS_BATCH), st, q, w, keys, d_pos, IH, ID,
+                   topk, S, lds, scale);
+}
+
+extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *keys, int fmt, bool fp4, int n,
                                     const int *d_pos, int IH, int ID, int topk, int cap, float *S, int64_t lds,
                                     ds4_stream st) {
     if (n <= 0 || cap <= 0) return;
     const float scale = (float)(1.0 / sqrt((double)ID * IH));
     if (g_idx_tc < 0) g_idx_tc = env_switch_on("DS4_IDX_TC");
-    if (g_idx_tc && f16 && fp4 && IH == IDXC_H && ID == IDXC_D && (uintptr_t)keys % 16 == 0) {
-        const int64_t tile = 16 * IDXC_WARPS, rb = n > 8 ? (cap + tile - 1) / tile * tile : tile;
-        launch_pdl(indexer_scores_tc_kernel, dim3(n, (unsigned)((cap + rb - 1) / rb)), 32 * IDXC_WARPS, 0,
-                   (cudaStream_t)st, q, w, (const __half *)keys, d_pos, topk, S, lds, scale, rb);
-        return;
+    /* FP4-simulated queries and keys are exact in bf16, whether the keys
+     * are kept as f16, bf16 or FP4 codes */
+    const bool tc = g_idx_tc && fp4 && fmt != DS4_ROW_F32 && IH == IDXC_H && ID == IDXC_D && (uintptr_t)keys % 16 == 0;
+    const cudaStream_t s = (cudaStream_t)st;
+#define IDX_LAUNCH(F) indexer_scores_launch<F>(q, w, keys, tc, n, d_pos, IH, ID, topk, cap, S, lds, scale, s)
+    switch (fmt) {
+    case DS4_ROW_F32: IDX_LAUNCH(DS4_ROW_F32); break;
+    case DS4_ROW_F16: IDX_LAUNCH(DS4_ROW_F16); break;
+    case DS4_ROW_BF16: IDX_LAUNCH(DS4_ROW_BF16); break;
+    default: IDX_LAUNCH(DS4_ROW_FP4); break;
     }
-    const dim3 grid(n, (unsigned)((cap + IDX_ROWS - 1) / IDX_ROWS));
-    if (n <= 8)
-        launch_pdl(indexer_scores_kernel<IDX_WARPS_DECODE>, grid, 32 * IDX_WARPS_DECODE,
-                   idx_smem(IH, ID, IDX_WARPS_DECODE), (cudaStream_t)st, q, w, keys, f16, d_pos, IH, ID, topk, S, lds,
-                   scale);
-    else
-        launch_pdl(indexer_scores_kernel<IDX_WARPS_BATCH>, grid, 32 * IDX_WARPS_BATCH,
-                   idx_smem(IH, ID, IDX_WARPS_BATCH), (cudaStream_t)st, q, w, keys, f16, d_pos, IH, ID, topk, S, lds,
-                   scale);
+#undef IDX_LAUNCH
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -575,7 +578,7 @@ extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *
 #define ATT_MAX_HG 16 /* heads per block: each row read is shared by up to 16 heads */
 __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
-    int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16,
+    int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, int fmt,
     const double *freqs, int n_pairs, float *o, int HG, int max_rows) {
     pdl_enter();
     extern __shared__ float sh[];
@@ -591,12 +594,14 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     /* scores: a warp per row; the row is read once for all HG heads */
     const int per_lane = hd / 32; /* <= DS4K_MAX_HEAD_DIM / 32 */
+    const int nope = hd - 2 * n_pairs;
+    const size_t rbytes = ds4_kvrow_bytes((ds4_row_fmt)fmt, hd, nope);
     for (int r = warp; r < nr; r += nw) {
-        int64_t off;
-        const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
+        const uint8_t *row = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, rbytes);
         float rv[DS4K_MAX_HEAD_DIM / 32];
 #pragma unroll
-        for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++) rv[i] = i < per_lane ? kv_load(base, off + lane + 32 * i, f16) : 0.0f;
+        for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++)
+            rv[i] = i < per_lane ? kvrow_load(row, lane + 32 * i, fmt, hd, nope) : 0.0f;
         for (int j = 0; j < HG; j++) {
             float d = 0.0f;
 #pragma unroll
@@ -629,9 +634,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
 #pragma unroll
         for (int j = 0; j < ATT_MAX_HG; j++) acc[j] = 0.0f;
         for (int r = 0; r < nr; r++) {
-            int64_t off;
-            const void *base = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-            const float v = kv_load(base, off + dd, f16);
+            const float v = kvrow_load(att_row(r, n_raw, lo, ring, raw_cap, comp, sel, rbytes), dd, fmt, hd, nope);
 #pragma unroll
             for (int j = 0; j < ATT_MAX_HG; j++)
                 if (j < HG) acc[j] += sc[j * max_rows + r] * v;
@@ -689,10 +692,10 @@ static size_t att_split_smem(int hd) {
  * the attention sub-layer's post and M, for ds4k_hc_post_collapse at its
  * end, where its prologue's Sinkhorn stood on the critical path. The plain
  * instantiation's code is the kernel's without it. */
-template <bool HCS>
-__global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
+template <bool HCS, int F>
+__global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS, F == DS4_ROW_FP8 ? 3 : 1) attention_split_kernel(
     const float *q, const int *d_pos, int H, int hd, int hg, float scale, const void *ring, int raw_cap, int window,
-    const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, bool f16, float *part,
+    const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, int nope, float *part,
     int n_chunks, ds4k_hc_split hcs) {
     pdl_enter();
     if (HCS && (int)blockIdx.z == n_chunks) {
@@ -731,13 +734,11 @@ __global__ void __launch_bounds__(32 * ATT_SPLIT_WARPS) attention_split_kernel(
         qv[i] = v < nq4 ? q4[v] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
     __shared__ const uint8_t *rowp[ATT_SPLIT]; /* each row's address, found once */
-    if (threadIdx.x < nrow) {
-        int64_t off;
-        const void *base = att_row(r0 + threadIdx.x, n_raw, lo, ring, raw_cap, comp, sel, hd, f16, &off);
-        rowp[threadIdx.x] = (const uint8_t *)base + off * (f16 ? 2 : 4);
-    }
+    if (threadIdx.x < nrow)
+        rowp[threadIdx.x] = att_row(r0 + threadIdx.x, n_raw, lo, ring, raw_cap, comp, sel,
+                                    ds4_kvrow_bytes((ds4_row_fmt)F, hd, nope));
     __syncthreads();
-    stage_rows(Ks, ks, nrow, hd, f16, [&](int r) { return rowp[r]; });
+    stage_rows<F>(Ks, ks, nrow, hd, nope, [&](int r) { return rowp[r]; });
 #pragma unroll
     for (int i = 0; i < ATT_Q_VEC; i++) {
         const int v = threadIdx.x + i * (int)blockDim.x;
@@ -957,9 +958,23 @@ static int att_group(int H, int hd, int max_rows, size_t *smem) {
     return 1;
 }
 
+/* The split kernel for rows of format fmt, with or without the HC split. */
+typedef void (*att_split_fn)(const float *, const int *, int, int, int, float, const void *, int, int, const void *, int,
+                             bool, const int32_t *, const int *, int, int, float *, int, ds4k_hc_split);
+static att_split_fn att_split_for(int fmt, bool hcs) {
+#define ATT_SPLIT_PICK(F) (hcs ? attention_split_kernel<true, F> : attention_split_kernel<false, F>)
+    switch (fmt) {
+    case DS4_ROW_F32: return ATT_SPLIT_PICK(DS4_ROW_F32);
+    case DS4_ROW_BF16: return ATT_SPLIT_PICK(DS4_ROW_BF16);
+    case DS4_ROW_FP8: return ATT_SPLIT_PICK(DS4_ROW_FP8);
+    default: return ATT_SPLIT_PICK(DS4_ROW_F16);
+    }
+#undef ATT_SPLIT_PICK
+}
+
 extern "C" int ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                               const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
-                              const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs,
+                              const int32_t *sel, const int *n_sel, int topk, int fmt, const double *freqs,
                               int n_pairs, float *o, int max_rows, float *part, const ds4k_hc_split *hc,
                               ds4_stream st) {
     if (n <= 0) return 0;
@@ -969,10 +984,9 @@ extern "C" int ds4k_attention(const float *q, int n, const int *d_pos, int H, in
         const int n_chunks = (max_rows + ATT_SPLIT - 1) / ATT_SPLIT;
         const bool hcs = hc && n == 1;
         const ds4k_hc_split none = {};
-        launch_pdl(hcs ? attention_split_kernel<true> : attention_split_kernel<false>,
-                   dim3(n, H / hg, n_chunks + (hcs ? 1 : 0)), 32 * ATT_SPLIT_WARPS, att_split_smem(hd),
-                   (cudaStream_t)st, q, d_pos, H, hd, hg, scale, ring, raw_cap, window, comp, ratio, csa, sel, n_sel,
-                   topk, f16, part, n_chunks, hcs ? *hc : none);
+        launch_pdl(att_split_for(fmt, hcs), dim3(n, H / hg, n_chunks + (hcs ? 1 : 0)), 32 * ATT_SPLIT_WARPS,
+                   att_split_smem(hd), (cudaStream_t)st, q, d_pos, H, hd, hg, scale, ring, raw_cap, window, comp, ratio,
+                   csa, sel, n_sel, topk, hd - 2 * n_pairs, part, n_chunks, hcs ? *hc : none);
         if (ds4k_attention_combine_warp(-1) && n_chunks <= COMB_WARP_CHUNKS && hd % 64 == 0 &&
             hd <= DS4K_MAX_HEAD_DIM && 2 * n_pairs <= hd) {
             launch_pdl(attention_combine_warp_kernel, dim3(n, H), hd / 2, 0, (cudaStream_t)st, d_pos, H, hd, sinks, part,
@@ -985,14 +999,22 @@ extern "C" int ds4k_attention(const float *q, int n, const int *d_pos, int H, in
                    d_pos, H, hd, sinks, part, n_chunks, freqs, n_pairs, o);
         return hcs;
     }
-    if (attention_mma(q, n, d_pos, H, hd, scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16,
+    if (attention_mma(q, n, d_pos, H, hd, scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, fmt,
                       freqs, n_pairs, o, (cudaStream_t)st))
         return 0;
     size_t smem;
     const int hg = att_group(H, hd, max_rows, &smem);
     launch_pdl(attention_kernel, dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st, q, d_pos, H, hd, scale, sinks,
-               ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, f16, freqs, n_pairs, o, hg, max_rows);
+               ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, fmt, freqs, n_pairs, o, hg, max_rows);
     return 0;
+}
+
+/* 0 when the indexer kernels for keys of format F may take sc bytes. */
+template <int F> static int idx_allow(int sc) {
+    return cudaFuncSetAttribute(indexer_scores_kernel<IDX_WARPS_BATCH, F>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                sc) != cudaSuccess ||
+           cudaFuncSetAttribute(indexer_scores_kernel<IDX_WARPS_DECODE, F>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                sc) != cudaSuccess;
 }
 
 /* Shared memory above 48 KB must be allowed per kernel before launches (and
@@ -1009,17 +1031,14 @@ extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
     if (att > 48 * 1024 &&
         cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)
         return -1;
-    if (sc > 48 * 1024 && (cudaFuncSetAttribute(indexer_scores_kernel<IDX_WARPS_BATCH>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess ||
-                           cudaFuncSetAttribute(indexer_scores_kernel<IDX_WARPS_DECODE>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sc) != cudaSuccess))
+    if (sc > 48 * 1024 && (idx_allow<DS4_ROW_F32>((int)sc) || idx_allow<DS4_ROW_F16>((int)sc) ||
+                           idx_allow<DS4_ROW_BF16>((int)sc) || idx_allow<DS4_ROW_FP4>((int)sc)))
         return -1;
     if (ds4k_topk_prepare() != 0) return -1;
-    if (split > 48 * 1024 &&
-        (cudaFuncSetAttribute(attention_split_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=
-             cudaSuccess ||
-         cudaFuncSetAttribute(attention_split_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)split) !=
-             cudaSuccess))
-        return -1;
+    const int fmts[4] = {DS4_ROW_F32, DS4_ROW_F16, DS4_ROW_BF16, DS4_ROW_FP8};
+    for (int i = 0; split > 48 * 1024 && i < 8; i++)
+        if (cudaFuncSetAttribute(att_split_for(fmts[i / 2], i & 1), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)split) != cudaSuccess)
+            return -1;
     return 0;
 }

@@ -7,15 +7,13 @@
 
 #include "cuda/cuda_common.cuh"
 
-__device__ __forceinline__ const void *att_row(int r, int n_raw, int64_t lo, const void *ring, int raw_cap,
-                                               const void *comp, const int32_t *sel, int hd, bool f16, int64_t *off) {
-    if (r < n_raw) {
-        *off = ((lo + r) % raw_cap) * hd;
-        return ring;
-    }
+/* Row r of a query's rows (its window's first n_raw, then the compressed
+ * ones, sel[i] or i) as its first byte; rows of row_bytes bytes. */
+__device__ __forceinline__ const uint8_t *att_row(int r, int n_raw, int64_t lo, const void *ring, int raw_cap,
+                                                  const void *comp, const int32_t *sel, size_t row_bytes) {
+    if (r < n_raw) return (const uint8_t *)ring + ((lo + r) % raw_cap) * (int64_t)row_bytes;
     const int64_t c = sel ? sel[r - n_raw] : r - n_raw;
-    *off = c * hd;
-    return comp;
+    return (const uint8_t *)comp + c * (int64_t)row_bytes;
 }
 
 /* The rows query t at position p attends: the raw window [lo, p] (n_raw rows,
@@ -38,11 +36,12 @@ __device__ __forceinline__ int visible_rows(int64_t p, int t, int window, int ra
 }
 
 /* Prefill attention on the tensor cores (cuda_attn_mma.cu): launches and
- * returns true when it applies (f16 rows, head dim a multiple of 128 up to
- * DS4K_MAX_HEAD_DIM); DS4_ATT_MMA=0 turns it off. */
+ * returns true when it applies (f16, bf16 or fp8 rows: model/kv_format.h;
+ * head dim a multiple of 128 up to DS4K_MAX_HEAD_DIM); DS4_ATT_MMA=0 turns
+ * it off. */
 bool attention_mma(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                    const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
-                   const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs,
+                   const int32_t *sel, const int *n_sel, int topk, int fmt, const double *freqs, int n_pairs,
                    float *o, cudaStream_t st);
 
 #endif

@@ -16,7 +16,11 @@
  *   O += P . V     P in f16 hi + lo, V = the same rows.
  *
  * Each chunk is read once for all 64 heads, copied by cp.async into one of
- * two buffers while the other is multiplied. With 32 heads a block (two
+ * two buffers while the other is multiplied. bf16 and fp8 rows
+ * (--kv-type) are loaded into registers instead while the other buffer is
+ * multiplied, and stored as f16 at the next chunk's start: each value
+ * rounded to f16 as an f16 cache would have stored it, so fp8 rows give
+ * the f16 rows' products exactly. With 32 heads a block (two
  * blocks a multiprocessor, one buffer) the kernel took 8% longer (12-layer
  * prefill, docs/BENCHMARKS.md). Shared-memory traffic bounds the scores:
  * a warp takes two 16 x 8 tiles over half the head dim, so each Q element
@@ -25,6 +29,7 @@
  * inverse-RoPE'd and stored like the SIMT kernel's. */
 #include "cuda/cuda_attn.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_kvrow.cuh"
 #include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_tc.cuh"
 
@@ -45,6 +50,49 @@ static size_t am_smem(int hd) {
     return 2 * AM_HB * ld * 2 + 2 * AM_RC * ld * 2 + AM_HB * AM_RC * 4 + 2 * AM_HB * AM_PLD * 2 + 3 * AM_HB * 4;
 }
 
+/* A thread's pieces of a chunk in flight (bf16 and fp8 rows): 16-byte
+ * pieces of 8 elements, AM_RC * hd / 8 of a chunk over AM_THREADS. */
+#define AM_PIECES (AM_RC * DS4K_MAX_HEAD_DIM / 8 / AM_THREADS)
+
+/* Piece sg (elements 8 sg .. 8 sg + 7) of a row in format F as its bytes:
+ * bf16 as they are; fp8 codes in x and y, the block's exponent in z, or the
+ * f16 tail's 16 bytes. */
+template <int F>
+__device__ __forceinline__ uint4 am_piece_load(const uint8_t *row, int sg, int hd, int nope) {
+    if (F == DS4_ROW_FP8) {
+        if (8 * sg >= nope) return *(const uint4 *)(row + ds4_fp8_tail_at(nope) + 2 * (8 * sg - nope));
+        const uint2 c = *(const uint2 *)(row + 8 * sg);
+        return make_uint4(c.x, c.y, (uint32_t)row[ds4_fp8_exps_at(hd, nope) + sg / 8], 0u);
+    }
+    return *(const uint4 *)(row + 16 * sg);
+}
+/* ... and as 8 f16 (each value rounded to f16 once). */
+template <int F>
+__device__ __forceinline__ uint4 am_piece_f16(uint4 u, int sg, int nope) {
+    float e[8];
+    if (F == DS4_ROW_FP8 && 8 * sg >= nope) return u;
+    if (F == DS4_ROW_FP8) {
+        const float s = exp2i((int8_t)u.z);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float2 p = e4m3x2_val((k < 2 ? u.x : u.y) >> (16 * (k & 1)), s);
+            e[2 * k] = p.x, e[2 * k + 1] = p.y;
+        }
+    } else {
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) e[2 * k] = bf16_bits_val(w[k] & 0xffffu), e[2 * k + 1] = bf16_bits_val(w[k] >> 16);
+    }
+    uint32_t h[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const __half2 p = __floats2half2_rn(e[2 * k], e[2 * k + 1]);
+        h[k] = *(const uint32_t *)&p;
+    }
+    return make_uint4(h[0], h[1], h[2], h[3]);
+}
+
+template <int F>
 __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
     int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk,
@@ -67,21 +115,40 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
     const int nr = visible_rows(p, t, window, ratio, csa, sel_all, n_sel, topk, &lo, &n_raw, &sel);
 
     /* chunk c0's rows into buf by cp.async, every piece of a thread in flight
-     * at once; rows past the end are zeros */
+     * at once; rows past the end are zeros. bf16 / fp8 rows: into the
+     * registers `pend`, which land() stores into the chunk's buffer. */
     const int segs = hd / 8; /* 16-byte pieces per row */
+    const int nope = F == DS4_ROW_F16 ? hd : hd - 2 * n_pairs;
+    const int rbytes = F == DS4_ROW_F16 ? 2 * hd : (int)ds4_kvrow_bytes((ds4_row_fmt)F, hd, nope);
+    uint4 pend[AM_PIECES];
     auto issue = [&](int c0, __half *buf) {
         const int rows = nr - c0 < AM_RC ? nr - c0 : AM_RC;
-        for (int i = tid; i < AM_RC * segs; i += AM_THREADS) {
-            const int r = i / segs, sg = i % segs;
-            if (r < rows) {
-                int64_t off;
-                const void *base = att_row(c0 + r, n_raw, lo, ring, raw_cap, comp, sel, hd, true, &off);
-                cp_async16(buf + r * LD + 8 * sg, (const uint4 *)((const uint16_t *)base + off) + sg);
-            } else {
-                *(uint4 *)(buf + r * LD + 8 * sg) = make_uint4(0, 0, 0, 0);
+        if (F != DS4_ROW_F16) {
+#pragma unroll
+            for (int k = 0; k < AM_PIECES; k++) {
+                const int i = tid + k * AM_THREADS, r = i / segs, sg = i % segs;
+                pend[k] = i < AM_RC * segs && r < rows
+                              ? am_piece_load<F>(att_row(c0 + r, n_raw, lo, ring, raw_cap, comp, sel, rbytes), sg, hd, nope)
+                              : make_uint4(0u, 0u, 0u, 0u);
             }
+        } else {
+            for (int i = tid; i < AM_RC * segs; i += AM_THREADS) {
+                const int r = i / segs, sg = i % segs;
+                if (r < rows)
+                    cp_async16(buf + r * LD + 8 * sg, att_row(c0 + r, n_raw, lo, ring, raw_cap, comp, sel, rbytes) + 16 * sg);
+                else
+                    *(uint4 *)(buf + r * LD + 8 * sg) = make_uint4(0, 0, 0, 0);
+            }
+            cp_async_commit();
         }
-        cp_async_commit();
+    };
+    auto land = [&](int c0, __half *buf) {
+        const int rows = nr - c0 < AM_RC ? nr - c0 : AM_RC;
+#pragma unroll
+        for (int k = 0; k < AM_PIECES; k++) {
+            const int i = tid + k * AM_THREADS, r = i / segs, sg = i % segs;
+            if (i < AM_RC * segs) *(uint4 *)(buf + r * LD + 8 * sg) = r < rows ? am_piece_f16<F>(pend[k], sg, nope) : pend[k];
+        }
     };
     if (nr > 0) issue(0, kbuf); /* in flight while Q is split */
 
@@ -127,7 +194,8 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
     for (int c0 = 0, c = 0; c0 < nr; c0 += AM_RC, c++) {
         const int rows = nr - c0 < AM_RC ? nr - c0 : AM_RC;
         __half *kc = kbuf + (c & 1) * AM_RC * LD;
-        cp_async_wait<0>(); /* this thread's pieces of the chunk */
+        if (F == DS4_ROW_F16) cp_async_wait<0>(); /* this thread's pieces of the chunk */
+        else land(c0, kc);
         __syncthreads();    /* everyone's; and every warp is past the last chunk's products */
         if (c0 + AM_RC < nr) issue(c0 + AM_RC, kbuf + ((c + 1) & 1) * AM_RC * LD); /* lands during this chunk */
 
@@ -283,27 +351,41 @@ extern "C" int ds4k_attention_mma_enable(int on) {
     if (g_att_mma < 0) { /* first use: read the environment and set the shared-memory limit */
         g_att_mma_env = env_switch_on("DS4_ATT_MMA");
     }
+    const int smem = (int)am_smem(DS4K_MAX_HEAD_DIM);
     g_att_mma = on && g_att_mma_env &&
-                        cudaFuncSetAttribute(attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)am_smem(DS4K_MAX_HEAD_DIM)) == cudaSuccess
+                        cudaFuncSetAttribute(attention_mma_kernel<DS4_ROW_F16>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess &&
+                        cudaFuncSetAttribute(attention_mma_kernel<DS4_ROW_BF16>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess &&
+                        cudaFuncSetAttribute(attention_mma_kernel<DS4_ROW_FP8>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess
                     ? 1
                     : 0;
     return was;
 }
 
-/* Launches the tensor-core attention when it applies (f16 rows, head dim a
- * multiple of 128 up to DS4K_MAX_HEAD_DIM, 16-byte aligned rows); false
- * otherwise (nothing launched). */
+/* Launches the tensor-core attention when it applies (f16, bf16 or fp8
+ * rows, head dim a multiple of 128 up to DS4K_MAX_HEAD_DIM, fp8 rows' f16
+ * tail a multiple of 8 wide, 16-byte aligned rows); false otherwise
+ * (nothing launched). */
 bool attention_mma(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                    const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa,
-                   const int32_t *sel, const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs,
+                   const int32_t *sel, const int *n_sel, int topk, int fmt, const double *freqs, int n_pairs,
                    float *o, cudaStream_t st) {
     if (g_att_mma < 0) ds4k_attention_mma_enable(1);
     const bool allowed = g_att_mma == 1;
-    if (!allowed || !f16 || hd % 128 != 0 || hd > DS4K_MAX_HEAD_DIM || ((uintptr_t)ring % 16) != 0 ||
-        (comp && ((uintptr_t)comp % 16) != 0))
+    if (!allowed || fmt == DS4_ROW_F32 || hd % 128 != 0 || hd > DS4K_MAX_HEAD_DIM || (2 * n_pairs) % 8 != 0 ||
+        ((uintptr_t)ring % 16) != 0 || (comp && ((uintptr_t)comp % 16) != 0))
         return false;
-    launch_pdl(attention_mma_kernel, dim3(n, (H + AM_HB - 1) / AM_HB), AM_THREADS, am_smem(hd), st, q, d_pos, H, hd,
-               scale, sinks, ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
+    const dim3 grid(n, (H + AM_HB - 1) / AM_HB);
+    if (fmt == DS4_ROW_BF16)
+        launch_pdl(attention_mma_kernel<DS4_ROW_BF16>, grid, AM_THREADS, am_smem(hd), st, q, d_pos, H, hd, scale, sinks,
+                   ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
+    else if (fmt == DS4_ROW_FP8)
+        launch_pdl(attention_mma_kernel<DS4_ROW_FP8>, grid, AM_THREADS, am_smem(hd), st, q, d_pos, H, hd, scale, sinks,
+                   ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
+    else
+        launch_pdl(attention_mma_kernel<DS4_ROW_F16>, grid, AM_THREADS, am_smem(hd), st, q, d_pos, H, hd, scale, sinks,
+                   ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o);
     return true;
 }

@@ -167,7 +167,8 @@ typedef struct cu_sess {
     cudaEvent_t ev_ids, ev_route, ev_routed;
     const ds4_hparams *hp;
     const ds4_weights *w;
-    bool f16; /* KV rows as half (default) or f32 (oracle mode) */
+    int kv_fmt, ix_fmt; /* attention and indexer rows' formats (ds4_row_fmt, --kv-type) */
+    size_t kv_row, ix_row; /* ... and their bytes */
     int max_batch, raw_cap, comp_cap_max, max_rows, n_pairs;
     size_t bytes; /* device memory of this session */
     cu_layer *L;
@@ -325,20 +326,20 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
     const ds4_state *st = s->state;
     const size_t B = (size_t)c->max_batch, D = (size_t)hp->n_embd, HC = (size_t)hp->n_hc, hd = (size_t)hp->head_dim;
     const size_t QD = (size_t)hp->n_head * hd, K = (size_t)hp->n_expert_used;
-    const size_t kvb = c->f16 ? 2 : 4, id = (size_t)hp->idx_dim;
+    const size_t id = (size_t)hp->idx_dim;
     const size_t sb = B < SB ? B : SB;
     c->L = (cu_layer *)calloc((size_t)hp->n_layer, sizeof(cu_layer));
     for (int il = 0; il < hp->n_layer; il++) {
         cu_layer *L = &c->L[il];
         const ds4_layer_state *ls = &st->layers[il];
-        DA(L->raw, (size_t)c->raw_cap * hd * kvb);
+        DA(L->raw, (size_t)c->raw_cap * c->kv_row);
         if (ls->ratio > 0) {
-            DA(L->comp, (size_t)ls->comp_cap * hd * kvb);
+            DA(L->comp, (size_t)ls->comp_cap * c->kv_row);
             DA(L->cmp_kv, (size_t)ls->cmp_slots * ls->cmp_width * 4);
             DA(L->cmp_score, (size_t)ls->cmp_slots * ls->cmp_width * 4);
             if (c->ring_ratio && ds4_layer_kind(hp, il) == DS4_ATTN_HCA) DA(L->ring, (size_t)c->ring_ratio * D * 4);
             if (ls->idx) {
-                DA(L->idx, (size_t)ls->comp_cap * id * kvb);
+                DA(L->idx, (size_t)ls->comp_cap * c->ix_row);
                 DA(L->icmp_kv, 16 * id * 4);
                 DA(L->icmp_score, 16 * id * 4);
             }
@@ -414,29 +415,28 @@ static int cu_alloc(ds4_session *s, cu_sess *c, ds4_err *err) {
 
 /* ------------------------------------------------------------------ state transfer */
 
-static int copy_rows_to_dev(void *dst, const float *src, size_t n, bool f16, ds4_err *err) {
+/* n rows of dim floats to the device in format fmt (nope: FP8 rows' E4M3
+ * part) and back, through a host buffer of the rows' bytes. */
+static int copy_rows_to_dev(void *dst, const float *src, size_t n, int fmt, int dim, int nope, ds4_err *err) {
     if (n == 0) return 0;
-    if (!f16) {
-        CU(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice), "pushing the session state");
-        return 0;
-    }
-    uint16_t *tmp = (uint16_t *)malloc(n * 2);
-    for (size_t i = 0; i < n; i++) tmp[i] = ds4_f32_to_f16(src[i]);
-    const cudaError_t e = cudaMemcpy(dst, tmp, n * 2, cudaMemcpyHostToDevice);
+    const size_t rb = ds4_kvrow_bytes((ds4_row_fmt)fmt, dim, nope);
+    uint8_t *tmp = (uint8_t *)malloc(n * rb);
+    if (!tmp) return ds4_errf(err, "CUDA: out of host memory pushing the session state (%zu bytes)", n * rb);
+    for (size_t r = 0; r < n; r++) ds4_kvrow_encode((ds4_row_fmt)fmt, src + r * dim, dim, nope, tmp + r * rb);
+    const cudaError_t e = cudaMemcpy(dst, tmp, n * rb, cudaMemcpyHostToDevice);
     free(tmp);
     if (e != cudaSuccess) return ds4_errf(err, "CUDA: pushing the session state: %s", cudaGetErrorString(e));
     return 0;
 }
 
-static int copy_rows_to_host(float *dst, const void *src, size_t n, bool f16, ds4_err *err) {
+static int copy_rows_to_host(float *dst, const void *src, size_t n, int fmt, int dim, int nope, ds4_err *err) {
     if (n == 0) return 0;
-    if (!f16) {
-        CU(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost), "pulling the session state");
-        return 0;
-    }
-    uint16_t *tmp = (uint16_t *)malloc(n * 2);
-    const cudaError_t e = cudaMemcpy(tmp, src, n * 2, cudaMemcpyDeviceToHost);
-    for (size_t i = 0; e == cudaSuccess && i < n; i++) dst[i] = ds4_f16_to_f32(tmp[i]);
+    const size_t rb = ds4_kvrow_bytes((ds4_row_fmt)fmt, dim, nope);
+    uint8_t *tmp = (uint8_t *)malloc(n * rb);
+    if (!tmp) return ds4_errf(err, "CUDA: out of host memory pulling the session state (%zu bytes)", n * rb);
+    const cudaError_t e = cudaMemcpy(tmp, src, n * rb, cudaMemcpyDeviceToHost);
+    for (size_t r = 0; e == cudaSuccess && r < n; r++)
+        ds4_kvrow_decode((ds4_row_fmt)fmt, tmp + r * rb, dim, nope, dst + r * dim);
     free(tmp);
     if (e != cudaSuccess) return ds4_errf(err, "CUDA: pulling the session state: %s", cudaGetErrorString(e));
     return 0;
@@ -451,18 +451,18 @@ static int cu_push(ds4_session *s, ds4_err *err) {
     /* the copies below run on the legacy stream, which does not wait for
      * the session's non-blocking one */
     CU(cudaStreamSynchronize(c->st), "synchronizing");
-    const size_t hd = (size_t)st->head_dim, id = (size_t)st->idx_dim;
+    const int hd = st->head_dim, id = st->idx_dim, nope = hd - 2 * c->n_pairs;
     for (int il = 0; il < st->n_layer; il++) {
         const ds4_layer_state *ls = &st->layers[il];
         cu_layer *L = &c->L[il];
-        if (copy_rows_to_dev(L->raw, ls->raw, (size_t)st->raw_cap * hd, c->f16, err)) return -1;
+        if (copy_rows_to_dev(L->raw, ls->raw, st->raw_cap, c->kv_fmt, hd, nope, err)) return -1;
         if (ls->ratio > 0) {
-            if (copy_rows_to_dev(L->comp, ls->comp, (size_t)ls->n_comp * hd, c->f16, err)) return -1;
+            if (copy_rows_to_dev(L->comp, ls->comp, ls->n_comp, c->kv_fmt, hd, nope, err)) return -1;
             const size_t ns = (size_t)ls->cmp_slots * ls->cmp_width;
             CU(cudaMemcpy(L->cmp_kv, ls->cmp_kv, ns * 4, cudaMemcpyHostToDevice), "pushing compressor state");
             CU(cudaMemcpy(L->cmp_score, ls->cmp_score, ns * 4, cudaMemcpyHostToDevice), "pushing compressor state");
             if (ls->idx) {
-                if (copy_rows_to_dev(L->idx, ls->idx, (size_t)ls->n_idx * id, c->f16, err)) return -1;
+                if (copy_rows_to_dev(L->idx, ls->idx, ls->n_idx, c->ix_fmt, id, 0, err)) return -1;
                 CU(cudaMemcpy(L->icmp_kv, ls->icmp_kv, 16 * id * 4, cudaMemcpyHostToDevice), "pushing indexer state");
                 CU(cudaMemcpy(L->icmp_score, ls->icmp_score, 16 * id * 4, cudaMemcpyHostToDevice), "pushing indexer state");
             }
@@ -476,20 +476,20 @@ static int cmp_flush(ds4_session *s, cu_sess *c, ds4_err *err);
 static int cu_pull(ds4_session *s, ds4_err *err) {
     cu_sess *c = (cu_sess *)s->impl;
     ds4_state *st = s->state;
-    const size_t hd = (size_t)st->head_dim, id = (size_t)st->idx_dim;
+    const int hd = st->head_dim, id = st->idx_dim, nope = hd - 2 * c->n_pairs;
     if (cmp_flush(s, c, err) != 0) return -1; /* the open window's projections into the state */
     CU(cudaStreamSynchronize(c->st), "synchronizing");
     for (int il = 0; il < st->n_layer; il++) {
         ds4_layer_state *ls = &st->layers[il];
         cu_layer *L = &c->L[il];
-        if (copy_rows_to_host(ls->raw, L->raw, (size_t)st->raw_cap * hd, c->f16, err)) return -1;
+        if (copy_rows_to_host(ls->raw, L->raw, st->raw_cap, c->kv_fmt, hd, nope, err)) return -1;
         if (ls->ratio > 0) {
-            if (copy_rows_to_host(ls->comp, L->comp, (size_t)ls->n_comp * hd, c->f16, err)) return -1;
+            if (copy_rows_to_host(ls->comp, L->comp, ls->n_comp, c->kv_fmt, hd, nope, err)) return -1;
             const size_t ns = (size_t)ls->cmp_slots * ls->cmp_width;
             CU(cudaMemcpy(ls->cmp_kv, L->cmp_kv, ns * 4, cudaMemcpyDeviceToHost), "pulling compressor state");
             CU(cudaMemcpy(ls->cmp_score, L->cmp_score, ns * 4, cudaMemcpyDeviceToHost), "pulling compressor state");
             if (ls->idx) {
-                if (copy_rows_to_host(ls->idx, L->idx, (size_t)ls->n_idx * id, c->f16, err)) return -1;
+                if (copy_rows_to_host(ls->idx, L->idx, ls->n_idx, c->ix_fmt, id, 0, err)) return -1;
                 CU(cudaMemcpy(ls->icmp_kv, L->icmp_kv, 16 * id * 4, cudaMemcpyDeviceToHost), "pulling indexer state");
                 CU(cudaMemcpy(ls->icmp_score, L->icmp_score, 16 * id * 4, cudaMemcpyDeviceToHost), "pulling indexer state");
             }
@@ -553,7 +553,10 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     s->impl = c;
     c->hp = hp;
     c->w = &s->model->w;
-    c->f16 = s->f16_cache;
+    c->kv_fmt = ds4_kv_attn_fmt(s->kv_type);
+    c->ix_fmt = ds4_kv_index_fmt(s->kv_type);
+    c->kv_row = ds4_kvrow_bytes((ds4_row_fmt)c->kv_fmt, hp->head_dim, hp->head_dim - hp->rope_dim);
+    c->ix_row = ds4_kvrow_bytes((ds4_row_fmt)c->ix_fmt, hp->idx_dim, 0);
     /* oracle mode keeps every product in floats: no 8-bit activation split */
     ds4k_gemv_stream_enable(!s->opts.oracle);
     /* ... and the prefill products' activations beyond f16 (their lo halves) */
@@ -614,10 +617,11 @@ static int cu_init(ds4_session *s, ds4_err *err) {
     cudaGetDeviceProperties(&prop, 0);
     cudaMemGetInfo(&free_b, &total_b);
     fprintf(stderr,
-            "ds4: CUDA %s: weights %.2f GiB, session %.1f MiB (KV %s, ctx %d, prefill_chunk=%d), decode graphs %.0f ms, "
-            "%.1f GiB free\n",
-            prop.name, (double)s->model->w.n_bytes / (1 << 30), (double)c->bytes / (1 << 20), c->f16 ? "f16" : "f32",
-            s->state->ctx, s->state->chunk, graph_ms, (double)free_b / (1 << 30));
+            "ds4: CUDA %s: weights %.2f GiB, session %.1f MiB (KV %s, %zu + %zu bytes a compressed row, ctx %d, "
+            "prefill_chunk=%d), decode graphs %.0f ms, %.1f GiB free\n",
+            prop.name, (double)s->model->w.n_bytes / (1 << 30), (double)c->bytes / (1 << 20),
+            ds4_kv_type_name(s->kv_type), c->kv_row, c->ix_row, s->state->ctx, s->state->chunk, graph_ms,
+            (double)free_b / (1 << 30));
     return 0;
 }
 

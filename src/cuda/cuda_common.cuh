@@ -144,16 +144,6 @@ __device__ __forceinline__ float dot8_h(uint4 u, float4 a, float4 b, float acc) 
     return fmaf(w3.y, b.w, acc);
 }
 
-/* KV rows are stored either as f16 (the default cache) or as f32 (oracle
- * mode, exact); `f16` selects. */
-__device__ __forceinline__ float kv_load(const void *base, int64_t i, bool f16) {
-    return f16 ? h2f(((const uint16_t *)base)[i]) : ((const float *)base)[i];
-}
-__device__ __forceinline__ void kv_store(void *base, int64_t i, float v, bool f16) {
-    if (f16) ((uint16_t *)base)[i] = f2h(v);
-    else ((float *)base)[i] = v;
-}
-
 /* ------------------------------------------------------------------ asynchronous copies */
 
 /* cp.async global -> shared (sm_80+; a plain copy on older targets). */

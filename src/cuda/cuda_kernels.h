@@ -439,17 +439,20 @@ int ds4k_hc_collapse_enable(int on);
 void ds4k_hc_head(const float *mix, const float *scale, const float *base, int hc, float hc_eps, const float *H, int D,
                   const float *norm, float rms_eps, int n, float *z, ds4_stream st);
 
-/* KV rows: rmsnorm_w, RoPE at d_pos[0]+t, FP8 on the first `nope` elements
- * (when fp8), stored in the ring slot (pos % raw_cap) as f16 or f32. */
+/* KV rows: rmsnorm_w, RoPE at d_pos[0]+t, FP8 on the first hd - 2 n_pairs
+ * elements (when fp8), stored in the ring slot (pos % raw_cap) in row
+ * format fmt (ds4_row_fmt, model/kv_format.h: f32, f16, bf16 or fp8 with
+ * nope = hd - 2 n_pairs). Every function below that takes rows takes their
+ * format so. */
 void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs, const int *d_pos,
-                   int n, int hd, bool fp8, void *ring, int raw_cap, bool f16, ds4_stream st);
+                   int n, int hd, bool fp8, void *ring, int raw_cap, int fmt, ds4_stream st);
 
 /* ds4k_kv_store, and (aring not NULL) the same launch copies the attention
  * inputs of the batch's last min(n, aratio) tokens (rows of D floats, D a
  * multiple of 4) into a ring of aratio rows, the token at position p into
  * row p % aratio (an HCA layer's compressor windows, cuda_layers.inc). */
 void ds4k_kv_store_ring(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs, const int *d_pos,
-                        int n, int hd, bool fp8, void *ring, int raw_cap, bool f16, const float *a, int64_t D,
+                        int n, int hd, bool fp8, void *ring, int raw_cap, int fmt, const float *a, int64_t D,
                         float *aring, int aratio, ds4_stream st);
 /* out[0] = d_pos[0] - back, on the device (a graph's position moves). */
 void ds4k_pos_back(const int *d_pos, int back, int *out, ds4_stream st);
@@ -478,7 +481,7 @@ int ds4k_heads_rope_warps(int on);
  * windows kernel pools them. */
 void ds4k_compressor(float *st_kv, float *st_score, int ratio, bool overlap, int W, const float *kv, const float *gate,
                      const ds4_dw *ape, const float *norm, float rms_eps, int width, const double *freqs, int n_pairs,
-                     const int *d_pos, int n, bool fp8, bool fp4, void *rows, bool f16, const int32_t *skip,
+                     const int *d_pos, int n, bool fp8, bool fp4, void *rows, int fmt, const int32_t *skip,
                      float *pool, size_t pool_floats, ds4_stream st);
 /* Whether a prefill batch pools a wide compressor's windows (ratio >= 32)
  * in a kernel of their own, many blocks a window (default; DS4_CMP_POOL=0
@@ -490,7 +493,7 @@ int ds4k_cmp_pool_enable(int on);
  * when that count exceeds topk: S[t][c] = sum_h w[t][h] relu(q[t][h] . k[c]) / sqrt(ID*IH).
  * fp4: the queries and keys are FP4-simulated (exact in bf16), so
  * every batch may take the tensor cores (DS4_IDX_TC=0: never). */
-void ds4k_indexer_scores(const float *q, const float *w, const void *keys, bool f16, bool fp4, int n, const int *d_pos,
+void ds4k_indexer_scores(const float *q, const float *w, const void *keys, int fmt, bool fp4, int n, const int *d_pos,
                          int IH, int ID, int topk, int cap, float *S, int64_t lds, ds4_stream st);
 
 /* Causal top-k of each token (only rows it may see, ties to the lower index),
@@ -515,7 +518,7 @@ int ds4k_topk_prepare(void);
  * (ds4k_hc_post_collapse's attention sub-layer); returns 1 if it did, else 0. */
 int ds4k_attention(const float *q, int n, const int *d_pos, int H, int hd, float scale, const float *sinks,
                    const void *ring, int raw_cap, int window, const void *comp, int ratio, bool csa, const int32_t *sel,
-                   const int *n_sel, int topk, bool f16, const double *freqs, int n_pairs, float *o, int max_rows,
+                   const int *n_sel, int topk, int fmt, const double *freqs, int n_pairs, float *o, int max_rows,
                    float *part, const ds4k_hc_split *hc, ds4_stream st);
 size_t ds4k_attention_part_floats(int H, int hd, int max_rows);
 

@@ -3,6 +3,7 @@
  * cpu_attention.c, cpu_ffn.c; the pick's is ds4_sampler_argmax_except in
  * src/text/sampler.c). The hyper-connection kernels are in cuda_hc.cu. */
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_kvrow.cuh"
 #include "cuda/cuda_ops.cuh"
 #include "cuda/cuda_quant.cuh"
 
@@ -137,7 +138,7 @@ extern "C" void ds4k_pick_next(const float *logits, int n, ds4k_pick_ctl *ctl, i
  * input (a row of D floats, D % 4 == 0) into row pos % aratio of aring, if t
  * is among the last aratio tokens. */
 __global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
-                                const int *d_pos, int hd, bool fp8, void *ring, int raw_cap, bool f16, const float *a,
+                                const int *d_pos, int hd, bool fp8, void *ring, int raw_cap, int fmt, const float *a,
                                 int64_t D, float *aring, int aratio, int n) {
     pdl_enter();
     extern __shared__ float sh[];
@@ -155,23 +156,24 @@ __global__ void kv_store_kernel(float *kv, const float *norm, float rms_eps, con
     block_rmsnorm(x, hd, norm, rms_eps, red);
     block_rope(x, hd, n_pairs, freqs, pos, false);
     if (fp8) block_fp8(x, hd - 2 * n_pairs, amax);
-    const int64_t base = (pos % raw_cap) * hd;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) kv_store(ring, base + i, f16 ? x[i] : x[i], f16);
+    const int nope = hd - 2 * n_pairs;
+    block_store_row((uint8_t *)ring + (pos % raw_cap) * (int64_t)ds4_kvrow_bytes((ds4_row_fmt)fmt, hd, nope), x, fmt, hd,
+                    nope);
 }
 
 extern "C" void ds4k_kv_store(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
-                              const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, bool f16,
+                              const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, int fmt,
                               ds4_stream st) {
-    ds4k_kv_store_ring(kv, norm, rms_eps, freqs, n_pairs, d_pos, n, hd, fp8, ring, raw_cap, f16, NULL, 0, NULL, 0, st);
+    ds4k_kv_store_ring(kv, norm, rms_eps, freqs, n_pairs, d_pos, n, hd, fp8, ring, raw_cap, fmt, NULL, 0, NULL, 0, st);
 }
 
 extern "C" void ds4k_kv_store_ring(float *kv, const float *norm, float rms_eps, const double *freqs, int n_pairs,
-                                   const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, bool f16,
+                                   const int *d_pos, int n, int hd, bool fp8, void *ring, int raw_cap, int fmt,
                                    const float *a, int64_t D, float *aring, int aratio, ds4_stream st) {
     if (!aring || aratio < 1) aring = NULL, aratio = 1;
     if (n > 0)
         launch_pdl(kv_store_kernel, n, NT, hd * sizeof(float), (cudaStream_t)st, kv, norm, rms_eps, freqs, n_pairs,
-                   d_pos, hd, fp8, ring, raw_cap, f16, a, D, aring, aratio, n);
+                   d_pos, hd, fp8, ring, raw_cap, fmt, a, D, aring, aratio, n);
 }
 
 __global__ void pos_back_kernel(const int *d_pos, int back, int *out) {

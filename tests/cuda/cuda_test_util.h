@@ -137,6 +137,8 @@ void test_prefill_kernels(ds4_rng *r);
 /* Decode attention, indexer scores and top-k vs plain C references
  * (test_cuda_attn.c). */
 void test_attention_kernels(ds4_rng *r);
+/* the KV cache's row formats: stores against the CPU twin (test_cuda_kvrow.c) */
+void test_kvrow_kernels(ds4_rng *r);
 
 /* The device pick vs the host argmax, and chained greedy decoding vs one
  * step at a time (test_cuda_chain.c). */

@@ -465,7 +465,7 @@ static void test_kv_and_heads(ds4_rng *r) {
         double *dfr = to_dev(fr, sizeof(fr));
         int p = pos0, *dpos = to_dev(&p, sizeof(int));
         uint16_t *dring = to_dev(NULL, 2 * raw_cap * hd), *ring = malloc(2 * raw_cap * hd);
-        ds4k_kv_store(dkv, dw, 1e-6f, dfr, 32, dpos, n, hd, fp8, dring, raw_cap, true, NULL);
+        ds4k_kv_store(dkv, dw, 1e-6f, dfr, 32, dpos, n, hd, fp8, dring, raw_cap, DS4_ROW_F16, NULL);
         from_dev(ring, dring, 2 * raw_cap * hd);
         float *got = malloc(sizeof(float) * n * hd);
         for (int t = 0; t < n; t++)
@@ -481,7 +481,7 @@ static void test_kv_and_heads(ds4_rng *r) {
         float *a = rnd(r, (size_t)n * D, 1.0f), *dA = to_dev(a, sizeof(float) * n * D);
         float *dar = to_dev(NULL, sizeof(float) * 4 * D), *ar = malloc(sizeof(float) * 4 * D);
         uint16_t *ring2 = malloc(2 * raw_cap * hd);
-        ds4k_kv_store_ring(dkv, dw, 1e-6f, dfr, 32, dpos, n, hd, fp8, dring, raw_cap, true, dA, D, dar, 4, NULL);
+        ds4k_kv_store_ring(dkv, dw, 1e-6f, dfr, 32, dpos, n, hd, fp8, dring, raw_cap, DS4_ROW_F16, dA, D, dar, 4, NULL);
         from_dev(ring2, dring, 2 * raw_cap * hd);
         from_dev(ar, dar, sizeof(float) * 4 * D);
         bool rows_ok = memcmp(ring, ring2, 2 * raw_cap * hd) == 0;
@@ -802,6 +802,85 @@ static void test_cpu_vs_cuda(void) {
     ds4_model_close(m);
 }
 
+/* A session with KV rows of type kv (--kv-type) or exit. */
+static ds4_session *session_kv(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, ds4_kv_type kv) {
+    ds4_session_opts o;
+    ds4_session_opts_default(&o);
+    o.ctx = ctx, o.prefill_chunk = chunk, o.backend = be, o.kv_type = kv;
+    ds4_err err = {{0}};
+    ds4_session *s = ds4_session_create(m, &o, &err);
+    if (!s) {
+        fprintf(stderr, "session: %s\n", err.msg);
+        exit(1);
+    }
+    return s;
+}
+
+/* The KV cache's other row formats end to end: CUDA against the CPU with
+ * the same --kv-type (the CPU rounds its rows through the same format:
+ * ds4_kvrow_round), prefill and the decode graphs, snapshot / restore
+ * through the format's encoding; fp8 against f16 on CUDA. */
+static void test_kv_types(void) {
+    const char *path = "/tmp/ds4cu_kv.gguf";
+    if (test_sh("%s/ds4-synth -q --seed 31 --ffn-gain 3 --index-topk 8 -o %s", g_bin_dir, path) != 0) {
+        check(false, "synth");
+        return;
+    }
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_open(path, 0, &err);
+    const int n = 1300, ctx = 1400;
+    const int64_t V = m->hp.n_vocab;
+    int32_t *toks = rand_tokens(n, (int)V, 9);
+    float *cpu = malloc(sizeof(float) * n * V), *gpu = malloc(sizeof(float) * n * V), *gpu2 = malloc(sizeof(float) * n * V);
+    const ds4_kv_type kinds[2] = {DS4_KV_FP8, DS4_KV_BF16};
+    for (int k = 0; k < 2; k++) {
+        const char *name = ds4_kv_type_name(kinds[k]);
+        ds4_session *s = session_kv(m, DS4_BACKEND_CPU, ctx, 512, kinds[k]);
+        eval_all(s, toks, n, 0, cpu, V);
+        ds4_session_free(s);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        eval_all(s, toks, n, 0, gpu, V);
+        ds4_session_free(s);
+        int bad;
+        double d = compare(gpu, cpu, n, V, &bad, 1e-3);
+        check(d <= 5e-3 && bad == 0, "kv %s, %d tokens, CUDA vs CPU (chunk 512): max|diff|/max(1,max|logit|) %.2e, argmax mismatches %d",
+              name, n, d, bad);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        eval_all(s, toks, 700, 600, gpu2, V);
+        ds4_session_free(s);
+        d = compare(gpu2, cpu, 700, V, &bad, 1e-3);
+        check(d <= 1e-3 && bad == 0, "kv %s, prefill 600 + 100 decode steps (CUDA graph) vs CPU: %.2e, argmax mismatches %d",
+              name, d, bad);
+        /* snapshot after 900 tokens, restore, 60 more: bitwise not stopping */
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        eval_all(s, toks, 900, 0, gpu2, V);
+        uint8_t *snap = NULL;
+        size_t len = 0;
+        ds4_session_snapshot(s, &snap, &len, &err);
+        ds4_session_free(s);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        if (ds4_session_load(s, snap, len, &err) != 0) check(false, "restore: %s", err.msg);
+        eval_all(s, toks + 900, 60, 1, gpu2, V);
+        ds4_session_free(s);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        eval_all(s, toks, 960, 900, cpu, V);
+        ds4_session_free(s);
+        check(memcmp(cpu + (size_t)900 * V, gpu2, sizeof(float) * 60 * V) == 0,
+              "kv %s: snapshot -> restore -> decode on CUDA is bitwise identical to not stopping", name);
+        free(snap);
+        if (kinds[k] == DS4_KV_FP8) { /* fp8 rows store what f16 rows store, while f16 holds the FP8 values exactly */
+            s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, DS4_KV_F16);
+            eval_all(s, toks, n, 0, gpu2, V);
+            ds4_session_free(s);
+            d = compare(gpu, gpu2, n, V, &bad, 1e-3);
+            check(d <= 5e-3 && bad == 0, "kv fp8 vs f16 on CUDA, %d tokens: %s, max|diff|/max(1,max|logit|) %.2e, argmax mismatches %d",
+                  n, memcmp(gpu, gpu2, sizeof(float) * n * V) == 0 ? "bitwise identical" : "not bitwise", d, bad);
+        }
+    }
+    free(cpu), free(gpu), free(gpu2), free(toks);
+    ds4_model_close(m);
+}
+
 /* An HCA layer's compressor a window at a time (cuda_layers.inc,
  * "compressor windows"), on a model whose HCA projections the tiles take
  * (the published types at D = 256) and whose HCA windows close every 16
@@ -951,13 +1030,13 @@ static int compare_full(const char *path, int n_prompts, int max_len) {
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
-    static const char *const modes[] = {"all",   "kernels",   "model",      "prefill",   "gemv", "hc",
-                                        "chain", "attention", "gemv-bench", "topk-bench", "compare"};
+    static const char *const modes[] = {"all",   "kernels",   "model",      "prefill",    "gemv",    "hc",
+                                        "chain", "attention", "gemv-bench", "topk-bench", "compare", "kv"};
     bool known = false;
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) known |= !strcmp(what, modes[i]);
     if (!known) {
         fprintf(stderr,
-                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|hc|chain|attention|gemv-bench|topk-bench|"
+                "usage: ds4-cuda-test [all|kernels|model|prefill|gemv|hc|chain|attention|kv|gemv-bench|topk-bench|"
                 "compare MODEL [prompts] [max_len]]\n");
         return 2;
     }
@@ -995,7 +1074,14 @@ int main(int argc, char **argv) {
         test_engine_chain();
     }
     if (!strcmp(what, "prefill")) test_prefill_kernels(&r); /* alone: short enough for compute-sanitizer */
-    if (!strcmp(what, "attention")) test_attention_kernels(&r); /* attention, indexer, top-k */
+    if (!strcmp(what, "kv")) { /* the KV rows' formats (--kv-type): kernels and end to end */
+        test_kvrow_kernels(&r);
+        test_kv_types();
+    }
+    if (!strcmp(what, "attention")) { /* attention, indexer, top-k; the KV rows' formats */
+        test_attention_kernels(&r);
+        test_kvrow_kernels(&r);
+    }
     if (!strcmp(what, "hc")) { /* the decode step's hyper-connection kernels */
         test_hc_mix_parts(&r);
         test_hc_post_mix(&r);
@@ -1029,6 +1115,7 @@ int main(int argc, char **argv) {
         test_gemv_early();
         test_prefill_kernels(&r);
         test_attention_kernels(&r);
+        test_kvrow_kernels(&r);
         test_norm_hc(&r, 5);
         test_norm_hc(&r, 12);
         test_split_collapse_batch(&r);
@@ -1041,6 +1128,7 @@ int main(int argc, char **argv) {
         test_oracle_fixtures();
         test_default_mode_fixtures();
         test_cpu_vs_cuda();
+        test_kv_types();
         test_cmp_ring();
         test_chained_decode();
         test_engine_chain();

@@ -10,14 +10,18 @@
  *               the visible rows, vs double-precision sums;
  *   top-k       the causal top-k of a score row (ties to the lower index,
  *               ascending output), vs a sort: must be identical, also on
- *               scores with many exact ties. */
+ *               scores with many exact ties.
+ *
+ * The attention and indexer kernels read rows in each format of the KV
+ * cache (--kv-type, model/kv_format.h): the reference takes the rows'
+ * decoded values (the CPU's ds4_kvrow_decode). */
 #include <math.h>
 #include <string.h>
 
 #include "cpu/ops.h"
 #include "cuda_test_util.h"
+#include "model/kv_format.h"
 #include "model/model.h"
-#include "util/f16.h"
 
 /* o[t][h] for tokens at positions p0 + t: the reference in double, the
  * inverse RoPE of the CPU twin applied in float. */
@@ -60,21 +64,31 @@ static void attention_ref(const float *q, int n, int p0, int H, int hd, const fl
     free(w), free(acc), free(cs);
 }
 
-/* f16 rows as the cache stores them, and their exact float values */
-static uint16_t *f16_rows(ds4_rng *r, size_t n, float **exact) {
-    uint16_t *h = malloc(2 * n);
-    *exact = malloc(4 * n);
-    for (size_t i = 0; i < n; i++) {
-        h[i] = ds4_f32_to_f16(ds4_rng_normal(r));
-        (*exact)[i] = ds4_f16_to_f32(h[i]);
+/* n random rows of dim as the cache stores them in format fmt, and their
+ * exact float values. sim: 'a' puts the first dim - 64 elements of each row
+ * through the FP8 simulation first, 'i' the whole row through the FP4 one
+ * (as the model makes attention and indexer rows; fp8 and FP4 rows store
+ * such values exactly). */
+static uint8_t *kv_rows(ds4_rng *r, size_t n, int dim, int fmt, char sim, float **exact) {
+    const int nope = dim - 64;
+    const size_t rb = ds4_kvrow_bytes((ds4_row_fmt)fmt, dim, nope);
+    uint8_t *b = malloc(rb * n);
+    *exact = malloc(sizeof(float) * n * dim);
+    for (size_t k = 0; k < n; k++) {
+        float *x = *exact + k * dim;
+        for (int i = 0; i < dim; i++) x[i] = ds4_rng_normal(r);
+        if (sim == 'a') ds4_fp8_sim(x, nope);
+        if (sim == 'i') ds4_fp4_sim(x, dim);
+        ds4_kvrow_encode((ds4_row_fmt)fmt, x, dim, nope, b + k * rb);
+        ds4_kvrow_decode((ds4_row_fmt)fmt, b + k * rb, dim, nope, x);
     }
-    return h;
+    return b;
 }
 
 /* spare: rows past those attended, as a decode graph captured for a longer
  * context has (its tail chunks are empty) */
 static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int ratio, bool csa, bool select,
-                                  int spare) {
+                                  int spare, int fmt) {
     const int window = 128, raw_cap = window + 64, n_pairs = 32, topk = 512;
     const int n_comp = ratio ? (p0 + n) / ratio : 0;
     const int max_rows = window + 1 + (csa ? (n_comp < topk ? n_comp : topk) : n_comp) + spare;
@@ -83,7 +97,9 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
     double fr[32];
     ds4_rope_freqs(&hp, true, fr);
     float *q = rnd(r, (size_t)n * H * hd, 0.3f), *sinks = rnd(r, H, 1.0f), *ringf, *compf;
-    uint16_t *ring = f16_rows(r, (size_t)raw_cap * hd, &ringf), *comp = f16_rows(r, (size_t)(n_comp + 1) * hd, &compf);
+    const char sim = fmt == DS4_ROW_FP8 ? 'a' : 0;
+    const size_t rb = ds4_kvrow_bytes((ds4_row_fmt)fmt, hd, hd - 64);
+    uint8_t *ring = kv_rows(r, (size_t)raw_cap, hd, fmt, sim, &ringf), *comp = kv_rows(r, (size_t)(n_comp + 1), hd, fmt, sim, &compf);
     int *n_sel = malloc(sizeof(int) * n);
     int32_t *sel = calloc((size_t)n * topk, sizeof(int32_t));
     for (int t = 0; t < n; t++) {
@@ -100,7 +116,7 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
     attention_ref(q, n, p0, H, hd, sinks, ringf, raw_cap, window, compf, ratio, csa ? sel : NULL, n_sel, topk, fr,
                   n_pairs, want);
     float *dq = to_dev(q, sizeof(float) * n * H * hd), *dsinks = to_dev(sinks, sizeof(float) * H);
-    uint16_t *dring = to_dev(ring, 2 * (size_t)raw_cap * hd), *dcomp = to_dev(comp, 2 * (size_t)(n_comp + 1) * hd);
+    uint8_t *dring = to_dev(ring, rb * raw_cap), *dcomp = to_dev(comp, rb * (n_comp + 1));
     int *dnsel = to_dev(n_sel, sizeof(int) * n), *dpos = to_dev(&p0, sizeof(int));
     int32_t *dsel = to_dev(sel, sizeof(int32_t) * n * topk);
     double *dfr = to_dev(fr, sizeof(fr));
@@ -117,7 +133,7 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
         ds4k_attention_mma_enable(k == 2);
         const int merge = ds4k_attention_combine_warp(k != 3);
         ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap, window, dcomp, ratio,
-                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows, k == 0 || k == 3 ? dpart : NULL, NULL,
+                       csa, dsel, dnsel, topk, fmt, dfr, n_pairs, dout, max_rows, k == 0 || k == 3 ? dpart : NULL, NULL,
                        NULL);
         ds4k_attention_mma_enable(1);
         ds4k_attention_combine_warp(merge);
@@ -138,8 +154,9 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
          * bound grows with them (1,222 rows at 140,000, ratio 128: the SIMT
          * kernel measured 1.38e-6 and 2.08e-6 on two draws of the data) */
         const double tol = (k == 2 ? 1e-5 : 2e-6) * (max_rows > 675 ? max_rows / 675.0 : 1.0);
-        check(worst / mx < tol, "attention (%s) vs double reference: %d token(s) at %d, %2d heads x %3d, ratio %3d%s: "
-              "max |diff| / max|o| %.2e", name[k], n, p0, H, hd, ratio, select ? ", selected rows" : "", worst / mx);
+        check(worst / mx < tol, "attention (%s, %s rows) vs double reference: %d token(s) at %d, %2d heads x %3d, ratio %3d%s: "
+              "max |diff| / max|o| %.2e", name[k], fmt == DS4_ROW_F16 ? "f16" : fmt == DS4_ROW_BF16 ? "bf16" : fmt == DS4_ROW_FP8 ? "fp8" : "f32",
+              n, p0, H, hd, ratio, select ? ", selected rows" : "", worst / mx);
     }
     if (n == 1) { /* the split launch with an HC split beside it (ds4k_hc_split) */
         float *mixh = rnd(r, 24, 1.0f), *baseh = rnd(r, 24, 0.5f), sch[3] = {0.8f, 1.2f, 0.9f}, pm[40];
@@ -147,7 +164,7 @@ static void test_attention_decode(ds4_rng *r, int n, int p0, int H, int hd, int 
         float *dsc = to_dev(sch, sizeof(sch)), *dpm = to_dev(NULL, sizeof(pm));
         const ds4k_hc_split hs = {dmix, dsc, dbase, 20, 1e-6f, dpm, dpm + 4};
         const int made = ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap,
-                                        window, dcomp, ratio, csa, dsel, dnsel, topk, true, dfr, n_pairs, dout, max_rows,
+                                        window, dcomp, ratio, csa, dsel, dnsel, topk, fmt, dfr, n_pairs, dout, max_rows,
                                         dpart, &hs, NULL);
         ds4k_hc_sinkhorn(dmix, dsc, dbase, 4, 20, 1e-6f, 1, dpm + 20, dpm + 24, NULL);
         from_dev(got, dout, sizeof(float) * n * H * hd);
@@ -222,27 +239,20 @@ static int topk_vs_sort(const float *S, const float *dS, int64_t lds, int n, int
 /* Scores vs double sums for tokens at p0 .. p0+n-1, then the top-k of the
  * kernel's own scores (and of tied scores) vs the sort. fp4: queries and keys
  * on the FP4 grid, which lets a batch above 8 tokens take the tensor cores. */
-static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int topk, bool fp4) {
+static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int topk, bool fp4, int fmt) {
     const int cap = (p0 + n) / 4 + 1;
     const int64_t lds = cap + 1;
     float *q = rnd(r, (size_t)n * IH * ID, 0.3f), *w = rnd(r, (size_t)n * IH, 1.0f), *keysf;
-    uint16_t *keys = f16_rows(r, (size_t)cap * ID, &keysf);
-    if (fp4) { /* queries and keys through the CPU's FP4 simulation, as the model's indexer makes them */
+    /* fp4: queries and keys through the CPU's FP4 simulation, as the model's indexer makes them */
+    uint8_t *keys = kv_rows(r, (size_t)cap, ID, fmt, fp4 ? 'i' : 0, &keysf);
+    if (fp4)
         for (int h = 0; h < n * IH; h++) ds4_fp4_sim(q + (size_t)h * ID, ID);
-        for (int c = 0; c < cap; c++) {
-            ds4_fp4_sim(keysf + (size_t)c * ID, ID);
-            for (int i = 0; i < ID; i++) {
-                keys[(size_t)c * ID + i] = ds4_f32_to_f16(keysf[(size_t)c * ID + i]);
-                keysf[(size_t)c * ID + i] = ds4_f16_to_f32(keys[(size_t)c * ID + i]);
-            }
-        }
-    }
     float *dq = to_dev(q, sizeof(float) * n * IH * ID), *dw = to_dev(w, sizeof(float) * n * IH);
-    uint16_t *dkeys = to_dev(keys, 2 * (size_t)cap * ID);
+    uint8_t *dkeys = to_dev(keys, ds4_kvrow_bytes((ds4_row_fmt)fmt, ID, 0) * cap);
     int *dpos = to_dev(&p0, sizeof(int));
     float *dS = to_dev(NULL, sizeof(float) * n * lds), *S = malloc(sizeof(float) * n * lds);
     if (ds4k_prepare(4, 128, 256, IH, ID) != 0) check(false, "indexer: shared memory refused");
-    ds4k_indexer_scores(dq, dw, dkeys, true, fp4, n, dpos, IH, ID, topk, cap, dS, lds, NULL);
+    ds4k_indexer_scores(dq, dw, dkeys, fmt, fp4, n, dpos, IH, ID, topk, cap, dS, lds, NULL);
     from_dev(S, dS, sizeof(float) * n * lds);
     double worst = 0;
     const double scale = 1.0 / sqrt((double)ID * IH);
@@ -264,8 +274,9 @@ static void test_indexer_topk(ds4_rng *r, int n, int p0, int IH, int ID, int top
         }
     }
     check(worst < 1e-6,
-          "indexer scores%s vs double reference: %d tokens at %d, %d heads x %d: max |diff| / sum|terms| %.2e",
-          fp4 && IH == 64 && ID == 128 ? " (FP4 grid, tensor cores)" : fp4 ? " (FP4 grid)" : "", n, p0, IH, ID, worst);
+          "indexer scores%s, %s keys vs double reference: %d tokens at %d, %d heads x %d: max |diff| / sum|terms| %.2e",
+          fp4 && IH == 64 && ID == 128 ? " (FP4 grid, tensor cores)" : fp4 ? " (FP4 grid)" : "",
+          fmt == DS4_ROW_F16 ? "f16" : fmt == DS4_ROW_BF16 ? "bf16" : fmt == DS4_ROW_FP4 ? "FP4" : "f32", n, p0, IH, ID, worst);
     for (int tied = 0; tied < 2; tied++) {
         if (tied) { /* scores on a coarse grid: many exact ties at the threshold */
             for (int64_t i = 0; i < n * lds; i++) S[i] = roundf(S[i] * 8.0f) / 8.0f;
@@ -358,22 +369,22 @@ int topk_bench(void) {
 }
 
 void test_attention_kernels(ds4_rng *r) {
-    test_attention_decode(r, 1, 4095, 64, 512, 4, true, true, 0);     /* decode, published CSA: 128 + 512 selected */
-    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false, 0); /* decode, HCA: 128 + 546 rows */
-    test_attention_decode(r, 1, 60, 64, 512, 0, false, false, 0);      /* window only, short */
-    test_attention_decode(r, 1, 300, 64, 512, 128, false, false, 700); /* a graph's spare rows: empty tail chunks */
-    test_attention_decode(r, 1, 140000, 64, 512, 128, false, false, 0); /* HCA, 39 chunks: the block merge only */
-    test_attention_decode(r, 8, 1500, 64, 512, 4, true, false, 0);     /* 8 tokens, every compressed row */
-    test_attention_decode(r, 3, 2100, 4, 128, 4, true, true, 0);       /* the fixture models' 4 heads */
+    test_attention_decode(r, 1, 4095, 64, 512, 4, true, true, 0, DS4_ROW_F16);     /* decode, published CSA: 128 + 512 selected */
+    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false, 0, DS4_ROW_F16); /* decode, HCA: 128 + 546 rows */
+    test_attention_decode(r, 1, 60, 64, 512, 0, false, false, 0, DS4_ROW_F16);      /* window only, short */
+    test_attention_decode(r, 1, 300, 64, 512, 128, false, false, 700, DS4_ROW_F16); /* a graph's spare rows: empty tail chunks */
+    test_attention_decode(r, 1, 140000, 64, 512, 128, false, false, 0, DS4_ROW_F16); /* HCA, 39 chunks: the block merge only */
+    test_attention_decode(r, 8, 1500, 64, 512, 4, true, false, 0, DS4_ROW_F16);     /* 8 tokens, every compressed row */
+    test_attention_decode(r, 3, 2100, 4, 128, 4, true, true, 0, DS4_ROW_F16);       /* the fixture models' 4 heads */
     if (!ds4k_topk_cluster_ready()) printf("note: no cluster top-k here; its checks test the one-block form\n");
-    test_indexer_topk(r, 3, 8000, 64, 128, 512, false);             /* 2,000 rows */
-    test_indexer_topk(r, 2, 70000, 64, 128, 512, false);            /* 17,500 rows: many per thread */
-    test_indexer_topk(r, 6, 2046, 64, 128, 512, false);             /* around the first selection: 511 .. 513 rows */
-    test_indexer_topk(r, 2, 600, 4, 32, 8, false);                  /* few heads, short keys */
-    test_indexer_topk(r, 12, 8000, 64, 128, 512, false);            /* a batch above 8: the 8-warp blocks */
-    test_indexer_topk(r, 3, 8000, 64, 128, 512, true);              /* FP4 grid, decode-sized: 128 rows a block */
-    test_indexer_topk(r, 1, 65000, 64, 128, 512, true);             /* ... one token at a 64k context */
-    test_indexer_topk(r, 2, 2050, 64, 128, 512, true);              /* ... 512 rows (not scored), 513 (a block of one) */
+    test_indexer_topk(r, 3, 8000, 64, 128, 512, false, DS4_ROW_F16);             /* 2,000 rows */
+    test_indexer_topk(r, 2, 70000, 64, 128, 512, false, DS4_ROW_F16);            /* 17,500 rows: many per thread */
+    test_indexer_topk(r, 6, 2046, 64, 128, 512, false, DS4_ROW_F16);             /* around the first selection: 511 .. 513 rows */
+    test_indexer_topk(r, 2, 600, 4, 32, 8, false, DS4_ROW_F16);                  /* few heads, short keys */
+    test_indexer_topk(r, 12, 8000, 64, 128, 512, false, DS4_ROW_F16);            /* a batch above 8: the 8-warp blocks */
+    test_indexer_topk(r, 3, 8000, 64, 128, 512, true, DS4_ROW_F16);              /* FP4 grid, decode-sized: 128 rows a block */
+    test_indexer_topk(r, 1, 65000, 64, 128, 512, true, DS4_ROW_F16);             /* ... one token at a 64k context */
+    test_indexer_topk(r, 2, 2050, 64, 128, 512, true, DS4_ROW_F16);              /* ... 512 rows (not scored), 513 (a block of one) */
     test_topk_rows(r, 2, 230000, 512);  /* 57,500 rows: 8,348 past the cache, partial tiles */
     test_topk_rows(r, 3, 4093, 512);    /* 1,023 .. 1,024 rows: one tile, full and partial */
     test_topk_rows(r, 3, 65533, 512);   /* 16,383 .. 16,384 rows: a 64k context */
@@ -382,7 +393,23 @@ void test_attention_kernels(ds4_rng *r) {
     test_topk_rows(r, 1, 65535, 512);   /* decode at a 64k context: 16,384 rows */
     test_topk_rows(r, 1, 39, 8);        /* 10 rows: blocks of the cluster with none */
     test_topk_rows(r, 9, 8000, 512);    /* 9 tokens: one block a token in every form */
-    test_indexer_topk(r, 12, 8000, 64, 128, 512, true);             /* FP4 grid above 8 tokens: tensor cores */
-    test_indexer_topk(r, 12, 2040, 64, 128, 512, true);             /* ... around the first selection */
-    test_indexer_topk(r, 10, 70000, 64, 128, 512, true);            /* ... 17,500 rows, 137 tiles a warp */
+    test_indexer_topk(r, 12, 8000, 64, 128, 512, true, DS4_ROW_F16);             /* FP4 grid above 8 tokens: tensor cores */
+    test_indexer_topk(r, 12, 2040, 64, 128, 512, true, DS4_ROW_F16);             /* ... around the first selection */
+    test_indexer_topk(r, 10, 70000, 64, 128, 512, true, DS4_ROW_F16);            /* ... 17,500 rows, 137 tiles a warp */
+    /* the other formats of the cache (--kv-type): fp8 rows hold FP8-simulated
+     * values, FP4 keys FP4-simulated ones, exactly */
+    test_attention_decode(r, 1, 4095, 64, 512, 4, true, true, 0, DS4_ROW_FP8);
+    test_attention_decode(r, 1, 70000, 64, 512, 128, false, false, 0, DS4_ROW_FP8);
+    test_attention_decode(r, 8, 1500, 64, 512, 4, true, false, 0, DS4_ROW_FP8);
+    test_attention_decode(r, 3, 2100, 4, 128, 4, true, true, 0, DS4_ROW_FP8);
+    test_attention_decode(r, 1, 4095, 64, 512, 4, true, true, 0, DS4_ROW_BF16);
+    test_attention_decode(r, 8, 1500, 64, 512, 4, true, false, 0, DS4_ROW_BF16);
+    test_attention_decode(r, 2, 900, 64, 512, 4, true, false, 0, DS4_ROW_F32);
+    test_indexer_topk(r, 3, 8000, 64, 128, 512, true, DS4_ROW_FP4);   /* decode-sized, tensor cores */
+    test_indexer_topk(r, 1, 65000, 64, 128, 512, true, DS4_ROW_FP4);  /* one token at a 64k context */
+    test_indexer_topk(r, 12, 8000, 64, 128, 512, true, DS4_ROW_FP4);  /* above 8 tokens */
+    test_indexer_topk(r, 2, 600, 4, 32, 8, true, DS4_ROW_FP4);        /* the SIMT kernel's FP4 staging */
+    test_indexer_topk(r, 3, 8000, 64, 128, 512, true, DS4_ROW_BF16);
+    test_indexer_topk(r, 2, 8000, 64, 128, 512, false, DS4_ROW_BF16); /* the SIMT kernel */
+    test_indexer_topk(r, 2, 8000, 64, 128, 512, false, DS4_ROW_F32);
 }

@@ -66,11 +66,11 @@ static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width
     /* 0: the whole chunk at once (parallel windows); 1: one token at a time */
     set_pos(dpos, p0);
     ds4k_compressor(dst[0], dst[0] + slots * W, ratio, overlap, W, dkv, dgate, &dape, dnorm, 1e-6f, width, dfr, n_pairs,
-                    dpos, n, fp8, false, drows[0], true, NULL, NULL, 0, NULL);
+                    dpos, n, fp8, false, drows[0], DS4_ROW_F16, NULL, NULL, 0, NULL);
     for (int t = 0; t < n; t++) {
         set_pos(dpos, p0 + t);
         ds4k_compressor(dst[1], dst[1] + slots * W, ratio, overlap, W, dkv + (size_t)t * W, dgate + (size_t)t * W,
-                        &dape, dnorm, 1e-6f, width, dfr, n_pairs, dpos, 1, fp8, false, drows[1], true, NULL, NULL, 0, NULL);
+                        &dape, dnorm, 1e-6f, width, dfr, n_pairs, dpos, 1, fp8, false, drows[1], DS4_ROW_F16, NULL, NULL, 0, NULL);
     }
     for (int k = 0; k < 2; k++) {
         rows[k] = malloc(2 * (size_t)n_rows * width);
@@ -122,7 +122,7 @@ static void test_attention_mma(ds4_rng *r, int H, int hd, int ratio, bool csa) {
         out[k] = malloc(sizeof(float) * n * H * hd);
         ds4k_attention_mma_enable(k == 0);
         ds4k_attention(dq, n, dpos, H, hd, (float)(1.0 / sqrt((double)hd)), dsinks, dring, raw_cap, window, dcomp, ratio,
-                       csa, dsel, dnsel, topk, true, dfr, n_pairs, dout[k], max_rows, NULL, NULL, NULL);
+                       csa, dsel, dnsel, topk, DS4_ROW_F16, dfr, n_pairs, dout[k], max_rows, NULL, NULL, NULL);
         from_dev(out[k], dout[k], sizeof(float) * n * H * hd);
     }
     ds4k_attention_mma_enable(1);
