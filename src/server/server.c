@@ -42,6 +42,7 @@ static void usage(FILE *f) {
             "  -t, --threads N             CPU threads (default: all cores)\n"
             "  --cpu | --cuda              backend (default: CUDA when built in and a GPU is present)\n"
             "  --prefill-chunk N           prefill chunk (default $DS4_PREFILL_CHUNK, else 4096 on a GPU with room, else 2048)\n"
+            "  --kv-type T                 KV cache storage: f16 (default), bf16, fp8 (half the bytes, exact for the FP8/FP4-simulated rows) or f32 (oracle mode's default)\n"
             "  --host HOST                 bind address, IPv4 (default 127.0.0.1)\n"
             "  --port N                    port (default 8000)\n"
             "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (not on /health)\n"
@@ -110,7 +111,13 @@ int srv_config_parse(srv_config *c, int argc, char **argv) {
         else if (FLAG("--cpu")) c->backend = DS4_BACKEND_CPU;
         else if (FLAG("--cuda")) c->backend = DS4_BACKEND_CUDA;
         else if (FLAG("--prefill-chunk")) INTARG(0, 1 << 20, c->prefill_chunk);
-        else if (FLAG("--host")) STRARG(c->host);
+        else if (FLAG("--kv-type")) {
+            if (!v || ds4_kv_type_parse(v, &c->kv_type) != 0) {
+                fprintf(stderr, "ds4-server: --kv-type needs f16, bf16, fp8 or f32, got '%s'\n", v ? v : "");
+                return -1;
+            }
+            i++;
+        } else if (FLAG("--host")) STRARG(c->host);
         else if (FLAG("--port")) INTARG(0, 65535, c->port);
         else if (FLAG("--api-key")) STRARG(c->api_key);
         else if (FLAG("--cors")) c->cors = true;
@@ -267,6 +274,7 @@ int srv_main(int argc, char **argv) {
     so.prefill_chunk = S->cfg.prefill_chunk;
     so.backend = S->cfg.backend;
     so.n_threads = S->cfg.threads;
+    so.kv_type = S->cfg.kv_type;
     const double t0 = ds4_now();
     S->eng = ds4_engine_open(S->cfg.model_path, &so, &err);
     if (!S->eng) {
@@ -278,10 +286,10 @@ int srv_main(int argc, char **argv) {
     {
         const ds4_session *ss = S->eng->sess;
         srv_log("ds4-server: model %s loaded in %.1f s", S->cfg.model_path, ds4_now() - t0);
-        srv_log("ds4-server: context buffers %.1f MiB (ctx=%d, backend=%s, prefill_chunk=%d, raw_kv_rows=%d, "
+        srv_log("ds4-server: context buffers %.1f MiB (ctx=%d, backend=%s, prefill_chunk=%d, kv=%s, raw_kv_rows=%d, "
                 "compressed_kv_rows=%d)",
                 (double)ss->ops->memory_bytes(ss) / (1024.0 * 1024.0), S->ctx, ds4_session_backend_name(ss),
-                ds4_session_chunk(ss), ss->state->raw_cap, ss->state->comp_cap_max);
+                ds4_session_chunk(ss), ds4_kv_type_name(ss->kv_type), ss->state->raw_cap, ss->state->comp_cap_max);
     }
     if (!(S->toolmem = srv_toolmem_new(S->cfg.tool_memory_max_ids))) goto out;
     if (S->cfg.kv_dir && open_kv(S) != 0) goto out;

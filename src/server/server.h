@@ -37,6 +37,7 @@ typedef struct srv_config {
     int threads;
     ds4_backend_kind backend;
     int prefill_chunk;              /* 0: default */
+    ds4_kv_type kv_type;            /* --kv-type; DS4_KV_DEFAULT: the session's default */
     int queue_max;                  /* waiting jobs beyond the running one */
     const char *trace_path;
     /* disk KV cache (§7.6) */

@@ -21,6 +21,7 @@
 typedef struct bench {
     const char *model, *prompt_file, *chat_prompt_file, *system, *csv, *plot;
     ds4_backend_kind backend;
+    ds4_kv_type kv_type;
     int threads, ctx_start, ctx_max, ctx_alloc, step_incr, gen_tokens, prefill_chunk;
     double step_mul;
 } bench;
@@ -40,6 +41,7 @@ static void usage(FILE *out) {
                  "  --csv FILE              CSV output (default stdout)\n"
                  "  --plot FILE             plot prefill/decode t/s vs context with gnuplot (.svg or .png)\n"
                  "  --prefill-chunk N       prefill chunk (default $DS4_PREFILL_CHUNK, else 4096 on a GPU with room, else 2048)\n"
+                 "  --kv-type T             KV cache storage: f16 (default), bf16, fp8 (half the bytes, exact for the FP8/FP4-simulated rows) or f32 (oracle mode's default)\n"
                  "  --cpu | --cuda          backend;  -t, --threads N  CPU threads\n");
 }
 
@@ -121,6 +123,12 @@ static int parse(int argc, char **argv, bench *b) {
         } else if (!strcmp(a, "--prefill-chunk")) {
             ARG();
             if (num(a, v, 1, 1 << 24, &b->prefill_chunk)) return -1;
+        } else if (!strcmp(a, "--kv-type")) {
+            ARG();
+            if (ds4_kv_type_parse(v, &b->kv_type) != 0) {
+                fprintf(stderr, "ds4-bench: --kv-type expects f16, bf16, fp8 or f32, got '%s'\n", v);
+                return -1;
+            }
         } else if (!strcmp(a, "--cpu")) {
             b->backend = DS4_BACKEND_CPU;
         } else if (!strcmp(a, "--cuda")) {
@@ -219,6 +227,7 @@ int main(int argc, char **argv) {
     o.prefill_chunk = b.prefill_chunk;
     o.backend = b.backend;
     o.n_threads = b.threads;
+    o.kv_type = b.kv_type;
     ds4_err err = {{0}};
     ds4_engine *e = ds4_engine_open(b.model, &o, &err);
     if (!e) {
@@ -250,8 +259,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-bench: cannot write '%s': %s\n", b.csv, strerror(errno));
         goto out;
     }
-    fprintf(stderr, "ds4-bench: %s, backend %s, ctx %d, prefill_chunk=%d, %zu prompt tokens available\n", b.model,
-            ds4_session_backend_name(e->sess), b.ctx_alloc, ds4_session_chunk(e->sess), toks.n);
+    fprintf(stderr, "ds4-bench: %s, backend %s, ctx %d, prefill_chunk=%d, kv=%s, %zu prompt tokens available\n", b.model,
+            ds4_session_backend_name(e->sess), b.ctx_alloc, ds4_session_chunk(e->sess), ds4_kv_type_name(e->sess->kv_type),
+            toks.n);
     fprintf(csv, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes\n");
     fflush(csv);
     int prev = 0;

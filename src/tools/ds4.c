@@ -70,6 +70,7 @@ typedef struct cli {
     int threads;
     ds4_backend_kind backend;
     bool oracle;
+    ds4_kv_type kv_type;
     ds4_think_mode think;
     ds4_sampling sampling;
     bool seed_given;
@@ -98,6 +99,7 @@ static void usage(FILE *out) {
             "  --cpu | --cuda          backend (default: CUDA when built in and a GPU is present)\n"
             "  -t, --threads N         CPU threads (default: all cores)\n"
             "  --prefill-chunk N       prefill chunk (default $DS4_PREFILL_CHUNK, else 4096 on a GPU with room, else 2048)\n"
+            "  --kv-type T             KV cache storage: f16 (default), bf16, fp8 (half the bytes, exact for the FP8/FP4-simulated rows) or f32 (oracle mode's default)\n"
             "Diagnostics:\n"
             "  --inspect               validate the model and print a summary (reads no tensor data)\n"
             "  --dump-tokens           print the tokens of the prompt (special tokens recognized) and exit\n"
@@ -219,6 +221,12 @@ static int parse_args(int argc, char **argv, cli *c) {
             VALUE();
             if (parse_long(a, v, 1, 1 << 24, &n)) return -1;
             c->prefill_chunk = (int)n;
+        } else if (IS("--kv-type", "--kv-type")) {
+            VALUE();
+            if (ds4_kv_type_parse(v, &c->kv_type) != 0) {
+                fprintf(stderr, "ds4: --kv-type expects f16, bf16, fp8 or f32, got '%s'\n", v);
+                return -1;
+            }
         } else if (IS("--inspect", "--inspect")) {
             c->inspect = true;
         } else if (IS("--dump-tokens", "--dump-tokens")) {
@@ -396,6 +404,7 @@ static ds4_engine *open_engine(const cli *c, const char *model, int ctx) {
     o.backend = c->backend;
     o.n_threads = c->threads;
     o.oracle = c->oracle;
+    o.kv_type = c->kv_type;
     o.progress = on_progress;
     ds4_err err = {{0}};
     const double t0 = ds4_now();
@@ -404,9 +413,10 @@ static ds4_engine *open_engine(const cli *c, const char *model, int ctx) {
         fprintf(stderr, "ds4: %s\n", err.msg);
         return NULL;
     }
-    fprintf(stderr, "ds4: %s: %d layers x %d, backend %s, ctx %d, prefill_chunk=%d, state %.1f MiB, loaded in %.1f s\n",
+    fprintf(stderr, "ds4: %s: %d layers x %d, backend %s, ctx %d, prefill_chunk=%d, kv=%s, state %.1f MiB, loaded in %.1f s\n",
             model, e->model->hp.n_layer, e->model->hp.n_embd, ds4_session_backend_name(e->sess), ds4_session_ctx(e->sess),
-            ds4_session_chunk(e->sess), (double)e->sess->ops->memory_bytes(e->sess) / (1024.0 * 1024.0), ds4_now() - t0);
+            ds4_session_chunk(e->sess), ds4_kv_type_name(e->sess->kv_type),
+            (double)e->sess->ops->memory_bytes(e->sess) / (1024.0 * 1024.0), ds4_now() - t0);
     return e;
 }
 
@@ -642,6 +652,7 @@ static int run_eval_tokens(const cli *c, const char *model) {
     o.ctx = n;
     o.prefill_chunk = c->prefill_chunk;
     o.oracle = c->oracle;
+    o.kv_type = c->kv_type;
     o.n_threads = c->threads;
     o.backend = c->backend;
     s = ds4_session_create(m, &o, &err);

@@ -121,6 +121,32 @@ expect_fail "env chunk not a number" "DS4_PREFILL_CHUNK='lots'" env DS4_PREFILL_
 DS4_ALLOW_UNSAFE_PREFILL_CHUNK=1 $B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 --prefill-chunk 8192 --ctx 16384 >/dev/null 2>"$T/chunk.err" \
     && grep -q "prefill_chunk=8192" "$T/chunk.err" && ok "unsafe chunk allowed on request" || bad "unsafe chunk: $(cat "$T/chunk.err")"
 
+# ---- --kv-type: the KV cache's storage, logged at startup; bad values and fp8 in oracle mode refused
+$B/bin/ds4 --help | grep -q -- "--kv-type T .*f16 (default), bf16, fp8" && ok "ds4 --help lists --kv-type" || bad "ds4 --help lacks --kv-type"
+$B/bin/ds4-bench --help | grep -q -- "--kv-type T" && ok "ds4-bench --help lists --kv-type" || bad "ds4-bench --help lacks --kv-type"
+$B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 >/dev/null 2>"$T/kv.err" && grep -q "kv=f16," "$T/kv.err" \
+    && ok "default kv=f16 logged" || bad "default kv: $(cat "$T/kv.err")"
+$B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 --oracle-mode >/dev/null 2>"$T/kv.err" && grep -q "kv=f32," "$T/kv.err" \
+    && ok "oracle mode: kv=f32" || bad "oracle kv: $(cat "$T/kv.err")"
+for kv in f16 bf16 fp8 f32; do
+    $B/bin/ds4 -m "$M" --cpu -p "Ciao" -n 3 --temp 0 --kv-type $kv >"$T/kv.$kv" 2>"$T/kv.err" && grep -q "kv=$kv," "$T/kv.err" \
+        && ok "--kv-type $kv" || bad "--kv-type $kv: $(cat "$T/kv.err")"
+done
+$B/bin/ds4 -m "$M" --cpu -p x -n 1 --temp 0 --oracle-mode --kv-type bf16 >/dev/null 2>"$T/kv.err" && grep -q "kv=bf16," "$T/kv.err" \
+    && ok "oracle mode + --kv-type bf16" || bad "oracle mode + bf16: $(cat "$T/kv.err")"
+printf '\1\0\0\0\2\0\0\0\3\0\0\0' >"$T/three.tok"
+$B/bin/ds4 -m "$M" --cpu --eval-tokens "$T/three.tok" --dump-logits "$T/kv.logits" --kv-type fp8 2>"$T/kv.err" \
+    && [ "$(wc -c <"$T/kv.logits")" -eq $((3 * 4096 * 4)) ] && ok "--eval-tokens --kv-type fp8" || bad "--eval-tokens fp8: $(cat "$T/kv.err")"
+$B/bin/ds4-bench -m "$M" --cpu --prompt-file tests/data/tokenizer/corpus.txt --ctx-start 64 --ctx-max 64 --gen-tokens 2 \
+    --kv-type fp8 >/dev/null 2>"$T/kv.err" && grep -q "kv=fp8," "$T/kv.err" && ok "ds4-bench --kv-type fp8" || bad "ds4-bench fp8: $(cat "$T/kv.err")"
+expect_fail "unknown --kv-type" "expects f16, bf16, fp8 or f32, got 'fp16'" $B/bin/ds4 -m "$M" --kv-type fp16 -p x
+expect_fail "empty --kv-type" "expects f16, bf16, fp8 or f32" $B/bin/ds4 -m "$M" --kv-type "" -p x
+expect_fail "--kv-type without value" "needs a value" $B/bin/ds4 -m "$M" -p x --kv-type
+expect_fail "fp8 in oracle mode" "fp8" $B/bin/ds4 -m "$M" --cpu --oracle-mode --kv-type fp8 -p x -n 1
+expect_fail "fp8 in oracle mode (--eval-tokens)" "fp8" $B/bin/ds4 -m "$M" --cpu --oracle-mode --kv-type fp8 --eval-tokens "$T/three.tok"
+expect_fail "ds4-bench unknown --kv-type" "expects f16, bf16, fp8 or f32, got 'q8'" $B/bin/ds4-bench -m "$M" \
+    --prompt-file "$T/prompt.txt" --kv-type q8
+
 # ---- backends: --cuda where this build or this machine cannot give it
 expect_fail "--cuda in a build without CUDA" "make cuda" $B/bin/ds4 -m "$M" --cuda -p x -n 1
 CB=${DS4_CUDA_BUILD_DIR:-build-cuda}

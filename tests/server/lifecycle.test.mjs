@@ -1,8 +1,8 @@
 // Shutdown (SIGTERM during a generation: the stream ends with an error
-// finish, the server exits 0) and --dump-prompt (the exact bytes the server
-// renders, from the vocabulary only).
+// finish, the server exits 0), --dump-prompt (the exact bytes the server
+// renders, from the vocabulary only), and --kv-type.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -49,4 +49,21 @@ test('--dump-prompt renders exactly what the server renders', () => {
   // a bad body fails with the HTTP status and message
   fs.writeFileSync(f, '{"messages": 5}');
   assert.throws(() => execFileSync(BIN, ['-m', MODEL, '--dump-prompt', f, '--api', 'chat'], { stdio: 'pipe' }));
+});
+
+test('--kv-type: a bad value exits 2 naming the allowed ones; fp8 serves and logs kv=fp8', async () => {
+  const r = spawnSync(BIN, ['-m', MODEL, '--kv-type', 'fp16']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr.toString(), /--kv-type needs f16, bf16, fp8 or f32, got 'fp16'/);
+  assert.match(execFileSync(BIN, ['--help']).toString(), /--kv-type T +KV cache storage: f16 \(default\), bf16, fp8/);
+  const s = await startServer(['--kv-type', 'fp8']);
+  const resp = await fetch(`${s.base}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ max_tokens: 4, messages: [{ role: 'user', content: 'Hello' }] }),
+  });
+  assert.equal(resp.status, 200);
+  await resp.json();
+  assert.match(s.log(), /prefill_chunk=\d+, kv=fp8,/);
+  const { code } = await s.stop('SIGTERM');
+  assert.equal(code, 0, s.log());
 });
