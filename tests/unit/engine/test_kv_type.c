@@ -187,6 +187,19 @@ static void test_fp8_snapshot_restore(void **state) {
            max_abs(a, 3 * (size_t)V));
     ds4_session_free(s);
     free(snap);
+
+    /* an f32 session's snapshot (rows FP8-simulated, the RoPE tails not
+     * rounded) loaded into an fp8 session: its rows come in as the fp8
+     * cache keeps them (ds4_session_load rounds them), as CUDA's push would */
+    s = kv_session_ok(DS4_KV_F32);
+    assert_int_equal(ds4_session_eval(s, toks, PROMPT, NULL, &err), 0);
+    assert_int_equal(ds4_session_snapshot(s, &snap, &len, &err), 0);
+    ds4_session_free(s);
+    s = kv_session_ok(DS4_KV_FP8);
+    if (ds4_session_load(s, snap, len, &err) != 0) fail_msg("load an f32 snapshot into fp8: %s", err.msg);
+    check_rows_in_format(s);
+    ds4_session_free(s);
+    free(snap);
     free(at_prompt);
     free(a);
     free(b);
