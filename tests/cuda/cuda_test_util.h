@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "cpu/matmul.h"
+#include "cpu/ops.h"
 #include "cuda/cuda_kernels.h"
 #include "gguf/gguf.h"
 #include "test_sh.h"
@@ -43,14 +44,17 @@ static inline double dot_error(const ds4_tensor *t, int64_t row0, int64_t rows, 
     return worst;
 }
 
-/* A session or exit: the tests cannot go on without one. */
-static inline ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle) {
+/* A session or exit: the tests cannot go on without one. kv: the KV
+ * cache's type (--kv-type; DS4_KV_DEFAULT follows oracle). */
+static inline ds4_session *session_kv(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle,
+                                      ds4_kv_type kv) {
     ds4_session_opts o;
     ds4_session_opts_default(&o);
     o.ctx = ctx;
     o.prefill_chunk = chunk;
     o.oracle = oracle;
     o.backend = be;
+    o.kv_type = kv;
     ds4_err err = {{0}};
     ds4_session *s = ds4_session_create(m, &o, &err);
     if (!s) {
@@ -58,6 +62,9 @@ static inline ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, i
         exit(1);
     }
     return s;
+}
+static inline ds4_session *session(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, bool oracle) {
+    return session_kv(m, be, ctx, chunk, oracle, DS4_KV_DEFAULT);
 }
 
 static inline int32_t *rand_tokens(int n, int V, uint64_t seed) {
@@ -101,6 +108,37 @@ static inline float *rnd(ds4_rng *r, size_t n, float scale) {
     float *p = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) p[i] = ds4_rng_normal(r) * scale;
     return p;
+}
+
+/* A compressor's random inputs on the device: n tokens of projections (kv,
+ * gate: [n][W]), the APE ([ratio][W], f32), the norm (around 1), the
+ * published model's RoPE table, an initial state (st0, on the host:
+ * 2 slots W floats, st_kv then st_score). */
+typedef struct cmp_inputs {
+    float *kv, *gate, *norm, *st0;
+    double *freqs;
+    ds4_dw ape;
+} cmp_inputs;
+static inline cmp_inputs cmp_inputs_make(ds4_rng *r, int n, int W, int ratio, int width, int slots) {
+    ds4_hparams hp;
+    ds4_hparams_published(&hp);
+    double fr[32];
+    ds4_rope_freqs(&hp, true, fr);
+    float *kv = rnd(r, (size_t)n * W, 1.0f), *gate = rnd(r, (size_t)n * W, 1.0f), *ape = rnd(r, (size_t)ratio * W, 0.5f);
+    float *norm = rnd(r, width, 0.1f);
+    cmp_inputs c = {0};
+    c.st0 = rnd(r, (size_t)2 * slots * W, 1.0f);
+    for (int i = 0; i < width; i++) norm[i] += 1.0f;
+    c.kv = to_dev(kv, sizeof(float) * n * W), c.gate = to_dev(gate, sizeof(float) * n * W);
+    c.norm = to_dev(norm, sizeof(float) * width);
+    c.freqs = to_dev(fr, sizeof(fr));
+    c.ape = (ds4_dw){DS4_TYPE_F32, to_dev(ape, sizeof(float) * ratio * W), W, ratio};
+    free(kv), free(gate), free(ape), free(norm);
+    return c;
+}
+static inline void cmp_inputs_free(cmp_inputs *c) {
+    cudaFree(c->kv), cudaFree(c->gate), cudaFree(c->norm), cudaFree(c->freqs), cudaFree((void *)c->ape.ptr);
+    free(c->st0);
 }
 
 /* Tolerance of a one-token product, as |diff| / (|w| |x|) against the CPU.

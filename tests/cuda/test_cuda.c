@@ -802,20 +802,6 @@ static void test_cpu_vs_cuda(void) {
     ds4_model_close(m);
 }
 
-/* A session with KV rows of type kv (--kv-type) or exit. */
-static ds4_session *session_kv(ds4_model *m, ds4_backend_kind be, int ctx, int chunk, ds4_kv_type kv) {
-    ds4_session_opts o;
-    ds4_session_opts_default(&o);
-    o.ctx = ctx, o.prefill_chunk = chunk, o.backend = be, o.kv_type = kv;
-    ds4_err err = {{0}};
-    ds4_session *s = ds4_session_create(m, &o, &err);
-    if (!s) {
-        fprintf(stderr, "session: %s\n", err.msg);
-        exit(1);
-    }
-    return s;
-}
-
 /* The KV cache's other row formats end to end: CUDA against the CPU with
  * the same --kv-type (the CPU rounds its rows through the same format:
  * ds4_kvrow_round), prefill and the decode graphs, snapshot / restore
@@ -835,41 +821,41 @@ static void test_kv_types(void) {
     const ds4_kv_type kinds[2] = {DS4_KV_FP8, DS4_KV_BF16};
     for (int k = 0; k < 2; k++) {
         const char *name = ds4_kv_type_name(kinds[k]);
-        ds4_session *s = session_kv(m, DS4_BACKEND_CPU, ctx, 512, kinds[k]);
+        ds4_session *s = session_kv(m, DS4_BACKEND_CPU, ctx, 512, false, kinds[k]);
         eval_all(s, toks, n, 0, cpu, V);
         ds4_session_free(s);
-        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, false, kinds[k]);
         eval_all(s, toks, n, 0, gpu, V);
         ds4_session_free(s);
         int bad;
         double d = compare(gpu, cpu, n, V, &bad, 1e-3);
         check(d <= 5e-3 && bad == 0, "kv %s, %d tokens, CUDA vs CPU (chunk 512): max|diff|/max(1,max|logit|) %.2e, argmax mismatches %d",
               name, n, d, bad);
-        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, false, kinds[k]);
         eval_all(s, toks, 700, 600, gpu2, V);
         ds4_session_free(s);
         d = compare(gpu2, cpu, 700, V, &bad, 1e-3);
         check(d <= 1e-3 && bad == 0, "kv %s, prefill 600 + 100 decode steps (CUDA graph) vs CPU: %.2e, argmax mismatches %d",
               name, d, bad);
         /* snapshot after 900 tokens, restore, 60 more: bitwise not stopping */
-        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, false, kinds[k]);
         eval_all(s, toks, 900, 0, gpu2, V);
         uint8_t *snap = NULL;
         size_t len = 0;
         ds4_session_snapshot(s, &snap, &len, &err);
         ds4_session_free(s);
-        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, false, kinds[k]);
         if (ds4_session_load(s, snap, len, &err) != 0) check(false, "restore: %s", err.msg);
         eval_all(s, toks + 900, 60, 1, gpu2, V);
         ds4_session_free(s);
-        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, kinds[k]);
+        s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, false, kinds[k]);
         eval_all(s, toks, 960, 900, cpu, V);
         ds4_session_free(s);
         check(memcmp(cpu + (size_t)900 * V, gpu2, sizeof(float) * 60 * V) == 0,
               "kv %s: snapshot -> restore -> decode on CUDA is bitwise identical to not stopping", name);
         free(snap);
         if (kinds[k] == DS4_KV_FP8) { /* fp8 rows store what f16 rows store, while f16 holds the FP8 values exactly */
-            s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, DS4_KV_F16);
+            s = session_kv(m, DS4_BACKEND_CUDA, ctx, 512, false, DS4_KV_F16);
             eval_all(s, toks, n, 0, gpu2, V);
             ds4_session_free(s);
             d = compare(gpu, gpu2, n, V, &bad, 1e-3);

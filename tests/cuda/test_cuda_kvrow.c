@@ -86,17 +86,7 @@ static void test_kv_store_formats(ds4_rng *r) {
 static void test_compressor_formats(ds4_rng *r, int width, bool fp4, int fmt) {
     const int ratio = 4, W = 2 * width, slots = 2 * ratio, p0 = 5, n = 300, n_rows = (p0 + n) / ratio + 1;
     const int n_pairs = 32, nope = width - 2 * n_pairs;
-    ds4_hparams hp;
-    ds4_hparams_published(&hp);
-    double fr[32];
-    ds4_rope_freqs(&hp, true, fr);
-    float *kv = rnd(r, (size_t)n * W, 1.0f), *gate = rnd(r, (size_t)n * W, 1.0f), *ape = rnd(r, (size_t)ratio * W, 0.5f);
-    float *norm = rnd(r, width, 0.1f), *st0 = rnd(r, (size_t)2 * slots * W, 1.0f);
-    for (int i = 0; i < width; i++) norm[i] += 1.0f;
-    float *dkv = to_dev(kv, sizeof(float) * n * W), *dgate = to_dev(gate, sizeof(float) * n * W);
-    float *dnorm = to_dev(norm, sizeof(float) * width);
-    double *dfr = to_dev(fr, sizeof(fr));
-    ds4_dw dape = {DS4_TYPE_F32, to_dev(ape, sizeof(float) * ratio * W), W, ratio};
+    cmp_inputs in = cmp_inputs_make(r, n, W, ratio, width, slots);
     int *dpos = to_dev(NULL, sizeof(int));
     const size_t rb = ds4_kvrow_bytes((ds4_row_fmt)fmt, width, nope);
     float *rows32 = malloc(sizeof(float) * n_rows * width);
@@ -105,14 +95,15 @@ static void test_compressor_formats(ds4_rng *r, int width, bool fp4, int fmt) {
         for (int pass = 0; pass < 2; pass++) { /* f32, then fmt, from the same state */
             const int f = pass ? fmt : DS4_ROW_F32;
             const size_t b = ds4_kvrow_bytes((ds4_row_fmt)f, width, nope);
-            float *dst = to_dev(st0, sizeof(float) * 2 * slots * W);
+            float *dst = to_dev(in.st0, sizeof(float) * 2 * slots * W);
             uint8_t *drows = to_dev(NULL, b * n_rows);
             cudaMemset(drows, 0, b * n_rows);
             for (int t = 0; t < (serial ? n : 1); t++) {
                 const int at = p0 + t, cnt = serial ? 1 : n;
                 cudaMemcpy(dpos, &at, sizeof(int), cudaMemcpyHostToDevice);
-                ds4k_compressor(dst, dst + slots * W, ratio, true, W, dkv + (size_t)t * W, dgate + (size_t)t * W, &dape,
-                                dnorm, 1e-6f, width, dfr, n_pairs, dpos, cnt, !fp4, fp4, drows, f, NULL, NULL, 0, NULL);
+                ds4k_compressor(dst, dst + slots * W, ratio, true, W, in.kv + (size_t)t * W, in.gate + (size_t)t * W,
+                                &in.ape, in.norm, 1e-6f, width, in.freqs, n_pairs, dpos, cnt, !fp4, fp4, drows, f, NULL,
+                                NULL, 0, NULL);
             }
             from_dev(pass ? (void *)got : (void *)rows32, drows, b * n_rows);
             cudaFree(dst), cudaFree(drows);
@@ -123,9 +114,9 @@ static void test_compressor_formats(ds4_rng *r, int width, bool fp4, int fmt) {
         /* rows 0 .. (p0 + n) / ratio - 1 closed; the last stays zero in both */
         check_rows(what, fmt, rows32, got, (p0 + n) / ratio, width, nope, fmt == DS4_ROW_FP8 || fmt == DS4_ROW_FP4);
     }
-    void *bufs[] = {dkv, dgate, dnorm, dfr, (void *)dape.ptr, dpos};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-    free(kv), free(gate), free(ape), free(norm), free(st0), free(rows32), free(got);
+    cmp_inputs_free(&in);
+    cudaFree(dpos);
+    free(rows32), free(got);
 }
 
 void test_kvrow_kernels(ds4_rng *r) {

@@ -43,17 +43,10 @@ static bool pool_on(void) {
 static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width, bool fp8) {
     const int W = overlap ? 2 * width : width, slots = overlap ? 2 * ratio : ratio;
     const int p0 = 5, n = 300, n_rows = (p0 + n) / ratio + 1, n_pairs = 32;
-    ds4_hparams hp;
-    ds4_hparams_published(&hp);
-    double fr[32];
-    ds4_rope_freqs(&hp, true, fr);
-    float *kv = rnd(r, (size_t)n * W, 1.0f), *gate = rnd(r, (size_t)n * W, 1.0f), *ape = rnd(r, (size_t)ratio * W, 0.5f);
-    float *norm = rnd(r, width, 0.1f), *st0 = rnd(r, (size_t)2 * slots * W, 1.0f);
-    for (int i = 0; i < width; i++) norm[i] += 1.0f;
-    float *dkv = to_dev(kv, sizeof(float) * n * W), *dgate = to_dev(gate, sizeof(float) * n * W);
-    float *dnorm = to_dev(norm, sizeof(float) * width);
-    double *dfr = to_dev(fr, sizeof(fr));
-    ds4_dw dape = {DS4_TYPE_F32, to_dev(ape, sizeof(float) * ratio * W), W, ratio};
+    cmp_inputs in = cmp_inputs_make(r, n, W, ratio, width, slots);
+    float *dkv = in.kv, *dgate = in.gate, *dnorm = in.norm, *st0 = in.st0;
+    double *dfr = in.freqs;
+    const ds4_dw dape = in.ape;
     int *dpos = to_dev(NULL, sizeof(int));
     float *dst[2];
     uint16_t *drows[2], *rows[2];
@@ -87,9 +80,9 @@ static void test_compressor_chunk(ds4_rng *r, int ratio, bool overlap, int width
           overlap ? " (overlap)" : "          ", ratio >= 32 && !pool_on() ? " (pooled in place)" : "", n,
           same_rows ? "bitwise identical" : "DIFFER",
           same_state ? "bitwise identical" : "DIFFERS");
-    void *bufs[] = {dkv, dgate, dnorm, dfr, (void *)dape.ptr, dpos, dst[0], dst[1], drows[0], drows[1]};
+    void *bufs[] = {dpos, dst[0], dst[1], drows[0], drows[1]};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) cudaFree(bufs[i]);
-    free(kv), free(gate), free(ape), free(norm), free(st0);
+    cmp_inputs_free(&in);
     for (int k = 0; k < 2; k++) free(rows[k]), free(st[k]);
 }
 
