@@ -74,7 +74,8 @@ typedef struct ds4_backend_ops {
      * and write every token's logits to all_logits ([n][vocab]) when non-NULL. */
     int (*eval)(ds4_session *s, const int32_t *tokens, int n, float *all_logits, ds4_err *err);
     /* Bring the host-side ds4_state up to date (before save) / push it to the
-     * backend (after load or reset). CPU: no-ops. */
+     * backend (after load or reset). CPU: pull does nothing; push puts the
+     * rows into the session's KV format (a snapshot of another type). */
     int (*pull_state)(ds4_session *s, ds4_err *err);
     int (*push_state)(ds4_session *s, ds4_err *err);
     /* Bytes the backend holds for this session beyond the weights. */

@@ -252,27 +252,9 @@ int ds4_session_snapshot(ds4_session *s, uint8_t **out, size_t *len, ds4_err *er
     return 0;
 }
 
-/* A loaded state's rows as this session's cache keeps them (--kv-type): a
- * snapshot written under another type, or in oracle mode, holds values the
- * cache cannot. CUDA encodes them when it pushes the state anyway; the CPU
- * would keep them as read. Rows already in the format stay as they are. */
-static void round_state_rows(ds4_session *s) {
-    const ds4_row_fmt fa = ds4_kv_attn_fmt(s->kv_type), fi = ds4_kv_index_fmt(s->kv_type);
-    ds4_state *st = s->state;
-    const int hd = st->head_dim, id = st->idx_dim, nope = hd - s->model->hp.rope_dim;
-    if (fa == DS4_ROW_F32 && fi == DS4_ROW_F32) return;
-    for (int il = 0; il < st->n_layer; il++) {
-        ds4_layer_state *ls = &st->layers[il];
-        for (int r = 0; r < st->raw_cap; r++) ds4_kvrow_round(fa, ls->raw + (size_t)r * hd, hd, nope);
-        for (uint32_t r = 0; ls->comp && r < ls->n_comp; r++) ds4_kvrow_round(fa, ls->comp + (size_t)r * hd, hd, nope);
-        for (uint32_t r = 0; ls->idx && r < ls->n_idx; r++) ds4_kvrow_round(fi, ls->idx + (size_t)r * id, id, 0);
-    }
-}
-
 int ds4_session_load(ds4_session *s, const uint8_t *buf, size_t len, ds4_err *err) {
     if (chain_idle(s, err) != 0) return -1;
     const int rc = ds4_state_load(s->state, buf, len, err);
-    if (rc == 0) round_state_rows(s);
     if (s->ops->push_state && s->ops->push_state(s, rc == 0 ? err : NULL) != 0) return -1;
     return rc;
 }

@@ -285,12 +285,33 @@ static int cpu_eval(ds4_session *s, const int32_t *tokens, int n, float *all_log
 
 static size_t cpu_memory(const ds4_session *s) { return ds4_state_memory_bytes(s->state); }
 
+/* A state loaded from a snapshot (or reset) becomes the CPU's working state
+ * as it is, so its rows are put into the session's KV format here: one
+ * written under another --kv-type, or with f32 rows, holds values this
+ * cache cannot (CUDA encodes them when it pushes). Rows already in the
+ * format stay as they are; ring slots no position reached are zeros. */
+static int cpu_push(ds4_session *s, ds4_err *err) {
+    (void)err;
+    ds4_state *st = s->state;
+    const ds4_row_fmt fa = ds4_kv_attn_fmt(s->kv_type), fi = ds4_kv_index_fmt(s->kv_type);
+    if (fa == DS4_ROW_F32 && fi == DS4_ROW_F32) return 0;
+    const int hd = st->head_dim, id = st->idx_dim, nope = hd - s->model->hp.rope_dim;
+    const int n_raw = st->n_tokens < st->raw_cap ? st->n_tokens : st->raw_cap;
+    for (int il = 0; il < st->n_layer; il++) {
+        ds4_layer_state *ls = &st->layers[il];
+        for (int r = 0; r < n_raw; r++) ds4_kvrow_round(fa, ls->raw + (size_t)r * hd, hd, nope);
+        for (uint32_t r = 0; ls->comp && r < ls->n_comp; r++) ds4_kvrow_round(fa, ls->comp + (size_t)r * hd, hd, nope);
+        for (uint32_t r = 0; ls->idx && r < ls->n_idx; r++) ds4_kvrow_round(fi, ls->idx + (size_t)r * id, id, 0);
+    }
+    return 0;
+}
+
 const ds4_backend_ops ds4_cpu_backend = {
     .name = "cpu",
     .init = cpu_init,
     .destroy = cpu_destroy,
     .eval = cpu_eval,
     .pull_state = NULL,
-    .push_state = NULL,
+    .push_state = cpu_push,
     .memory_bytes = cpu_memory,
 };

@@ -118,6 +118,8 @@ __global__ void __launch_bounds__(AM_THREADS, 1) attention_mma_kernel(
      * at once; rows past the end are zeros. bf16 / fp8 rows: into the
      * registers `pend`, which land() stores into the chunk's buffer. */
     const int segs = hd / 8; /* 16-byte pieces per row */
+    /* f16 rows spelled out: from n_pairs and ds4_kvrow_bytes the f16
+     * instance spilled 12 bytes instead of 4 at its 128 registers */
     const int nope = F == DS4_ROW_F16 ? hd : hd - 2 * n_pairs;
     const int rbytes = F == DS4_ROW_F16 ? 2 * hd : (int)ds4_kvrow_bytes((ds4_row_fmt)F, hd, nope);
     uint4 pend[AM_PIECES];

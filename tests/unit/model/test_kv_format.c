@@ -12,20 +12,15 @@
 #include "util/f16.h"
 #include "util/rng.h"
 
-static uint32_t bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-#define assert_same_float(a, b, ...)                                                                              \
-    do {                                                                                                          \
-        const float a__ = (a), b__ = (b);                                                                         \
-        if (bits(a__) != bits(b__)) {                                                                             \
-            char w__[160];                                                                                        \
-            snprintf(w__, sizeof(w__), __VA_ARGS__);                                                              \
-            fail_msg("%s: %.9g (0x%08x) vs %.9g (0x%08x)", w__, (double)a__, bits(a__), (double)b__, bits(b__)); \
-        }                                                                                                         \
+#define assert_same_float(a, b, ...)                                                                     \
+    do {                                                                                                 \
+        const float a__ = (a), b__ = (b);                                                                \
+        const uint32_t ua__ = ds4_f32_to_bits(a__), ub__ = ds4_f32_to_bits(b__);                         \
+        if (ua__ != ub__) {                                                                              \
+            char w__[160];                                                                               \
+            snprintf(w__, sizeof(w__), __VA_ARGS__);                                                     \
+            fail_msg("%s: %.9g (0x%08x) vs %.9g (0x%08x)", w__, (double)a__, ua__, (double)b__, ub__); \
+        }                                                                                                \
     } while (0)
 
 /* ------------------------------------------------------------------ E4M3 */
@@ -373,10 +368,8 @@ static void test_half_rows(void **state) {
             assert_same_float(out[i], ds4_bf16_to_f32(ds4_f32_to_bf16(x[i])), "bf16 row %d element %d", t, i);
             /* and by definition: 8 significant bits, the nearer of the two
              * neighbours (ties to an even last bit) */
-            const uint32_t u = bits(x[i]), lo = u & 0xffff0000u, hi = lo + 0x10000u;
-            float flo, fhi;
-            memcpy(&flo, &lo, 4);
-            memcpy(&fhi, &hi, 4);
+            const uint32_t u = ds4_f32_to_bits(x[i]), lo = u & 0xffff0000u, hi = lo + 0x10000u;
+            const float flo = ds4_bits_to_f32(lo), fhi = ds4_bits_to_f32(hi);
             const double dlo = fabs((double)x[i] - flo), dhi = fabs((double)x[i] - fhi);
             const float want = dlo < dhi ? flo : dhi < dlo ? fhi : (lo & 0x10000u) ? fhi : flo;
             assert_same_float(out[i], want, "bf16 definition, row %d element %d", t, i);
