@@ -576,9 +576,13 @@ extern "C" void ds4k_indexer_scores(const float *q, const float *w, const void *
  * updates all HG heads. Every sum has a fixed order: deterministic. */
 #define ATT_THREADS 256
 #define ATT_MAX_HG 16 /* heads per block: each row read is shared by up to 16 heads */
+/* F: the rows' format (ds4_row_fmt) as a template argument, as in the other
+ * attention kernels: read through a runtime switch, the loads spilled 12
+ * bytes (ptxas, sm_90a). */
+template <int F>
 __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     const float *q, const int *d_pos, int H, int hd, float scale, const float *sinks, const void *ring, int raw_cap,
-    int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk, int fmt,
+    int window, const void *comp, int ratio, bool csa, const int32_t *sel_all, const int *n_sel, int topk,
     const double *freqs, int n_pairs, float *o, int HG, int max_rows) {
     pdl_enter();
     extern __shared__ float sh[];
@@ -595,13 +599,13 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
     /* scores: a warp per row; the row is read once for all HG heads */
     const int per_lane = hd / 32; /* <= DS4K_MAX_HEAD_DIM / 32 */
     const int nope = hd - 2 * n_pairs;
-    const size_t rbytes = ds4_kvrow_bytes((ds4_row_fmt)fmt, hd, nope);
+    const size_t rbytes = ds4_kvrow_bytes((ds4_row_fmt)F, hd, nope);
     for (int r = warp; r < nr; r += nw) {
         const uint8_t *row = att_row(r, n_raw, lo, ring, raw_cap, comp, sel, rbytes);
         float rv[DS4K_MAX_HEAD_DIM / 32];
 #pragma unroll
         for (int i = 0; i < DS4K_MAX_HEAD_DIM / 32; i++)
-            rv[i] = i < per_lane ? kvrow_load(row, lane + 32 * i, fmt, hd, nope) : 0.0f;
+            rv[i] = i < per_lane ? kvrow_load(row, lane + 32 * i, F, hd, nope) : 0.0f;
         for (int j = 0; j < HG; j++) {
             float d = 0.0f;
 #pragma unroll
@@ -634,7 +638,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(
 #pragma unroll
         for (int j = 0; j < ATT_MAX_HG; j++) acc[j] = 0.0f;
         for (int r = 0; r < nr; r++) {
-            const float v = kvrow_load(att_row(r, n_raw, lo, ring, raw_cap, comp, sel, rbytes), dd, fmt, hd, nope);
+            const float v = kvrow_load(att_row(r, n_raw, lo, ring, raw_cap, comp, sel, rbytes), dd, F, hd, nope);
 #pragma unroll
             for (int j = 0; j < ATT_MAX_HG; j++)
                 if (j < HG) acc[j] += sc[j * max_rows + r] * v;
@@ -958,6 +962,19 @@ static int att_group(int H, int hd, int max_rows, size_t *smem) {
     return 1;
 }
 
+/* The whole-row kernel for rows of format fmt. */
+typedef void (*att_simt_fn)(const float *, const int *, int, int, float, const float *, const void *, int, int,
+                            const void *, int, bool, const int32_t *, const int *, int, const double *, int, float *, int,
+                            int);
+static att_simt_fn att_simt_for(int fmt) {
+    switch (fmt) {
+    case DS4_ROW_F32: return attention_kernel<DS4_ROW_F32>;
+    case DS4_ROW_BF16: return attention_kernel<DS4_ROW_BF16>;
+    case DS4_ROW_FP8: return attention_kernel<DS4_ROW_FP8>;
+    default: return attention_kernel<DS4_ROW_F16>;
+    }
+}
+
 /* The split kernel for rows of format fmt, with or without the HC split. */
 typedef void (*att_split_fn)(const float *, const int *, int, int, int, float, const void *, int, int, const void *, int,
                              bool, const int32_t *, const int *, int, int, float *, int, ds4k_hc_split);
@@ -1004,8 +1021,8 @@ extern "C" int ds4k_attention(const float *q, int n, const int *d_pos, int H, in
         return 0;
     size_t smem;
     const int hg = att_group(H, hd, max_rows, &smem);
-    launch_pdl(attention_kernel, dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st, q, d_pos, H, hd, scale, sinks,
-               ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, fmt, freqs, n_pairs, o, hg, max_rows);
+    launch_pdl(att_simt_for(fmt), dim3(n, H / hg), ATT_THREADS, smem, (cudaStream_t)st, q, d_pos, H, hd, scale, sinks,
+               ring, raw_cap, window, comp, ratio, csa, sel, n_sel, topk, freqs, n_pairs, o, hg, max_rows);
     return 0;
 }
 
@@ -1028,14 +1045,15 @@ extern "C" int ds4k_prepare(int H, int hd, int max_rows, int IH, int ID) {
     att_group(H, hd, max_rows, &att);
     if (att < 200 * 1024) att = 200 * 1024;
     const size_t sc = idx_smem(IH, ID, IDX_WARPS_DECODE), split = att_split_smem(hd); /* the larger of the two */
-    if (att > 48 * 1024 &&
-        cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) != cudaSuccess)
-        return -1;
+    const int fmts[4] = {DS4_ROW_F32, DS4_ROW_F16, DS4_ROW_BF16, DS4_ROW_FP8};
+    for (int i = 0; att > 48 * 1024 && i < 4; i++)
+        if (cudaFuncSetAttribute(att_simt_for(fmts[i]), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att) !=
+            cudaSuccess)
+            return -1;
     if (sc > 48 * 1024 && (idx_allow<DS4_ROW_F32>((int)sc) || idx_allow<DS4_ROW_F16>((int)sc) ||
                            idx_allow<DS4_ROW_BF16>((int)sc) || idx_allow<DS4_ROW_FP4>((int)sc)))
         return -1;
     if (ds4k_topk_prepare() != 0) return -1;
-    const int fmts[4] = {DS4_ROW_F32, DS4_ROW_F16, DS4_ROW_BF16, DS4_ROW_FP8};
     for (int i = 0; split > 48 * 1024 && i < 8; i++)
         if (cudaFuncSetAttribute(att_split_for(fmts[i / 2], i & 1), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)split) != cudaSuccess)
